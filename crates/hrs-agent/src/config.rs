@@ -1,0 +1,100 @@
+//! The agent's configuration file.
+
+use std::path::{Path, PathBuf};
+
+use hrs_core::config::{self, ConfigError};
+use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use serde::Deserialize;
+
+/// Whether the site is a primary or the central administration site; decides which
+/// catalog queries apply (each query declares its scope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteType {
+    /// A primary site.
+    Primary,
+    /// The central administration site.
+    Cas,
+}
+
+/// Everything an agent needs to know, read from one TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This site's code; the aggregator must list it.
+    pub site: SiteCode,
+    /// Primary or CAS.
+    #[serde(default = "default_site_type")]
+    pub site_type: SiteType,
+    /// The hierarchy this site belongs to; sent with every run, checked upstream.
+    pub hierarchy_id: HierarchyId,
+    /// The hierarchy-wide data level; queries above it never run.
+    #[serde(default = "default_level")]
+    pub level: Level,
+    /// The site database: `sqlite:PATH` (relative to this file's folder).
+    pub site_db: String,
+    /// The spool file where runs wait until upstream has committed them.
+    pub spool: PathBuf,
+    /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
+    pub upstream: String,
+    /// Collect this period instead of the current ISO week (for re-collection and tests).
+    #[serde(default)]
+    pub period: Option<Period>,
+    /// How often the service checks whether a new period is due, in minutes.
+    #[serde(default = "default_check_minutes")]
+    pub check_minutes: u64,
+    /// Upper bound of the delay between delivery attempts, in seconds.
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
+}
+
+fn default_site_type() -> SiteType {
+    SiteType::Primary
+}
+
+fn default_level() -> Level {
+    Level::Enhanced
+}
+
+fn default_check_minutes() -> u64 {
+    60
+}
+
+fn default_retry_max_seconds() -> u64 {
+    300
+}
+
+impl AgentConfig {
+    /// Reads the file, resolves its paths against the file's folder, and checks its values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Self = config::load(path)?;
+        cfg.spool = config::resolve(path, &cfg.spool);
+        let db_path = cfg.site_db.strip_prefix("sqlite:").unwrap_or(&cfg.site_db);
+        if db_path.is_empty() {
+            return Err(config::invalid(path, "site_db", "expected sqlite:PATH"));
+        }
+        cfg.site_db = format!(
+            "sqlite:{}",
+            config::resolve(path, Path::new(db_path)).display()
+        );
+        if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
+            return Err(config::invalid(
+                path,
+                "upstream",
+                format!("{:?} is not an http:// or https:// address", cfg.upstream),
+            ));
+        }
+        if cfg.check_minutes == 0 {
+            return Err(config::invalid(path, "check_minutes", "must be at least 1"));
+        }
+        if cfg.retry_max_seconds == 0 {
+            return Err(config::invalid(path, "retry_max_seconds", "must be at least 1"));
+        }
+        Ok(cfg)
+    }
+
+    /// Returns the period the next collection covers.
+    pub fn period(&self) -> Period {
+        self.period.unwrap_or_else(Period::current)
+    }
+}

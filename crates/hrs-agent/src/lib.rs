@@ -1,0 +1,289 @@
+//! The HRS agent: one per site. On schedule it runs the catalog against the site
+//! database, writes the run to a durable spool, and pushes it to its aggregator; a run
+//! leaves the spool only once the aggregator has acknowledged its durable commit.
+
+pub mod collect;
+pub mod config;
+pub mod spool;
+
+use std::future::Future;
+use std::time::Duration;
+
+use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_core::{Period, VERSION};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::aggregator_client::AggregatorClient;
+use hrs_store::StoreError;
+use rand::Rng as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub use config::{AgentConfig, SiteType};
+
+/// Largest message the agent sends or accepts; runs are far smaller.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Why the agent could not collect or deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The shipped catalog does not load.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] StoreError),
+    /// The site database could not be opened.
+    #[error(transparent)]
+    SiteDb(#[from] hrs_sitedb::SiteDbError),
+    /// The upstream could not be reached.
+    #[error("upstream {upstream} unreachable: {source}")]
+    Connect {
+        /// The configured upstream.
+        upstream: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// The upstream refused or failed a push.
+    #[error("upstream {upstream} did not commit run {run_id}: {status}")]
+    Push {
+        /// The configured upstream.
+        upstream: String,
+        /// The run that was pushed.
+        run_id: String,
+        /// The gRPC status it answered.
+        status: Box<tonic::Status>,
+    },
+    /// Runs were still spooled when the deadline of a one-shot delivery passed.
+    #[error("{pending} run(s) still spooled after {seconds} s; the service delivers them later")]
+    Undelivered {
+        /// Runs left in the spool.
+        pending: usize,
+        /// The deadline that passed.
+        seconds: u64,
+    },
+}
+
+/// What one collection produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// The period collected.
+    pub period: Period,
+    /// Queries run.
+    pub queries: usize,
+    /// Queries that failed (recorded with their error).
+    pub failed_queries: usize,
+    /// Result rows across all queries.
+    pub rows: usize,
+}
+
+impl RunSummary {
+    fn of(run: &pb::Run, period: Period) -> Self {
+        Self {
+            run_id: run.run_id.clone(),
+            period,
+            queries: run.results.len(),
+            failed_queries: run.results.iter().filter(|r| !r.error.is_empty()).count(),
+            rows: run.results.iter().map(|r| r.rows.len()).sum(),
+        }
+    }
+}
+
+/// One site's agent: its configuration, catalog and spool.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    catalog: Catalog,
+    spool: spool::Spool,
+}
+
+impl Agent {
+    /// Opens the spool and loads the catalog; touches neither the site database nor the
+    /// network.
+    pub fn open(config: AgentConfig) -> Result<Self, AgentError> {
+        let catalog = Catalog::builtin()?;
+        let spool = spool::Spool::open(&config.spool)?;
+        Ok(Self {
+            config,
+            catalog,
+            spool,
+        })
+    }
+
+    /// Runs the catalog for `period` and spools the run.
+    pub async fn collect(&self, period: Period) -> Result<RunSummary, AgentError> {
+        let mut db = hrs_sitedb::open(&self.config.site_db)?;
+        let what = collect::Collection {
+            site: self.config.site.clone(),
+            site_type: self.config.site_type,
+            hierarchy_id: self.config.hierarchy_id,
+            level: self.config.level,
+            period,
+        };
+        let sequence = self.spool.next_sequence().await?;
+        let run =
+            collect::collect(&mut db, &self.catalog, &what, uuid::Uuid::new_v4(), sequence).await;
+        let collected_at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        self.spool.put(&run, collected_at).await?;
+        let summary = RunSummary::of(&run, period);
+        tracing::info!(
+            run_id = %summary.run_id,
+            %period,
+            queries = summary.queries,
+            failed = summary.failed_queries,
+            rows = summary.rows,
+            "run spooled"
+        );
+        Ok(summary)
+    }
+
+    /// Pushes every spooled run upstream, oldest first, removing each once committed.
+    /// Returns how many were delivered; stops at the first failure.
+    pub async fn deliver(&self) -> Result<usize, AgentError> {
+        let pending = self.spool.pending().await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let upstream = self.config.upstream.clone();
+        let mut client = AggregatorClient::connect(upstream.clone())
+            .await
+            .map_err(|source| AgentError::Connect {
+                upstream: upstream.clone(),
+                source,
+            })?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut delivered = 0;
+        for spooled in pending {
+            let answer = client
+                .push_run(pb::PushRunRequest {
+                    run: Some(spooled.run),
+                })
+                .await
+                .map_err(|status| AgentError::Push {
+                    upstream: upstream.clone(),
+                    run_id: spooled.run_id.clone(),
+                    status: Box::new(status),
+                })?
+                .into_inner();
+            self.spool.remove(&spooled.run_id).await?;
+            delivered += 1;
+            tracing::info!(
+                run_id = %spooled.run_id,
+                duplicate = answer.duplicate,
+                superseded = answer.superseded,
+                "run committed upstream"
+            );
+        }
+        Ok(delivered)
+    }
+
+    /// Collects the configured period now and delivers the spool, retrying with backoff
+    /// until `deadline`; what is left stays spooled for the service.
+    pub async fn run_once(&self, deadline: Duration) -> Result<RunSummary, AgentError> {
+        let summary = self.collect(self.config.period()).await?;
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::new(self.config.retry_max_seconds);
+        loop {
+            match self.deliver().await {
+                Ok(_) => return Ok(summary),
+                Err(error) => {
+                    let wait = backoff.next();
+                    if started.elapsed() + wait > deadline {
+                        tracing::error!(%error, "delivery failed");
+                        let pending = self.spool.pending().await?.len();
+                        return Err(AgentError::Undelivered {
+                            pending,
+                            seconds: deadline.as_secs(),
+                        });
+                    }
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "delivery failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the agent as a service until `shutdown` resolves: collects each period once,
+    /// and keeps delivering the spool, backing off while the upstream is away.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        tracing::info!(site = %self.config.site, version = VERSION, "agent started");
+        let check = Duration::from_secs(self.config.check_minutes * 60);
+        let mut backoff = Backoff::new(self.config.retry_max_seconds);
+        tokio::pin!(shutdown);
+        loop {
+            let period = self.config.period();
+            if self.spool.last_collected().await?.as_deref() != Some(&period.to_string()) {
+                if let Err(error) = self.collect(period).await {
+                    tracing::error!(%error, %period, "collection failed");
+                }
+            }
+            let wait = match self.deliver().await {
+                Ok(_) => {
+                    backoff.reset();
+                    check
+                }
+                Err(error) => {
+                    let wait = backoff.next();
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "delivery failed");
+                    wait.min(check)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter and a cap, so many sites reconnecting after an
+/// outage do not arrive at once.
+#[derive(Debug)]
+struct Backoff {
+    attempt: u32,
+    cap: Duration,
+}
+
+impl Backoff {
+    fn new(cap_seconds: u64) -> Self {
+        Self {
+            attempt: 0,
+            cap: Duration::from_secs(cap_seconds),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        let ceiling = Duration::from_millis(500)
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let mut b = Backoff::new(4);
+        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(waits[0] <= Duration::from_millis(500));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(4)));
+        assert!(waits[7] >= Duration::from_secs(2));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,161 @@
+//! The durable spool: a run is written here before any attempt to send it, and removed
+//! only after the upstream has acknowledged its durable commit.
+
+use std::path::Path;
+
+use hrs_proto::v1 as pb;
+use hrs_store::{Store, StoreError};
+use prost::Message as _;
+use rusqlite::{OptionalExtension as _, params};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT PRIMARY KEY,
+    sequence     INTEGER NOT NULL UNIQUE,
+    period       TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    collected_at TEXT NOT NULL,
+    payload      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// A spooled run awaiting delivery.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    /// The run's id.
+    pub run_id: String,
+    /// Its sequence number; runs are delivered in this order.
+    pub sequence: u64,
+    /// The run itself.
+    pub run: pb::Run,
+}
+
+/// The agent's spool file.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    store: Store,
+}
+
+impl Spool {
+    /// Opens or creates the spool.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            store: Store::open(path, SCHEMA)?,
+        })
+    }
+
+    /// Reserves the next run sequence number.
+    ///
+    /// Sequences never go back: the counter is persisted, and starts from the clock (in
+    /// milliseconds) so a site whose spool was lost still outranks its earlier runs.
+    pub async fn next_sequence(&self) -> Result<u64, StoreError> {
+        let clock = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let clock = u64::try_from(clock).unwrap_or(0);
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let last: Option<String> = tx
+                    .query_row("SELECT value FROM state WHERE key = 'sequence'", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                let last: u64 = last.and_then(|v| v.parse().ok()).unwrap_or(0);
+                let next = (last + 1).max(clock);
+                tx.execute(
+                    "INSERT INTO state (key, value) VALUES ('sequence', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![next.to_string()],
+                )?;
+                tx.commit()?;
+                Ok(next)
+            })
+            .await
+    }
+
+    /// Stores a run durably and records its period as collected, in one transaction.
+    pub async fn put(&self, run: &pb::Run, collected_at: String) -> Result<(), StoreError> {
+        let payload = run.encode_to_vec();
+        let (run_id, sequence, period, digest) = (
+            run.run_id.clone(),
+            i64::try_from(run.sequence).unwrap_or(i64::MAX),
+            run.period.clone(),
+            run.digest.clone(),
+        );
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO runs (run_id, sequence, period, digest, collected_at, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![run_id, sequence, period, digest, collected_at, payload],
+                )?;
+                tx.execute(
+                    "INSERT INTO state (key, value) VALUES ('last_period', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![period],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Returns every spooled run, oldest first.
+    pub async fn pending(&self) -> Result<Vec<Spooled>, StoreError> {
+        self.store
+            .call(|conn| {
+                let mut stmt =
+                    conn.prepare("SELECT run_id, sequence, payload FROM runs ORDER BY sequence")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (run_id, sequence, payload) = row?;
+                    let run = pb::Run::decode(payload.as_slice())
+                        .map_err(|e| StoreError::Corrupt(format!("run {run_id}: {e}")))?;
+                    out.push(Spooled {
+                        run_id,
+                        sequence: u64::try_from(sequence).unwrap_or(0),
+                        run,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Removes a run the upstream has committed.
+    pub async fn remove(&self, run_id: &str) -> Result<(), StoreError> {
+        let run_id = run_id.to_owned();
+        self.store
+            .call(move |conn| {
+                conn.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Returns the last period this site collected, so the scheduler runs each period once.
+    pub async fn last_collected(&self) -> Result<Option<String>, StoreError> {
+        self.store
+            .call(|conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT value FROM state WHERE key = 'last_period'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+}

@@ -1,0 +1,76 @@
+//! The aggregator's configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hrs_core::config::{self, ConfigError};
+use hrs_core::{HierarchyId, Level, SiteCode};
+use serde::Deserialize;
+
+/// Everything an aggregator needs to know, read from one TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Address the gRPC service listens on.
+    pub listen: SocketAddr,
+    /// The hierarchy this aggregator serves; runs of any other are refused.
+    pub hierarchy_id: HierarchyId,
+    /// The hierarchy-wide data level; what is forwarded never exceeds it.
+    #[serde(default = "default_level")]
+    pub level: Level,
+    /// The merge store file.
+    pub store: PathBuf,
+    /// Every site expected to report; runs from any other site are refused, and a period
+    /// is complete once each has reported.
+    pub sites: Vec<SiteCode>,
+    /// The connection point's address, e.g. `http://127.0.0.1:7402`; when absent, merged
+    /// periods stay in the store for `hrs view`.
+    #[serde(default)]
+    pub connection_point: Option<String>,
+    /// Hours after a period's end after which it is forwarded even with sites missing.
+    #[serde(default = "default_deadline_hours")]
+    pub period_deadline_hours: u64,
+    /// Delay between forwarding attempts while the connection point is away, in seconds.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_level() -> Level {
+    Level::Enhanced
+}
+
+fn default_deadline_hours() -> u64 {
+    72
+}
+
+fn default_retry_seconds() -> u64 {
+    30
+}
+
+impl AggregatorConfig {
+    /// Reads the file, resolves its paths against the file's folder, and checks its values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Self = config::load(path)?;
+        cfg.store = config::resolve(path, &cfg.store);
+        if cfg.sites.is_empty() {
+            return Err(config::invalid(path, "sites", "lists no site"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = cfg.sites.iter().find(|s| !seen.insert(*s)) {
+            return Err(config::invalid(path, "sites", format!("{dup} is listed twice")));
+        }
+        if let Some(url) = &cfg.connection_point {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(config::invalid(
+                    path,
+                    "connection_point",
+                    format!("{url:?} is not an http:// or https:// address"),
+                ));
+            }
+        }
+        if cfg.retry_seconds == 0 {
+            return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
+        }
+        Ok(cfg)
+    }
+}

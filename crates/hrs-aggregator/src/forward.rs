@@ -1,0 +1,123 @@
+//! Forwarding: each period, once complete (or past its deadline), goes upstream to the
+//! connection point; a newer run for a forwarded period forwards it again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hrs_core::Period;
+use hrs_core::catalog::Catalog;
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::connection_point_client::ConnectionPointClient;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{Notify, watch};
+
+use crate::config::AggregatorConfig;
+use crate::merge::merge;
+use crate::store::MergeStore;
+
+/// How often ready periods are re-examined when nothing else happens, so deadlines pass.
+const RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// Runs until `stop` turns true: forwards every ready period whenever a run is merged,
+/// and retries failures every `retry_seconds`.
+pub async fn run(
+    config: Arc<AggregatorConfig>,
+    store: Arc<dyn MergeStore>,
+    catalog: Arc<Catalog>,
+    merged: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(upstream) = config.connection_point.clone() else {
+        return;
+    };
+    loop {
+        let wait = match forward_ready(&config, &store, &catalog, &upstream).await {
+            Ok(()) => RECHECK,
+            Err(error) => {
+                tracing::warn!(%error, upstream, "forwarding failed");
+                Duration::from_secs(config.retry_seconds)
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = merged.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn past_deadline(period: &str, hours: u64) -> bool {
+    let Ok(period) = period.parse::<Period>() else {
+        return false;
+    };
+    let closes = period.end().midnight().assume_utc() + time::Duration::days(1);
+    OffsetDateTime::now_utc() > closes + time::Duration::hours(hours as i64)
+}
+
+async fn forward_ready(
+    config: &AggregatorConfig,
+    store: &Arc<dyn MergeStore>,
+    catalog: &Catalog,
+    upstream: &str,
+) -> Result<(), String> {
+    let reader = Arc::clone(store);
+    let periods = tokio::task::spawn_blocking(move || reader.periods())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut client: Option<ConnectionPointClient<tonic::transport::Channel>> = None;
+    for period in periods {
+        let reader = Arc::clone(store);
+        let key = period.clone();
+        let (runs, forwarded) = tokio::task::spawn_blocking(move || {
+            Ok::<_, hrs_store::StoreError>((reader.current(Some(&key), None)?, reader.forwarded(&key)?))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let merged = merge(
+            config.hierarchy_id,
+            config.level,
+            catalog,
+            &config.sites,
+            &period,
+            runs,
+        );
+        if !merged.complete && !past_deadline(&period, config.period_deadline_hours) {
+            continue;
+        }
+        if forwarded.as_deref() == Some(merged.period.digest.as_str()) {
+            continue;
+        }
+        let client = match &mut client {
+            Some(client) => client,
+            None => client.insert(
+                ConnectionPointClient::connect(upstream.to_owned())
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?
+                    .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+                    .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
+            ),
+        };
+        let digest = merged.period.digest.clone();
+        let missing = merged.period.missing_sites.len();
+        client
+            .offer_period(pb::OfferPeriodRequest {
+                period: Some(merged.period),
+            })
+            .await
+            .map_err(|s| format!("period {period} refused: {}", s.message()))?;
+        let writer = Arc::clone(store);
+        let at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let (p, d) = (period.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || writer.mark_forwarded(&p, &d, &at))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        tracing::info!(period, digest, missing, "period forwarded");
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The HRS aggregator, at the CAS: authenticates each site, validates and stores every
+//! run, merges the hierarchy's data per period, and forwards each complete period to the
+//! connection point.
+
+pub mod config;
+pub mod forward;
+pub mod merge;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_proto::v1::aggregator_server::AggregatorServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::AggregatorConfig;
+pub use store::{MergeStore, SqliteMergeStore};
+
+/// Largest message accepted or sent; a site's weekly run is far smaller.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Why the aggregator could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    /// The shipped catalog does not load.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The merge store could not be opened.
+    #[error(transparent)]
+    Store(#[from] hrs_store::StoreError),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves the aggregator on `listener` until `shutdown` resolves, then stops forwarding and
+/// returns once in-flight requests have finished.
+pub async fn serve(
+    config: AggregatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AggregatorError> {
+    let catalog = Arc::new(Catalog::builtin()?);
+    let store: Arc<dyn MergeStore> = Arc::new(SqliteMergeStore::open(&config.store)?);
+    let config = Arc::new(config);
+    let merged = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forwarder = tokio::spawn(forward::run(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        catalog,
+        Arc::clone(&merged),
+        stop_rx,
+    ));
+    // Periods already complete at startup are forwarded without waiting for a push.
+    merged.notify_one();
+    let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
+    tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
+    let result = tonic::transport::Server::builder()
+        .add_service(
+            AggregatorServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = forwarder.await;
+    tracing::info!("aggregator stopped");
+    Ok(result?)
+}

@@ -1,0 +1,133 @@
+//! The gRPC service sites push their runs to.
+
+use std::sync::Arc;
+
+use hrs_core::validate::{Invalid, check_run};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::aggregator_server::Aggregator;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::config::AggregatorConfig;
+use crate::store::{Commit, MergeError, MergeStore};
+
+/// Why a push was refused; each maps to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The request has no run.
+    #[error("field run: missing")]
+    MissingRun,
+    /// The run failed validation.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The run belongs to another hierarchy.
+    #[error("run belongs to hierarchy {0}, not to the one this aggregator serves")]
+    WrongHierarchy(String),
+    /// The site is not configured here.
+    #[error("site {0} is not one of this aggregator's sites")]
+    UnknownSite(String),
+    /// The store refused or failed the commit.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// The blocking task failed.
+    #[error("commit task failed: {0}")]
+    Task(String),
+}
+
+impl From<PushError> for Status {
+    fn from(error: PushError) -> Self {
+        match &error {
+            PushError::MissingRun => Status::invalid_argument(error.to_string()),
+            PushError::Invalid(Invalid::UnknownCatalog(_)) => {
+                Status::failed_precondition(error.to_string())
+            }
+            PushError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            PushError::WrongHierarchy(_) | PushError::UnknownSite(_) => {
+                Status::permission_denied(error.to_string())
+            }
+            PushError::Merge(MergeError::Conflict { .. }) => {
+                Status::already_exists(error.to_string())
+            }
+            PushError::Merge(MergeError::Store(_)) | PushError::Task(_) => {
+                tracing::error!(%error, "commit failed");
+                Status::internal("the aggregator could not store the run; it will be retried")
+            }
+        }
+    }
+}
+
+/// The aggregator's service state.
+pub struct AggregatorService {
+    config: Arc<AggregatorConfig>,
+    store: Arc<dyn MergeStore>,
+    merged: Arc<Notify>,
+}
+
+impl AggregatorService {
+    /// Creates the service; `merged` is notified whenever a run becomes current.
+    pub fn new(
+        config: Arc<AggregatorConfig>,
+        store: Arc<dyn MergeStore>,
+        merged: Arc<Notify>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            merged,
+        }
+    }
+
+    async fn push(&self, request: pb::PushRunRequest) -> Result<Commit, PushError> {
+        let run = request.run.ok_or(PushError::MissingRun)?;
+        let header = check_run(&run)?;
+        if header.hierarchy_id != self.config.hierarchy_id {
+            return Err(PushError::WrongHierarchy(header.hierarchy_id.to_string()));
+        }
+        if !self.config.sites.contains(&header.site) {
+            return Err(PushError::UnknownSite(header.site.to_string()));
+        }
+        let store = Arc::clone(&self.store);
+        let received_at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let commit = tokio::task::spawn_blocking(move || {
+            store.commit(&run, &header, &received_at).map(|c| (c, header))
+        })
+        .await
+        .map_err(|e| PushError::Task(e.to_string()))??;
+        let (commit, header) = commit;
+        tracing::info!(
+            site = %header.site,
+            period = %header.period,
+            run_id = %header.run_id,
+            outcome = ?commit,
+            "run committed"
+        );
+        if commit == Commit::Merged {
+            self.merged.notify_one();
+        }
+        Ok(commit)
+    }
+}
+
+#[tonic::async_trait]
+impl Aggregator for AggregatorService {
+    async fn push_run(
+        &self,
+        request: Request<pb::PushRunRequest>,
+    ) -> Result<Response<pb::PushRunResponse>, Status> {
+        let peer = request.remote_addr();
+        match self.push(request.into_inner()).await {
+            Ok(commit) => Ok(Response::new(pb::PushRunResponse {
+                duplicate: commit == Commit::Duplicate,
+                superseded: commit == Commit::Superseded,
+            })),
+            Err(error) => {
+                tracing::warn!(?peer, %error, "push refused");
+                Err(error.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The connection point's configuration file, shared with the connection tool: which
+//! hierarchy it serves, what level of data may leave, and whether it submits online or
+//! writes bundles for removable media. Checked in full before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hrs_core::config::{self, ConfigError};
+use hrs_core::{HierarchyId, Level};
+use serde::Deserialize;
+
+/// How data leaves the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Submit each period to the intake as soon as it arrives.
+    Online,
+    /// Write each period as a bundle file for an administrator to carry out.
+    Offline,
+}
+
+impl Mode {
+    /// Returns the mode's name as written in configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the connection point runs, read from a TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPointConfig {
+    /// Address the gRPC service listens on; the top-level aggregator offers periods here.
+    pub listen: SocketAddr,
+    /// The hierarchy's ID in clear; offered periods must carry its hash, so data of another
+    /// hierarchy is never sent under this one's name.
+    pub hierarchy_id: HierarchyId,
+    /// The level configured now: what leaves is filtered to it, whatever level the data was
+    /// collected at.
+    #[serde(default = "default_level")]
+    pub level: Level,
+    /// Online (submit to the intake) or offline (write bundles).
+    pub mode: Mode,
+    /// The SQLite file holding received periods and their delivery state.
+    pub store: PathBuf,
+    /// URL of the intake, e.g. `http://127.0.0.1:7400`; required when online.
+    #[serde(default)]
+    pub intake: Option<String>,
+    /// Folder bundles are written to; required when offline.
+    #[serde(default)]
+    pub outbox: Option<PathBuf>,
+    /// Seconds to wait before retrying a delivery that failed.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+    /// The file this configuration was read from, so messages can point at it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+fn default_level() -> Level {
+    Level::Enhanced
+}
+
+fn default_retry_seconds() -> u64 {
+    30
+}
+
+impl ConnectionPointConfig {
+    /// Reads, resolves and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut this: Self = config::load(path)?;
+        this.store = config::resolve(path, &this.store);
+        this.outbox = this.outbox.map(|outbox| config::resolve(path, &outbox));
+        this.source = Some(path.to_owned());
+        this.check(path)?;
+        Ok(this)
+    }
+
+    /// Checks values that parse but cannot work together, naming the field.
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.store.as_os_str().is_empty() {
+            return Err(config::invalid(path, "store", "is empty"));
+        }
+        if self.retry_seconds == 0 {
+            return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
+        }
+        match self.mode {
+            Mode::Online => {
+                let Some(url) = &self.intake else {
+                    return Err(config::invalid(
+                        path,
+                        "intake",
+                        "is required when mode = \"online\" (the intake's URL, e.g. http://127.0.0.1:7400)",
+                    ));
+                };
+                check_url(url).map_err(|problem| config::invalid(path, "intake", problem))?;
+            }
+            Mode::Offline => {
+                let Some(outbox) = &self.outbox else {
+                    return Err(config::invalid(
+                        path,
+                        "outbox",
+                        "is required when mode = \"offline\" (the folder bundles are written to)",
+                    ));
+                };
+                if outbox.as_os_str().is_empty() {
+                    return Err(config::invalid(path, "outbox", "is empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns how messages name this configuration: its file, when it was read from one.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Some(path) => path.display().to_string(),
+            None => "the connection point configuration".to_owned(),
+        }
+    }
+}
+
+/// Checks that `url` is an http(s) URL tonic can connect to.
+fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map(drop)
+        .map_err(|e| format!("{url:?} is not a valid URL: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listen = \"127.0.0.1:7300\"\n\
+        hierarchy_id = \"6f9619ff-8b86-d011-b42d-00c04fc964ff\"\n\
+        store = \"cp.sqlite\"\n";
+
+    fn load(
+        text: &str,
+    ) -> (
+        tempfile::TempDir,
+        Result<ConnectionPointConfig, ConfigError>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cp.toml");
+        std::fs::write(&path, text).expect("writes config");
+        let result = ConnectionPointConfig::load(&path);
+        (dir, result)
+    }
+
+    #[test]
+    fn online_needs_an_intake_and_offline_an_outbox() {
+        let (_dir, err) = load(&format!("{BASE}mode = \"online\"\n"));
+        let err = err.expect_err("no intake").to_string();
+        assert!(err.contains("intake"), "{err}");
+
+        let (_dir, err) = load(&format!("{BASE}mode = \"offline\"\n"));
+        let err = err.expect_err("no outbox").to_string();
+        assert!(err.contains("outbox"), "{err}");
+
+        let (_dir, err) = load(&format!(
+            "{BASE}mode = \"online\"\nintake = \"127.0.0.1:7400\"\n"
+        ));
+        let err = err.expect_err("not a URL").to_string();
+        assert!(err.contains("intake"), "{err}");
+
+        let (_dir, err) = load(&format!("{BASE}mode = \"Online\"\n"));
+        assert!(err.is_err(), "modes are lowercase");
+    }
+
+    #[test]
+    fn resolves_paths_and_applies_defaults() {
+        let (dir, config) = load(&format!("{BASE}mode = \"offline\"\noutbox = \"media\"\n"));
+        let config = config.expect("loads");
+        assert_eq!(config.store, dir.path().join("cp.sqlite"));
+        assert_eq!(config.outbox, Some(dir.path().join("media")));
+        assert_eq!(config.level, Level::Enhanced);
+        assert_eq!(config.retry_seconds, 30);
+        assert_eq!(config.mode, Mode::Offline);
+        assert_eq!(config.source, Some(dir.path().join("cp.toml")));
+    }
+
+    #[test]
+    fn refuses_unknown_keys() {
+        let (_dir, err) = load(&format!(
+            "{BASE}mode = \"online\"\nintake = \"http://127.0.0.1:7400\"\nproxy = \"x\"\n"
+        ));
+        let err = err.expect_err("unknown key").to_string();
+        assert!(err.contains("proxy"), "{err}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The connection point: the one role that may send a hierarchy's data out of it.
+//!
+//! The top-level aggregator offers it merged periods; it checks and commits each one, then
+//! delivers it: online by submitting to the intake, offline by writing a bundle file for the
+//! connection tool to carry out. Whatever leaves goes through [`outbound`], the single
+//! definition of what the configured level lets out; the connection tool's
+//! [`export_csv`] shows exactly that for review.
+
+pub mod bundle;
+mod config;
+mod deliver;
+mod outbound;
+mod store;
+mod tool;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hrs_core::validate::{Invalid, check_merged};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
+use hrs_store::StoreError;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument as _, error, info, warn};
+
+pub use bundle::{BundleError, read_bundle, write_bundle};
+pub use config::{ConnectionPointConfig, Mode};
+pub use outbound::outbound;
+pub use store::{Offered, OutboxStore, PeriodState, SqliteOutbox, State};
+pub use tool::{ExportSummary, export_csv, export_rows, periods};
+
+/// Largest message accepted or sent: a whole hierarchy's period in one message.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Why the connection point refused a period, or a connection tool step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The period is malformed, names an unknown catalog, or its digest is wrong.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The period belongs to another hierarchy.
+    #[error(
+        "period belongs to hierarchy {got:?}, this connection point serves {expected:?}: check hierarchy_id on both sides"
+    )]
+    WrongHierarchy {
+        /// The hierarchy hash the period carries.
+        got: String,
+        /// The hash of the configured hierarchy.
+        expected: String,
+    },
+    /// The store could not be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A tool step needs the connection point's store, and there is none yet.
+    #[error(
+        "no connection point store at {}: run the connection point first or check `store` in {config}",
+        store.display()
+    )]
+    NoStore {
+        /// Where the store was expected.
+        store: PathBuf,
+        /// The configuration that names it.
+        config: String,
+    },
+    /// A bundle could not be written or read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A file or folder could not be written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration lacks what its mode needs (checked by [`ConnectionPointConfig::load`]).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The gRPC server failed.
+    #[error("connection point server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl From<ConnectionError> for Status {
+    fn from(e: ConnectionError) -> Self {
+        match e {
+            ConnectionError::Invalid(Invalid::UnknownCatalog(_)) => {
+                warn!(error = %e, "period refused");
+                Status::failed_precondition(e.to_string())
+            }
+            ConnectionError::Invalid(_) => {
+                warn!(error = %e, "period refused");
+                Status::invalid_argument(e.to_string())
+            }
+            ConnectionError::WrongHierarchy { .. } => {
+                warn!(error = %e, "period refused");
+                Status::permission_denied(e.to_string())
+            }
+            ConnectionError::Store(_)
+            | ConnectionError::NoStore { .. }
+            | ConnectionError::Bundle(_)
+            | ConnectionError::Io { .. }
+            | ConnectionError::Config(_)
+            | ConnectionError::Transport(_) => {
+                error!(error = %deliver::chain(&e), "connection point failed");
+                Status::internal("the connection point could not store the period; retry later")
+            }
+        }
+    }
+}
+
+/// The gRPC service over a store.
+struct PointService<S> {
+    store: Arc<S>,
+    /// Hash of the configured hierarchy; offered periods must carry it.
+    hierarchy_hash: String,
+    /// Wakes the delivery task when a period needs sending.
+    wake: Arc<Notify>,
+}
+
+impl<S: OutboxStore> PointService<S> {
+    /// Checks, stores and answers one offered period.
+    async fn handle(
+        &self,
+        request: pb::OfferPeriodRequest,
+    ) -> Result<pb::OfferPeriodResponse, ConnectionError> {
+        let period = request.period.ok_or_else(|| Invalid::Field {
+            field: "period".into(),
+            problem: "missing".into(),
+        })?;
+        let (when, level) = check_merged(&period)?;
+        if period.hierarchy_hash != self.hierarchy_hash {
+            return Err(ConnectionError::WrongHierarchy {
+                got: period.hierarchy_hash,
+                expected: self.hierarchy_hash.clone(),
+            });
+        }
+        let offered = self.store.offer(&period).await?;
+        info!(
+            period = %when,
+            %level,
+            digest = %period.digest,
+            sites = period.sites.len(),
+            missing = period.missing_sites.len(),
+            outcome = ?offered,
+            "period received"
+        );
+        if offered != Offered::Duplicate {
+            self.wake.notify_one();
+        }
+        Ok(pb::OfferPeriodResponse {
+            duplicate: offered == Offered::Duplicate,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl<S: OutboxStore> ConnectionPoint for PointService<S> {
+    async fn offer_period(
+        &self,
+        request: Request<pb::OfferPeriodRequest>,
+    ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
+        let span = tracing::info_span!("offer_period", peer = ?request.remote_addr());
+        let request = request.into_inner();
+        async move { self.handle(request).await.map_err(Status::from) }
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+}
+
+/// Runs the connection point on `listener` until `shutdown` completes: receives periods
+/// and delivers them in the background, then drains in-flight calls.
+pub async fn serve(
+    config: ConnectionPointConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ConnectionError> {
+    let delivery = deliver::Delivery::of(&config).ok_or_else(|| {
+        ConnectionError::Config(format!(
+            "mode {} needs {}",
+            config.mode,
+            match config.mode {
+                Mode::Online => "intake",
+                Mode::Offline => "outbox",
+            }
+        ))
+    })?;
+    if let (Mode::Offline, Some(outbox)) = (config.mode, &config.outbox) {
+        std::fs::create_dir_all(outbox).map_err(|source| ConnectionError::Io {
+            path: outbox.clone(),
+            source,
+        })?;
+    }
+    let path = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteOutbox::open(&path))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    let store = Arc::new(store);
+
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let delivering = tokio::spawn(deliver::run(delivery, store.clone(), wake.clone(), stop_rx));
+
+    info!(
+        listen = ?listener.local_addr().ok(),
+        mode = %config.mode,
+        level = %config.level,
+        intake = config.intake.as_deref().unwrap_or(""),
+        outbox = %config.outbox.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        store = %store.path().display(),
+        "connection point listening"
+    );
+    let service = ConnectionPointServer::new(PointService {
+        store,
+        hierarchy_hash: config.hierarchy_id.hashed(),
+        wake,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let signal = stop_tx.clone();
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            info!("connection point shutting down");
+            signal.send_replace(true);
+        })
+        .await;
+    stop_tx.send_replace(true);
+    if let Err(e) = delivering.await {
+        warn!(error = %e, "delivery task ended abnormally");
+    }
+    result?;
+    info!("connection point stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+//! The single definition of what leaves the hierarchy. Online submission, offline bundles
+//! and the connection tool's export all go through [`outbound`], so what an operator
+//! reviews is exactly what is sent.
+
+use hrs_core::Level;
+use hrs_core::digest::merged_digest;
+use hrs_core::hash::hash_value;
+use hrs_proto::v1 as pb;
+
+/// Returns the merged period as it may leave the hierarchy at the configured `level`.
+///
+/// - The level sent is the lower of the level the data was collected at and `level`, so
+///   a level lowered after collection applies at once and never claims more than was
+///   collected.
+/// - Result sets of queries above that level are dropped (as are sets whose level does not
+///   parse: nothing leaves unless it is provably allowed).
+/// - Site codes, present and missing, are replaced by their one-way hash unless that level
+///   is Full: site codes never leave at Basic or Enhanced.
+/// - Run ids and sequences are cleared: they are internal to the hierarchy.
+/// - The digest is recomputed over what remains.
+pub fn outbound(period: &pb::MergedPeriod, level: Level) -> pb::MergedPeriod {
+    // Periods are checked on arrival, so the level parses; if it did not, the strictest
+    // level is the safe reading.
+    let collected: Level = period.level.parse().unwrap_or(Level::Basic);
+    let effective = collected.min(level);
+    let site_name = |site: &str| {
+        if effective == Level::Full {
+            site.to_owned()
+        } else {
+            hash_value(site)
+        }
+    };
+    let sites = period
+        .sites
+        .iter()
+        .map(|site| pb::SiteResults {
+            site: site_name(&site.site),
+            run_id: String::new(),
+            sequence: 0,
+            results: site
+                .results
+                .iter()
+                .filter(|set| {
+                    set.level
+                        .parse::<Level>()
+                        .is_ok_and(|query| query.allowed_at(effective))
+                })
+                .cloned()
+                .collect(),
+        })
+        .collect();
+    let mut out = pb::MergedPeriod {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        catalog_version: period.catalog_version.clone(),
+        level: effective.as_str().to_owned(),
+        sites,
+        missing_sites: period.missing_sites.iter().map(|s| site_name(s)).collect(),
+        digest: String::new(),
+    };
+    out.digest = merged_digest(&out);
+    out
+}

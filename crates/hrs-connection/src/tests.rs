@@ -1,0 +1,609 @@
+//! The connection point against a real intake on loopback, offline bundles, the outbound
+//! filter, and the connection tool's export.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hrs_core::digest::merged_digest;
+use hrs_core::hash::hash_value;
+use hrs_core::{Catalog, ColumnType, HierarchyId, Level, QueryDef, Value};
+use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::connection_point_client::ConnectionPointClient;
+use prost::Message as _;
+use sha2::Digest as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+const HIERARCHY: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+const OTHER_HIERARCHY: &str = "0b7f3f0e-0c39-4a5e-9d43-2f3c1e1a9b11";
+const SITES: [&str; 2] = ["P01", "P02"];
+
+fn hierarchy() -> HierarchyId {
+    HIERARCHY.parse().expect("guid")
+}
+
+fn sample(ty: ColumnType) -> Value {
+    match ty {
+        ColumnType::Text => Value::Text("sample".into()),
+        ColumnType::Int => Value::Int(7),
+        ColumnType::Real => Value::Real(0.1),
+        ColumnType::Bool => Value::Bool(true),
+    }
+}
+
+/// Returns a result set of one row for a catalog query, shaped as the catalog declares.
+fn catalog_set(query: &QueryDef) -> pb::ResultSet {
+    let columns = query.output_columns();
+    pb::ResultSet {
+        query_id: query.id.clone(),
+        level: query.level.as_str().into(),
+        columns: columns
+            .iter()
+            .map(|(name, ty)| pb::Column {
+                name: name.clone(),
+                r#type: ty.as_str().into(),
+            })
+            .collect(),
+        rows: vec![pb::Row {
+            values: columns
+                .iter()
+                .map(|(_, ty)| (&sample(*ty)).into())
+                .collect(),
+        }],
+        error: String::new(),
+        duration_ms: 4,
+    }
+}
+
+/// Returns a result set that the catalog need not know, for tests that never validate.
+fn synthetic_set(query_id: &str, level: Level, rows: usize) -> pb::ResultSet {
+    pb::ResultSet {
+        query_id: query_id.into(),
+        level: level.as_str().into(),
+        columns: vec![pb::Column {
+            name: "n".into(),
+            r#type: "int".into(),
+        }],
+        rows: (0..rows)
+            .map(|i| pb::Row {
+                values: vec![(&Value::Int(i as i64)).into()],
+            })
+            .collect(),
+        error: String::new(),
+        duration_ms: 1,
+    }
+}
+
+/// Returns a merged period at `level` of sites P01 and P02 (P03 missing), each with the
+/// given result sets, carrying run ids as the aggregator sends them, with a correct digest.
+fn merged(period: &str, level: Level, sets: Vec<pb::ResultSet>) -> pb::MergedPeriod {
+    let mut merged = pb::MergedPeriod {
+        hierarchy_hash: hierarchy().hashed(),
+        period: period.into(),
+        catalog_version: Catalog::builtin().expect("builtin catalog").version,
+        level: level.as_str().into(),
+        sites: SITES
+            .iter()
+            .enumerate()
+            .map(|(i, site)| pb::SiteResults {
+                site: (*site).into(),
+                run_id: format!("00000000-0000-4000-8000-00000000000{i}"),
+                sequence: 3,
+                results: sets.clone(),
+            })
+            .collect(),
+        missing_sites: vec!["P03".into()],
+        digest: String::new(),
+    };
+    merged.digest = merged_digest(&merged);
+    merged
+}
+
+/// Returns a valid Full-level merged period with one row of every catalog query.
+fn catalog_period(period: &str) -> pb::MergedPeriod {
+    let catalog = Catalog::builtin().expect("builtin catalog");
+    let sets = catalog.at_level(Level::Full).map(catalog_set).collect();
+    merged(period, Level::Full, sets)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(found) = check() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Server<E> {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), E>>,
+}
+
+impl<E: std::fmt::Debug> Server<E> {
+    async fn stop(self) {
+        self.stop.send(()).expect("server still running");
+        self.task.await.expect("joins").expect("serves cleanly");
+    }
+}
+
+async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("local addr");
+    let store = dir.join("intake.sqlite");
+    let config = IntakeConfig {
+        listen: addr,
+        store: store.clone(),
+        retention_days: 365,
+    };
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(hrs_intake::serve(config, listener, async {
+        drop(rx.await);
+    }));
+    (Server { addr, stop, task }, store)
+}
+
+fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> ConnectionPointConfig {
+    ConnectionPointConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        hierarchy_id: hierarchy(),
+        level: Level::Enhanced,
+        mode,
+        store: dir.join("cp.sqlite"),
+        intake: intake.map(|a| format!("http://{a}")),
+        outbox: Some(dir.join("outbox")),
+        retry_seconds: 1,
+        source: None,
+    }
+}
+
+async fn start_point(config: &ConnectionPointConfig) -> Server<ConnectionError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(config.clone(), listener, async {
+        drop(rx.await);
+    }));
+    Server { addr, stop, task }
+}
+
+async fn point_client(addr: SocketAddr) -> ConnectionPointClient<tonic::transport::Channel> {
+    ConnectionPointClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects")
+}
+
+fn offer(period: &pb::MergedPeriod) -> pb::OfferPeriodRequest {
+    pb::OfferPeriodRequest {
+        period: Some(period.clone()),
+    }
+}
+
+/// Waits until `period` at `digest` has left in the given state.
+async fn delivered(
+    config: &ConnectionPointConfig,
+    period: &str,
+    digest: &str,
+    state: State,
+) -> PeriodState {
+    eventually(&format!("{period} to be {state}"), || {
+        periods(config)
+            .ok()?
+            .into_iter()
+            .find(|p| p.period == period && p.digest == digest && p.state == state)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_submits_once_hashed_and_resends_newer_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (intake, intake_store) = start_intake(dir.path()).await;
+    let config = point_config(dir.path(), Mode::Online, Some(intake.addr));
+    let point = start_point(&config).await;
+    let mut client = point_client(point.addr).await;
+
+    let period = catalog_period("2026-W48");
+    let answer = client
+        .offer_period(offer(&period))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert!(!answer.duplicate);
+
+    let state = delivered(&config, "2026-W48", &period.digest, State::Submitted).await;
+    let store = SqliteIntake::open(&intake_store).expect("opens intake store");
+    let submissions = store.submissions().await.expect("lists");
+    assert_eq!(submissions.len(), 1);
+    assert_eq!(
+        state.submission_id.as_deref(),
+        Some(submissions[0].submission_id.as_str())
+    );
+    let payload = store
+        .payload(&submissions[0].submission_id)
+        .await
+        .expect("reads")
+        .expect("stored");
+    let expected = outbound(&period, Level::Enhanced);
+    assert_eq!(payload, expected);
+    assert_eq!(payload.level, "Enhanced");
+    let bytes = payload.encode_to_vec();
+    for site in ["P01", "P02", "P03"] {
+        assert!(
+            !contains(&bytes, site),
+            "{site} left the hierarchy in clear"
+        );
+    }
+    let mut names: Vec<&str> = payload.sites.iter().map(|s| s.site.as_str()).collect();
+    names.sort_unstable();
+    let mut hashed = vec![hash_value("P01"), hash_value("P02")];
+    hashed.sort();
+    assert_eq!(names, hashed);
+    assert_eq!(payload.missing_sites, vec![hash_value("P03")]);
+
+    // A re-offer changes nothing, here or at the intake.
+    let again = client
+        .offer_period(offer(&period))
+        .await
+        .expect("re-offer accepted")
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(store.submissions().await.expect("lists").len(), 1);
+    let states = periods(&config).expect("reads states");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].state, State::Submitted);
+
+    // Bad offers are refused with the right code and leave the store as it was.
+    let mut other = period.clone();
+    other.hierarchy_hash = hrs_core::hash::hash_value(OTHER_HIERARCHY);
+    other.digest = merged_digest(&other);
+    let status = client
+        .offer_period(offer(&other))
+        .await
+        .expect_err("other hierarchy refused");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let mut tampered = period.clone();
+    tampered.missing_sites.clear();
+    let status = client
+        .offer_period(offer(&tampered))
+        .await
+        .expect_err("tampered refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("digest"), "{}", status.message());
+    let status = client
+        .offer_period(pb::OfferPeriodRequest { period: None })
+        .await
+        .expect_err("missing period refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "field period: missing");
+    assert_eq!(periods(&config).expect("reads states"), states);
+
+    // A newer merged version of the period replaces the older one and is sent again.
+    let mut newer = period.clone();
+    newer.missing_sites.clear();
+    newer.digest = merged_digest(&newer);
+    let answer = client
+        .offer_period(offer(&newer))
+        .await
+        .expect("newer accepted")
+        .into_inner();
+    assert!(!answer.duplicate);
+    delivered(&config, "2026-W48", &newer.digest, State::Submitted).await;
+    let submissions = store.submissions().await.expect("lists");
+    assert_eq!(submissions.len(), 2);
+    let latest = store
+        .latest(&period.hierarchy_hash, "2026-W48")
+        .await
+        .expect("reads")
+        .expect("present");
+    assert_eq!(latest, outbound(&newer, Level::Enhanced));
+
+    drop(client);
+    point.stop().await;
+    intake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_retries_until_the_intake_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Reserve a port for the intake, then leave it closed while the period arrives.
+    let reserved = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let intake_addr = reserved.local_addr().expect("local addr");
+    drop(reserved);
+    let config = point_config(dir.path(), Mode::Online, Some(intake_addr));
+    let point = start_point(&config).await;
+    let mut client = point_client(point.addr).await;
+    let period = catalog_period("2026-W47");
+    client
+        .offer_period(offer(&period))
+        .await
+        .expect("accepted while the intake is away");
+    let states = periods(&config).expect("reads states");
+    assert_eq!(states[0].state, State::Pending);
+
+    let listener = TcpListener::bind(intake_addr)
+        .await
+        .expect("rebinds the port");
+    let intake_store = dir.path().join("intake.sqlite");
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(hrs_intake::serve(
+        IntakeConfig {
+            listen: intake_addr,
+            store: intake_store.clone(),
+            retention_days: 365,
+        },
+        listener,
+        async {
+            drop(rx.await);
+        },
+    ));
+    delivered(&config, "2026-W47", &period.digest, State::Submitted).await;
+    let store = SqliteIntake::open(&intake_store).expect("opens");
+    assert_eq!(store.submissions().await.expect("lists").len(), 1);
+
+    drop(client);
+    point.stop().await;
+    Server {
+        addr: intake_addr,
+        stop,
+        task,
+    }
+    .stop()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_writes_a_bundle_that_round_trips_and_detects_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = point_config(dir.path(), Mode::Offline, None);
+    let point = start_point(&config).await;
+    let mut client = point_client(point.addr).await;
+    let period = catalog_period("2026-W48");
+    client.offer_period(offer(&period)).await.expect("accepted");
+
+    let state = delivered(&config, "2026-W48", &period.digest, State::Bundled).await;
+    let path = state.bundle_path.expect("bundle path recorded");
+    let expected = outbound(&period, Level::Enhanced);
+    assert_eq!(
+        path,
+        dir.path().join("outbox").join(format!(
+            "hrs-bundle-2026-W48-{}.json",
+            &expected.digest[..12]
+        ))
+    );
+    let read = read_bundle(&path).expect("reads its own bundle");
+    assert_eq!(read, expected);
+    let bytes = std::fs::read(&path).expect("reads file");
+    for site in ["P01", "P02", "P03"] {
+        assert!(!contains(&bytes, site), "{site} written in clear");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .expect("lists outbox")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    drop(client);
+    point.stop().await;
+
+    // Change one byte inside the payload: the period's name in the payload.
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let payload_at = text.find("\"payload\"").expect("payload key");
+    let inside = payload_at
+        + text[payload_at..]
+            .find("2026-W48")
+            .expect("period in payload");
+    let mut tampered = text.into_bytes();
+    tampered[inside + 7] = b'9';
+    let copy = dir.path().join("tampered.json");
+    std::fs::write(&copy, &tampered).expect("writes copy");
+    let err = read_bundle(&copy).expect_err("tampered bundle refused");
+    assert!(matches!(err, BundleError::Tampered { .. }), "{err}");
+    assert!(err.to_string().contains("tampered.json"), "{err}");
+}
+
+#[test]
+fn bundle_checks_the_digest_as_well_as_the_checksum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let period = outbound(
+        &merged(
+            "2026-W48",
+            Level::Full,
+            vec![synthetic_set("Q", Level::Basic, 2)],
+        ),
+        Level::Full,
+    );
+    let path = write_bundle(dir.path(), &period).expect("writes");
+    assert_eq!(read_bundle(&path).expect("reads"), period);
+
+    // Re-sign the payload after changing it: the checksum holds, the digest does not.
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("reads")).expect("json");
+    document["payload"]["sites"][0]["results"][0]["rows"][0][0] = 41.into();
+    let payload = serde_json::to_string(&document["payload"]).expect("json");
+    let sum: String = sha2::Sha256::digest(payload.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    document["payload_sha256"] = sum.into();
+    let text = serde_json::to_string(&document).expect("json");
+    std::fs::write(&path, text).expect("writes");
+    let err = read_bundle(&path).expect_err("re-signed bundle refused");
+    assert!(err.to_string().contains("digest"), "{err}");
+
+    let mut nan = period.clone();
+    nan.sites[0].results[0].rows[0].values[0] = (&Value::Real(f64::NAN)).into();
+    nan.digest = merged_digest(&nan);
+    assert!(matches!(
+        write_bundle(dir.path(), &nan),
+        Err(BundleError::Unrepresentable { .. })
+    ));
+}
+
+#[test]
+fn outbound_filters_by_level_and_hashes_sites_below_full() {
+    let sets = vec![
+        synthetic_set("B", Level::Basic, 1),
+        synthetic_set("E", Level::Enhanced, 1),
+        synthetic_set("F", Level::Full, 1),
+    ];
+    let period = merged("2026-W48", Level::Full, sets);
+
+    let enhanced = outbound(&period, Level::Enhanced);
+    assert_eq!(enhanced.level, "Enhanced");
+    for site in &enhanced.sites {
+        let ids: Vec<&str> = site.results.iter().map(|r| r.query_id.as_str()).collect();
+        assert_eq!(ids, ["B", "E"]);
+        assert!(site.run_id.is_empty());
+        assert_eq!(site.sequence, 0);
+    }
+    let names: Vec<&str> = enhanced.sites.iter().map(|s| s.site.as_str()).collect();
+    assert_eq!(names, [hash_value("P01"), hash_value("P02")]);
+    assert_eq!(enhanced.missing_sites, [hash_value("P03")]);
+    assert_eq!(enhanced.digest, merged_digest(&enhanced));
+    assert_ne!(enhanced.digest, period.digest);
+
+    let full = outbound(&period, Level::Full);
+    let names: Vec<&str> = full.sites.iter().map(|s| s.site.as_str()).collect();
+    assert_eq!(names, ["P01", "P02"]);
+    assert_eq!(full.missing_sites, ["P03"]);
+    assert_eq!(full.sites[0].results.len(), 3);
+    assert!(full.sites[0].run_id.is_empty());
+
+    let basic = outbound(&period, Level::Basic);
+    assert_eq!(basic.level, "Basic");
+    assert_eq!(basic.sites[0].results.len(), 1);
+
+    // Configuring Full later does not send more than was collected, nor sites in clear.
+    let collected_enhanced = merged(
+        "2026-W48",
+        Level::Enhanced,
+        vec![synthetic_set("B", Level::Basic, 1)],
+    );
+    let out = outbound(&collected_enhanced, Level::Full);
+    assert_eq!(out.level, "Enhanced");
+    assert_eq!(out.sites[0].site, hash_value("P01"));
+
+    // A set whose level is not a level never leaves.
+    let mut odd = period.clone();
+    odd.sites[0].results[0].level = "Secret".into();
+    let out = outbound(&odd, Level::Full);
+    assert_eq!(out.sites[0].results.len(), 2);
+}
+
+#[tokio::test]
+async fn export_writes_what_would_leave_at_the_level_configured_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = point_config(dir.path(), Mode::Offline, None);
+    config.source = Some(dir.path().join("cp.toml"));
+    let dest = dir.path().join("review/export.csv");
+
+    let err = export_csv(&config, &dest).expect_err("no store yet");
+    let text = err.to_string();
+    assert!(
+        text.contains("no connection point store at") && text.contains("cp.toml"),
+        "{text}"
+    );
+    assert!(!config.store.exists(), "export must not create the store");
+
+    let sets = vec![
+        synthetic_set("B", Level::Basic, 2),
+        synthetic_set("E", Level::Enhanced, 3),
+        synthetic_set("F", Level::Full, 5),
+    ];
+    let w47 = merged("2026-W47", Level::Full, sets.clone());
+    let w48 = merged("2026-W48", Level::Full, sets);
+    {
+        let store = SqliteOutbox::open(&config.store).expect("opens");
+        assert_eq!(store.offer(&w48).await.expect("offers"), Offered::New);
+        assert_eq!(store.offer(&w47).await.expect("offers"), Offered::New);
+        assert_eq!(store.offer(&w47).await.expect("offers"), Offered::Duplicate);
+    }
+
+    let csv_at = |level: Level| {
+        let mut rows = Vec::new();
+        for period in [&w47, &w48] {
+            rows.extend(hrs_core::report::flatten(&outbound(period, level)));
+        }
+        let mut out = Vec::new();
+        hrs_core::report::write(&mut out, &rows, hrs_core::report::Format::Csv).expect("writes");
+        (rows.len(), String::from_utf8(out).expect("utf-8"))
+    };
+
+    let summary = export_csv(&config, &dest).expect("exports");
+    let (rows, expected) = csv_at(Level::Enhanced);
+    assert_eq!(summary, ExportSummary { periods: 2, rows });
+    assert_eq!(rows, 2 * 2 * (2 + 3));
+    let written = std::fs::read_to_string(&dest).expect("reads export");
+    assert_eq!(written, expected);
+    assert_eq!(written.lines().count(), rows + 1);
+    assert!(!written.contains("P01"));
+    assert_eq!(export_rows(&config).expect("rows").len(), rows);
+
+    config.level = Level::Basic;
+    let summary = export_csv(&config, &dest).expect("exports");
+    let (rows, expected) = csv_at(Level::Basic);
+    assert_eq!(summary, ExportSummary { periods: 2, rows });
+    assert_eq!(rows, 2 * 2 * 2);
+    assert_eq!(
+        std::fs::read_to_string(&dest).expect("reads export"),
+        expected
+    );
+
+    let states = periods(&config).expect("reads states");
+    let names: Vec<&str> = states.iter().map(|s| s.period.as_str()).collect();
+    assert_eq!(names, ["2026-W47", "2026-W48"]);
+    assert!(states.iter().all(|s| s.state == State::Pending));
+}
+
+#[tokio::test]
+async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteOutbox::open(&dir.path().join("cp.sqlite")).expect("opens");
+    let older = merged(
+        "2026-W48",
+        Level::Basic,
+        vec![synthetic_set("B", Level::Basic, 1)],
+    );
+    let newer = merged(
+        "2026-W48",
+        Level::Basic,
+        vec![synthetic_set("B", Level::Basic, 2)],
+    );
+    assert_eq!(store.offer(&older).await.expect("offers"), Offered::New);
+    assert_eq!(
+        store.offer(&newer).await.expect("offers"),
+        Offered::Replaced
+    );
+    assert!(
+        !store
+            .mark_submitted("2026-W48", &older.digest, "x")
+            .await
+            .expect("marks")
+    );
+    assert_eq!(store.pending().await.expect("pending"), vec![newer.clone()]);
+    assert!(
+        store
+            .mark_submitted("2026-W48", &newer.digest, "y")
+            .await
+            .expect("marks")
+    );
+    assert!(store.pending().await.expect("pending").is_empty());
+    let states = store.states().await.expect("states");
+    assert_eq!(states[0].submission_id.as_deref(), Some("y"));
+    assert_eq!(store.stored().await.expect("stored"), vec![newer]);
+}

@@ -1,0 +1,170 @@
+//! Content digests: what makes delivery idempotent and lets two runs be compared.
+//!
+//! A digest is a hex SHA-256 over a canonical, length-prefixed encoding of the content. It
+//! leaves out what differs between two deliveries of the same data (run ids, sequence
+//! numbers, timestamps, durations), so equal data gives equal digests on every machine.
+
+use hrs_proto::v1 as pb;
+use sha2::{Digest as _, Sha256};
+
+/// Feeds fields into SHA-256 with type tags and length prefixes, so no two different
+/// contents encode to the same bytes.
+struct Canonical(Sha256);
+
+impl Canonical {
+    fn new(domain: &str) -> Self {
+        let mut this = Self(Sha256::new());
+        this.str(domain);
+        this
+    }
+
+    fn str(&mut self, s: &str) {
+        self.0.update(b"s");
+        self.0.update((s.len() as u64).to_be_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.0.update(b"u");
+        self.0.update(n.to_be_bytes());
+    }
+
+    fn value(&mut self, value: &pb::Value) {
+        use pb::value::Kind;
+        match &value.kind {
+            None | Some(Kind::Null(_)) => self.0.update(b"N"),
+            Some(Kind::Text(s)) => {
+                self.0.update(b"T");
+                self.str(s);
+            }
+            Some(Kind::Int(i)) => {
+                self.0.update(b"I");
+                self.0.update(i.to_be_bytes());
+            }
+            Some(Kind::Real(r)) => {
+                self.0.update(b"R");
+                self.0.update(r.to_bits().to_be_bytes());
+            }
+            Some(Kind::Bool(b)) => self.0.update(if *b { b"B1" } else { b"B0" }),
+        }
+    }
+
+    fn results(&mut self, results: &[pb::ResultSet]) {
+        let mut sorted: Vec<&pb::ResultSet> = results.iter().collect();
+        sorted.sort_by(|a, b| a.query_id.cmp(&b.query_id));
+        self.u64(sorted.len() as u64);
+        for set in sorted {
+            self.str(&set.query_id);
+            self.str(&set.level);
+            self.str(&set.error);
+            self.u64(set.columns.len() as u64);
+            for column in &set.columns {
+                self.str(&column.name);
+                self.str(&column.r#type);
+            }
+            self.u64(set.rows.len() as u64);
+            for row in &set.rows {
+                self.u64(row.values.len() as u64);
+                for value in &row.values {
+                    self.value(value);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> String {
+        self.0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Returns the digest of a run's content: its identity (site, hierarchy, period, catalog,
+/// level) and every result set, leaving out run id, sequence and timing.
+pub fn run_digest(run: &pb::Run) -> String {
+    let mut c = Canonical::new("hrs.v1.Run");
+    c.str(&run.site);
+    c.str(&run.hierarchy_id.to_ascii_lowercase());
+    c.str(&run.period);
+    c.str(&run.catalog_version);
+    c.str(&run.level);
+    c.results(&run.results);
+    c.finish()
+}
+
+/// Returns the digest of a merged period: every site's result sets in site order, leaving
+/// out run ids, sequences and timing.
+pub fn merged_digest(period: &pb::MergedPeriod) -> String {
+    let mut c = Canonical::new("hrs.v1.MergedPeriod");
+    c.str(&period.hierarchy_hash);
+    c.str(&period.period);
+    c.str(&period.catalog_version);
+    c.str(&period.level);
+    let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
+    sites.sort_by(|a, b| a.site.cmp(&b.site));
+    c.u64(sites.len() as u64);
+    for site in sites {
+        c.str(&site.site);
+        c.results(&site.results);
+    }
+    let mut missing = period.missing_sites.clone();
+    missing.sort();
+    c.u64(missing.len() as u64);
+    for site in &missing {
+        c.str(site);
+    }
+    c.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> pb::Run {
+        pb::Run {
+            run_id: "a".into(),
+            sequence: 1,
+            site: "P01".into(),
+            hierarchy_id: "6f9619ff-8b86-d011-b42d-00c04fc964ff".into(),
+            period: "2026-W48".into(),
+            catalog_version: "v".into(),
+            level: "Basic".into(),
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            results: vec![pb::ResultSet {
+                query_id: "Q".into(),
+                level: "Basic".into(),
+                columns: vec![],
+                rows: vec![pb::Row {
+                    values: vec![(&crate::Value::Int(3)).into()],
+                }],
+                error: String::new(),
+                duration_ms: 5,
+            }],
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn run_digest_ignores_identity_and_timing_but_not_content() {
+        let a = run();
+        let mut b = run();
+        b.run_id = "b".into();
+        b.sequence = 9;
+        b.started_at = "other".into();
+        b.results[0].duration_ms = 7;
+        assert_eq!(run_digest(&a), run_digest(&b));
+        b.results[0].rows[0].values[0] = (&crate::Value::Int(4)).into();
+        assert_ne!(run_digest(&a), run_digest(&b));
+    }
+
+    #[test]
+    fn text_and_int_of_same_spelling_differ() {
+        let a = run();
+        let mut b = run();
+        b.results[0].rows[0].values[0] = (&crate::Value::Text("3".into())).into();
+        assert_ne!(run_digest(&a), run_digest(&b));
+    }
+}

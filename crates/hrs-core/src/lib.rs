@@ -1,0 +1,19 @@
+//! Domain model shared by every HRS role: identifiers, the query catalog, runs and merged
+//! periods, the digests that make delivery idempotent, and the one-way hash that keeps
+//! identifying values inside the hierarchy.
+
+pub mod catalog;
+pub mod config;
+pub mod digest;
+pub mod hash;
+pub mod ids;
+pub mod report;
+pub mod validate;
+pub mod value;
+
+pub use catalog::{Catalog, ColumnDef, ColumnType, Privacy, QueryDef, Scope};
+pub use ids::{HierarchyId, Level, Period, SiteCode};
+pub use value::Value;
+
+/// The version every role reports about itself.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,223 @@
+//! Flat views of merged data for people: one line per result row, as an aligned table, CSV
+//! or JSON. `hrs view` and the connection tool's export both print through here, so what an
+//! operator reviews has the same shape wherever it comes from.
+
+use std::io::{self, Write};
+
+use hrs_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::value::Value;
+
+/// One result row with the context that names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlatRow {
+    /// The period (ISO week).
+    pub period: String,
+    /// The site code, or its hash once data leaves the hierarchy.
+    pub site: String,
+    /// The catalog query.
+    pub query_id: String,
+    /// The query's level.
+    pub level: String,
+    /// Position of the row within its result set, from 0.
+    pub row: usize,
+    /// The row's columns by name.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Output formats for flat rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Columns padded to align, for a terminal.
+    Table,
+    /// RFC 4180 CSV with a header line; `data` is one JSON object per row.
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "table" => Ok(Self::Table),
+            "csv" => Ok(Self::Csv),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown format {other:?}: expected table, csv or json"
+            )),
+        }
+    }
+}
+
+/// Returns one flat row per result row of one site's result sets.
+pub fn flatten_site(period: &str, site: &str, results: &[pb::ResultSet]) -> Vec<FlatRow> {
+    let mut out = Vec::new();
+    for set in results {
+        for (i, row) in set.rows.iter().enumerate() {
+            let data = set
+                .columns
+                .iter()
+                .zip(&row.values)
+                .map(|(c, v)| (c.name.clone(), json_value(&Value::from(v))))
+                .collect();
+            out.push(FlatRow {
+                period: period.to_owned(),
+                site: site.to_owned(),
+                query_id: set.query_id.clone(),
+                level: set.level.clone(),
+                row: i,
+                data,
+            });
+        }
+    }
+    out
+}
+
+/// Returns one flat row per result row of a merged period, in site order.
+pub fn flatten(period: &pb::MergedPeriod) -> Vec<FlatRow> {
+    let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
+    sites.sort_by(|a, b| a.site.cmp(&b.site));
+    sites
+        .into_iter()
+        .flat_map(|s| flatten_site(&period.period, &s.site, &s.results))
+        .collect()
+}
+
+fn json_value(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Text(s) => s.clone().into(),
+        Value::Int(i) => (*i).into(),
+        Value::Real(r) => serde_json::Number::from_f64(*r)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        Value::Bool(b) => (*b).into(),
+    }
+}
+
+const HEADER: [&str; 6] = ["period", "site", "query_id", "level", "row", "data"];
+
+fn cells(row: &FlatRow) -> [String; 6] {
+    [
+        row.period.clone(),
+        row.site.clone(),
+        row.query_id.clone(),
+        row.level.clone(),
+        row.row.to_string(),
+        serde_json::Value::Object(row.data.clone()).to_string(),
+    ]
+}
+
+/// Writes rows in the chosen format.
+pub fn write(out: &mut dyn Write, rows: &[FlatRow], format: Format) -> io::Result<()> {
+    match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(HEADER)?;
+            for row in rows {
+                w.write_record(cells(row))?;
+            }
+            w.flush()
+        }
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, rows)?;
+            writeln!(out)
+        }
+        Format::Table => {
+            let lines: Vec<[String; 6]> = rows.iter().map(cells).collect();
+            let mut widths = HEADER.map(str::len);
+            for line in &lines {
+                for (w, cell) in widths.iter_mut().zip(line) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let header = HEADER.map(str::to_owned);
+            for line in std::iter::once(&header).chain(&lines) {
+                let mut text = String::new();
+                for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+                    if i + 1 == line.len() {
+                        text.push_str(cell);
+                    } else {
+                        text.push_str(&format!("{cell:<w$}  "));
+                    }
+                }
+                writeln!(out, "{}", text.trim_end())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period() -> pb::MergedPeriod {
+        let set = pb::ResultSet {
+            query_id: "Q".into(),
+            level: "Basic".into(),
+            columns: vec![
+                pb::Column {
+                    name: "os".into(),
+                    r#type: "text".into(),
+                },
+                pb::Column {
+                    name: "n".into(),
+                    r#type: "int".into(),
+                },
+            ],
+            rows: vec![pb::Row {
+                values: vec![
+                    (&Value::Text("Windows, 11".into())).into(),
+                    (&Value::Int(7)).into(),
+                ],
+            }],
+            error: String::new(),
+            duration_ms: 0,
+        };
+        pb::MergedPeriod {
+            period: "2026-W48".into(),
+            sites: vec![
+                pb::SiteResults {
+                    site: "P02".into(),
+                    results: vec![set.clone()],
+                    ..Default::default()
+                },
+                pb::SiteResults {
+                    site: "P01".into(),
+                    results: vec![set],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_has_one_line_per_row_in_site_order() {
+        let rows = flatten(&period());
+        let mut out = Vec::new();
+        write(&mut out, &rows, Format::Csv).expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "period,site,query_id,level,row,data");
+        assert_eq!(
+            lines[1],
+            r#"2026-W48,P01,Q,Basic,0,"{""os"":""Windows, 11"",""n"":7}""#
+        );
+        assert!(lines[2].starts_with("2026-W48,P02,"));
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = flatten(&period());
+        let mut out = Vec::new();
+        write(&mut out, &rows, Format::Table).expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        let starts: Vec<Option<usize>> = text.lines().map(|l| l.find("Basic")).collect();
+        assert_eq!(starts[1], starts[2]);
+    }
+}

@@ -1,0 +1,212 @@
+//! Checks a receiver applies to every run and merged period before storing it.
+//!
+//! Each failure names the field at fault, so the sender's operator can tell what to fix.
+
+use std::collections::HashSet;
+
+use hrs_proto::v1 as pb;
+
+use crate::catalog::Catalog;
+use crate::digest::{merged_digest, run_digest};
+use crate::ids::{HierarchyId, Level, Period, SiteCode};
+use crate::value::Value;
+
+/// Why a run or merged period was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Invalid {
+    /// A field is missing or malformed.
+    #[error("field {field}: {problem}")]
+    Field {
+        /// Path of the field, e.g. `run.results[3].rows[0]`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The catalog version is not one this build knows.
+    #[error("unknown catalog version {0:?}")]
+    UnknownCatalog(String),
+    /// The digest does not match the content.
+    #[error("digest mismatch: message says {claimed}, content hashes to {actual}")]
+    Digest {
+        /// The digest sent.
+        claimed: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
+}
+
+fn field(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+    Invalid::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// What a well-formed run says about itself, once checked.
+#[derive(Debug, Clone)]
+pub struct RunHeader {
+    /// The run's id.
+    pub run_id: uuid::Uuid,
+    /// The sending site.
+    pub site: SiteCode,
+    /// The hierarchy it belongs to.
+    pub hierarchy_id: HierarchyId,
+    /// The period it covers.
+    pub period: Period,
+    /// The level it was collected at.
+    pub level: Level,
+}
+
+/// Checks a run's shape, its results against the catalog it names, and its digest.
+pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
+    let run_id = uuid::Uuid::parse_str(&run.run_id)
+        .map_err(|_| field("run.run_id", "not a UUID"))?;
+    let site: SiteCode = run
+        .site
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("run.site", e.to_string()))?;
+    let hierarchy_id: HierarchyId = run
+        .hierarchy_id
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("run.hierarchy_id", e.to_string()))?;
+    let period: Period = run
+        .period
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("run.period", e.to_string()))?;
+    let level: Level = run
+        .level
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("run.level", e.to_string()))?;
+    if run.sequence == 0 {
+        return Err(field("run.sequence", "must be at least 1"));
+    }
+    let catalog = Catalog::by_version(&run.catalog_version)
+        .ok_or_else(|| Invalid::UnknownCatalog(run.catalog_version.clone()))?;
+    check_results("run.results", &run.results, &catalog, level)?;
+    let actual = run_digest(run);
+    if actual != run.digest {
+        return Err(Invalid::Digest {
+            claimed: run.digest.clone(),
+            actual,
+        });
+    }
+    Ok(RunHeader {
+        run_id,
+        site,
+        hierarchy_id,
+        period,
+        level,
+    })
+}
+
+/// Checks a merged period's shape, every site's results, and its digest.
+pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invalid> {
+    if period.hierarchy_hash.is_empty() {
+        return Err(field("period.hierarchy_hash", "is empty"));
+    }
+    let when: Period = period
+        .period
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("period.period", e.to_string()))?;
+    let level: Level = period
+        .level
+        .parse()
+        .map_err(|e: crate::ids::IdError| field("period.level", e.to_string()))?;
+    let catalog = Catalog::by_version(&period.catalog_version)
+        .ok_or_else(|| Invalid::UnknownCatalog(period.catalog_version.clone()))?;
+    let mut seen = HashSet::new();
+    for (i, site) in period.sites.iter().enumerate() {
+        if site.site.is_empty() {
+            return Err(field(format!("period.sites[{i}].site"), "is empty"));
+        }
+        if !seen.insert(site.site.as_str()) {
+            return Err(field(format!("period.sites[{i}].site"), "appears twice"));
+        }
+        check_results(
+            &format!("period.sites[{i}].results"),
+            &site.results,
+            &catalog,
+            level,
+        )?;
+    }
+    let actual = merged_digest(period);
+    if actual != period.digest {
+        return Err(Invalid::Digest {
+            claimed: period.digest.clone(),
+            actual,
+        });
+    }
+    Ok((when, level))
+}
+
+/// Checks that each result set names a catalog query allowed at `level` and that its
+/// columns and rows match what the catalog declares.
+fn check_results(
+    path: &str,
+    results: &[pb::ResultSet],
+    catalog: &Catalog,
+    level: Level,
+) -> Result<(), Invalid> {
+    let mut seen = HashSet::new();
+    for (i, set) in results.iter().enumerate() {
+        let here = format!("{path}[{i}]");
+        let query = catalog.query(&set.query_id).ok_or_else(|| {
+            field(
+                format!("{here}.query_id"),
+                format!("{:?} is not in catalog {}", set.query_id, catalog.version),
+            )
+        })?;
+        if !seen.insert(set.query_id.as_str()) {
+            return Err(field(format!("{here}.query_id"), "appears twice"));
+        }
+        if set.level != query.level.as_str() {
+            return Err(field(
+                format!("{here}.level"),
+                format!("is {:?}, the catalog says {}", set.level, query.level),
+            ));
+        }
+        if !query.level.allowed_at(level) {
+            return Err(field(
+                format!("{here}.query_id"),
+                format!("is a {} query in a {level} run", query.level),
+            ));
+        }
+        let declared = query.output_columns();
+        let matches = set.columns.len() == declared.len()
+            && set
+                .columns
+                .iter()
+                .zip(&declared)
+                .all(|(c, (name, ty))| c.name == *name && c.r#type == ty.as_str());
+        if !matches {
+            return Err(field(
+                format!("{here}.columns"),
+                "do not match the catalog's declared columns",
+            ));
+        }
+        if !set.error.is_empty() && !set.rows.is_empty() {
+            return Err(field(format!("{here}.rows"), "a failed query carries no rows"));
+        }
+        for (r, row) in set.rows.iter().enumerate() {
+            if row.values.len() != declared.len() {
+                return Err(field(
+                    format!("{here}.rows[{r}]"),
+                    format!(
+                        "has {} values, {} columns are declared",
+                        row.values.len(),
+                        declared.len()
+                    ),
+                ));
+            }
+            for (value, (name, ty)) in row.values.iter().zip(&declared) {
+                if !ty.admits(&Value::from(value)) {
+                    return Err(field(
+                        format!("{here}.rows[{r}].{name}"),
+                        format!("is not of the declared type {ty}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Typed cells of result rows, and their wire form.
+
+use hrs_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+/// One cell of a result row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Int(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// A flag.
+    Bool(bool),
+}
+
+impl Value {
+    /// Returns the value as it is printed in tables and CSV (NULL as empty).
+    pub fn display(&self) -> String {
+        match self {
+            Self::Null => String::new(),
+            Self::Text(s) => s.clone(),
+            Self::Int(i) => i.to_string(),
+            Self::Real(r) => r.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl From<&Value> for pb::Value {
+    fn from(value: &Value) -> Self {
+        use pb::value::Kind;
+        let kind = match value {
+            Value::Null => Kind::Null(true),
+            Value::Text(s) => Kind::Text(s.clone()),
+            Value::Int(i) => Kind::Int(*i),
+            Value::Real(r) => Kind::Real(*r),
+            Value::Bool(b) => Kind::Bool(*b),
+        };
+        pb::Value { kind: Some(kind) }
+    }
+}
+
+impl From<&pb::Value> for Value {
+    fn from(value: &pb::Value) -> Self {
+        use pb::value::Kind;
+        match &value.kind {
+            None | Some(Kind::Null(_)) => Value::Null,
+            Some(Kind::Text(s)) => Value::Text(s.clone()),
+            Some(Kind::Int(i)) => Value::Int(*i),
+            Some(Kind::Real(r)) => Value::Real(*r),
+            Some(Kind::Bool(b)) => Value::Bool(*b),
+        }
+    }
+}

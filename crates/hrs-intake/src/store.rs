@@ -1,0 +1,294 @@
+//! Where the intake keeps what it accepted: one row per distinct (hierarchy, period,
+//! digest), so a re-sent submission is recognised and answered with the stored record
+//! instead of being kept twice.
+//!
+//! Everything goes through [`IntakeStore`], so another backend can replace SQLite and be
+//! tested against the same suite.
+
+use std::future::Future;
+use std::path::Path;
+
+use hrs_proto::v1 as pb;
+use hrs_store::{Store, StoreError};
+use prost::Message as _;
+use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+/// The schema; idempotent so every start can apply it.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS submissions (
+    submission_id   TEXT PRIMARY KEY,
+    hierarchy_hash  TEXT NOT NULL,
+    period          TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    level           TEXT NOT NULL,
+    catalog_version TEXT NOT NULL,
+    client_version  TEXT NOT NULL,
+    rows            INTEGER NOT NULL,
+    payload         BLOB NOT NULL,
+    accepted_at     TEXT NOT NULL,
+    UNIQUE (hierarchy_hash, period, digest)
+);
+CREATE INDEX IF NOT EXISTS submissions_accepted_at ON submissions (accepted_at);
+";
+
+/// The outcome of storing one submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Identifier of the stored submission, the same for every re-send.
+    pub submission_id: String,
+    /// True when this exact submission was already stored.
+    pub duplicate: bool,
+    /// RFC 3339 time (UTC, whole seconds) the submission was first accepted.
+    pub accepted_at: String,
+}
+
+/// One stored submission, without its payload, for listings and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionSummary {
+    /// Identifier of the submission.
+    pub submission_id: String,
+    /// The submitting hierarchy's hashed ID.
+    pub hierarchy_hash: String,
+    /// The period (ISO week).
+    pub period: String,
+    /// The merged period's digest.
+    pub digest: String,
+    /// The level the data was sent at.
+    pub level: String,
+    /// RFC 3339 time the submission was first accepted.
+    pub accepted_at: String,
+    /// Result rows in the submission, over all sites and queries.
+    pub rows: u64,
+}
+
+/// Every read and write the intake makes to its durable state.
+pub trait IntakeStore: Send + Sync + 'static {
+    /// Stores a checked merged period durably; a re-send returns the stored record with
+    /// `duplicate` set. `client_version` is kept for the intake's records.
+    fn accept(
+        &self,
+        period: &pb::MergedPeriod,
+        client_version: &str,
+    ) -> impl Future<Output = Result<Accepted, StoreError>> + Send;
+
+    /// Returns every stored submission, oldest first.
+    fn submissions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SubmissionSummary>, StoreError>> + Send;
+
+    /// Returns the merged period stored under `submission_id`.
+    fn payload(
+        &self,
+        submission_id: &str,
+    ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
+
+    /// Returns the most recently accepted merged period of a hierarchy for a period.
+    fn latest(
+        &self,
+        hierarchy_hash: &str,
+        period: &str,
+    ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
+
+    /// Deletes submissions accepted before `older_than`; returns how many went.
+    fn prune(
+        &self,
+        older_than: OffsetDateTime,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+/// The intake's store in an embedded SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteIntake {
+    store: Store,
+}
+
+impl SqliteIntake {
+    /// Opens (creating if needed) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            store: Store::open(path, SCHEMA)?,
+        })
+    }
+
+    /// Returns the store's file.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+}
+
+/// Returns the stable identifier of a submission: hex of the first 16 bytes of SHA-256 over
+/// `hierarchy_hash|period|digest`.
+pub fn submission_id(hierarchy_hash: &str, period: &str, digest: &str) -> String {
+    let hash = Sha256::digest(format!("{hierarchy_hash}|{period}|{digest}"));
+    hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Formats a UTC time as RFC 3339 with whole seconds: fixed width, so stored times order
+/// correctly as text.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+fn count_rows(period: &pb::MergedPeriod) -> u64 {
+    period
+        .sites
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| r.rows.len() as u64)
+        .sum()
+}
+
+fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {
+    pb::MergedPeriod::decode(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("submission payload: {e}")))
+}
+
+impl IntakeStore for SqliteIntake {
+    async fn accept(
+        &self,
+        period: &pb::MergedPeriod,
+        client_version: &str,
+    ) -> Result<Accepted, StoreError> {
+        let id = submission_id(&period.hierarchy_hash, &period.period, &period.digest);
+        let payload = period.encode_to_vec();
+        let rows = i64::try_from(count_rows(period)).unwrap_or(i64::MAX);
+        let (hierarchy_hash, when, digest, level, catalog_version) = (
+            period.hierarchy_hash.clone(),
+            period.period.clone(),
+            period.digest.clone(),
+            period.level.clone(),
+            period.catalog_version.clone(),
+        );
+        let client_version = client_version.to_owned();
+        let now = rfc3339(OffsetDateTime::now_utc());
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT accepted_at FROM submissions WHERE submission_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(accepted_at) = existing {
+                    return Ok(Accepted {
+                        submission_id: id,
+                        duplicate: true,
+                        accepted_at,
+                    });
+                }
+                tx.execute(
+                    "INSERT INTO submissions (submission_id, hierarchy_hash, period, digest, level,
+                         catalog_version, client_version, rows, payload, accepted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        id,
+                        hierarchy_hash,
+                        when,
+                        digest,
+                        level,
+                        catalog_version,
+                        client_version,
+                        rows,
+                        payload,
+                        now
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(Accepted {
+                    submission_id: id,
+                    duplicate: false,
+                    accepted_at: now,
+                })
+            })
+            .await
+    }
+
+    async fn submissions(&self) -> Result<Vec<SubmissionSummary>, StoreError> {
+        self.store
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT submission_id, hierarchy_hash, period, digest, level, accepted_at, rows
+                     FROM submissions ORDER BY accepted_at, rowid",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(SubmissionSummary {
+                            submission_id: r.get(0)?,
+                            hierarchy_hash: r.get(1)?,
+                            period: r.get(2)?,
+                            digest: r.get(3)?,
+                            level: r.get(4)?,
+                            accepted_at: r.get(5)?,
+                            rows: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn payload(&self, submission_id: &str) -> Result<Option<pb::MergedPeriod>, StoreError> {
+        let id = submission_id.to_owned();
+        let bytes: Option<Vec<u8>> = self
+            .store
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT payload FROM submissions WHERE submission_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        bytes.as_deref().map(decode).transpose()
+    }
+
+    async fn latest(
+        &self,
+        hierarchy_hash: &str,
+        period: &str,
+    ) -> Result<Option<pb::MergedPeriod>, StoreError> {
+        let (hierarchy_hash, period) = (hierarchy_hash.to_owned(), period.to_owned());
+        let bytes: Option<Vec<u8>> = self
+            .store
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT payload FROM submissions WHERE hierarchy_hash = ?1 AND period = ?2
+                         ORDER BY accepted_at DESC, rowid DESC LIMIT 1",
+                        params![hierarchy_hash, period],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        bytes.as_deref().map(decode).transpose()
+    }
+
+    async fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError> {
+        let cutoff = rfc3339(older_than);
+        self.store
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM submissions WHERE accepted_at < ?1",
+                    params![cutoff],
+                )?)
+            })
+            .await
+    }
+}

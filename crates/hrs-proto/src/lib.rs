@@ -1,0 +1,9 @@
+//! The HRS wire contract: message types and gRPC services generated from `proto/hrs/v1`.
+//!
+//! Generated code is fenced off from the workspace lints here and nowhere else.
+
+/// Version 1 of the contract, package `hrs.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod v1 {
+    tonic::include_proto!("hrs.v1");
+}

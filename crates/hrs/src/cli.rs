@@ -1,0 +1,150 @@
+//! The command line: one subcommand per role and per operator tool.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hrs_core::report::Format;
+use hrs_core::{Level, Period, SiteCode};
+
+/// HRS: carries a management hierarchy's weekly diagnostics and usage data from every
+/// site up to one place, merges it, and hands it to the one role that may send it out.
+#[derive(Debug, Parser)]
+#[command(name = "hrs", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a site's agent: collect on schedule, spool, push upstream.
+    Agent {
+        /// The agent's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Collect the configured period now, deliver it, and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: give up delivering after this many seconds (the run stays spooled).
+        #[arg(long, default_value_t = 120)]
+        deadline_seconds: u64,
+    },
+    /// Run the aggregator: receive, store and merge every site's runs.
+    Aggregator(Serve),
+    /// Run the connection point: submit merged periods, or bundle them when offline.
+    ConnectionPoint(Serve),
+    /// Run the reference intake: the service that receives submissions.
+    Intake(Serve),
+    /// The connection tool, for offline hierarchies.
+    #[command(subcommand)]
+    ConnectionTool(ToolCommand),
+    /// Site database tools.
+    #[command(subcommand)]
+    Sitedb(SitedbCommand),
+    /// Print the merged data held by an aggregator.
+    View(ViewArgs),
+    /// Build and run a whole demo hierarchy on this machine.
+    Demo(DemoArgs),
+}
+
+/// Options shared by the server roles.
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// The role's configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Write the address actually bound here once listening (useful with port 0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Connection tool subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ToolCommand {
+    /// Write exactly what would leave the hierarchy, as CSV, for review.
+    Export {
+        /// The connection point's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The CSV file to write.
+        #[arg(long)]
+        dest: PathBuf,
+    },
+}
+
+/// Site database subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SitedbCommand {
+    /// Create an embedded site database filled with deterministic sample data.
+    Seed {
+        /// The SQLite file to create (replaced if it exists).
+        #[arg(long)]
+        db: PathBuf,
+        /// The site's code.
+        #[arg(long)]
+        site: SiteCode,
+        /// How many clients the site manages.
+        #[arg(long, default_value_t = 200)]
+        clients: u32,
+        /// Seed of the sample data; the same seed gives the same database.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// Arguments of `hrs view`.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// The aggregator's merge store.
+    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    pub store: Option<PathBuf>,
+    /// The aggregator's configuration file (its `store` is read).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Only this period.
+    #[arg(long)]
+    pub period: Option<Period>,
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<SiteCode>,
+    /// Only this catalog query.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Output format: table, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+}
+
+/// Arguments of `hrs demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder to build the hierarchy in (a new temporary folder, kept, when not given).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Number of primary sites under the CAS.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=25))]
+    pub sites: u32,
+    /// Clients per site.
+    #[arg(long, default_value_t = 200)]
+    pub clients: u32,
+    /// Seed of the sample data and of the hierarchy ID.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Period to collect (default: the current ISO week).
+    #[arg(long)]
+    pub period: Option<Period>,
+    /// Data level of the hierarchy.
+    #[arg(long, default_value = "Enhanced")]
+    pub level: Level,
+    /// Deliver as a bundle for the connection tool instead of to the intake.
+    #[arg(long)]
+    pub offline: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the hierarchy serving until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+}

@@ -1,0 +1,53 @@
+//! The `hrs` binary: parses the command line and hands each subcommand to its role.
+
+mod cli;
+mod demo;
+mod roles;
+mod view;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use cli::{Cli, Command, SitedbCommand, ToolCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    roles::init_tracing(matches!(&cli.command, Command::Demo(args) if args.json));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent {
+                config,
+                once,
+                deadline_seconds,
+            } => roles::agent(&config, once, deadline_seconds).await,
+            Command::Aggregator(args) => roles::aggregator(args).await,
+            Command::ConnectionPoint(args) => roles::connection_point(args).await,
+            Command::Intake(args) => roles::intake(args).await,
+            Command::ConnectionTool(ToolCommand::Export { config, dest }) => {
+                roles::export(&config, &dest)
+            }
+            Command::Sitedb(SitedbCommand::Seed {
+                db,
+                site,
+                clients,
+                seed,
+            }) => roles::seed(&db, &site, clients, seed),
+            Command::View(args) => view::run(args),
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            roles::exit_code(&error)
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Wiring for each role: load and check the configuration, bind, announce, serve until a
+//! signal, and report errors as an operator reads them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hrs_core::SiteCode;
+use hrs_core::config::ConfigError;
+use tokio::net::TcpListener;
+
+use crate::cli::Serve;
+
+/// Exit status for a configuration the role refuses (BSD `EX_CONFIG`).
+const EXIT_CONFIG: u8 = 78;
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info` (`warn` when stdout carries a
+/// machine-read summary).
+pub fn init_tracing(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// Returns the exit status for an error: configuration errors are told apart so scripts
+/// and service managers do not restart a role that cannot start.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.chain().any(|e| e.is::<ConfigError>()) {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so service managers can stop a role cleanly.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Binds the role's address and, when asked, writes the bound address to `ready_file`
+/// (atomically, so a reader never sees half an address).
+async fn bind(listen: SocketAddr, ready_file: Option<&Path>) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    if let Some(file) = ready_file {
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .with_context(|| format!("cannot write ready file {}", file.display()))?;
+    }
+    Ok(listener)
+}
+
+/// `hrs agent`.
+pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::Result<()> {
+    let config = hrs_agent::AgentConfig::load(config)?;
+    let agent = hrs_agent::Agent::open(config)?;
+    if once {
+        let summary = agent.run_once(Duration::from_secs(deadline_seconds)).await?;
+        println!(
+            "run {} for {}: {} queries ({} failed), {} rows, delivered",
+            summary.run_id, summary.period, summary.queries, summary.failed_queries, summary.rows
+        );
+        Ok(())
+    } else {
+        Ok(agent.serve(shutdown_signal()).await?)
+    }
+}
+
+/// `hrs aggregator`.
+pub async fn aggregator(args: Serve) -> anyhow::Result<()> {
+    let config = hrs_aggregator::AggregatorConfig::load(&args.config)?;
+    let listener = bind(config.listen, args.ready_file.as_deref()).await?;
+    Ok(hrs_aggregator::serve(config, listener, shutdown_signal()).await?)
+}
+
+/// `hrs connection-point`.
+pub async fn connection_point(args: Serve) -> anyhow::Result<()> {
+    let config = hrs_connection::ConnectionPointConfig::load(&args.config)?;
+    let listener = bind(config.listen, args.ready_file.as_deref()).await?;
+    Ok(hrs_connection::serve(config, listener, shutdown_signal()).await?)
+}
+
+/// `hrs intake`.
+pub async fn intake(args: Serve) -> anyhow::Result<()> {
+    let config = hrs_intake::IntakeConfig::load(&args.config)?;
+    let listener = bind(config.listen, args.ready_file.as_deref()).await?;
+    Ok(hrs_intake::serve(config, listener, shutdown_signal()).await?)
+}
+
+/// `hrs connection-tool export`.
+pub fn export(config: &Path, dest: &Path) -> anyhow::Result<()> {
+    let config = hrs_connection::ConnectionPointConfig::load(config)?;
+    let summary = hrs_connection::export_csv(&config, dest)?;
+    println!(
+        "wrote {} rows of {} period(s) at level {} to {}",
+        summary.rows,
+        summary.periods,
+        config.level,
+        dest.display()
+    );
+    Ok(())
+}
+
+/// `hrs sitedb seed`.
+pub fn seed(db: &Path, site: &SiteCode, clients: u32, seed: u64) -> anyhow::Result<()> {
+    let summary = hrs_sitedb::seed(db, site, clients, seed)
+        .with_context(|| format!("cannot seed {}", db.display()))?;
+    println!(
+        "seeded {} for site {site}: {} clients, {} servers, {} rows",
+        db.display(),
+        summary.clients,
+        summary.servers,
+        summary.rows
+    );
+    Ok(())
+}

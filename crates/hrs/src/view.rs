@@ -1,0 +1,32 @@
+//! `hrs view`: the merged data an aggregator holds, as operators review it.
+
+use anyhow::Context as _;
+use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
+use hrs_core::report;
+
+use crate::cli::ViewArgs;
+
+/// Prints the current run of every matching (period, site), one line per result row.
+pub fn run(args: ViewArgs) -> anyhow::Result<()> {
+    let store_path = match (&args.store, &args.config) {
+        (Some(store), _) => store.clone(),
+        (None, Some(config)) => AggregatorConfig::load(config)?.store,
+        (None, None) => anyhow::bail!("give --store or --config"),
+    };
+    if !store_path.exists() {
+        anyhow::bail!("no merge store at {}", store_path.display());
+    }
+    let store = SqliteMergeStore::open_read_only(&store_path)
+        .with_context(|| format!("cannot open merge store {}", store_path.display()))?;
+    let period = args.period.map(|p| p.to_string());
+    let site = args.site.map(|s| s.to_string());
+    let runs = store.current(period.as_deref(), site.as_deref())?;
+    let rows: Vec<report::FlatRow> = runs
+        .iter()
+        .flat_map(|run| report::flatten_site(&run.period, &run.site, &run.results))
+        .filter(|row| args.query.as_ref().is_none_or(|q| *q == row.query_id))
+        .collect();
+    let stdout = std::io::stdout();
+    report::write(&mut stdout.lock(), &rows, args.format)?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Builders that start HRS hierarchies on loopback for the end-to-end tests.
