@@ -88,7 +88,11 @@ impl AgentConfig {
             return Err(config::invalid(path, "check_minutes", "must be at least 1"));
         }
         if cfg.retry_max_seconds == 0 {
-            return Err(config::invalid(path, "retry_max_seconds", "must be at least 1"));
+            return Err(config::invalid(
+                path,
+                "retry_max_seconds",
+                "must be at least 1",
+            ));
         }
         Ok(cfg)
     }

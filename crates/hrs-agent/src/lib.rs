@@ -122,8 +122,14 @@ impl Agent {
             period,
         };
         let sequence = self.spool.next_sequence().await?;
-        let run =
-            collect::collect(&mut db, &self.catalog, &what, uuid::Uuid::new_v4(), sequence).await;
+        let run = collect::collect(
+            &mut db,
+            &self.catalog,
+            &what,
+            uuid::Uuid::new_v4(),
+            sequence,
+        )
+        .await;
         let collected_at = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();

@@ -57,7 +57,11 @@ impl AggregatorConfig {
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = cfg.sites.iter().find(|s| !seen.insert(*s)) {
-            return Err(config::invalid(path, "sites", format!("{dup} is listed twice")));
+            return Err(config::invalid(
+                path,
+                "sites",
+                format!("{dup} is listed twice"),
+            ));
         }
         if let Some(url) = &cfg.connection_point {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

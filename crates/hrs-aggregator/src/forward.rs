@@ -71,7 +71,10 @@ async fn forward_ready(
         let reader = Arc::clone(store);
         let key = period.clone();
         let (runs, forwarded) = tokio::task::spawn_blocking(move || {
-            Ok::<_, hrs_store::StoreError>((reader.current(Some(&key), None)?, reader.forwarded(&key)?))
+            Ok::<_, hrs_store::StoreError>((
+                reader.current(Some(&key), None)?,
+                reader.forwarded(&key)?,
+            ))
         })
         .await
         .map_err(|e| e.to_string())?

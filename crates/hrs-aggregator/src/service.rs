@@ -93,7 +93,9 @@ impl AggregatorService {
             .format(&Rfc3339)
             .unwrap_or_default();
         let commit = tokio::task::spawn_blocking(move || {
-            store.commit(&run, &header, &received_at).map(|c| (c, header))
+            store
+                .commit(&run, &header, &received_at)
+                .map(|c| (c, header))
         })
         .await
         .map_err(|e| PushError::Task(e.to_string()))??;

@@ -69,8 +69,12 @@ pub enum MergeError {
 pub trait MergeStore: Send + Sync + 'static {
     /// Stores a checked run atomically, and makes it current if it is the newest of its
     /// site and period. Idempotent on the run id.
-    fn commit(&self, run: &pb::Run, header: &RunHeader, received_at: &str)
-    -> Result<Commit, MergeError>;
+    fn commit(
+        &self,
+        run: &pb::Run,
+        header: &RunHeader,
+        received_at: &str,
+    ) -> Result<Commit, MergeError>;
 
     /// Returns the current run of every site, optionally for one period and one site,
     /// ordered by period then site.

@@ -208,7 +208,9 @@ impl Catalog {
 
     /// Returns the queries collected at `level` (each level includes the lower ones).
     pub fn at_level(&self, level: Level) -> impl Iterator<Item = &QueryDef> {
-        self.queries.iter().filter(move |q| q.level.allowed_at(level))
+        self.queries
+            .iter()
+            .filter(move |q| q.level.allowed_at(level))
     }
 
     fn check(&self) -> Result<(), CatalogError> {

@@ -46,7 +46,10 @@ mod tests {
 
     #[test]
     fn string_vectors() {
-        assert_eq!(hash_value("P01"), "47AG/CYcCTPQymhu9woxbYC62T9E1hTQhqtCltDFfEo=");
+        assert_eq!(
+            hash_value("P01"),
+            "47AG/CYcCTPQymhu9woxbYC62T9E1hTQhqtCltDFfEo="
+        );
         assert_eq!(
             hash_value("Ünïcode ✓"),
             "qWOQOvVSuC24++QhxWn7ScjXp5D/KMzE+hs6+0KqPz0="

@@ -19,7 +19,9 @@ pub enum IdError {
     #[error("invalid level {0:?}: expected Basic, Enhanced or Full")]
     Level(String),
     /// A hierarchy ID is a GUID.
-    #[error("invalid hierarchy id {0:?}: expected a GUID such as 6f9619ff-8b86-d011-b42d-00c04fc964ff")]
+    #[error(
+        "invalid hierarchy id {0:?}: expected a GUID such as 6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    )]
     HierarchyId(String),
 }
 
@@ -91,8 +93,7 @@ impl Period {
     /// Returns the Monday that opens the week.
     pub fn start(&self) -> Date {
         // Valid by construction: `week` was checked against the year's week count.
-        Date::from_iso_week_date(self.year, self.week, Weekday::Monday)
-            .unwrap_or(Date::MIN)
+        Date::from_iso_week_date(self.year, self.week, Weekday::Monday).unwrap_or(Date::MIN)
     }
 
     /// Returns the Sunday that closes the week.

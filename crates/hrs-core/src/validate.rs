@@ -59,8 +59,8 @@ pub struct RunHeader {
 
 /// Checks a run's shape, its results against the catalog it names, and its digest.
 pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
-    let run_id = uuid::Uuid::parse_str(&run.run_id)
-        .map_err(|_| field("run.run_id", "not a UUID"))?;
+    let run_id =
+        uuid::Uuid::parse_str(&run.run_id).map_err(|_| field("run.run_id", "not a UUID"))?;
     let site: SiteCode = run
         .site
         .parse()
@@ -185,7 +185,10 @@ fn check_results(
             ));
         }
         if !set.error.is_empty() && !set.rows.is_empty() {
-            return Err(field(format!("{here}.rows"), "a failed query carries no rows"));
+            return Err(field(
+                format!("{here}.rows"),
+                "a failed query carries no rows",
+            ));
         }
         for (r, row) in set.rows.iter().enumerate() {
             if row.values.len() != declared.len() {

@@ -23,6 +23,9 @@ pub enum SiteDbError {
     /// The database file is missing.
     #[error("site database {0} does not exist")]
     Missing(String),
+    /// The database file could not be replaced.
+    #[error("site database file: {0}")]
+    Io(#[from] std::io::Error),
     /// SQLite refused an operation.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -79,3 +82,6 @@ pub fn open(spec: &str) -> Result<SqliteSiteDb, SiteDbError> {
     }
     SqliteSiteDb::open(std::path::Path::new(path))
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,14 +72,63 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [(T, u32)]) -> &'a T {
 }
 
 const OS: &[((&str, i64, &str, &str), u32)] = &[
-    (("Windows 10 Enterprise", 19045, "2022-10-18", "Current Branch"), 48),
-    (("Windows 11 Enterprise", 22631, "2023-10-31", "Current Branch"), 30),
-    (("Windows 11 Enterprise", 26100, "2024-10-01", "Current Branch"), 8),
-    (("Windows 10 Enterprise LTSC", 17763, "2018-11-13", "LTSC"), 5),
-    (("Windows 10 Enterprise", 19044, "2021-11-16", "Current Branch"), 5),
-    (("Windows 10 Enterprise", 18363, "2019-11-12", "Current Branch"), 2),
-    (("Windows Server 2019 Standard", 17763, "2018-11-13", "LTSC"), 1),
-    (("Windows Server 2022 Standard", 20348, "2021-08-18", "LTSC"), 1),
+    (
+        (
+            "Windows 10 Enterprise",
+            19045,
+            "2022-10-18",
+            "Current Branch",
+        ),
+        48,
+    ),
+    (
+        (
+            "Windows 11 Enterprise",
+            22631,
+            "2023-10-31",
+            "Current Branch",
+        ),
+        30,
+    ),
+    (
+        (
+            "Windows 11 Enterprise",
+            26100,
+            "2024-10-01",
+            "Current Branch",
+        ),
+        8,
+    ),
+    (
+        ("Windows 10 Enterprise LTSC", 17763, "2018-11-13", "LTSC"),
+        5,
+    ),
+    (
+        (
+            "Windows 10 Enterprise",
+            19044,
+            "2021-11-16",
+            "Current Branch",
+        ),
+        5,
+    ),
+    (
+        (
+            "Windows 10 Enterprise",
+            18363,
+            "2019-11-12",
+            "Current Branch",
+        ),
+        2,
+    ),
+    (
+        ("Windows Server 2019 Standard", 17763, "2018-11-13", "LTSC"),
+        1,
+    ),
+    (
+        ("Windows Server 2022 Standard", 20348, "2021-08-18", "LTSC"),
+        1,
+    ),
 ];
 const CLIENT_VERSIONS: &[(&str, u32)] = &[
     ("5.00.9128.1007", 70),
@@ -155,12 +204,11 @@ pub fn seed(
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
     if path.exists() {
-        std::fs::remove_file(path).map_err(|_| SiteDbError::Missing(path.display().to_string()))?;
+        std::fs::remove_file(path)?;
     }
-    let site_mix = site
-        .as_str()
-        .bytes()
-        .fold(0u64, |acc, b| acc.wrapping_mul(131).wrapping_add(u64::from(b)));
+    let site_mix = site.as_str().bytes().fold(0u64, |acc, b| {
+        acc.wrapping_mul(131).wrapping_add(u64::from(b))
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ site_mix.rotate_left(32));
     let mut conn = Connection::open(path)?;
     conn.execute_batch(SCHEMA)?;
@@ -175,7 +223,10 @@ pub fn seed(
         "INSERT INTO site VALUES (?1, ?2, ?3, '5.00.9128.1000', 9128, ?4, ?5, 'Active')",
         params![
             code,
-            format!("{code} Contoso {}", if is_cas { "Central" } else { "Region" }),
+            format!(
+                "{code} Contoso {}",
+                if is_cas { "Central" } else { "Region" }
+            ),
             if is_cas { "CAS" } else { "Primary" },
             *pick(
                 &mut rng,
@@ -190,7 +241,11 @@ pub fn seed(
     )?;
     rows += 1;
 
-    let servers = if is_cas { 3 } else { 2 + clients / 500 + rng.random_range(0..3) };
+    let servers = if is_cas {
+        3
+    } else {
+        2 + clients / 500 + rng.random_range(0..3)
+    };
     for n in 0..servers {
         let name = format!("{lower}-cm{n:02}.{domain}");
         tx.execute(
@@ -213,10 +268,17 @@ pub fn seed(
         let roles: Vec<&str> = if n == 0 {
             ROLES[..3].to_vec()
         } else {
-            ROLES[3..].iter().copied().filter(|_| rng.random_bool(0.6)).collect()
+            ROLES[3..]
+                .iter()
+                .copied()
+                .filter(|_| rng.random_bool(0.6))
+                .collect()
         };
         for role in roles {
-            tx.execute("INSERT INTO site_system_role VALUES (?1, ?2)", params![name, role])?;
+            tx.execute(
+                "INSERT INTO site_system_role VALUES (?1, ?2)",
+                params![name, role],
+            )?;
             rows += 1;
         }
         if n > 0 {
@@ -235,7 +297,10 @@ pub fn seed(
         "INSERT INTO sql_info VALUES (?1, ?2, 'SQL_Latin1_General_CP1_CI_AS', ?3, ?4, 150)",
         params![
             *pick(&mut rng, &[("15.0.4375.4", 6), ("16.0.4125.3", 4)]),
-            *pick(&mut rng, &[("Standard Edition", 5), ("Enterprise Edition", 3)]),
+            *pick(
+                &mut rng,
+                &[("Standard Edition", 5), ("Enterprise Edition", 3)]
+            ),
             20_000 + i64::from(clients) * 12,
             4_000 + i64::from(clients) * 2,
         ],
@@ -248,7 +313,8 @@ pub fn seed(
              ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         )?;
         let mut ep = tx.prepare("INSERT INTO ep_health VALUES (?1, ?2, ?3, ?4)")?;
-        let mut upd = tx.prepare("INSERT INTO update_compliance VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut upd =
+            tx.prepare("INSERT INTO update_compliance VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         let mut boot = tx.prepare("INSERT INTO boot_times VALUES (?1, ?2)")?;
         for n in 0..clients {
             let id = 16_777_216 + i64::from(n);
@@ -291,15 +357,17 @@ pub fn seed(
                 id,
                 *pick(
                     &mut rng,
-                    &[("Protected", 86), ("At risk", 7), ("Unknown", 5), ("Unsupported", 2)]
+                    &[
+                        ("Protected", 86),
+                        ("At risk", 7),
+                        ("Unknown", 5),
+                        ("Unsupported", 2)
+                    ]
                 ),
                 *pick(&mut rng, &[(0, 60), (1, 25), (3, 8), (9, 5), (30, 2)]),
                 *pick(&mut rng, &[("1.1.24080.9", 80), ("1.1.24060.5", 20)]),
             ])?;
-            boot.execute(params![
-                id,
-                f64::from(rng.random_range(120..900u32)) / 10.0
-            ])?;
+            boot.execute(params![id, f64::from(rng.random_range(120..900u32)) / 10.0])?;
             rows += 3;
             for (kb, class) in [
                 ("KB5046613", "Security Updates"),
@@ -308,7 +376,12 @@ pub fn seed(
             ] {
                 let status = *pick(
                     &mut rng,
-                    &[("Installed", 80), ("Required", 12), ("Failed", 4), ("Unknown", 4)],
+                    &[
+                        ("Installed", 80),
+                        ("Required", 12),
+                        ("Failed", 4),
+                        ("Unknown", 4),
+                    ],
                 );
                 let error = if status == "Failed" {
                     *pick(&mut rng, &[(-2_145_124_329i64, 3), (-2_016_409_966, 1)])
@@ -321,7 +394,11 @@ pub fn seed(
                     class,
                     status,
                     error,
-                    format!("{}T{:02}:00:00", date(&mut rng, 1020, 30), rng.random_range(0..24))
+                    format!(
+                        "{}T{:02}:00:00",
+                        date(&mut rng, 1020, 30),
+                        rng.random_range(0..24)
+                    )
                 ])?;
                 rows += 1;
             }
@@ -395,7 +472,13 @@ pub fn seed(
         let in_progress = rng.random_range(0..=total / 20 + 1);
         tx.execute(
             "INSERT INTO deployments VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![kind, name, (total - failed - in_progress).max(0), failed, in_progress],
+            params![
+                kind,
+                name,
+                (total - failed - in_progress).max(0),
+                failed,
+                in_progress
+            ],
         )?;
         rows += 1;
     }

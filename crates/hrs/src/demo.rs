@@ -129,7 +129,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store_path = dir.join("aggregator").join("merge.sqlite");
     let merged = merged_period(&store_path, hierarchy, args.level, &codes, period)?;
     let summary = summarize(
-        &merged, hierarchy, args.level, args.offline, state, &dir, &exe, &store_path,
+        &merged,
+        hierarchy,
+        args.level,
+        args.offline,
+        state,
+        &dir,
+        &exe,
+        &store_path,
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -312,7 +319,10 @@ impl Roles {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            )
             .kill_on_drop(true);
         Ok(command)
     }
@@ -517,7 +527,10 @@ fn print_table(summary: &Summary) {
         summary.level
     );
     println!();
-    println!("{:<6} {:>8} {:>8} {:>7}", "site", "rows", "queries", "failed");
+    println!(
+        "{:<6} {:>8} {:>8} {:>7}",
+        "site", "rows", "queries", "failed"
+    );
     for site in &summary.sites {
         println!(
             "{:<6} {:>8} {:>8} {:>7}",

@@ -80,7 +80,9 @@ pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::
     let config = hrs_agent::AgentConfig::load(config)?;
     let agent = hrs_agent::Agent::open(config)?;
     if once {
-        let summary = agent.run_once(Duration::from_secs(deadline_seconds)).await?;
+        let summary = agent
+            .run_once(Duration::from_secs(deadline_seconds))
+            .await?;
         println!(
             "run {} for {}: {} queries ({} failed), {} rows, delivered",
             summary.run_id, summary.period, summary.queries, summary.failed_queries, summary.rows

@@ -1,0 +1,133 @@
+use hrs_core::catalog::Privacy;
+use hrs_core::{Catalog, Level, Period, SiteCode, Value};
+
+use super::*;
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+fn dump(path: &std::path::Path) -> Vec<Vec<Value>> {
+    let mut db = SqliteSiteDb::open(path).expect("opens");
+    let params = params();
+    let mut all = Vec::new();
+    for table in [
+        "site",
+        "site_system",
+        "systems",
+        "update_compliance",
+        "processing_stats",
+    ] {
+        all.extend(
+            block_on(db.query(&format!("SELECT * FROM {table} ORDER BY 1, 2"), &params))
+                .expect("dumps"),
+        );
+    }
+    all
+}
+
+fn params() -> QueryParams {
+    let period: Period = "2026-W48".parse().expect("period");
+    QueryParams {
+        period_start: period.start(),
+        period_end: period.end(),
+    }
+}
+
+#[test]
+fn seeding_is_deterministic_and_follows_the_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site: SiteCode = "P01".parse().expect("site");
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    seed(&a, &site, 50, 7).expect("seeds a");
+    seed(&b, &site, 50, 7).expect("seeds b");
+    seed(&c, &site, 50, 8).expect("seeds c");
+    assert_eq!(dump(&a), dump(&b));
+    assert_ne!(dump(&a), dump(&c));
+}
+
+#[test]
+fn every_catalog_query_runs_and_matches_its_declared_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("site.sqlite");
+    seed(&path, &"CAS".parse().expect("site"), 50, 1).expect("seeds");
+    let mut db = SqliteSiteDb::open(&path).expect("opens");
+    let catalog = Catalog::builtin().expect("catalog");
+    for query in &catalog.queries {
+        let rows = block_on(db.query(&query.sqlite, &params()))
+            .unwrap_or_else(|e| panic!("{}: {e}", query.id));
+        assert!(!rows.is_empty(), "{} returns no rows", query.id);
+        for row in rows {
+            query
+                .shape_row(row, "H")
+                .unwrap_or_else(|e| panic!("{}: {e}", query.id));
+        }
+    }
+}
+
+#[test]
+fn no_identifying_value_leaves_at_basic_or_enhanced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("site.sqlite");
+    let site: SiteCode = "P07".parse().expect("site");
+    seed(&path, &site, 60, 3).expect("seeds");
+    let secrets = identifying_values(&path).expect("values");
+    assert!(
+        secrets.iter().any(|s| s.contains('@')),
+        "e-mail addresses are seeded"
+    );
+    let mut db = SqliteSiteDb::open(&path).expect("opens");
+    let catalog = Catalog::builtin().expect("catalog");
+    let mut leaked_at_full = false;
+    for query in &catalog.queries {
+        let rows = block_on(db.query(&query.sqlite, &params())).expect("runs");
+        for row in rows {
+            for value in query.shape_row(row, "H").expect("shapes") {
+                let Value::Text(text) = value else { continue };
+                let leak = secrets.iter().find(|s| {
+                    if s.len() < 5 {
+                        text == **s
+                    } else {
+                        text.contains(s.as_str())
+                    }
+                });
+                match (query.level, leak) {
+                    (Level::Full, Some(_)) => leaked_at_full = true,
+                    (level, Some(secret)) => {
+                        panic!("{} ({level}) lets {secret:?} out", query.id)
+                    }
+                    (_, None) => {}
+                }
+            }
+        }
+        if query.level < Level::Full {
+            assert!(
+                query
+                    .columns
+                    .iter()
+                    .all(|c| c.privacy != Privacy::Identifying)
+            );
+        }
+    }
+    assert!(
+        leaked_at_full,
+        "Full queries carry identifying detail, so the search can find it"
+    );
+}
+
+#[test]
+fn a_missing_database_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        SqliteSiteDb::open(&dir.path().join("none.sqlite")),
+        Err(SiteDbError::Missing(_))
+    ));
+    assert!(matches!(open("sqlite:"), Err(SiteDbError::Spec(_))));
+}

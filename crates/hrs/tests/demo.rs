@@ -1,0 +1,142 @@
+//! The `hrs` binary as a newcomer runs it: the demo hierarchy, each role its own process on
+//! loopback, then `hrs view` and the connection tool's export over what it left behind.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn hrs(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hrs"))
+        .args(args)
+        .output()
+        .expect("hrs runs")
+}
+
+fn demo(dir: &Path, extra: &[&str]) -> Value {
+    let dir = dir.display().to_string();
+    let mut args = vec![
+        "demo",
+        "--dir",
+        &dir,
+        "--json",
+        "--sites",
+        "2",
+        "--clients",
+        "40",
+        "--period",
+        "2026-W48",
+    ];
+    args.extend_from_slice(extra);
+    let out = hrs(&args);
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn site_rows(summary: &Value) -> Vec<(String, u64)> {
+    summary["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_str().expect("site").to_owned(),
+                s["rows"].as_u64().expect("rows"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn demo_online_and_offline_deterministic_and_viewable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let online = demo(&tmp.path().join("on"), &[]);
+    let sites = site_rows(&online);
+    let names: Vec<&str> = sites.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["CAS", "P01", "P02"]);
+    assert!(sites.iter().all(|(_, rows)| *rows > 0));
+    assert_eq!(
+        online["merged_rows"].as_u64(),
+        Some(sites.iter().map(|(_, r)| r).sum())
+    );
+    assert_eq!(online["delivered"], "intake");
+    assert!(tmp.path().join("on/logs/aggregator.log").exists());
+
+    // The same flags give the same data, whatever the run ids and timestamps.
+    let again = demo(&tmp.path().join("again"), &[]);
+    assert_eq!(online["digest"], again["digest"]);
+    assert_eq!(online["hierarchy_id"], again["hierarchy_id"]);
+
+    let offline = demo(&tmp.path().join("off"), &["--offline"]);
+    assert_eq!(offline["delivered"], "bundle");
+    assert!(Path::new(offline["bundle"].as_str().expect("bundle path")).exists());
+    assert_eq!(offline["digest"], online["digest"]);
+
+    // hrs view --site P02 prints only P02's rows.
+    let store = tmp.path().join("on/aggregator/merge.sqlite");
+    let store = store.display().to_string();
+    let out = hrs(&[
+        "view", "--store", &store, "--site", "P02", "--format", "csv",
+    ]);
+    assert!(out.status.success());
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("csv row")).collect();
+    let p02 = sites.iter().find(|(s, _)| s == "P02").expect("P02").1;
+    assert_eq!(rows.len() as u64, p02);
+    assert!(rows.iter().all(|r| &r[1] == "P02"));
+
+    // The export is what left: site codes hashed at Enhanced.
+    let config = tmp.path().join("on/connection-point/connection-point.toml");
+    let csv_path = tmp.path().join("export.csv");
+    let out = hrs(&[
+        "connection-tool",
+        "export",
+        "--config",
+        &config.display().to_string(),
+        "--dest",
+        &csv_path.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv_path).expect("export written");
+    assert_eq!(
+        text.lines().count() as u64,
+        online["merged_rows"].as_u64().expect("rows") + 1
+    );
+    assert!(!text.contains(",P02,"));
+}
+
+#[test]
+fn bad_config_names_the_file_and_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nhierarchy_id = \"not-a-guid\"\nstore = \"m.sqlite\"\nsites = [\"P01\"]\n",
+    )
+    .expect("writes");
+    let out = hrs(&["aggregator", "--config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("aggregator.toml") && err.contains("hierarchy_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn example_configs_in_deploy_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+    hrs_agent::AgentConfig::load(&root.join("agent.toml")).expect("agent.toml");
+    hrs_aggregator::AggregatorConfig::load(&root.join("aggregator.toml")).expect("aggregator.toml");
+    hrs_connection::ConnectionPointConfig::load(&root.join("connection-point.toml"))
+        .expect("connection-point.toml");
+    hrs_intake::IntakeConfig::load(&root.join("intake.toml")).expect("intake.toml");
+}
