@@ -222,10 +222,9 @@ impl Agent {
         tokio::pin!(shutdown);
         loop {
             let period = self.config.period();
-            if self.spool.last_collected().await?.as_deref() != Some(&period.to_string()) {
-                if let Err(error) = self.collect(period).await {
-                    tracing::error!(%error, %period, "collection failed");
-                }
+            let due = self.spool.last_collected().await?.as_deref() != Some(&period.to_string());
+            if due && let Err(error) = self.collect(period).await {
+                tracing::error!(%error, %period, "collection failed");
             }
             let wait = match self.deliver().await {
                 Ok(_) => {

@@ -63,14 +63,14 @@ impl AggregatorConfig {
                 format!("{dup} is listed twice"),
             ));
         }
-        if let Some(url) = &cfg.connection_point {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(config::invalid(
-                    path,
-                    "connection_point",
-                    format!("{url:?} is not an http:// or https:// address"),
-                ));
-            }
+        if let Some(url) = &cfg.connection_point
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(config::invalid(
+                path,
+                "connection_point",
+                format!("{url:?} is not an http:// or https:// address"),
+            ));
         }
         if cfg.retry_seconds == 0 {
             return Err(config::invalid(path, "retry_seconds", "must be at least 1"));

@@ -71,7 +71,10 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [(T, u32)]) -> &'a T {
     &choices[0].0
 }
 
-const OS: &[((&str, i64, &str, &str), u32)] = &[
+/// Caption, build, release date and servicing branch of an operating system.
+type Os = (&'static str, i64, &'static str, &'static str);
+
+const OS: &[(Os, u32)] = &[
     (
         (
             "Windows 10 Enterprise",
