@@ -237,3 +237,25 @@ async fn offline_delivers_a_bundle_that_reads_back() {
     assert!(h.intake_payloads().is_empty(), "offline sends nothing");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_an_unknown_site_is_refused_at_once_and_keeps_its_run() {
+    let h = Hierarchy::start(1, Level::Enhanced, false).await;
+    let mut config = h.agent_config(&"P01".parse().expect("site"));
+    config.site = "P09".parse().expect("site");
+    let spool = config.spool.clone();
+    let agent = hrs_agent::Agent::open(config).expect("opens");
+    let error = agent
+        .run_once(std::time::Duration::from_secs(600))
+        .await
+        .expect_err("refused");
+    assert!(error.is_refusal(), "{error}");
+    assert!(error.to_string().contains("P09"), "{error}");
+    let kept = Spool::open(&spool)
+        .expect("spool")
+        .pending()
+        .await
+        .expect("reads");
+    assert_eq!(kept.len(), 1, "a refused run stays spooled");
+    h.stop().await;
+}

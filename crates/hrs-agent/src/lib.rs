@@ -63,6 +63,18 @@ pub enum AgentError {
     },
 }
 
+impl AgentError {
+    /// Returns true when the upstream refused the run itself, so sending it again cannot
+    /// succeed until an operator acts (wrong site, hierarchy, catalog or content).
+    pub fn is_refusal(&self) -> bool {
+        use tonic::Code;
+        matches!(self, Self::Push { status, .. } if matches!(
+            status.code(),
+            Code::InvalidArgument | Code::PermissionDenied | Code::FailedPrecondition | Code::AlreadyExists
+        ))
+    }
+}
+
 /// What one collection produced.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -196,6 +208,7 @@ impl Agent {
         loop {
             match self.deliver().await {
                 Ok(_) => return Ok(summary),
+                Err(error) if error.is_refusal() => return Err(error),
                 Err(error) => {
                     let wait = backoff.next();
                     if started.elapsed() + wait > deadline {
