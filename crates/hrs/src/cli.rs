@@ -47,6 +47,33 @@ pub enum Command {
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.
     Demo(DemoArgs),
+    /// Review the query catalog shipped with this build.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Print the one-way hash of a value exactly as the catalog applies it.
+    Hash {
+        /// The value: a GUID is hashed as its 16 bytes in .NET order, anything else as UTF-16LE.
+        value: String,
+    },
+}
+
+/// Catalog subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// List the queries, optionally only those collected at a level.
+    List {
+        /// Only queries collected at this level (each level includes the lower ones).
+        #[arg(long)]
+        level: Option<Level>,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Show one query: its SQL, its columns, and what is hashed or dropped.
+    Show {
+        /// The query's id.
+        id: String,
+    },
 }
 
 /// Options shared by the server roles.

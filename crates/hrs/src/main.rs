@@ -1,5 +1,6 @@
 //! The `hrs` binary: parses the command line and hands each subcommand to its role.
 
+mod catalog;
 mod cli;
 mod demo;
 mod roles;
@@ -8,7 +9,7 @@ mod view;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use cli::{Cli, Command, SitedbCommand, ToolCommand};
+use cli::{CatalogCommand, Cli, Command, SitedbCommand, ToolCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +42,14 @@ fn main() -> ExitCode {
             }) => roles::seed(&db, &site, clients, seed),
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
+            Command::Catalog(CatalogCommand::List { level, format }) => {
+                catalog::list(level, &format)
+            }
+            Command::Catalog(CatalogCommand::Show { id }) => catalog::show(&id),
+            Command::Hash { value } => {
+                println!("{}", hrs_core::hash::hash_value(&value));
+                Ok(())
+            }
         }
     });
     match result {

@@ -140,3 +140,43 @@ fn example_configs_in_deploy_load() {
         .expect("connection-point.toml");
     hrs_intake::IntakeConfig::load(&root.join("intake.toml")).expect("intake.toml");
 }
+
+#[test]
+fn hash_matches_independent_vectors() {
+    // Computed with Python: base64(sha256(uuid.bytes_le)) and base64(sha256(s.encode("utf-16-le"))).
+    for (value, hash) in [
+        (
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "CtF2iT7GRD8Xr/NmLQeqZFD1BxxY+nnhHMJ4bLJpq7g=",
+        ),
+        ("P01", "47AG/CYcCTPQymhu9woxbYC62T9E1hTQhqtCltDFfEo="),
+    ] {
+        let out = hrs(&["hash", value]);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
+    }
+}
+
+#[test]
+fn catalog_list_filters_by_level_and_show_names_the_hashed_columns() {
+    let out = hrs(&["catalog", "list", "--level", "Basic", "--format", "json"]);
+    assert!(out.status.success());
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json array");
+    assert!(!listed.is_empty());
+    assert!(
+        listed
+            .iter()
+            .all(|q| q["level"] == "Basic" && q["category"].is_string())
+    );
+    let all: Vec<Value> =
+        serde_json::from_slice(&hrs(&["catalog", "list", "--format", "json"]).stdout)
+            .expect("json");
+    assert!(all.len() > listed.len());
+
+    let out = hrs(&["catalog", "show", "E-CONTENT"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one-way hashed"));
+    let out = hrs(&["catalog", "show", "NOPE"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOPE"));
+}
