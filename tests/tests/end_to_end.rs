@@ -259,3 +259,31 @@ async fn an_agent_of_an_unknown_site_is_refused_at_once_and_keeps_its_run() {
     assert_eq!(kept.len(), 1, "a refused run stays spooled");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_does_not_hold_back_the_runs_behind_it() {
+    let h = Hierarchy::start(1, Level::Enhanced, false).await;
+    let config = h.agent_config(&"P01".parse().expect("site"));
+    let agent = hrs_agent::Agent::open(config.clone()).expect("opens");
+    // An older run the aggregator refuses (another hierarchy), then a good one.
+    let spool = Spool::open(&config.spool).expect("spool");
+    let mut bad = spooled_run(&h, &"P01".parse().expect("site")).await;
+    spool.remove(&bad.run_id).await.expect("removes");
+    bad.run_id = uuid::Uuid::new_v4().to_string();
+    bad.sequence = 1;
+    bad.hierarchy_id = "00000000-0000-4000-8000-000000000001".into();
+    bad.digest = hrs_core::digest::run_digest(&bad);
+    spool.put(&bad, "t".into()).await.expect("spools");
+    agent
+        .collect(support::PERIOD.parse().expect("period"))
+        .await
+        .expect("collects");
+
+    let error = agent.deliver().await.expect_err("the bad run is refused");
+    assert!(error.is_refusal(), "{error}");
+    let left = spool.pending().await.expect("reads");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].run_id, bad.run_id, "only the refused run is left");
+    assert_eq!(h.merged_runs().len(), 1, "the good run was merged");
+    h.stop().await;
+}

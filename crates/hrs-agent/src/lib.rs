@@ -159,7 +159,8 @@ impl Agent {
     }
 
     /// Pushes every spooled run upstream, oldest first, removing each once committed.
-    /// Returns how many were delivered; stops at the first failure.
+    /// Returns how many were delivered. A run the upstream refuses stays spooled and the
+    /// others still go; the first refusal is returned. A transport failure stops at once.
     pub async fn deliver(&self) -> Result<usize, AgentError> {
         let pending = self.spool.pending().await?;
         if pending.is_empty() {
@@ -175,8 +176,9 @@ impl Agent {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut delivered = 0;
+        let mut refused = None;
         for spooled in pending {
-            let answer = client
+            let pushed = client
                 .push_run(pb::PushRunRequest {
                     run: Some(spooled.run),
                 })
@@ -185,8 +187,18 @@ impl Agent {
                     upstream: upstream.clone(),
                     run_id: spooled.run_id.clone(),
                     status: Box::new(status),
-                })?
-                .into_inner();
+                });
+            let answer = match pushed {
+                Ok(answer) => answer.into_inner(),
+                // A refused run stays spooled for an operator, and must not hold back the
+                // runs behind it: merging goes by sequence, not by arrival order.
+                Err(error) if error.is_refusal() => {
+                    tracing::error!(%error, "run refused upstream; kept in the spool");
+                    refused.get_or_insert(error);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             self.spool.remove(&spooled.run_id).await?;
             delivered += 1;
             tracing::info!(
@@ -196,7 +208,10 @@ impl Agent {
                 "run committed upstream"
             );
         }
-        Ok(delivered)
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(delivered),
+        }
     }
 
     /// Collects the configured period now and delivers the spool, retrying with backoff
