@@ -1,1 +1,2 @@
-//! Builders that start HRS hierarchies on loopback for the end-to-end tests.
+//! End-to-end tests of HRS live in `tests/`: whole hierarchies started on loopback by the
+//! builder in `tests/support`.
