@@ -1,2 +1,407 @@
-//! End-to-end tests of HRS live in `tests/`: whole hierarchies started on loopback by the
-//! builder in `tests/support`.
+//! End-to-end tests of HRS live in `tests/`; this library is their harness: [`Hierarchy`]
+//! starts a whole hierarchy in this process, in a temporary folder — intake, connection
+//! point and aggregator as real gRPC servers on 127.0.0.1, and one agent per site, each
+//! collecting from its own seeded site database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hrs_agent::spool::Spool;
+use hrs_agent::{Agent, AgentConfig, SiteType};
+use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
+use hrs_connection::{ConnectionPointConfig, Mode, PeriodState, State};
+use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::aggregator_client::AggregatorClient;
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The period every agent of a test hierarchy collects.
+pub const PERIOD: &str = "2026-W48";
+
+/// The hierarchy every test hierarchy belongs to.
+pub const HIERARCHY_ID: &str = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47";
+
+/// Clients seeded into every site database.
+pub const CLIENTS: u32 = 40;
+
+/// Longest [`Hierarchy::wait_delivered`] waits.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Interval of [`Hierarchy::wait_delivered`]'s polling.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Parses a site code, panicking on a malformed one (test input).
+pub fn site(code: &str) -> SiteCode {
+    code.parse()
+        .unwrap_or_else(|e| panic!("site code {code:?}: {e}"))
+}
+
+/// Returns the period every test collects, parsed.
+pub fn period() -> Period {
+    PERIOD.parse().expect("PERIOD is a valid ISO week")
+}
+
+/// Returns the number of result rows in a run.
+pub fn rows(run: &pb::Run) -> usize {
+    run.results.iter().map(|r| r.rows.len()).sum()
+}
+
+/// Returns the number of result rows in a merged period, over all sites.
+pub fn merged_rows(period: &pb::MergedPeriod) -> usize {
+    period
+        .sites
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| r.rows.len())
+        .sum()
+}
+
+/// Options of a [`Hierarchy`] before it starts.
+#[derive(Debug, Clone)]
+pub struct HierarchyBuilder {
+    primaries: u32,
+    level: Level,
+    offline: bool,
+}
+
+impl Default for HierarchyBuilder {
+    fn default() -> Self {
+        Self {
+            primaries: 3,
+            level: Level::Enhanced,
+            offline: false,
+        }
+    }
+}
+
+impl HierarchyBuilder {
+    /// Sets how many primary sites (`P01`..`Pnn`) report besides the CAS (default 3).
+    pub fn primaries(mut self, primaries: u32) -> Self {
+        self.primaries = primaries;
+        self
+    }
+
+    /// Sets the hierarchy-wide data level (default Enhanced).
+    pub fn level(mut self, level: Level) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Makes the connection point write bundles instead of submitting to the intake.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Seeds every site database and starts the intake, connection point and aggregator.
+    pub async fn start(self) -> Hierarchy {
+        Hierarchy::start(self).await
+    }
+}
+
+/// A running hierarchy in a temporary folder. Stop it with [`Hierarchy::shutdown`].
+#[derive(Debug)]
+pub struct Hierarchy {
+    /// The temporary folder holding every database, spool and store.
+    pub dir: tempfile::TempDir,
+    /// The hierarchy's ID, as configured on every role.
+    pub hierarchy_id: HierarchyId,
+    /// The hierarchy-wide data level.
+    pub level: Level,
+    /// Every site, CAS first, then the primaries in order.
+    pub sites: Vec<SiteCode>,
+    /// The aggregator's address.
+    pub aggregator: SocketAddr,
+    /// The aggregator's configuration.
+    pub aggregator_config: AggregatorConfig,
+    /// The intake's configuration (its `store` is the intake's SQLite file).
+    pub intake_config: IntakeConfig,
+    /// The connection point's configuration, for the connection tool's functions.
+    pub connection_point: ConnectionPointConfig,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds a listener on a free loopback port.
+async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    let addr = listener.local_addr().expect("listener has an address");
+    (listener, addr)
+}
+
+/// Returns a shutdown future that completes once its sender (kept in `stops`) fires or
+/// is dropped.
+fn stop_signal(stops: &mut Vec<oneshot::Sender<()>>) -> impl Future<Output = ()> + Send + use<> {
+    let (tx, rx) = oneshot::channel();
+    stops.push(tx);
+    async move {
+        let _ = rx.await;
+    }
+}
+
+impl Hierarchy {
+    /// Returns a builder with the defaults: 3 primaries, Enhanced, online.
+    pub fn builder() -> HierarchyBuilder {
+        HierarchyBuilder::default()
+    }
+
+    async fn start(options: HierarchyBuilder) -> Self {
+        let dir = tempfile::tempdir().expect("creates a temporary folder");
+        let hierarchy_id: HierarchyId = HIERARCHY_ID.parse().expect("valid hierarchy id");
+        let mut sites = vec![site("CAS")];
+        sites.extend((1..=options.primaries).map(|n| site(&format!("P{n:02}"))));
+        for (n, code) in sites.iter().enumerate() {
+            hrs_sitedb::seed(&site_db(dir.path(), code), code, CLIENTS, n as u64 + 1)
+                .unwrap_or_else(|e| panic!("seeding {code}: {e}"));
+        }
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+
+        // Every listener is bound before any server starts, so no role ever dials a port
+        // that is not yet open.
+        let (intake_listener, intake_addr) = listener().await;
+        let (cp_listener, cp_addr) = listener().await;
+        let (aggregator_listener, aggregator) = listener().await;
+
+        let intake_config = IntakeConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            store: dir.path().join("intake.sqlite"),
+            retention_days: 365,
+        };
+        let config = intake_config.clone();
+        let stop = stop_signal(&mut stops);
+        tasks.push(tokio::spawn(async move {
+            hrs_intake::serve(config, intake_listener, stop)
+                .await
+                .expect("intake serves");
+        }));
+
+        let connection_point = ConnectionPointConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            hierarchy_id,
+            level: options.level,
+            mode: if options.offline {
+                Mode::Offline
+            } else {
+                Mode::Online
+            },
+            store: dir.path().join("connection-point.sqlite"),
+            intake: Some(format!("http://{intake_addr}")),
+            outbox: options.offline.then(|| dir.path().join("outbox")),
+            retry_seconds: 1,
+            source: None,
+        };
+        let config = connection_point.clone();
+        let stop = stop_signal(&mut stops);
+        tasks.push(tokio::spawn(async move {
+            hrs_connection::serve(config, cp_listener, stop)
+                .await
+                .expect("connection point serves");
+        }));
+
+        let aggregator_config = AggregatorConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            hierarchy_id,
+            level: options.level,
+            store: dir.path().join("merge.sqlite"),
+            sites: sites.clone(),
+            connection_point: Some(format!("http://{cp_addr}")),
+            period_deadline_hours: 72,
+            retry_seconds: 1,
+        };
+        let config = aggregator_config.clone();
+        let stop = stop_signal(&mut stops);
+        tasks.push(tokio::spawn(async move {
+            hrs_aggregator::serve(config, aggregator_listener, stop)
+                .await
+                .expect("aggregator serves");
+        }));
+
+        Self {
+            dir,
+            hierarchy_id,
+            level: options.level,
+            sites,
+            aggregator,
+            aggregator_config,
+            intake_config,
+            connection_point,
+            stops,
+            tasks,
+        }
+    }
+
+    /// Returns the path of a site's seeded database.
+    pub fn site_db(&self, site: &SiteCode) -> PathBuf {
+        site_db(self.dir.path(), site)
+    }
+
+    /// Returns the configuration of a site's agent: fixed period [`PERIOD`], upstream the
+    /// aggregator, retries capped at 1 s.
+    pub fn agent_config(&self, site: &SiteCode) -> AgentConfig {
+        AgentConfig {
+            site: site.clone(),
+            site_type: if site.as_str() == "CAS" {
+                SiteType::Cas
+            } else {
+                SiteType::Primary
+            },
+            hierarchy_id: self.hierarchy_id,
+            level: self.level,
+            site_db: format!("sqlite:{}", self.site_db(site).display()),
+            spool: self.dir.path().join(format!("spool-{site}.sqlite")),
+            upstream: format!("http://{}", self.aggregator),
+            period: Some(period()),
+            check_minutes: 60,
+            retry_max_seconds: 1,
+        }
+    }
+
+    /// Opens a site's agent.
+    pub fn agent(&self, site: &SiteCode) -> Agent {
+        Agent::open(self.agent_config(site)).unwrap_or_else(|e| panic!("agent {site}: {e}"))
+    }
+
+    /// Collects [`PERIOD`] at `site` into its spool without sending it, and returns the
+    /// spooled run.
+    pub async fn spooled_run(&self, site: &SiteCode) -> pb::Run {
+        let summary = self
+            .agent(site)
+            .collect(period())
+            .await
+            .unwrap_or_else(|e| panic!("collecting at {site}: {e}"));
+        self.spool(site)
+            .pending()
+            .await
+            .expect("reads the spool")
+            .into_iter()
+            .find(|s| s.run_id == summary.run_id)
+            .expect("the collected run is spooled")
+            .run
+    }
+
+    /// Opens a site's spool.
+    pub fn spool(&self, site: &SiteCode) -> Spool {
+        Spool::open(&self.agent_config(site).spool).expect("opens the spool")
+    }
+
+    /// Connects a gRPC client to the aggregator, as an agent would.
+    pub async fn aggregator_client(&self) -> AggregatorClient<Channel> {
+        AggregatorClient::connect(format!("http://{}", self.aggregator))
+            .await
+            .expect("connects to the aggregator")
+    }
+
+    /// Collects and delivers once at every site; panics if any site fails.
+    pub async fn collect_everywhere(&self) {
+        for code in &self.sites {
+            self.agent(code)
+                .run_once(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("agent {code}: {e}"));
+        }
+    }
+
+    /// Waits (polling every 20 ms, at most 30 s) until the connection point has delivered
+    /// `period`, and returns its state; panics on timeout.
+    pub async fn wait_delivered(&self, period: &str) -> PeriodState {
+        let started = tokio::time::Instant::now();
+        let mut last = None;
+        while started.elapsed() < DELIVERY_TIMEOUT {
+            if self.connection_point.store.exists() {
+                let states = hrs_connection::periods(&self.connection_point)
+                    .expect("reads the connection point's periods");
+                last = states.into_iter().find(|s| s.period == period);
+                if let Some(state) = last.as_ref().filter(|s| s.state != State::Pending) {
+                    return state.clone();
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "period {period} was not delivered within {} s; last state: {last:?}",
+            DELIVERY_TIMEOUT.as_secs()
+        );
+    }
+
+    /// Returns the current run of every site for [`PERIOD`], read from the merge store.
+    pub fn merged_runs(&self) -> Vec<pb::Run> {
+        SqliteMergeStore::open_read_only(&self.aggregator_config.store)
+            .expect("opens the merge store")
+            .current(Some(PERIOD), None)
+            .expect("reads the merge store")
+    }
+
+    /// Returns the current runs of [`PERIOD`] as encoded bytes, to compare the merge store
+    /// before and after an operation byte for byte.
+    pub fn merged_bytes(&self) -> Vec<Vec<u8>> {
+        self.merged_runs()
+            .iter()
+            .map(|run| run.encode_to_vec())
+            .collect()
+    }
+
+    /// Returns the intake's submissions, oldest first.
+    pub async fn intake_submissions(&self) -> Vec<SubmissionSummary> {
+        SqliteIntake::open(&self.intake_config.store)
+            .expect("opens the intake store")
+            .submissions()
+            .await
+            .expect("reads the intake's submissions")
+    }
+
+    /// Returns the merged period stored under a submission.
+    pub async fn intake_payload(&self, submission_id: &str) -> pb::MergedPeriod {
+        SqliteIntake::open(&self.intake_config.store)
+            .expect("opens the intake store")
+            .payload(submission_id)
+            .await
+            .expect("reads the payload")
+            .unwrap_or_else(|| panic!("no submission {submission_id}"))
+    }
+
+    /// Returns every payload blob the intake stored, as raw bytes straight from its file.
+    pub fn intake_blobs(&self) -> Vec<Vec<u8>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.intake_config.store,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("opens the intake file");
+        let mut stmt = conn
+            .prepare("SELECT payload FROM submissions ORDER BY submission_id")
+            .expect("prepares");
+        stmt.query_map([], |r| r.get(0))
+            .expect("queries")
+            .collect::<Result<_, _>>()
+            .expect("reads payloads")
+    }
+
+    /// Returns the identifying values seeded at one site.
+    pub fn identifying_values(&self, site: &SiteCode) -> Vec<String> {
+        hrs_sitedb::identifying_values(&self.site_db(site))
+            .unwrap_or_else(|e| panic!("identifying values of {site}: {e}"))
+    }
+
+    /// Stops every server and waits for each; panics if one failed.
+    pub async fn shutdown(mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+}
+
+fn site_db(dir: &Path, site: &SiteCode) -> PathBuf {
+    dir.join(format!("sitedb-{site}.sqlite"))
+}

@@ -1,0 +1,164 @@
+//! The aggregator refuses runs it must not merge — tampered, from a site it does not
+//! serve, of another hierarchy — with the right gRPC code, and its merge store stays
+//! byte for byte as it was. A refused run stays in the agent's spool without holding back
+//! the runs behind it.
+
+use std::time::Duration;
+
+use hrs_proto::v1 as pb;
+use hrs_tests::{Hierarchy, PERIOD, site};
+use tonic::Code;
+
+/// Another hierarchy's ID.
+const OTHER_HIERARCHY: &str = "00000000-0000-4000-8000-000000000001";
+
+/// Pushes `run` and returns the status it was refused with; panics if it was accepted.
+async fn refusal(h: &Hierarchy, run: pb::Run) -> tonic::Status {
+    h.aggregator_client()
+        .await
+        .push_run(pb::PushRunRequest { run: Some(run) })
+        .await
+        .expect_err("the aggregator refuses the run")
+}
+
+/// A delivered hierarchy of one primary, and a fresh run of P01 not yet sent.
+async fn delivered_with_a_spare_run() -> (Hierarchy, pb::Run) {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    h.collect_everywhere().await;
+    h.wait_delivered(PERIOD).await;
+    let run = h.spooled_run(&site("P01")).await;
+    (h, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_run_is_invalid_and_changes_nothing() {
+    let (h, run) = delivered_with_a_spare_run().await;
+    let before = h.merged_bytes();
+    let mut tampered = run;
+    let result = tampered
+        .results
+        .iter_mut()
+        .find(|r| !r.rows.is_empty())
+        .expect("a result with rows");
+    result.rows.pop();
+    let status = refusal(&h, tampered).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert_eq!(h.merged_bytes(), before, "the merge store changed");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_an_unknown_site_is_denied_and_changes_nothing() {
+    let (h, run) = delivered_with_a_spare_run().await;
+    let before = h.merged_bytes();
+    let mut foreign = run;
+    foreign.site = "P09".into();
+    foreign.digest = hrs_core::digest::run_digest(&foreign);
+    let status = refusal(&h, foreign).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert_eq!(h.merged_bytes(), before, "the merge store changed");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_another_hierarchy_is_denied_and_changes_nothing() {
+    let (h, run) = delivered_with_a_spare_run().await;
+    let before = h.merged_bytes();
+    let mut other = run;
+    other.hierarchy_id = OTHER_HIERARCHY.into();
+    other.digest = hrs_core::digest::run_digest(&other);
+    let status = refusal(&h, other).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert_eq!(h.merged_bytes(), before, "the merge store changed");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_catalog_or_a_missing_run_is_refused() {
+    let (h, run) = delivered_with_a_spare_run().await;
+    let before = h.merged_bytes();
+    let mut unknown_catalog = run;
+    unknown_catalog.catalog_version = "1999.1".into();
+    unknown_catalog.digest = hrs_core::digest::run_digest(&unknown_catalog);
+    let status = refusal(&h, unknown_catalog).await;
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+
+    let status = h
+        .aggregator_client()
+        .await
+        .push_run(pb::PushRunRequest { run: None })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("run"), "{}", status.message());
+    assert_eq!(h.merged_bytes(), before, "the merge store changed");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_an_unknown_site_is_refused_at_once_and_keeps_its_run() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    let mut config = h.agent_config(&site("P01"));
+    config.site = site("P09");
+    let spool = config.spool.clone();
+    let agent = hrs_agent::Agent::open(config).expect("opens");
+    let error = agent
+        .run_once(Duration::from_secs(600))
+        .await
+        .expect_err("refused");
+    assert!(error.is_refusal(), "{error}");
+    assert!(error.to_string().contains("P09"), "{error}");
+    let kept = hrs_agent::spool::Spool::open(&spool)
+        .expect("spool")
+        .pending()
+        .await
+        .expect("reads");
+    assert_eq!(kept.len(), 1, "a refused run stays spooled");
+    assert!(h.merged_runs().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_does_not_hold_back_the_runs_behind_it() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    let p01 = site("P01");
+    let agent = h.agent(&p01);
+    let spool = h.spool(&p01);
+    // An older run the aggregator refuses (another hierarchy), then a good one.
+    let mut bad = h.spooled_run(&p01).await;
+    spool.remove(&bad.run_id).await.expect("removes");
+    bad.run_id = uuid::Uuid::new_v4().to_string();
+    bad.sequence = 1;
+    bad.hierarchy_id = OTHER_HIERARCHY.into();
+    bad.digest = hrs_core::digest::run_digest(&bad);
+    spool
+        .put(&bad, "2026-11-30T00:00:00Z".into())
+        .await
+        .expect("spools");
+    agent.collect(hrs_tests::period()).await.expect("collects");
+
+    let error = agent.deliver().await.expect_err("the bad run is refused");
+    assert!(error.is_refusal(), "{error}");
+    let left = spool.pending().await.expect("reads");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].run_id, bad.run_id, "only the refused run is left");
+    let merged = h.merged_runs();
+    assert_eq!(merged.len(), 1, "the good run was merged");
+    assert_ne!(merged[0].run_id, bad.run_id);
+    h.shutdown().await;
+}
