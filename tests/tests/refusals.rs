@@ -21,83 +21,83 @@ async fn refusal(h: &Hierarchy, run: pb::Run) -> tonic::Status {
         .expect_err("the aggregator refuses the run")
 }
 
-/// A delivered hierarchy of one primary, and a fresh run of P01 not yet sent.
-async fn delivered_with_a_spare_run() -> (Hierarchy, pb::Run) {
+/// Delivers a hierarchy of one primary, then pushes a fresh run of P01 changed by `spoil`
+/// and checks it is refused with `code` and leaves the merge store byte for byte as it was.
+async fn assert_refused_unchanged(spoil: impl FnOnce(&mut pb::Run), code: Code) {
     let h = Hierarchy::builder().primaries(1).start().await;
     h.collect_everywhere().await;
     h.wait_delivered(PERIOD).await;
-    let run = h.spooled_run(&site("P01")).await;
-    (h, run)
+    let mut run = h.spooled_run(&site("P01")).await;
+    let before = h.merged_bytes();
+    spoil(&mut run);
+    let status = refusal(&h, run).await;
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert_eq!(h.merged_bytes(), before, "the merge store changed");
+    h.shutdown().await;
+}
+
+/// Recomputes a changed run's digest, so only the change itself can be refused.
+fn redigest(run: &mut pb::Run) {
+    run.digest = hrs_core::digest::run_digest(run);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_run_is_invalid_and_changes_nothing() {
-    let (h, run) = delivered_with_a_spare_run().await;
-    let before = h.merged_bytes();
-    let mut tampered = run;
-    let result = tampered
-        .results
-        .iter_mut()
-        .find(|r| !r.rows.is_empty())
-        .expect("a result with rows");
-    result.rows.pop();
-    let status = refusal(&h, tampered).await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
-    assert_eq!(h.merged_bytes(), before, "the merge store changed");
-    h.shutdown().await;
+    assert_refused_unchanged(
+        |run| {
+            let result = run
+                .results
+                .iter_mut()
+                .find(|r| !r.rows.is_empty())
+                .expect("a result with rows");
+            result.rows.pop();
+        },
+        Code::InvalidArgument,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_an_unknown_site_is_denied_and_changes_nothing() {
-    let (h, run) = delivered_with_a_spare_run().await;
-    let before = h.merged_bytes();
-    let mut foreign = run;
-    foreign.site = "P09".into();
-    foreign.digest = hrs_core::digest::run_digest(&foreign);
-    let status = refusal(&h, foreign).await;
-    assert_eq!(
-        status.code(),
+    assert_refused_unchanged(
+        |run| {
+            run.site = "P09".into();
+            redigest(run);
+        },
         Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
-    assert_eq!(h.merged_bytes(), before, "the merge store changed");
-    h.shutdown().await;
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_another_hierarchy_is_denied_and_changes_nothing() {
-    let (h, run) = delivered_with_a_spare_run().await;
-    let before = h.merged_bytes();
-    let mut other = run;
-    other.hierarchy_id = OTHER_HIERARCHY.into();
-    other.digest = hrs_core::digest::run_digest(&other);
-    let status = refusal(&h, other).await;
-    assert_eq!(
-        status.code(),
+    assert_refused_unchanged(
+        |run| {
+            run.hierarchy_id = OTHER_HIERARCHY.into();
+            redigest(run);
+        },
         Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
-    assert_eq!(h.merged_bytes(), before, "the merge store changed");
-    h.shutdown().await;
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_catalog_or_a_missing_run_is_refused() {
-    let (h, run) = delivered_with_a_spare_run().await;
-    let before = h.merged_bytes();
-    let mut unknown_catalog = run;
-    unknown_catalog.catalog_version = "1999.1".into();
-    unknown_catalog.digest = hrs_core::digest::run_digest(&unknown_catalog);
-    let status = refusal(&h, unknown_catalog).await;
-    assert_eq!(
-        status.code(),
+async fn a_run_of_an_unknown_catalog_is_refused_and_changes_nothing() {
+    assert_refused_unchanged(
+        |run| {
+            run.catalog_version = "1999.1".into();
+            redigest(run);
+        },
         Code::FailedPrecondition,
-        "{}",
-        status.message()
-    );
+    )
+    .await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_a_run_is_invalid() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    h.collect_everywhere().await;
+    let before = h.merged_bytes();
     let status = h
         .aggregator_client()
         .await
