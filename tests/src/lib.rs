@@ -258,6 +258,8 @@ impl Hierarchy {
             hierarchy_id: self.hierarchy_id,
             level: self.level,
             site_db: format!("sqlite:{}", self.site_db(site).display()),
+            site_db_password_env: None,
+            site_db_password_file: None,
             spool: self.dir.path().join(format!("spool-{site}.sqlite")),
             upstream: format!("http://{}", self.aggregator),
             period: Some(period()),

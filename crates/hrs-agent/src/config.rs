@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
 
 /// Whether the site is a primary or the central administration site; decides which
@@ -31,8 +32,15 @@ pub struct AgentConfig {
     /// The hierarchy-wide data level; queries above it never run.
     #[serde(default = "default_level")]
     pub level: Level,
-    /// The site database: `sqlite:PATH` (relative to this file's folder).
+    /// The site database: `sqlite:PATH` (relative to this file's folder) or an ADO.NET
+    /// connection string for SQL Server.
     pub site_db: String,
+    /// The environment variable holding the SQL Server password, when not in `site_db`.
+    #[serde(default)]
+    pub site_db_password_env: Option<String>,
+    /// The file holding the SQL Server password (first line), when not in `site_db`.
+    #[serde(default)]
+    pub site_db_password_file: Option<PathBuf>,
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
@@ -69,14 +77,26 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
         cfg.spool = config::resolve(path, &cfg.spool);
-        let db_path = cfg.site_db.strip_prefix("sqlite:").unwrap_or(&cfg.site_db);
-        if db_path.is_empty() {
-            return Err(config::invalid(path, "site_db", "expected sqlite:PATH"));
+        if let Some(db_path) = cfg.site_db.strip_prefix("sqlite:")
+            && !db_path.is_empty()
+        {
+            cfg.site_db = format!(
+                "sqlite:{}",
+                config::resolve(path, Path::new(db_path)).display()
+            );
         }
-        cfg.site_db = format!(
-            "sqlite:{}",
-            config::resolve(path, Path::new(db_path)).display()
-        );
+        cfg.site_db_password_file = cfg
+            .site_db_password_file
+            .map(|file| config::resolve(path, &file));
+        if cfg.site_db_password_env.is_some() && cfg.site_db_password_file.is_some() {
+            return Err(config::invalid(
+                path,
+                "site_db_password_file",
+                "set either site_db_password_env or site_db_password_file, not both",
+            ));
+        }
+        cfg.site_db_spec()
+            .map_err(|e| config::invalid(path, "site_db", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
             return Err(config::invalid(
                 path,
@@ -95,6 +115,16 @@ impl AgentConfig {
             ));
         }
         Ok(cfg)
+    }
+
+    /// Returns the site database this configuration names, with its password source.
+    pub fn site_db_spec(&self) -> Result<SiteDbSpec, SiteDbError> {
+        let password = match (&self.site_db_password_env, &self.site_db_password_file) {
+            (Some(name), _) => PasswordSource::Env(name.clone()),
+            (None, Some(file)) => PasswordSource::File(file.clone()),
+            (None, None) => PasswordSource::InSpec,
+        };
+        SiteDbSpec::parse(&self.site_db, password)
     }
 
     /// Returns the period the next collection covers.

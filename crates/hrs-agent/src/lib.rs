@@ -125,7 +125,7 @@ impl Agent {
 
     /// Runs the catalog for `period` and spools the run.
     pub async fn collect(&self, period: Period) -> Result<RunSummary, AgentError> {
-        let mut db = hrs_sitedb::open(&self.config.site_db)?;
+        let mut db = hrs_sitedb::open(&self.config.site_db_spec()?).await?;
         let what = collect::Collection {
             site: self.config.site.clone(),
             site_type: self.config.site_type,

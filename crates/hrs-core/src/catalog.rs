@@ -16,6 +16,10 @@ use crate::value::Value;
 /// The catalog shipped with this build.
 const BUILTIN: &str = include_str!("../catalog/catalog.toml");
 
+/// Earlier catalogs, kept so runs of agents not yet upgraded are still understood and so
+/// operators can see what changed between versions.
+const EARLIER: &[&str] = &[include_str!("../catalog/history/2026.11.1.toml")];
+
 /// The name of the column the collector prepends to every row.
 pub const HIERARCHY_COLUMN: &str = "hierarchy_id";
 
@@ -100,6 +104,10 @@ pub struct QueryDef {
     /// SQL text for SQL Server (T-SQL), when written.
     #[serde(default)]
     pub tsql: Option<String>,
+    /// Why the bundled TDS test engine cannot run the T-SQL text, when it cannot: the
+    /// query is then cross-checked only against a real SQL Server.
+    #[serde(default)]
+    pub engine_gap: Option<String>,
     /// Declared output columns, in the order of the query's SELECT list.
     pub columns: Vec<ColumnDef>,
 }
@@ -189,9 +197,22 @@ impl Catalog {
         Self::parse(BUILTIN)
     }
 
-    /// Returns the shipped catalog of the given version, if this build knows it.
+    /// Returns the shipped catalog of the given version, if this build knows it: the
+    /// current one, or an earlier one that agents not yet upgraded may still run.
     pub fn by_version(version: &str) -> Option<Self> {
-        Self::builtin().ok().filter(|c| c.version == version)
+        std::iter::once(BUILTIN)
+            .chain(EARLIER.iter().copied())
+            .filter_map(|text| Self::parse(text).ok())
+            .find(|c| c.version == version)
+    }
+
+    /// Returns the versions this build knows, newest first.
+    pub fn known_versions() -> Vec<String> {
+        std::iter::once(BUILTIN)
+            .chain(EARLIER.iter().copied())
+            .filter_map(|text| Self::parse(text).ok())
+            .map(|c| c.version)
+            .collect()
     }
 
     /// Parses and checks a catalog from TOML text.

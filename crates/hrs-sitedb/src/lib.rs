@@ -1,34 +1,54 @@
 //! Site databases: what the agent reads its catalog from.
 //!
-//! Every backend implements [`SiteDb`]; the embedded default is SQLite ([`SqliteSiteDb`]),
-//! seeded deterministically by [`seed`] so a whole hierarchy runs on one machine.
+//! Every backend implements [`SiteDb`]: the embedded default is SQLite ([`SqliteSiteDb`]),
+//! production sites use SQL Server ([`MssqlSiteDb`]). One setting, parsed into a
+//! [`SiteDbSpec`], chooses between them. [`seed`] and [`seed_spec`] write the same
+//! deterministic sample data into either, so a whole hierarchy runs on one machine and
+//! the two backends can be compared query by query.
 
+mod mssql;
+mod schema;
 mod seed;
 mod sqlite;
 
+use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 
-use hrs_core::Value;
+use hrs_core::{SiteCode, Value};
 use time::Date;
 
+pub use mssql::{MssqlSiteDb, MssqlSpec, PasswordSource};
 pub use seed::{SeedSummary, identifying_values, seed};
 pub use sqlite::SqliteSiteDb;
 
 /// Why a site database could not be opened, seeded or queried.
 #[derive(Debug, thiserror::Error)]
 pub enum SiteDbError {
-    /// The location string names no backend this build knows.
-    #[error("invalid site database {0:?}: expected sqlite:PATH")]
+    /// The site database setting is not usable; the reason never quotes a secret.
+    #[error("invalid site database setting: {0}")]
     Spec(String),
+    /// The SQL Server password could not be read from where the configuration says.
+    #[error("site database password: {0}")]
+    Password(String),
+    /// SQL Server refused or failed an operation.
+    #[error("sql server: {0}")]
+    Mssql(tiberius::error::Error),
+    /// A connection or query did not finish in time.
+    #[error("timed out {0}")]
+    Timeout(String),
+    /// The seeder wrote to a table the schema does not declare.
+    #[error("no seeded table is named {0}")]
+    UnknownTable(&'static str),
     /// The database file is missing.
     #[error("site database {0} does not exist")]
     Missing(String),
     /// The database file could not be replaced.
-    #[error("site database file: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("site database i/o: {0}")]
+    Io(std::io::Error),
     /// SQLite refused an operation.
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A value came back in a form the model has no type for.
     #[error("column {column} returned a value of unsupported type {ty}")]
     UnsupportedValue {
@@ -37,6 +57,26 @@ pub enum SiteDbError {
         /// The SQL type seen.
         ty: String,
     },
+}
+
+// The causes are part of each message already, so they are not chained as sources too
+// (which would print them twice).
+impl From<std::io::Error> for SiteDbError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+impl From<rusqlite::Error> for SiteDbError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl From<tiberius::error::Error> for SiteDbError {
+    fn from(error: tiberius::error::Error) -> Self {
+        Self::Mssql(error)
+    }
 }
 
 /// The SQL dialect a backend speaks, so the collector picks the right query text.
@@ -74,13 +114,104 @@ pub trait SiteDb: Send {
     ) -> impl Future<Output = Result<Vec<Vec<Value>>, SiteDbError>> + Send;
 }
 
-/// Opens the site database named by `spec`: `sqlite:PATH` (or a bare path).
-pub fn open(spec: &str) -> Result<SqliteSiteDb, SiteDbError> {
-    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
-    if path.is_empty() {
-        return Err(SiteDbError::Spec(spec.to_owned()));
+/// Which site database to use: the one setting that chooses the backend.
+#[derive(Debug, Clone)]
+pub enum SiteDbSpec {
+    /// An embedded SQLite file (`sqlite:PATH`).
+    Sqlite(PathBuf),
+    /// A SQL Server database (an ADO.NET connection string).
+    SqlServer(MssqlSpec),
+}
+
+impl SiteDbSpec {
+    /// Parses `sqlite:PATH` or an ADO.NET connection string (anything with `key=value`).
+    ///
+    /// `password` says where a SQL Server password comes from when the string has none.
+    pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(SiteDbError::Spec("sqlite: needs a file path".into()));
+            }
+            if password != PasswordSource::InSpec {
+                return Err(SiteDbError::Spec(
+                    "a password source is set but SQLite takes no password".into(),
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if text.contains('=') {
+            return MssqlSpec::parse(text, password).map(Self::SqlServer);
+        }
+        Err(SiteDbError::Spec(
+            "expected sqlite:PATH or an ADO.NET connection string (server=...;database=...)".into(),
+        ))
     }
-    SqliteSiteDb::open(std::path::Path::new(path))
+}
+
+impl fmt::Display for SiteDbSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::SqlServer(spec) => spec.fmt(f),
+        }
+    }
+}
+
+/// An open site database of either backend, so callers need not be generic.
+#[derive(Debug)]
+pub enum AnySiteDb {
+    /// The embedded backend.
+    Sqlite(SqliteSiteDb),
+    /// The SQL Server backend.
+    SqlServer(MssqlSiteDb),
+}
+
+impl SiteDb for AnySiteDb {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite(db) => db.dialect(),
+            Self::SqlServer(db) => db.dialect(),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &QueryParams,
+    ) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        match self {
+            Self::Sqlite(db) => db.query(sql, params).await,
+            Self::SqlServer(db) => db.query(sql, params).await,
+        }
+    }
+}
+
+/// Opens the site database `spec` names, read-only.
+pub async fn open(spec: &SiteDbSpec) -> Result<AnySiteDb, SiteDbError> {
+    match spec {
+        SiteDbSpec::Sqlite(path) => SqliteSiteDb::open(path).map(AnySiteDb::Sqlite),
+        SiteDbSpec::SqlServer(spec) => MssqlSiteDb::open(spec.clone())
+            .await
+            .map(AnySiteDb::SqlServer),
+    }
+}
+
+/// Seeds (replacing) the site database `spec` names, on either backend.
+pub async fn seed_spec(
+    spec: &SiteDbSpec,
+    site: &SiteCode,
+    clients: u32,
+    seed: u64,
+) -> Result<SeedSummary, SiteDbError> {
+    match spec {
+        SiteDbSpec::Sqlite(path) => {
+            let (path, site) = (path.clone(), site.clone());
+            tokio::task::spawn_blocking(move || seed::seed(&path, &site, clients, seed))
+                .await
+                .map_err(|e| SiteDbError::Spec(format!("seeding stopped: {e}")))?
+        }
+        SiteDbSpec::SqlServer(spec) => seed::seed_mssql(spec, site, clients, seed).await,
+    }
 }
 
 #[cfg(test)]

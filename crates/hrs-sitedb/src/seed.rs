@@ -8,11 +8,12 @@
 use std::path::Path;
 
 use hrs_core::SiteCode;
+use hrs_core::Value;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
-use crate::SiteDbError;
+use crate::{Dialect, SiteDbError, schema};
 
 /// What a seeding wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,39 +25,6 @@ pub struct SeedSummary {
     /// Rows written across all tables.
     pub rows: u64,
 }
-
-const SCHEMA: &str = "
-CREATE TABLE site (site_code TEXT, site_name TEXT, site_type TEXT, version TEXT, build INTEGER,
-    time_zone TEXT, install_date TEXT, status TEXT);
-CREATE TABLE site_system (server_name TEXT PRIMARY KEY, ip_address TEXT, os_caption TEXT,
-    is_virtual INTEGER);
-CREATE TABLE site_system_role (server_name TEXT, role_name TEXT);
-CREATE TABLE sql_info (version TEXT, edition TEXT, collation TEXT, db_size_mb INTEGER,
-    log_size_mb INTEGER, compat_level INTEGER);
-CREATE TABLE systems (resource_id INTEGER PRIMARY KEY, computer_name TEXT, user_name TEXT,
-    domain TEXT, ip_address TEXT, mac_address TEXT, email TEXT, os_caption TEXT,
-    os_build INTEGER, os_release_date TEXT, branch TEXT, client_version TEXT,
-    client_language TEXT, form_factor TEXT, processor_name TEXT, cores INTEGER,
-    memory_mb INTEGER, office_version TEXT, last_heartbeat TEXT, last_hw_scan TEXT,
-    is_comanaged INTEGER);
-CREATE TABLE processing_stats (day TEXT, component TEXT, discovery_records INTEGER,
-    state_messages INTEGER, status_messages INTEGER, inventory_records INTEGER,
-    inbox_backlog INTEGER);
-CREATE TABLE component_status (component TEXT, uptime_hours INTEGER, memory_mb INTEGER,
-    crash_count INTEGER);
-CREATE TABLE ep_health (resource_id INTEGER, state TEXT, signature_age_days INTEGER,
-    engine_version TEXT);
-CREATE TABLE update_compliance (resource_id INTEGER, update_id TEXT, classification TEXT,
-    status TEXT, error_code INTEGER, last_scan TEXT);
-CREATE TABLE collections (collection_id TEXT, name TEXT, member_count INTEGER,
-    eval_ms INTEGER, incremental INTEGER);
-CREATE TABLE distribution_points (server_name TEXT, is_cloud INTEGER, package_count INTEGER,
-    content_gb REAL);
-CREATE TABLE deployments (kind TEXT, name TEXT, success INTEGER, failed INTEGER,
-    in_progress INTEGER);
-CREATE TABLE boot_times (resource_id INTEGER, boot_seconds REAL);
-CREATE TABLE sql_maintenance (task_name TEXT, last_run TEXT, status TEXT);
-";
 
 /// Picks from weighted choices, so a few values dominate like in a real estate.
 fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [(T, u32)]) -> &'a T {
@@ -199,50 +167,68 @@ fn date(rng: &mut ChaCha8Rng, from_day: i64, span: i64) -> String {
     (base + time::Duration::days(from_day + rng.random_range(0..span.max(1)))).to_string()
 }
 
-/// Creates (replacing) a seeded site database at `path`.
-pub fn seed(
-    path: &Path,
+/// Receives the seeded rows, table by table, and writes them to one backend.
+pub(crate) trait Sink {
+    /// Takes one row of `table`, values in the table's column order.
+    fn row(&mut self, table: &'static str, values: Vec<Value>) -> Result<(), SiteDbError>;
+}
+
+/// Puts one row into the sink, converting each value into the model's [`Value`].
+macro_rules! put {
+    ($sink:expr, $table:literal, [$($value:expr),* $(,)?]) => {
+        $sink.row($table, vec![$(Value::from($value)),*])?
+    };
+}
+
+/// Mixes the site code into the seed, so every site of a demo hierarchy differs.
+fn site_mix(site: &SiteCode) -> u64 {
+    site.as_str().bytes().fold(0u64, |acc, b| {
+        acc.wrapping_mul(131).wrapping_add(u64::from(b))
+    })
+}
+
+/// Generates the contents of one site database into `sink`.
+pub(crate) fn generate(
+    sink: &mut dyn Sink,
     site: &SiteCode,
     clients: u32,
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let site_mix = site.as_str().bytes().fold(0u64, |acc, b| {
-        acc.wrapping_mul(131).wrapping_add(u64::from(b))
-    });
+    let mut counted = Counted { sink, rows: 0 };
+    let sink = &mut counted;
+    let site_mix = site_mix(site);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ site_mix.rotate_left(32));
-    let mut conn = Connection::open(path)?;
-    conn.execute_batch(SCHEMA)?;
-    let tx = conn.transaction()?;
-    let mut rows = 0u64;
     let code = site.as_str();
     let lower = code.to_ascii_lowercase();
     let is_cas = code == "CAS";
     let domain = "contoso.example";
 
-    tx.execute(
-        "INSERT INTO site VALUES (?1, ?2, ?3, '5.00.9128.1000', 9128, ?4, ?5, 'Active')",
-        params![
-            code,
-            format!(
-                "{code} Contoso {}",
-                if is_cas { "Central" } else { "Region" }
-            ),
-            if is_cas { "CAS" } else { "Primary" },
-            *pick(
-                &mut rng,
-                &[
-                    ("W. Europe Standard Time", 5),
-                    ("Eastern Standard Time", 3),
-                    ("Tokyo Standard Time", 1)
-                ]
-            ),
-            date(&mut rng, 0, 365),
+    let site_name = format!(
+        "{code} Contoso {}",
+        if is_cas { "Central" } else { "Region" }
+    );
+    let time_zone = *pick(
+        &mut rng,
+        &[
+            ("W. Europe Standard Time", 5),
+            ("Eastern Standard Time", 3),
+            ("Tokyo Standard Time", 1),
         ],
-    )?;
-    rows += 1;
+    );
+    put!(
+        sink,
+        "site",
+        [
+            code,
+            site_name,
+            if is_cas { "CAS" } else { "Primary" },
+            "5.00.9128.1000",
+            9128i64,
+            time_zone,
+            date(&mut rng, 0, 365),
+            "Active",
+        ]
+    );
 
     let servers = if is_cas {
         3
@@ -251,23 +237,24 @@ pub fn seed(
     };
     for n in 0..servers {
         let name = format!("{lower}-cm{n:02}.{domain}");
-        tx.execute(
-            "INSERT INTO site_system VALUES (?1, ?2, ?3, ?4)",
-            params![
-                name,
-                format!("10.{}.0.{}", 10 + site_mix % 200, 10 + n),
-                *pick(
-                    &mut rng,
-                    &[
-                        ("Windows Server 2022 Standard", 6),
-                        ("Windows Server 2019 Standard", 3),
-                        ("Windows Server 2016 Standard", 1)
-                    ]
-                ),
-                i64::from(rng.random_bool(0.7)),
+        let os = *pick(
+            &mut rng,
+            &[
+                ("Windows Server 2022 Standard", 6),
+                ("Windows Server 2019 Standard", 3),
+                ("Windows Server 2016 Standard", 1),
             ],
-        )?;
-        rows += 1;
+        );
+        put!(
+            sink,
+            "site_system",
+            [
+                name.as_str(),
+                format!("10.{}.0.{}", 10 + site_mix % 200, 10 + n),
+                os,
+                rng.random_bool(0.7),
+            ]
+        );
         let roles: Vec<&str> = if n == 0 {
             ROLES[..3].to_vec()
         } else {
@@ -278,165 +265,168 @@ pub fn seed(
                 .collect()
         };
         for role in roles {
-            tx.execute(
-                "INSERT INTO site_system_role VALUES (?1, ?2)",
-                params![name, role],
-            )?;
-            rows += 1;
+            put!(sink, "site_system_role", [name.as_str(), role]);
         }
         if n > 0 {
-            tx.execute(
-                "INSERT INTO distribution_points VALUES (?1, 0, ?2, ?3)",
-                params![
-                    name,
-                    rng.random_range(40..400),
-                    f64::from(rng.random_range(50..900u32)) / 2.0
-                ],
-            )?;
-            rows += 1;
+            put!(
+                sink,
+                "distribution_points",
+                [
+                    name.as_str(),
+                    false,
+                    rng.random_range(40..400i64),
+                    f64::from(rng.random_range(50..900u32)) / 2.0,
+                ]
+            );
         }
     }
-    tx.execute(
-        "INSERT INTO sql_info VALUES (?1, ?2, 'SQL_Latin1_General_CP1_CI_AS', ?3, ?4, 150)",
-        params![
-            *pick(&mut rng, &[("15.0.4375.4", 6), ("16.0.4125.3", 4)]),
-            *pick(
-                &mut rng,
-                &[("Standard Edition", 5), ("Enterprise Edition", 3)]
-            ),
+    let sql_version = *pick(&mut rng, &[("15.0.4375.4", 6), ("16.0.4125.3", 4)]);
+    let edition = *pick(
+        &mut rng,
+        &[("Standard Edition", 5), ("Enterprise Edition", 3)],
+    );
+    put!(
+        sink,
+        "sql_info",
+        [
+            sql_version,
+            edition,
+            "SQL_Latin1_General_CP1_CI_AS",
             20_000 + i64::from(clients) * 12,
             4_000 + i64::from(clients) * 2,
-        ],
-    )?;
-    rows += 1;
+            150i64,
+        ]
+    );
 
-    {
-        let mut system = tx.prepare(
-            "INSERT INTO systems VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-             ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-        )?;
-        let mut ep = tx.prepare("INSERT INTO ep_health VALUES (?1, ?2, ?3, ?4)")?;
-        let mut upd =
-            tx.prepare("INSERT INTO update_compliance VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-        let mut boot = tx.prepare("INSERT INTO boot_times VALUES (?1, ?2)")?;
-        for n in 0..clients {
-            let id = 16_777_216 + i64::from(n);
-            let (os, build, release, branch) = *pick(&mut rng, OS);
-            let (cpu, cores) = *pick(&mut rng, CPUS);
-            let first = FIRST[rng.random_range(0..FIRST.len())];
-            let last = LAST[rng.random_range(0..LAST.len())];
-            let user = format!("{first}.{last}{}", rng.random_range(1..99));
-            let form = *pick(&mut rng, FORM_FACTORS);
-            let prefix = if form == "Laptop" { "LT" } else { "WS" };
-            system.execute(params![
+    for n in 0..clients {
+        let id = 16_777_216 + i64::from(n);
+        let (os, build, release, branch) = *pick(&mut rng, OS);
+        let (cpu, cores) = *pick(&mut rng, CPUS);
+        let first = FIRST[rng.random_range(0..FIRST.len())];
+        let last = LAST[rng.random_range(0..LAST.len())];
+        let user = format!("{first}.{last}{}", rng.random_range(1..99));
+        let form = *pick(&mut rng, FORM_FACTORS);
+        let prefix = if form == "Laptop" { "LT" } else { "WS" };
+        let mac = format!(
+            "00:15:5D:{:02X}:{:02X}:{:02X}",
+            rng.random_range(0..256),
+            rng.random_range(0..256),
+            rng.random_range(0..256)
+        );
+        let client_version = *pick(&mut rng, CLIENT_VERSIONS);
+        let language = *pick(&mut rng, LANGUAGES);
+        let memory = *pick(
+            &mut rng,
+            &[(8192i64, 40), (16384, 45), (32768, 12), (4096, 3)],
+        );
+        let office = *pick(&mut rng, OFFICE);
+        let heartbeat = date(&mut rng, 1000, 60);
+        let hw_scan = date(&mut rng, 980, 80);
+        put!(
+            sink,
+            "systems",
+            [
                 id,
                 format!("{code}-{prefix}-{n:05}"),
                 format!("CONTOSO\\{user}"),
                 domain,
                 format!("10.{}.{}.{}", 64 + site_mix % 100, n / 250, 1 + n % 250),
-                format!(
-                    "00:15:5D:{:02X}:{:02X}:{:02X}",
-                    rng.random_range(0..256),
-                    rng.random_range(0..256),
-                    rng.random_range(0..256)
-                ),
+                mac,
                 format!("{user}@{domain}"),
                 os,
                 build,
                 release,
                 branch,
-                *pick(&mut rng, CLIENT_VERSIONS),
-                *pick(&mut rng, LANGUAGES),
+                client_version,
+                language,
                 form,
                 cpu,
                 cores,
-                *pick(&mut rng, &[(8192, 40), (16384, 45), (32768, 12), (4096, 3)]),
-                *pick(&mut rng, OFFICE),
-                date(&mut rng, 1000, 60),
-                date(&mut rng, 980, 80),
-                i64::from(rng.random_bool(0.35)),
-            ])?;
-            ep.execute(params![
-                id,
-                *pick(
-                    &mut rng,
-                    &[
-                        ("Protected", 86),
-                        ("At risk", 7),
-                        ("Unknown", 5),
-                        ("Unsupported", 2)
-                    ]
-                ),
-                *pick(&mut rng, &[(0, 60), (1, 25), (3, 8), (9, 5), (30, 2)]),
-                *pick(&mut rng, &[("1.1.24080.9", 80), ("1.1.24060.5", 20)]),
-            ])?;
-            boot.execute(params![id, f64::from(rng.random_range(120..900u32)) / 10.0])?;
-            rows += 3;
-            for (kb, class) in [
-                ("KB5046613", "Security Updates"),
-                ("KB5046740", "Updates"),
-                ("KB5043935", "Critical Updates"),
-            ] {
-                let status = *pick(
-                    &mut rng,
-                    &[
-                        ("Installed", 80),
-                        ("Required", 12),
-                        ("Failed", 4),
-                        ("Unknown", 4),
-                    ],
-                );
-                let error = if status == "Failed" {
-                    *pick(&mut rng, &[(-2_145_124_329i64, 3), (-2_016_409_966, 1)])
-                } else {
-                    0
-                };
-                upd.execute(params![
-                    id,
-                    kb,
-                    class,
-                    status,
-                    error,
-                    format!(
-                        "{}T{:02}:00:00",
-                        date(&mut rng, 1020, 30),
-                        rng.random_range(0..24)
-                    )
-                ])?;
-                rows += 1;
-            }
+                memory,
+                office,
+                heartbeat,
+                hw_scan,
+                rng.random_bool(0.35),
+            ]
+        );
+        let state = *pick(
+            &mut rng,
+            &[
+                ("Protected", 86),
+                ("At risk", 7),
+                ("Unknown", 5),
+                ("Unsupported", 2),
+            ],
+        );
+        let signature_age = *pick(&mut rng, &[(0i64, 60), (1, 25), (3, 8), (9, 5), (30, 2)]);
+        let engine = *pick(&mut rng, &[("1.1.24080.9", 80), ("1.1.24060.5", 20)]);
+        put!(sink, "ep_health", [id, state, signature_age, engine]);
+        put!(
+            sink,
+            "boot_times",
+            [id, f64::from(rng.random_range(120..900u32)) / 10.0]
+        );
+        for (kb, class) in [
+            ("KB5046613", "Security Updates"),
+            ("KB5046740", "Updates"),
+            ("KB5043935", "Critical Updates"),
+        ] {
+            let status = *pick(
+                &mut rng,
+                &[
+                    ("Installed", 80),
+                    ("Required", 12),
+                    ("Failed", 4),
+                    ("Unknown", 4),
+                ],
+            );
+            let error = if status == "Failed" {
+                *pick(&mut rng, &[(-2_145_124_329i64, 3), (-2_016_409_966, 1)])
+            } else {
+                0
+            };
+            let scanned = format!(
+                "{}T{:02}:00:00",
+                date(&mut rng, 1020, 30),
+                rng.random_range(0..24)
+            );
+            put!(
+                sink,
+                "update_compliance",
+                [id, kb, class, status, error, scanned]
+            );
         }
     }
 
     for day in 0..28 {
         for component in COMPONENTS {
             let scale = 1 + i64::from(clients) / 10;
-            tx.execute(
-                "INSERT INTO processing_stats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+            put!(
+                sink,
+                "processing_stats",
+                [
                     (time::macros::date!(2026 - 11 - 02) + time::Duration::days(day)).to_string(),
-                    component,
+                    *component,
                     scale * rng.random_range(1..20),
                     scale * rng.random_range(50..400),
                     scale * rng.random_range(20..200),
                     scale * rng.random_range(5..60),
-                    rng.random_range(0..40),
-                ],
-            )?;
-            rows += 1;
+                    rng.random_range(0..40i64),
+                ]
+            );
         }
     }
     for component in COMPONENTS {
-        tx.execute(
-            "INSERT INTO component_status VALUES (?1, ?2, ?3, ?4)",
-            params![
-                component,
-                rng.random_range(24..2000),
-                rng.random_range(40..900),
-                *pick(&mut rng, &[(0, 85), (1, 10), (3, 5)]),
-            ],
-        )?;
-        rows += 1;
+        put!(
+            sink,
+            "component_status",
+            [
+                *component,
+                rng.random_range(24..2000i64),
+                rng.random_range(40..900i64),
+                *pick(&mut rng, &[(0i64, 85), (1, 10), (3, 5)]),
+            ]
+        );
     }
     for (n, name) in [
         "All Systems",
@@ -447,20 +437,20 @@ pub fn seed(
         "Laptops - Finance",
         "Co-managed Devices",
     ]
-    .iter()
+    .into_iter()
     .enumerate()
     {
-        tx.execute(
-            "INSERT INTO collections VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+        put!(
+            sink,
+            "collections",
+            [
                 format!("{code}{:05}", n + 1),
                 name,
                 i64::from(clients) / (n as i64 + 1),
-                rng.random_range(20..5000),
-                i64::from(rng.random_bool(0.5)),
-            ],
-        )?;
-        rows += 1;
+                rng.random_range(20..5000i64),
+                rng.random_bool(0.5),
+            ]
+        );
     }
     for (kind, name) in [
         ("Application", "Company Portal"),
@@ -473,17 +463,17 @@ pub fn seed(
         let total = i64::from(clients);
         let failed = rng.random_range(0..=total / 10 + 1);
         let in_progress = rng.random_range(0..=total / 20 + 1);
-        tx.execute(
-            "INSERT INTO deployments VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+        put!(
+            sink,
+            "deployments",
+            [
                 kind,
                 name,
                 (total - failed - in_progress).max(0),
                 failed,
                 in_progress
-            ],
-        )?;
-        rows += 1;
+            ]
+        );
     }
     for task in [
         "Backup Site Server",
@@ -492,22 +482,167 @@ pub fn seed(
         "Delete Aged Inventory History",
         "Summarize Software Metering",
     ] {
-        tx.execute(
-            "INSERT INTO sql_maintenance VALUES (?1, ?2, ?3)",
-            params![
-                task,
-                date(&mut rng, 1040, 20),
-                *pick(&mut rng, &[("Succeeded", 9), ("Failed", 1)])
-            ],
-        )?;
-        rows += 1;
+        let last_run = date(&mut rng, 1040, 20);
+        let status = *pick(&mut rng, &[("Succeeded", 9), ("Failed", 1)]);
+        put!(sink, "sql_maintenance", [task, last_run, status]);
     }
-    tx.commit()?;
     Ok(SeedSummary {
         clients,
         servers,
-        rows,
+        rows: counted.rows,
     })
+}
+
+/// Counts the rows passing through to the real sink.
+struct Counted<'a> {
+    sink: &'a mut dyn Sink,
+    rows: u64,
+}
+
+impl Sink for Counted<'_> {
+    fn row(&mut self, table: &'static str, values: Vec<Value>) -> Result<(), SiteDbError> {
+        self.rows += 1;
+        self.sink.row(table, values)
+    }
+}
+
+/// Writes rows into a SQLite transaction, one cached statement per table.
+struct SqliteSink<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl Sink for SqliteSink<'_> {
+    fn row(&mut self, table: &'static str, values: Vec<Value>) -> Result<(), SiteDbError> {
+        let spec = schema::table(table).ok_or(SiteDbError::UnknownTable(table))?;
+        let marks = vec!["?"; spec.columns.len()].join(", ");
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "INSERT INTO {table} ({}) VALUES ({marks})",
+            spec.column_list()
+        ))?;
+        let values = values.iter().map(|v| match v {
+            Value::Null => rusqlite::types::Value::Null,
+            Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+            Value::Int(i) => rusqlite::types::Value::Integer(*i),
+            Value::Real(r) => rusqlite::types::Value::Real(*r),
+            Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
+        });
+        stmt.execute(rusqlite::params_from_iter(values))?;
+        Ok(())
+    }
+}
+
+/// Creates (replacing) a seeded SQLite site database at `path`.
+pub fn seed(
+    path: &Path,
+    site: &SiteCode,
+    clients: u32,
+    seed: u64,
+) -> Result<SeedSummary, SiteDbError> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let mut conn = Connection::open(path)?;
+    let tx = conn.transaction()?;
+    for table in schema::TABLES {
+        tx.execute(&table.create(Dialect::Sqlite), [])?;
+    }
+    let summary = generate(&mut SqliteSink { tx: &tx }, site, clients, seed)?;
+    tx.commit()?;
+    Ok(summary)
+}
+
+/// Rows per INSERT statement; SQL Server accepts at most 1000 in one VALUES list.
+const TSQL_ROWS_PER_INSERT: usize = 250;
+
+/// Collects rows into multi-row T-SQL INSERTs and hands each full statement on.
+struct TsqlSink {
+    table: Option<&'static schema::Table>,
+    values: Vec<String>,
+    out: tokio::sync::mpsc::Sender<String>,
+}
+
+impl TsqlSink {
+    fn flush(&mut self) -> Result<(), SiteDbError> {
+        let Some(table) = self.table else {
+            return Ok(());
+        };
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        let statement = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            table.name,
+            table.column_list(),
+            self.values.join(", ")
+        );
+        self.values.clear();
+        self.out
+            .blocking_send(statement)
+            .map_err(|_| SiteDbError::Spec("the SQL Server writer stopped".into()))
+    }
+}
+
+impl Sink for TsqlSink {
+    fn row(&mut self, table: &'static str, values: Vec<Value>) -> Result<(), SiteDbError> {
+        if self.table.map(|t| t.name) != Some(table) || self.values.len() >= TSQL_ROWS_PER_INSERT {
+            self.flush()?;
+            self.table = Some(schema::table(table).ok_or(SiteDbError::UnknownTable(table))?);
+        }
+        let spec = self.table.ok_or(SiteDbError::UnknownTable(table))?;
+        let literals: Vec<String> = spec
+            .columns
+            .iter()
+            .zip(&values)
+            .map(|((_, kind), value)| kind.tsql_literal(value))
+            .collect();
+        self.values.push(format!("({})", literals.join(", ")));
+        Ok(())
+    }
+}
+
+/// Seeds (replacing the seeded tables of) a SQL Server database.
+///
+/// Rows are generated on a blocking thread and written as they come, so memory stays
+/// bounded however many clients the site has.
+pub(crate) async fn seed_mssql(
+    spec: &crate::MssqlSpec,
+    site: &SiteCode,
+    clients: u32,
+    seed: u64,
+) -> Result<SeedSummary, SiteDbError> {
+    let mut db = crate::MssqlSiteDb::open(spec.clone().read_write()).await?;
+    for table in schema::TABLES {
+        // OBJECT_ID rather than DROP TABLE IF EXISTS: it also works before SQL Server 2016.
+        db.execute(&format!(
+            "IF OBJECT_ID(N'dbo.{0}', N'U') IS NOT NULL DROP TABLE dbo.{0}",
+            table.name
+        ))
+        .await?;
+        db.execute(&table.create(Dialect::Tsql)).await?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
+    let site = site.clone();
+    let generator = tokio::task::spawn_blocking(move || {
+        let mut sink = TsqlSink {
+            table: None,
+            values: Vec::new(),
+            out: tx,
+        };
+        let summary = generate(&mut sink, &site, clients, seed)?;
+        sink.flush()?;
+        Ok::<_, SiteDbError>(summary)
+    });
+    while let Some(statement) = rx.recv().await {
+        if let Err(error) = db.execute(&statement).await {
+            // Dropping the receiver stops the generator at its next statement.
+            drop(rx);
+            let _ = generator.await;
+            return Err(error);
+        }
+    }
+    generator
+        .await
+        .map_err(|e| SiteDbError::Spec(format!("seeding stopped: {e}")))?
 }
 
 /// Returns every identifying value stored in a seeded database (site code and name,

@@ -129,5 +129,32 @@ fn a_missing_database_is_an_error() {
         SqliteSiteDb::open(&dir.path().join("none.sqlite")),
         Err(SiteDbError::Missing(_))
     ));
-    assert!(matches!(open("sqlite:"), Err(SiteDbError::Spec(_))));
+    let none = SiteDbSpec::parse(
+        &format!("sqlite:{}", dir.path().join("none.sqlite").display()),
+        PasswordSource::InSpec,
+    )
+    .expect("parses");
+    assert!(matches!(
+        block_on(open(&none)),
+        Err(SiteDbError::Missing(_))
+    ));
+}
+
+#[test]
+fn the_setting_chooses_the_backend() {
+    let parse = |text: &str| SiteDbSpec::parse(text, PasswordSource::InSpec);
+    assert!(matches!(parse("sqlite:site.db"), Ok(SiteDbSpec::Sqlite(_))));
+    assert!(matches!(
+        parse(
+            "server=tcp:cm01,1433;database=CM_P01;IntegratedSecurity=SSPI;user=CONTOSO\\hrs;password=x"
+        ),
+        Ok(SiteDbSpec::SqlServer(_))
+    ));
+    for bad in ["sqlite:", "site.db", ""] {
+        assert!(matches!(parse(bad), Err(SiteDbError::Spec(_))), "{bad}");
+    }
+    assert!(
+        SiteDbSpec::parse("sqlite:x", PasswordSource::Env("X".into())).is_err(),
+        "SQLite takes no password"
+    );
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use hrs_core::Level;
-use hrs_core::catalog::{Catalog, Privacy};
+use hrs_core::catalog::{Catalog, Privacy, QueryDef};
 use serde::Serialize;
 
 /// One query as `hrs catalog list --format json` prints it.
@@ -14,6 +14,9 @@ struct Listed<'a> {
     scope: String,
     description: &'a str,
     columns: Vec<&'a str>,
+    /// Why the bundled TDS test engine cannot run the T-SQL text, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine_gap: Option<&'a str>,
 }
 
 /// Prints the catalog's queries, all or those collected at `level`.
@@ -30,6 +33,7 @@ pub fn list(level: Option<Level>, format: &str) -> anyhow::Result<()> {
             scope: format!("{:?}", q.scope).to_lowercase(),
             description: &q.description,
             columns: q.columns.iter().map(|c| c.name.as_str()).collect(),
+            engine_gap: q.engine_gap.as_deref(),
         })
         .collect();
     if format == "json" {
@@ -83,4 +87,80 @@ pub fn show(id: &str) -> anyhow::Result<()> {
         None => println!("T-SQL: not written yet"),
     }
     Ok(())
+}
+
+/// Finds a shipped catalog by version, or names the versions there are.
+fn shipped(version: &str) -> anyhow::Result<Catalog> {
+    Catalog::by_version(version).with_context(|| {
+        format!(
+            "no catalog version {version:?} in this build; known: {}",
+            Catalog::known_versions().join(", ")
+        )
+    })
+}
+
+/// Prints what changed from catalog `a` to catalog `b`: queries added, removed, changed.
+pub fn diff(a: &str, b: &str) -> anyhow::Result<()> {
+    let (old, new) = (shipped(a)?, shipped(b)?);
+    println!("catalog {} -> {}", old.version, new.version);
+    let mut counts = (0, 0, 0);
+    for query in &new.queries {
+        match old.query(&query.id) {
+            None => {
+                counts.0 += 1;
+                println!("+ {} ({}, {})", query.id, query.level, query.category);
+            }
+            Some(before) => {
+                let changes = changes(before, query);
+                if !changes.is_empty() {
+                    counts.2 += 1;
+                    println!("~ {}: {}", query.id, changes.join(", "));
+                }
+            }
+        }
+    }
+    for query in &old.queries {
+        if new.query(&query.id).is_none() {
+            counts.1 += 1;
+            println!("- {} ({}, {})", query.id, query.level, query.category);
+        }
+    }
+    println!(
+        "{} added, {} removed, {} changed",
+        counts.0, counts.1, counts.2
+    );
+    Ok(())
+}
+
+/// Names what differs between two versions of one query.
+fn changes(a: &QueryDef, b: &QueryDef) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.level != b.level {
+        out.push(format!("level {} -> {}", a.level, b.level));
+    }
+    if a.category != b.category {
+        out.push(format!("category {} -> {}", a.category, b.category));
+    }
+    if a.scope != b.scope {
+        out.push("scope".into());
+    }
+    if a.description != b.description {
+        out.push("description".into());
+    }
+    if a.sqlite.trim() != b.sqlite.trim() {
+        out.push("SQLite text".into());
+    }
+    if a.tsql.as_deref().map(str::trim) != b.tsql.as_deref().map(str::trim) {
+        out.push("T-SQL text".into());
+    }
+    let describe = |q: &QueryDef| -> Vec<String> {
+        q.columns
+            .iter()
+            .map(|c| format!("{} {} {:?}", c.name, c.ty, c.privacy))
+            .collect()
+    };
+    if describe(a) != describe(b) {
+        out.push("columns or privacy".into());
+    }
+    out
 }

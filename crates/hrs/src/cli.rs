@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use hrs_core::report::Format;
-use hrs_core::{Level, Period, SiteCode};
+use hrs_core::{HierarchyId, Level, Period, SiteCode};
 
 /// HRS: carries a management hierarchy's weekly diagnostics and usage data from every
 /// site up to one place, merges it, and hands it to the one role that may send it out.
@@ -43,6 +43,8 @@ pub enum Command {
     /// Site database tools.
     #[command(subcommand)]
     Sitedb(SitedbCommand),
+    /// Run the catalog once against a site database and print the run, sending nothing.
+    Collect(CollectArgs),
     /// Print the merged data held by an aggregator.
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.
@@ -74,6 +76,64 @@ pub enum CatalogCommand {
         /// The query's id.
         id: String,
     },
+    /// Compare two catalog versions: queries added, removed and changed.
+    Diff {
+        /// The older version.
+        version_a: String,
+        /// The newer version.
+        version_b: String,
+    },
+}
+
+/// Where a SQL Server password comes from, when the connection string has none.
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Read the SQL Server password from this environment variable.
+    #[arg(long, conflicts_with = "password_file")]
+    pub password_env: Option<String>,
+    /// Read the SQL Server password from the first line of this file.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl PasswordArgs {
+    /// The password source these flags name.
+    pub fn source(&self) -> hrs_sitedb::PasswordSource {
+        match (&self.password_env, &self.password_file) {
+            (Some(name), _) => hrs_sitedb::PasswordSource::Env(name.clone()),
+            (None, Some(file)) => hrs_sitedb::PasswordSource::File(file.clone()),
+            (None, None) => hrs_sitedb::PasswordSource::InSpec,
+        }
+    }
+}
+
+/// Arguments of `hrs collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The site database: `sqlite:PATH` or an ADO.NET connection string.
+    #[arg(long)]
+    pub site_db: String,
+    /// SQL Server password source.
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Data level to collect at.
+    #[arg(long, default_value = "Enhanced")]
+    pub level: Level,
+    /// Period to collect (default: the current ISO week).
+    #[arg(long)]
+    pub period: Option<Period>,
+    /// The site's code, as its run would carry it.
+    #[arg(long, default_value = "P01")]
+    pub site: SiteCode,
+    /// Collect as a central administration site (runs the CAS-scoped queries).
+    #[arg(long)]
+    pub cas: bool,
+    /// The hierarchy ID whose hash starts every row.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    pub hierarchy_id: HierarchyId,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
 }
 
 /// Options shared by the server roles.
@@ -104,11 +164,18 @@ pub enum ToolCommand {
 /// Site database subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SitedbCommand {
-    /// Create an embedded site database filled with deterministic sample data.
+    /// Create a site database filled with deterministic sample data.
     Seed {
         /// The SQLite file to create (replaced if it exists).
+        #[arg(long, conflicts_with = "site_db", required_unless_present = "site_db")]
+        db: Option<PathBuf>,
+        /// Or any site database: `sqlite:PATH` or an ADO.NET connection string (its seeded
+        /// tables are replaced).
         #[arg(long)]
-        db: PathBuf,
+        site_db: Option<String>,
+        /// SQL Server password source.
+        #[command(flatten)]
+        password: PasswordArgs,
         /// The site's code.
         #[arg(long)]
         site: SiteCode,

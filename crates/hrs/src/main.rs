@@ -2,6 +2,7 @@
 
 mod catalog;
 mod cli;
+mod collect;
 mod demo;
 mod roles;
 mod view;
@@ -36,16 +37,23 @@ fn main() -> ExitCode {
             }
             Command::Sitedb(SitedbCommand::Seed {
                 db,
+                site_db,
+                password,
                 site,
                 clients,
                 seed,
-            }) => roles::seed(&db, &site, clients, seed),
+            }) => roles::seed(db, site_db, &password, &site, clients, seed).await,
+            Command::Collect(args) => collect::run(args).await,
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {
                 catalog::list(level, &format)
             }
             Command::Catalog(CatalogCommand::Show { id }) => catalog::show(&id),
+            Command::Catalog(CatalogCommand::Diff {
+                version_a,
+                version_b,
+            }) => catalog::diff(&version_a, &version_b),
             Command::Hash { value } => {
                 println!("{}", hrs_core::hash::hash_value(&value));
                 Ok(())

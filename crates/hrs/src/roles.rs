@@ -2,7 +2,7 @@
 //! signal, and report errors as an operator reads them.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -129,15 +129,27 @@ pub fn export(config: &Path, dest: &Path) -> anyhow::Result<()> {
 }
 
 /// `hrs sitedb seed`.
-pub fn seed(db: &Path, site: &SiteCode, clients: u32, seed: u64) -> anyhow::Result<()> {
-    let summary = hrs_sitedb::seed(db, site, clients, seed)
-        .with_context(|| format!("cannot seed {}", db.display()))?;
+pub async fn seed(
+    db: Option<PathBuf>,
+    site_db: Option<String>,
+    password: &crate::cli::PasswordArgs,
+    site: &SiteCode,
+    clients: u32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let spec = match (db, site_db) {
+        (Some(path), _) => hrs_sitedb::SiteDbSpec::Sqlite(path),
+        (None, Some(text)) => {
+            hrs_sitedb::SiteDbSpec::parse(&text, password.source()).context("--site-db")?
+        }
+        (None, None) => anyhow::bail!("give --db FILE or --site-db SPEC"),
+    };
+    let summary = hrs_sitedb::seed_spec(&spec, site, clients, seed)
+        .await
+        .with_context(|| format!("cannot seed {spec}"))?;
     println!(
-        "seeded {} for site {site}: {} clients, {} servers, {} rows",
-        db.display(),
-        summary.clients,
-        summary.servers,
-        summary.rows
+        "seeded {spec} for site {site}: {} clients, {} servers, {} rows",
+        summary.clients, summary.servers, summary.rows
     );
     Ok(())
 }

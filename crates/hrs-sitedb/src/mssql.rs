@@ -1,0 +1,591 @@
+//! SQL Server site databases, read through tiberius.
+//!
+//! Configured by an ADO.NET connection string, as operators already write them for the
+//! site server. The password may also come from an environment variable or a file, so
+//! it need not sit in a configuration file; it never appears in logs or errors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connection_string::AdoNetString;
+use hrs_core::Value;
+use secrecy::{ExposeSecret, SecretString};
+use tiberius::error::{Error as TdsError, IoErrorKind};
+use tiberius::{AuthMethod, Client, ColumnData, Config, FromSql};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
+
+/// Where the SQL Server password comes from, when not written in the connection string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The connection string's own `password=` (or none, for Windows single sign-on).
+    #[default]
+    InSpec,
+    /// The named environment variable.
+    Env(String),
+    /// The first line of this file.
+    File(PathBuf),
+}
+
+impl PasswordSource {
+    fn resolve(&self) -> Result<Option<SecretString>, SiteDbError> {
+        match self {
+            Self::InSpec => Ok(None),
+            Self::Env(name) => std::env::var(name)
+                .map(|v| Some(SecretString::from(v)))
+                .map_err(|_| {
+                    SiteDbError::Password(format!("environment variable {name} is not set"))
+                }),
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    SiteDbError::Password(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                Ok(Some(SecretString::from(line)))
+            }
+        }
+    }
+}
+
+/// Keys this backend reads from a connection string; anything else is a typo to report.
+const KNOWN_KEYS: &[&str] = &[
+    "server",
+    "data source",
+    "database",
+    "initial catalog",
+    "uid",
+    "user",
+    "user id",
+    "username",
+    "password",
+    "pwd",
+    "integratedsecurity",
+    "integrated security",
+    "encrypt",
+    "trustservercertificate",
+    "trustservercertificateca",
+    "hostnameincertificate",
+    "hostname in certificate",
+    "applicationname",
+    "application name",
+    "applicationintent",
+    "workstationid",
+    "workstation id",
+    "multisubnetfailover",
+    "connect timeout",
+    "connection timeout",
+    "connecttimeout",
+    "command timeout",
+    "commandtimeout",
+    "connectretrycount",
+    "connect retry count",
+    "connectretryinterval",
+    "connect retry interval",
+];
+
+/// A parsed SQL Server connection: what to connect to, how long to wait, how often to retry.
+#[derive(Clone)]
+pub struct MssqlSpec {
+    /// The connection string as given; it may hold the password.
+    ado: SecretString,
+    password: PasswordSource,
+    windows_auth: bool,
+    user: Option<String>,
+    summary: String,
+    /// Bound on TCP connect and the TDS handshake (ADO.NET `Connect Timeout`, default 15 s).
+    pub connect_timeout: Duration,
+    /// Bound on each server round trip of a query (`Command Timeout`, default 30 s).
+    pub command_timeout: Duration,
+    /// Further attempts after a transient connection failure (`ConnectRetryCount`, default 2).
+    pub retry_count: u32,
+    /// Pause before the first retry, doubled for each next one (`ConnectRetryInterval`, s).
+    pub retry_interval: Duration,
+    /// Whether to declare read-only intent (default; `ApplicationIntent=ReadWrite` clears it).
+    pub read_only: bool,
+}
+
+impl fmt::Debug for MssqlSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MssqlSpec")
+            .field("server", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for MssqlSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+fn seconds(
+    keys: &HashMap<String, String>,
+    names: &[&str],
+    default: u64,
+) -> Result<u64, SiteDbError> {
+    match names.iter().find_map(|n| keys.get(*n)) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| {
+            SiteDbError::Spec(format!("{} must be a whole number of seconds", names[0]))
+        }),
+    }
+}
+
+impl MssqlSpec {
+    /// Parses an ADO.NET connection string; errors name the key, never echo a value.
+    pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
+        let ado: AdoNetString = text
+            .parse()
+            .map_err(|e| SiteDbError::Spec(format!("not an ADO.NET connection string: {e}")))?;
+        let keys: HashMap<String, String> = ado
+            .iter()
+            .map(|(k, v)| (k.trim().to_owned(), v.clone()))
+            .collect();
+        if let Some(unknown) = keys.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+            return Err(SiteDbError::Spec(format!(
+                "unknown connection string keyword {unknown:?}"
+            )));
+        }
+        let server = keys
+            .get("server")
+            .or_else(|| keys.get("data source"))
+            .ok_or_else(|| SiteDbError::Spec("the connection string names no server".into()))?;
+        let database = keys
+            .get("database")
+            .or_else(|| keys.get("initial catalog"))
+            .map(String::as_str)
+            .unwrap_or("(default database)");
+        let user = ["uid", "user", "user id", "username"]
+            .iter()
+            .find_map(|k| keys.get(*k))
+            .cloned();
+        let windows_auth = ["integratedsecurity", "integrated security"]
+            .iter()
+            .find_map(|k| keys.get(*k))
+            .is_some_and(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "sspi" || v == "true" || v == "yes"
+            });
+        let has_password = keys.contains_key("password") || keys.contains_key("pwd");
+        if has_password && password != PasswordSource::InSpec {
+            return Err(SiteDbError::Spec(
+                "the password is given both in the connection string and in a password file or variable".into(),
+            ));
+        }
+        let read_only = match keys
+            .get("applicationintent")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => true,
+            Some(v) if v == "readonly" => true,
+            Some(v) if v == "readwrite" => false,
+            Some(_) => {
+                return Err(SiteDbError::Spec(
+                    "applicationintent must be ReadOnly or ReadWrite".into(),
+                ));
+            }
+        };
+        // Let tiberius check the keys it owns (encrypt, certificates, server syntax) now,
+        // so a bad string fails at configuration time rather than at the first collection.
+        Config::from_ado_string(text).map_err(|e| SiteDbError::Spec(redact_tds(&e)))?;
+        let auth = if windows_auth { "windows" } else { "sql" };
+        let summary = format!(
+            "sqlserver {server}/{database} ({auth} login{})",
+            user.as_deref().map(|u| format!(" {u}")).unwrap_or_default()
+        );
+        Ok(Self {
+            ado: SecretString::from(text.to_owned()),
+            password,
+            windows_auth,
+            user,
+            summary,
+            connect_timeout: Duration::from_secs(seconds(
+                &keys,
+                &["connect timeout", "connection timeout", "connecttimeout"],
+                15,
+            )?),
+            command_timeout: Duration::from_secs(seconds(
+                &keys,
+                &["command timeout", "commandtimeout"],
+                30,
+            )?),
+            retry_count: u32::try_from(seconds(
+                &keys,
+                &["connectretrycount", "connect retry count"],
+                2,
+            )?)
+            .map_err(|_| SiteDbError::Spec("connectretrycount is too large".into()))?,
+            retry_interval: Duration::from_secs(seconds(
+                &keys,
+                &["connectretryinterval", "connect retry interval"],
+                2,
+            )?),
+            read_only,
+        })
+    }
+
+    /// Returns a copy that writes: seeding needs it, collection never does.
+    pub fn read_write(mut self) -> Self {
+        self.read_only = false;
+        self
+    }
+
+    fn config(&self) -> Result<Config, SiteDbError> {
+        let mut config = Config::from_ado_string(self.ado.expose_secret())
+            .map_err(|e| SiteDbError::Spec(redact_tds(&e)))?;
+        if let Some(password) = self.password.resolve()? {
+            let user = self.user.clone().unwrap_or_default();
+            config.authentication(self.auth(&user, password.expose_secret())?);
+        }
+        config.readonly(self.read_only);
+        config.handshake_timeout(Some(self.connect_timeout));
+        config.command_timeout(Some(self.command_timeout));
+        if !self
+            .ado
+            .expose_secret()
+            .to_ascii_lowercase()
+            .contains("application")
+        {
+            config.application_name("hrs");
+        }
+        Ok(config)
+    }
+
+    #[cfg(unix)]
+    fn auth(&self, user: &str, password: &str) -> Result<AuthMethod, SiteDbError> {
+        Ok(if self.windows_auth {
+            AuthMethod::windows(user, password)
+        } else {
+            AuthMethod::sql_server(user, password)
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn auth(&self, user: &str, password: &str) -> Result<AuthMethod, SiteDbError> {
+        Ok(AuthMethod::sql_server(user, password))
+    }
+}
+
+/// Describes a tiberius error without anything that could carry a secret.
+fn redact_tds(error: &TdsError) -> String {
+    match error {
+        // Conversion errors may quote the offending part of the connection string.
+        TdsError::Conversion(_) => "the connection string has an invalid value".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a failure is worth another attempt: the network, or SQL Server saying it is
+/// busy, starting up or failing over.
+fn is_transient(error: &SiteDbError) -> bool {
+    match error {
+        SiteDbError::Timeout(_) => true,
+        SiteDbError::Mssql(TdsError::Io { kind, .. }) => !matches!(
+            kind,
+            IoErrorKind::InvalidInput | IoErrorKind::InvalidData | IoErrorKind::PermissionDenied
+        ),
+        SiteDbError::Mssql(TdsError::Server(token)) => matches!(
+            token.code(),
+            // Database unavailable, service busy, failover in progress, resources.
+            4060 | 4221
+                | 10928
+                | 10929
+                | 40143
+                | 40197
+                | 40501
+                | 40540
+                | 40613
+                | 49918
+                | 49919
+                | 49920
+        ),
+        _ => false,
+    }
+}
+
+type TdsClient = Client<Compat<TcpStream>>;
+
+async fn connect_once(spec: &MssqlSpec, config: Config) -> Result<TdsClient, SiteDbError> {
+    let mut config = config;
+    // One redirect is followed: Azure SQL and some gateways route the login elsewhere.
+    for _ in 0..2 {
+        let addr = config.get_addr();
+        let tcp = tokio::time::timeout(spec.connect_timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| SiteDbError::Timeout(format!("connecting to {addr}")))??;
+        tcp.set_nodelay(true)?;
+        match Client::connect(config.clone(), tcp.compat_write()).await {
+            Ok(client) => return Ok(client),
+            Err(TdsError::Routing { host, port }) => {
+                config.host(&host);
+                config.port(port);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(SiteDbError::Spec(
+        "the server redirected the login more than once".into(),
+    ))
+}
+
+/// Connects, retrying transient failures a bounded number of times with growing pauses.
+async fn connect(spec: &MssqlSpec) -> Result<TdsClient, SiteDbError> {
+    let config = spec.config()?;
+    let mut pause = spec.retry_interval;
+    let mut attempt = 0;
+    loop {
+        match connect_once(spec, config.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(error) if attempt < spec.retry_count && is_transient(&error) => {
+                attempt += 1;
+                tracing::warn!(server = %spec, attempt, %error, "site database connection failed, retrying");
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A SQL Server site database: one connection, reopened when it breaks.
+pub struct MssqlSiteDb {
+    spec: MssqlSpec,
+    client: Option<TdsClient>,
+}
+
+impl fmt::Debug for MssqlSiteDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MssqlSiteDb")
+            .field("spec", &self.spec)
+            .field("connected", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// The statement that binds the period before every catalog query.
+///
+/// The dates are rendered by [`time::Date`] as `YYYY-MM-DD`, never taken from input text,
+/// so they are safe to put into the batch.
+fn declare_params(params: &QueryParams) -> String {
+    format!(
+        "DECLARE @period_start DATE = '{}'; DECLARE @period_end DATE = '{}';\n",
+        params.period_start, params.period_end
+    )
+}
+
+impl MssqlSiteDb {
+    /// Connects to the database `spec` names.
+    pub async fn open(spec: MssqlSpec) -> Result<Self, SiteDbError> {
+        let client = connect(&spec).await?;
+        Ok(Self {
+            spec,
+            client: Some(client),
+        })
+    }
+
+    async fn client(&mut self) -> Result<&mut TdsClient, SiteDbError> {
+        if self.client.is_none() {
+            self.client = Some(connect(&self.spec).await?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| SiteDbError::Spec("no connection".into()))
+    }
+
+    /// Runs a batch and returns the rows of its last result set.
+    async fn batch(&mut self, sql: &str) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        let client = self.client().await?;
+        let outcome = async {
+            let stream = client.simple_query(sql).await?;
+            stream.into_results().await
+        }
+        .await;
+        match outcome {
+            Ok(mut sets) => sets
+                .pop()
+                .unwrap_or_default()
+                .into_iter()
+                .map(row_values)
+                .collect(),
+            Err(error) => {
+                // A timed-out or broken connection is out of step with the server: drop it.
+                if matches!(error, TdsError::Io { .. } | TdsError::Protocol(_)) {
+                    self.client = None;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Executes statements that return no rows (the seeder's DDL and inserts).
+    pub(crate) async fn execute(&mut self, sql: &str) -> Result<(), SiteDbError> {
+        self.batch(sql).await.map(|_| ())
+    }
+}
+
+fn row_values(row: tiberius::Row) -> Result<Vec<Value>, SiteDbError> {
+    row.into_iter()
+        .enumerate()
+        .map(|(column, data)| value(column, data))
+        .collect()
+}
+
+fn value(column: usize, data: ColumnData<'static>) -> Result<Value, SiteDbError> {
+    let unsupported = |ty: &str| SiteDbError::UnsupportedValue {
+        column,
+        ty: ty.to_owned(),
+    };
+    let conversion = |e: TdsError| SiteDbError::Mssql(e);
+    Ok(match data {
+        ColumnData::U8(v) => v.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        ColumnData::I16(v) => v.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        ColumnData::I32(v) => v.map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        ColumnData::I64(v) => v.map_or(Value::Null, Value::Int),
+        ColumnData::F32(v) => v.map_or(Value::Null, |v| Value::Real(f64::from(v))),
+        ColumnData::F64(v) => v.map_or(Value::Null, Value::Real),
+        ColumnData::Bit(v) => v.map_or(Value::Null, Value::Bool),
+        ColumnData::String(v) => v.map_or(Value::Null, |v| Value::Text(v.into_owned())),
+        ColumnData::Guid(v) => v.map_or(Value::Null, |v| Value::Text(v.to_string())),
+        ColumnData::Numeric(v) => v.map_or(Value::Null, |v| {
+            if v.scale() == 0 {
+                i64::try_from(v.value()).map_or(Value::Real(f64::from(v)), Value::Int)
+            } else {
+                Value::Real(f64::from(v))
+            }
+        }),
+        ColumnData::Date(_) => time::Date::from_sql(&data)
+            .map_err(conversion)?
+            .map_or(Value::Null, |d| Value::Text(d.to_string())),
+        ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_) => {
+            time::PrimitiveDateTime::from_sql(&data)
+                .map_err(conversion)?
+                .map_or(Value::Null, |d| Value::Text(iso_datetime(d)))
+        }
+        ColumnData::DateTimeOffset(_) => time::OffsetDateTime::from_sql(&data)
+            .map_err(conversion)?
+            .map_or(Value::Null, |d| {
+                Value::Text(
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                )
+            }),
+        ColumnData::Time(_) => return Err(unsupported("time")),
+        ColumnData::Binary(_) => return Err(unsupported("binary")),
+        ColumnData::Xml(_) => return Err(unsupported("xml")),
+    })
+}
+
+fn iso_datetime(d: time::PrimitiveDateTime) -> String {
+    format!(
+        "{}T{:02}:{:02}:{:02}",
+        d.date(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
+}
+
+impl SiteDb for MssqlSiteDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Tsql
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &QueryParams,
+    ) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        let batch = format!("{}{sql}", declare_params(params));
+        self.batch(&batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_site_server_connection_string() {
+        let spec = MssqlSpec::parse(
+            "server=tcp:cm01.contoso.example,1433;database=CM_P01;user=hrs;password=S3cret!;encrypt=true;trustservercertificate=false;Connect Timeout=5;Command Timeout=60;ConnectRetryCount=1",
+            PasswordSource::InSpec,
+        )
+        .expect("parses");
+        assert_eq!(spec.connect_timeout, Duration::from_secs(5));
+        assert_eq!(spec.command_timeout, Duration::from_secs(60));
+        assert_eq!(spec.retry_count, 1);
+        assert!(spec.read_only);
+        let shown = format!("{spec} {spec:?}");
+        assert!(shown.contains("cm01.contoso.example"));
+        assert!(!shown.contains("S3cret"), "{shown}");
+    }
+
+    #[test]
+    fn errors_name_the_keyword_and_hide_values() {
+        let err = MssqlSpec::parse(
+            "server=tcp:h,1433;user=hrs;pasword=S3cret!",
+            PasswordSource::InSpec,
+        )
+        .expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("pasword"), "{text}");
+        assert!(!text.contains("S3cret"), "{text}");
+
+        let err = MssqlSpec::parse(
+            "server=tcp:h,1433;password=S3cret!;Connect Timeout=soon",
+            PasswordSource::InSpec,
+        )
+        .expect_err("bad timeout");
+        assert!(err.to_string().contains("connect timeout"));
+        assert!(!err.to_string().contains("S3cret"));
+
+        let err = MssqlSpec::parse("database=x", PasswordSource::InSpec).expect_err("no server");
+        assert!(err.to_string().contains("no server"));
+    }
+
+    #[test]
+    fn the_password_comes_from_one_place() {
+        let both = MssqlSpec::parse(
+            "server=tcp:h,1433;user=hrs;password=x",
+            PasswordSource::Env("HRS_TEST_UNUSED".into()),
+        );
+        assert!(both.is_err());
+        let spec = MssqlSpec::parse(
+            "server=tcp:h,1433;user=hrs",
+            PasswordSource::Env("HRS_TEST_SURELY_UNSET_VARIABLE".into()),
+        )
+        .expect("parses");
+        let err = spec.config().expect_err("unset variable");
+        assert!(err.to_string().contains("HRS_TEST_SURELY_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn the_password_file_is_read_at_connect_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").expect("writes");
+        let spec = MssqlSpec::parse(
+            "server=tcp:h,1433;user=hrs;encrypt=false",
+            PasswordSource::File(file),
+        )
+        .expect("parses");
+        spec.config().expect("reads the file");
+    }
+
+    #[test]
+    fn the_period_is_declared_as_dates() {
+        let period: hrs_core::Period = "2026-W48".parse().expect("period");
+        let sql = declare_params(&QueryParams {
+            period_start: period.start(),
+            period_end: period.end(),
+        });
+        assert_eq!(
+            sql,
+            "DECLARE @period_start DATE = '2026-11-23'; DECLARE @period_end DATE = '2026-11-29';\n"
+        );
+    }
+}
