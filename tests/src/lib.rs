@@ -198,6 +198,8 @@ impl Hierarchy {
             intake: Some(format!("http://{intake_addr}")),
             outbox: options.offline.then(|| dir.path().join("outbox")),
             retry_seconds: 1,
+            hash_key_file: None,
+            hasher: hrs_core::hash::Hasher::Plain,
             source: None,
         };
         let config = connection_point.clone();
@@ -217,6 +219,8 @@ impl Hierarchy {
             connection_point: Some(format!("http://{cp_addr}")),
             period_deadline_hours: 72,
             retry_seconds: 1,
+            hash_key_file: None,
+            hash_key_id: String::new(),
         };
         let config = aggregator_config.clone();
         let stop = stop_signal(&mut stops);
@@ -260,6 +264,7 @@ impl Hierarchy {
             site_db: format!("sqlite:{}", self.site_db(site).display()),
             site_db_password_env: None,
             site_db_password_file: None,
+            hash_key_file: None,
             spool: self.dir.path().join(format!("spool-{site}.sqlite")),
             upstream: format!("http://{}", self.aggregator),
             period: Some(period()),

@@ -94,6 +94,18 @@ async fn a_run_of_an_unknown_catalog_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_hashed_with_another_key_is_refused_and_changes_nothing() {
+    assert_refused_unchanged(
+        |run| {
+            run.hash_key_id = "0123456789abcdef".into();
+            redigest(run);
+        },
+        Code::FailedPrecondition,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_without_a_run_is_invalid() {
     let h = Hierarchy::builder().primaries(1).start().await;
     h.collect_everywhere().await;

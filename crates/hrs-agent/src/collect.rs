@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use hrs_core::catalog::{Catalog, QueryDef, Scope};
+use hrs_core::hash::Hasher;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_sitedb::{Dialect, QueryParams, SiteDb};
@@ -25,6 +26,8 @@ pub struct Collection {
     pub level: Level,
     /// The period collected.
     pub period: Period,
+    /// How hashed columns are hashed: plain, or keyed with the hierarchy's key.
+    pub hasher: Hasher,
 }
 
 fn applies(query: &QueryDef, site_type: SiteType) -> bool {
@@ -69,7 +72,7 @@ pub async fn collect<D: SiteDb>(
                 r#type: ty.as_str().to_owned(),
             })
             .collect();
-        let outcome = run_query(db, query, &params, &hierarchy_hash).await;
+        let outcome = run_query(db, query, &params, &hierarchy_hash, &what.hasher).await;
         let (rows, error) = match outcome {
             Ok(rows) => (rows, String::new()),
             Err(error) => {
@@ -98,6 +101,7 @@ pub async fn collect<D: SiteDb>(
         finished_at: now(),
         results,
         digest: String::new(),
+        hash_key_id: what.hasher.key_id(),
     };
     run.digest = hrs_core::digest::run_digest(&run);
     run
@@ -108,6 +112,7 @@ async fn run_query<D: SiteDb>(
     query: &QueryDef,
     params: &QueryParams,
     hierarchy_hash: &str,
+    hasher: &Hasher,
 ) -> Result<Vec<pb::Row>, String> {
     let sql = match db.dialect() {
         Dialect::Sqlite => Some(query.sqlite.as_str()),
@@ -118,7 +123,7 @@ async fn run_query<D: SiteDb>(
     raw.into_iter()
         .map(|row| {
             query
-                .shape_row(row, hierarchy_hash)
+                .shape_row(row, hierarchy_hash, hasher)
                 .map(|values| pb::Row {
                     values: values.iter().map(pb::Value::from).collect(),
                 })

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
+use hrs_core::hash::{HashKeyError, Hasher};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
@@ -41,6 +42,10 @@ pub struct AgentConfig {
     /// The file holding the SQL Server password (first line), when not in `site_db`.
     #[serde(default)]
     pub site_db_password_file: Option<PathBuf>,
+    /// The hierarchy's hash key file: hashed columns are then keyed (HMAC-SHA-256) instead
+    /// of plain SHA-256. Every site and the aggregator of a hierarchy use the same key.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
@@ -97,6 +102,9 @@ impl AgentConfig {
         }
         cfg.site_db_spec()
             .map_err(|e| config::invalid(path, "site_db", e.to_string()))?;
+        cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
+        cfg.hasher()
+            .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
             return Err(config::invalid(
                 path,
@@ -125,6 +133,11 @@ impl AgentConfig {
             (None, None) => PasswordSource::InSpec,
         };
         SiteDbSpec::parse(&self.site_db, password)
+    }
+
+    /// Returns how this site hashes: keyed when a key file is configured.
+    pub fn hasher(&self) -> Result<Hasher, HashKeyError> {
+        Hasher::from_key_file(self.hash_key_file.as_deref())
     }
 
     /// Returns the period the next collection covers.

@@ -35,6 +35,9 @@ pub enum AgentError {
     /// The site database could not be opened.
     #[error(transparent)]
     SiteDb(#[from] hrs_sitedb::SiteDbError),
+    /// The hierarchy's hash key could not be loaded.
+    #[error(transparent)]
+    HashKey(#[from] hrs_core::hash::HashKeyError),
     /// The upstream could not be reached.
     #[error("upstream {upstream} unreachable: {source}")]
     Connect {
@@ -132,6 +135,7 @@ impl Agent {
             hierarchy_id: self.config.hierarchy_id,
             level: self.config.level,
             period,
+            hasher: self.config.hasher()?,
         };
         let sequence = self.spool.next_sequence().await?;
         let run = collect::collect(

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
+use hrs_core::hash::Hasher;
 use hrs_core::{HierarchyId, Level, SiteCode};
 use serde::Deserialize;
 
@@ -33,6 +34,13 @@ pub struct AggregatorConfig {
     /// Delay between forwarding attempts while the connection point is away, in seconds.
     #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
+    /// The hierarchy's hash key file, when its sites hash keyed: runs hashed with any other
+    /// key (or with none) are refused, since their hashes would not correlate.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+    /// The fingerprint of that key, empty without one; read from the file at load.
+    #[serde(skip)]
+    pub hash_key_id: String,
 }
 
 fn default_level() -> Level {
@@ -75,6 +83,10 @@ impl AggregatorConfig {
         if cfg.retry_seconds == 0 {
             return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
         }
+        cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
+        cfg.hash_key_id = Hasher::from_key_file(cfg.hash_key_file.as_deref())
+            .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?
+            .key_id();
         Ok(cfg)
     }
 }

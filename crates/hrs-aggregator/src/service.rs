@@ -28,6 +28,18 @@ pub enum PushError {
     /// The site is not configured here.
     #[error("site {0} is not one of this aggregator's sites")]
     UnknownSite(String),
+    /// The site hashes with another key than the hierarchy's (or keyed when it is plain).
+    #[error(
+        "site {site} hashes with key {got:?}, this hierarchy uses {expected:?}: give every site the hierarchy's hash_key_file"
+    )]
+    HashKey {
+        /// The site.
+        site: String,
+        /// The key fingerprint its run carries (empty: plain hash).
+        got: String,
+        /// The hierarchy's key fingerprint (empty: plain hash).
+        expected: String,
+    },
     /// The store refused or failed the commit.
     #[error(transparent)]
     Merge(#[from] MergeError),
@@ -40,7 +52,7 @@ impl From<PushError> for Status {
     fn from(error: PushError) -> Self {
         match &error {
             PushError::MissingRun => Status::invalid_argument(error.to_string()),
-            PushError::Invalid(Invalid::UnknownCatalog(_)) => {
+            PushError::Invalid(Invalid::UnknownCatalog(_)) | PushError::HashKey { .. } => {
                 Status::failed_precondition(error.to_string())
             }
             PushError::Invalid(_) => Status::invalid_argument(error.to_string()),
@@ -87,6 +99,13 @@ impl AggregatorService {
         }
         if !self.config.sites.contains(&header.site) {
             return Err(PushError::UnknownSite(header.site.to_string()));
+        }
+        if run.hash_key_id != self.config.hash_key_id {
+            return Err(PushError::HashKey {
+                site: header.site.to_string(),
+                got: run.hash_key_id.clone(),
+                expected: self.config.hash_key_id.clone(),
+            });
         }
         let store = Arc::clone(&self.store);
         let received_at = OffsetDateTime::now_utc()

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
+use hrs_core::hash::Hasher;
 use hrs_core::{HierarchyId, Level};
 use serde::Deserialize;
 
@@ -61,6 +62,13 @@ pub struct ConnectionPointConfig {
     /// Seconds to wait before retrying a delivery that failed.
     #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
+    /// The hierarchy's hash key file: site codes leaving below Full are then hashed keyed
+    /// (HMAC-SHA-256) instead of plain SHA-256, so they cannot be guessed outside.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+    /// How site codes are hashed on the way out; loaded from `hash_key_file`.
+    #[serde(skip)]
+    pub hasher: Hasher,
     /// The file this configuration was read from, so messages can point at it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -81,6 +89,9 @@ impl ConnectionPointConfig {
         this.store = config::resolve(path, &this.store);
         this.outbox = this.outbox.map(|outbox| config::resolve(path, &outbox));
         this.source = Some(path.to_owned());
+        this.hash_key_file = this.hash_key_file.map(|file| config::resolve(path, &file));
+        this.hasher = Hasher::from_key_file(this.hash_key_file.as_deref())
+            .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         this.check(path)?;
         Ok(this)
     }

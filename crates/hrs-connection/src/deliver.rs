@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_core::Level;
+use hrs_core::hash::Hasher;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_client::IntakeClient;
 use tokio::sync::{Notify, watch};
@@ -42,6 +43,7 @@ enum Target {
 pub(crate) struct Delivery {
     target: Target,
     level: Level,
+    hasher: Hasher,
     retry: Duration,
 }
 
@@ -56,6 +58,7 @@ impl Delivery {
         Some(Self {
             target,
             level: config.level,
+            hasher: config.hasher.clone(),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
         })
     }
@@ -147,7 +150,7 @@ async fn submit_all<S: OutboxStore>(
     };
     let mut left = 0;
     for period in pending {
-        let sent = outbound(&period, delivery.level);
+        let sent = outbound(&period, delivery.level, &delivery.hasher);
         let request = pb::SubmitRequest {
             period: Some(sent.clone()),
             client_version: hrs_core::VERSION.to_owned(),
@@ -201,7 +204,7 @@ async fn bundle_all<S: OutboxStore>(
 ) -> usize {
     let mut left = 0;
     for period in pending {
-        let sent = outbound(&period, delivery.level);
+        let sent = outbound(&period, delivery.level, &delivery.hasher);
         let dir = folder.to_owned();
         let written = tokio::task::spawn_blocking(move || write_bundle(&dir, &sent)).await;
         let path = match written {

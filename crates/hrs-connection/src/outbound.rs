@@ -4,7 +4,7 @@
 
 use hrs_core::Level;
 use hrs_core::digest::merged_digest;
-use hrs_core::hash::hash_value;
+use hrs_core::hash::Hasher;
 use hrs_proto::v1 as pb;
 
 /// Returns the merged period as it may leave the hierarchy at the configured `level`.
@@ -14,11 +14,11 @@ use hrs_proto::v1 as pb;
 ///   collected.
 /// - Result sets of queries above that level are dropped (as are sets whose level does not
 ///   parse: nothing leaves unless it is provably allowed).
-/// - Site codes, present and missing, are replaced by their one-way hash unless that level
-///   is Full: site codes never leave at Basic or Enhanced.
+/// - Site codes, present and missing, are replaced by their one-way hash (`hasher`: plain
+///   or keyed) unless that level is Full: site codes never leave at Basic or Enhanced.
 /// - Run ids and sequences are cleared: they are internal to the hierarchy.
 /// - The digest is recomputed over what remains.
-pub fn outbound(period: &pb::MergedPeriod, level: Level) -> pb::MergedPeriod {
+pub fn outbound(period: &pb::MergedPeriod, level: Level, hasher: &Hasher) -> pb::MergedPeriod {
     // Periods are checked on arrival, so the level parses; if it did not, the strictest
     // level is the safe reading.
     let collected: Level = period.level.parse().unwrap_or(Level::Basic);
@@ -27,7 +27,7 @@ pub fn outbound(period: &pb::MergedPeriod, level: Level) -> pb::MergedPeriod {
         if effective == Level::Full {
             site.to_owned()
         } else {
-            hash_value(site)
+            hasher.hash(site)
         }
     };
     let sites = period

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hrs_core::digest::merged_digest;
-use hrs_core::hash::hash_value;
+use hrs_core::hash::{Hasher, hash_value};
 use hrs_core::{Catalog, ColumnType, HierarchyId, Level, QueryDef, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake};
 use hrs_proto::v1 as pb;
@@ -166,6 +166,8 @@ fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> Connectio
         intake: intake.map(|a| format!("http://{a}")),
         outbox: Some(dir.join("outbox")),
         retry_seconds: 1,
+        hash_key_file: None,
+        hasher: Hasher::Plain,
         source: None,
     }
 }
@@ -237,7 +239,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
         .await
         .expect("reads")
         .expect("stored");
-    let expected = outbound(&period, Level::Enhanced);
+    let expected = outbound(&period, Level::Enhanced, &Hasher::Plain);
     assert_eq!(payload, expected);
     assert_eq!(payload.level, "Enhanced");
     let bytes = payload.encode_to_vec();
@@ -309,7 +311,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
         .await
         .expect("reads")
         .expect("present");
-    assert_eq!(latest, outbound(&newer, Level::Enhanced));
+    assert_eq!(latest, outbound(&newer, Level::Enhanced, &Hasher::Plain));
 
     drop(client);
     point.stop().await;
@@ -376,7 +378,7 @@ async fn offline_writes_a_bundle_that_round_trips_and_detects_tampering() {
 
     let state = delivered(&config, "2026-W48", &period.digest, State::Bundled).await;
     let path = state.bundle_path.expect("bundle path recorded");
-    let expected = outbound(&period, Level::Enhanced);
+    let expected = outbound(&period, Level::Enhanced, &Hasher::Plain);
     assert_eq!(
         path,
         dir.path().join("outbox").join(format!(
@@ -463,7 +465,7 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
     ];
     let period = merged("2026-W48", Level::Full, sets);
 
-    let enhanced = outbound(&period, Level::Enhanced);
+    let enhanced = outbound(&period, Level::Enhanced, &Hasher::Plain);
     assert_eq!(enhanced.level, "Enhanced");
     for site in &enhanced.sites {
         let ids: Vec<&str> = site.results.iter().map(|r| r.query_id.as_str()).collect();
@@ -477,14 +479,14 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
     assert_eq!(enhanced.digest, merged_digest(&enhanced));
     assert_ne!(enhanced.digest, period.digest);
 
-    let full = outbound(&period, Level::Full);
+    let full = outbound(&period, Level::Full, &Hasher::Plain);
     let names: Vec<&str> = full.sites.iter().map(|s| s.site.as_str()).collect();
     assert_eq!(names, ["P01", "P02"]);
     assert_eq!(full.missing_sites, ["P03"]);
     assert_eq!(full.sites[0].results.len(), 3);
     assert!(full.sites[0].run_id.is_empty());
 
-    let basic = outbound(&period, Level::Basic);
+    let basic = outbound(&period, Level::Basic, &Hasher::Plain);
     assert_eq!(basic.level, "Basic");
     assert_eq!(basic.sites[0].results.len(), 1);
 
@@ -494,14 +496,14 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
         Level::Enhanced,
         vec![synthetic_set("B", Level::Basic, 1)],
     );
-    let out = outbound(&collected_enhanced, Level::Full);
+    let out = outbound(&collected_enhanced, Level::Full, &Hasher::Plain);
     assert_eq!(out.level, "Enhanced");
     assert_eq!(out.sites[0].site, hash_value("P01"));
 
     // A set whose level is not a level never leaves.
     let mut odd = period.clone();
     odd.sites[0].results[0].level = "Secret".into();
-    let out = outbound(&odd, Level::Full);
+    let out = outbound(&odd, Level::Full, &Hasher::Plain);
     assert_eq!(out.sites[0].results.len(), 2);
 }
 
@@ -537,7 +539,11 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let csv_at = |level: Level| {
         let mut rows = Vec::new();
         for period in [&w47, &w48] {
-            rows.extend(hrs_core::report::flatten(&outbound(period, level)));
+            rows.extend(hrs_core::report::flatten(&outbound(
+                period,
+                level,
+                &Hasher::Plain,
+            )));
         }
         let mut out = Vec::new();
         hrs_core::report::write(&mut out, &rows, hrs_core::report::Format::Csv).expect("writes");

@@ -33,7 +33,7 @@ fn outbound_rows(config: &ConnectionPointConfig) -> Result<(usize, Vec<FlatRow>)
     let stored = open(config)?.stored_blocking()?;
     let rows = stored
         .iter()
-        .flat_map(|period| report::flatten(&outbound(period, config.level)))
+        .flat_map(|period| report::flatten(&outbound(period, config.level, &config.hasher)))
         .collect();
     Ok((stored.len(), rows))
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use crate::hash::hash_value;
+use crate::hash::Hasher;
 use crate::ids::Level;
 use crate::value::Value;
 
@@ -294,6 +294,7 @@ impl QueryDef {
         &self,
         raw: Vec<Value>,
         hierarchy_hash: &str,
+        hasher: &Hasher,
     ) -> Result<Vec<Value>, CatalogError> {
         if raw.len() != self.columns.len() {
             return Err(CatalogError::RowWidth {
@@ -321,7 +322,7 @@ impl QueryDef {
             }
             match (column.privacy, value) {
                 (Privacy::Drop, _) => {}
-                (Privacy::Hash, Value::Text(s)) => row.push(Value::Text(hash_value(&s))),
+                (Privacy::Hash, Value::Text(s)) => row.push(Value::Text(hasher.hash(&s))),
                 (_, value) => row.push(value),
             }
         }
@@ -373,13 +374,14 @@ columns = [
                     Value::Text("hunter2".into()),
                 ],
                 "H",
+                &Hasher::Plain,
             )
             .expect("shapes");
         assert_eq!(
             row,
             vec![
                 Value::Text("H".into()),
-                Value::Text(hash_value("P01")),
+                Value::Text(crate::hash::hash_value("P01")),
                 Value::Text("SQL Server".into()),
                 Value::Int(4),
                 Value::Bool(true),
@@ -393,7 +395,7 @@ columns = [
     fn shaping_refuses_wrong_width_and_types() {
         let catalog = Catalog::parse(SMALL).expect("parses");
         let q = catalog.query("Q1").expect("Q1");
-        assert!(q.shape_row(vec![Value::Null], "H").is_err());
+        assert!(q.shape_row(vec![Value::Null], "H", &Hasher::Plain).is_err());
         let wrong_type = vec![
             Value::Null,
             Value::Null,
@@ -402,7 +404,7 @@ columns = [
             Value::Null,
         ];
         assert!(matches!(
-            q.shape_row(wrong_type, "H"),
+            q.shape_row(wrong_type, "H", &Hasher::Plain),
             Err(CatalogError::ColumnType { .. })
         ));
     }

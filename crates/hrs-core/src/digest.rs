@@ -90,6 +90,10 @@ pub fn run_digest(run: &pb::Run) -> String {
     c.str(&run.period);
     c.str(&run.catalog_version);
     c.str(&run.level);
+    // Only keyed runs add the key's fingerprint, so plain runs keep their earlier digests.
+    if !run.hash_key_id.is_empty() {
+        c.str(&run.hash_key_id);
+    }
     c.results(&run.results);
     c.finish()
 }

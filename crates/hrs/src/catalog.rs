@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use hrs_core::Level;
 use hrs_core::catalog::{Catalog, Privacy, QueryDef};
+use hrs_core::hash::{HashKey, Hasher};
 use serde::Serialize;
 
 /// One query as `hrs catalog list --format json` prints it.
@@ -163,4 +164,38 @@ fn changes(a: &QueryDef, b: &QueryDef) -> Vec<String> {
         out.push("columns or privacy".into());
     }
     out
+}
+
+/// `hrs hash`: prints a value's hash as the catalog applies it, plain or keyed, or writes a
+/// new hierarchy key.
+pub fn hash(
+    value: Option<&str>,
+    key_file: Option<&std::path::Path>,
+    new_key: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = new_key {
+        let key = HashKey::generate();
+        write_owner_only(path, format!("{}\n", key.to_base64()).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "wrote a new hash key to {} (id {})",
+            path.display(),
+            key.id()
+        );
+        return Ok(());
+    }
+    let value = value.context("give a VALUE to hash")?;
+    let hasher = Hasher::from_key_file(key_file)?;
+    println!("{}", hasher.hash(value));
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only, refusing to replace an existing one.
+fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }

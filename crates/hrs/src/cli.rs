@@ -55,7 +55,14 @@ pub enum Command {
     /// Print the one-way hash of a value exactly as the catalog applies it.
     Hash {
         /// The value: a GUID is hashed as its 16 bytes in .NET order, anything else as UTF-16LE.
-        value: String,
+        #[arg(required_unless_present = "new_key")]
+        value: Option<String>,
+        /// Hash keyed (HMAC-SHA-256) with the hierarchy's key in this file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Write a new random hierarchy hash key to this file (owner-only) and print its id.
+        #[arg(long, conflicts_with_all = ["value", "key_file"])]
+        new_key: Option<PathBuf>,
     },
 }
 
@@ -128,6 +135,9 @@ pub struct CollectArgs {
     /// Collect as a central administration site (runs the CAS-scoped queries).
     #[arg(long)]
     pub cas: bool,
+    /// The hierarchy's hash key file, to hash keyed as its sites do.
+    #[arg(long)]
+    pub hash_key_file: Option<PathBuf>,
     /// The hierarchy ID whose hash starts every row.
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
     pub hierarchy_id: HierarchyId,

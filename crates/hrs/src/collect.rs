@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use hrs_agent::SiteType;
 use hrs_agent::collect::{Collection, collect};
 use hrs_core::catalog::Catalog;
+use hrs_core::hash::Hasher;
 use hrs_core::{Period, Value};
 use hrs_proto::v1 as pb;
 use serde_json::json;
@@ -32,6 +33,7 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
         hierarchy_id: args.hierarchy_id,
         level: args.level,
         period: args.period.unwrap_or_else(Period::current),
+        hasher: Hasher::from_key_file(args.hash_key_file.as_deref())?,
     };
     let run = collect(&mut db, &catalog, &what, uuid::Uuid::new_v4(), 0).await;
     if args.format == "json" {

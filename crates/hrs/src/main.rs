@@ -54,10 +54,11 @@ fn main() -> ExitCode {
                 version_a,
                 version_b,
             }) => catalog::diff(&version_a, &version_b),
-            Command::Hash { value } => {
-                println!("{}", hrs_core::hash::hash_value(&value));
-                Ok(())
-            }
+            Command::Hash {
+                value,
+                key_file,
+                new_key,
+            } => catalog::hash(value.as_deref(), key_file.as_deref(), new_key.as_deref()),
         }
     });
     match result {

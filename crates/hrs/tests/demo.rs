@@ -158,6 +158,36 @@ fn hash_matches_independent_vectors() {
 }
 
 #[test]
+fn keyed_hash_matches_independent_vectors() {
+    // Computed with Python: base64(hmac.new(bytes(range(32)), value_bytes, sha256).digest()).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("hierarchy.key");
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").expect("key");
+    let key = key.display().to_string();
+    for (value, hash) in [
+        ("P01", "0vIo+QRy70/jkGUGLZJ/rtHTyACSrtAoC2M7Zpg5lvQ="),
+        (
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "Ehgr4zm472JlFPwwnNGexeDrX729iIH5Po6Vrp26/eI=",
+        ),
+    ] {
+        let out = hrs(&["hash", "--key-file", &key, value]);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
+    }
+    // A new key is owner-only and never replaces an existing one.
+    let fresh = dir.path().join("new.key").display().to_string();
+    assert!(hrs(&["hash", "--new-key", &fresh]).status.success());
+    assert!(!hrs(&["hash", "--new-key", &fresh]).status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&fresh).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+    }
+}
+
+#[test]
 fn catalog_list_filters_by_level_and_show_names_the_hashed_columns() {
     let out = hrs(&["catalog", "list", "--level", "Basic", "--format", "json"]);
     assert!(out.status.success());
