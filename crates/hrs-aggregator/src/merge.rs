@@ -31,6 +31,8 @@ pub fn merge(
             site: run.site,
             run_id: run.run_id,
             sequence: run.sequence,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
             results: run
                 .results
                 .into_iter()
@@ -56,6 +58,7 @@ pub fn merge(
         sites,
         missing_sites,
         digest: String::new(),
+        mode: String::new(),
     };
     merged.digest = merged_digest(&merged);
     Merged {

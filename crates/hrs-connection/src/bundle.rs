@@ -107,6 +107,9 @@ pub struct BundlePayload {
     pub missing_sites: Vec<String>,
     /// The merged digest over the content.
     pub digest: String,
+    /// How the hierarchy sends (`offline` for a bundle): Basic data about the hierarchy.
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// One site's results in a bundle.
@@ -115,6 +118,12 @@ pub struct BundlePayload {
 pub struct BundleSite {
     /// The site, hashed below the Full level.
     pub site: String,
+    /// When the site's collector ran (RFC 3339).
+    #[serde(default)]
+    pub started_at: String,
+    /// When the site's collector finished (RFC 3339).
+    #[serde(default)]
+    pub finished_at: String,
     /// One entry per catalog query.
     pub results: Vec<BundleResultSet>,
 }
@@ -161,6 +170,8 @@ impl From<&pb::MergedPeriod> for BundlePayload {
                 .iter()
                 .map(|s| BundleSite {
                     site: s.site.clone(),
+                    started_at: s.started_at.clone(),
+                    finished_at: s.finished_at.clone(),
                     results: s
                         .results
                         .iter()
@@ -188,6 +199,7 @@ impl From<&pb::MergedPeriod> for BundlePayload {
                 .collect(),
             missing_sites: p.missing_sites.clone(),
             digest: p.digest.clone(),
+            mode: p.mode.clone(),
         }
     }
 }
@@ -206,6 +218,8 @@ impl From<&BundlePayload> for pb::MergedPeriod {
                     site: s.site.clone(),
                     run_id: String::new(),
                     sequence: 0,
+                    started_at: s.started_at.clone(),
+                    finished_at: s.finished_at.clone(),
                     results: s
                         .results
                         .iter()
@@ -235,6 +249,7 @@ impl From<&BundlePayload> for pb::MergedPeriod {
                 .collect(),
             missing_sites: p.missing_sites.clone(),
             digest: p.digest.clone(),
+            mode: p.mode.clone(),
         }
     }
 }

@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hrs_core::Level;
-use hrs_core::hash::Hasher;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_client::IntakeClient;
 use tokio::sync::{Notify, watch};
@@ -19,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{error, info, warn};
 
 use crate::bundle::write_bundle;
-use crate::outbound::outbound;
+use crate::outbound::{Policy, outbound};
 use crate::store::OutboxStore;
 use crate::{ConnectionPointConfig, MAX_MESSAGE_BYTES, Mode};
 
@@ -42,8 +40,7 @@ enum Target {
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
     target: Target,
-    level: Level,
-    hasher: Hasher,
+    policy: Policy,
     retry: Duration,
 }
 
@@ -57,8 +54,7 @@ impl Delivery {
         };
         Some(Self {
             target,
-            level: config.level,
-            hasher: config.hasher.clone(),
+            policy: Policy::of(config),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
         })
     }
@@ -150,7 +146,7 @@ async fn submit_all<S: OutboxStore>(
     };
     let mut left = 0;
     for period in pending {
-        let sent = outbound(&period, delivery.level, &delivery.hasher);
+        let sent = outbound(&period, &delivery.policy);
         let request = pb::SubmitRequest {
             period: Some(sent.clone()),
             client_version: hrs_core::VERSION.to_owned(),
@@ -204,7 +200,7 @@ async fn bundle_all<S: OutboxStore>(
 ) -> usize {
     let mut left = 0;
     for period in pending {
-        let sent = outbound(&period, delivery.level, &delivery.hasher);
+        let sent = outbound(&period, &delivery.policy);
         let dir = folder.to_owned();
         let written = tokio::task::spawn_blocking(move || write_bundle(&dir, &sent)).await;
         let path = match written {
@@ -226,7 +222,7 @@ async fn bundle_all<S: OutboxStore>(
         {
             Ok(true) => info!(
                 period = %period.period,
-                level = %delivery.level,
+                level = %delivery.policy.level,
                 path = %path.display(),
                 "bundle written"
             ),

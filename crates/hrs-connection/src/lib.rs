@@ -29,7 +29,7 @@ use tracing::{Instrument as _, error, info, warn};
 
 pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
-pub use outbound::outbound;
+pub use outbound::{Policy, outbound};
 pub use store::{Offered, OutboxStore, PeriodState, SqliteOutbox, State};
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 

@@ -7,7 +7,31 @@ use hrs_core::digest::merged_digest;
 use hrs_core::hash::Hasher;
 use hrs_proto::v1 as pb;
 
-/// Returns the merged period as it may leave the hierarchy at the configured `level`.
+use crate::config::{ConnectionPointConfig, Mode};
+
+/// What decides the shape of data leaving the hierarchy, as configured now.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The hierarchy-wide level.
+    pub level: Level,
+    /// Online or offline; sent along as Basic data.
+    pub mode: Mode,
+    /// How site codes are hashed below Full.
+    pub hasher: Hasher,
+}
+
+impl Policy {
+    /// The policy of a connection point's configuration.
+    pub fn of(config: &ConnectionPointConfig) -> Self {
+        Self {
+            level: config.level,
+            mode: config.mode,
+            hasher: config.hasher.clone(),
+        }
+    }
+}
+
+/// Returns the merged period as it may leave the hierarchy under `policy`.
 ///
 /// - The level sent is the lower of the level the data was collected at and `level`, so
 ///   a level lowered after collection applies at once and never claims more than was
@@ -18,16 +42,16 @@ use hrs_proto::v1 as pb;
 ///   or keyed) unless that level is Full: site codes never leave at Basic or Enhanced.
 /// - Run ids and sequences are cleared: they are internal to the hierarchy.
 /// - The digest is recomputed over what remains.
-pub fn outbound(period: &pb::MergedPeriod, level: Level, hasher: &Hasher) -> pb::MergedPeriod {
+pub fn outbound(period: &pb::MergedPeriod, policy: &Policy) -> pb::MergedPeriod {
     // Periods are checked on arrival, so the level parses; if it did not, the strictest
     // level is the safe reading.
     let collected: Level = period.level.parse().unwrap_or(Level::Basic);
-    let effective = collected.min(level);
+    let effective = collected.min(policy.level);
     let site_name = |site: &str| {
         if effective == Level::Full {
             site.to_owned()
         } else {
-            hasher.hash(site)
+            policy.hasher.hash(site)
         }
     };
     let sites = period
@@ -37,6 +61,8 @@ pub fn outbound(period: &pb::MergedPeriod, level: Level, hasher: &Hasher) -> pb:
             site: site_name(&site.site),
             run_id: String::new(),
             sequence: 0,
+            started_at: site.started_at.clone(),
+            finished_at: site.finished_at.clone(),
             results: site
                 .results
                 .iter()
@@ -57,6 +83,7 @@ pub fn outbound(period: &pb::MergedPeriod, level: Level, hasher: &Hasher) -> pb:
         sites,
         missing_sites: period.missing_sites.iter().map(|s| site_name(s)).collect(),
         digest: String::new(),
+        mode: policy.mode.as_str().to_owned(),
     };
     out.digest = merged_digest(&out);
     out

@@ -93,11 +93,14 @@ fn merged(period: &str, level: Level, sets: Vec<pb::ResultSet>) -> pb::MergedPer
                 site: (*site).into(),
                 run_id: format!("00000000-0000-4000-8000-00000000000{i}"),
                 sequence: 3,
+                started_at: "2026-11-30T01:00:00Z".into(),
+                finished_at: "2026-11-30T01:00:02Z".into(),
                 results: sets.clone(),
             })
             .collect(),
         missing_sites: vec!["P03".into()],
         digest: String::new(),
+        mode: String::new(),
     };
     merged.digest = merged_digest(&merged);
     merged
@@ -154,6 +157,15 @@ async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) 
         drop(rx.await);
     }));
     (Server { addr, stop, task }, store)
+}
+
+/// The policy of an online connection point at `level`, hashing plainly.
+fn policy(level: Level) -> Policy {
+    Policy {
+        level,
+        mode: Mode::Online,
+        hasher: Hasher::Plain,
+    }
 }
 
 fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> ConnectionPointConfig {
@@ -239,7 +251,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
         .await
         .expect("reads")
         .expect("stored");
-    let expected = outbound(&period, Level::Enhanced, &Hasher::Plain);
+    let expected = outbound(&period, &policy(Level::Enhanced));
     assert_eq!(payload, expected);
     assert_eq!(payload.level, "Enhanced");
     let bytes = payload.encode_to_vec();
@@ -311,7 +323,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
         .await
         .expect("reads")
         .expect("present");
-    assert_eq!(latest, outbound(&newer, Level::Enhanced, &Hasher::Plain));
+    assert_eq!(latest, outbound(&newer, &policy(Level::Enhanced)));
 
     drop(client);
     point.stop().await;
@@ -378,7 +390,7 @@ async fn offline_writes_a_bundle_that_round_trips_and_detects_tampering() {
 
     let state = delivered(&config, "2026-W48", &period.digest, State::Bundled).await;
     let path = state.bundle_path.expect("bundle path recorded");
-    let expected = outbound(&period, Level::Enhanced, &Hasher::Plain);
+    let expected = outbound(&period, &Policy::of(&config));
     assert_eq!(
         path,
         dir.path().join("outbox").join(format!(
@@ -427,7 +439,7 @@ fn bundle_checks_the_digest_as_well_as_the_checksum() {
             Level::Full,
             vec![synthetic_set("Q", Level::Basic, 2)],
         ),
-        Level::Full,
+        &policy(Level::Full),
     );
     let path = write_bundle(dir.path(), &period).expect("writes");
     assert_eq!(read_bundle(&path).expect("reads"), period);
@@ -465,7 +477,7 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
     ];
     let period = merged("2026-W48", Level::Full, sets);
 
-    let enhanced = outbound(&period, Level::Enhanced, &Hasher::Plain);
+    let enhanced = outbound(&period, &policy(Level::Enhanced));
     assert_eq!(enhanced.level, "Enhanced");
     for site in &enhanced.sites {
         let ids: Vec<&str> = site.results.iter().map(|r| r.query_id.as_str()).collect();
@@ -479,14 +491,14 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
     assert_eq!(enhanced.digest, merged_digest(&enhanced));
     assert_ne!(enhanced.digest, period.digest);
 
-    let full = outbound(&period, Level::Full, &Hasher::Plain);
+    let full = outbound(&period, &policy(Level::Full));
     let names: Vec<&str> = full.sites.iter().map(|s| s.site.as_str()).collect();
     assert_eq!(names, ["P01", "P02"]);
     assert_eq!(full.missing_sites, ["P03"]);
     assert_eq!(full.sites[0].results.len(), 3);
     assert!(full.sites[0].run_id.is_empty());
 
-    let basic = outbound(&period, Level::Basic, &Hasher::Plain);
+    let basic = outbound(&period, &policy(Level::Basic));
     assert_eq!(basic.level, "Basic");
     assert_eq!(basic.sites[0].results.len(), 1);
 
@@ -496,14 +508,14 @@ fn outbound_filters_by_level_and_hashes_sites_below_full() {
         Level::Enhanced,
         vec![synthetic_set("B", Level::Basic, 1)],
     );
-    let out = outbound(&collected_enhanced, Level::Full, &Hasher::Plain);
+    let out = outbound(&collected_enhanced, &policy(Level::Full));
     assert_eq!(out.level, "Enhanced");
     assert_eq!(out.sites[0].site, hash_value("P01"));
 
     // A set whose level is not a level never leaves.
     let mut odd = period.clone();
     odd.sites[0].results[0].level = "Secret".into();
-    let out = outbound(&odd, Level::Full, &Hasher::Plain);
+    let out = outbound(&odd, &policy(Level::Full));
     assert_eq!(out.sites[0].results.len(), 2);
 }
 
@@ -539,11 +551,11 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let csv_at = |level: Level| {
         let mut rows = Vec::new();
         for period in [&w47, &w48] {
-            rows.extend(hrs_core::report::flatten(&outbound(
-                period,
-                level,
-                &Hasher::Plain,
-            )));
+            let policy = Policy {
+                mode: Mode::Offline,
+                ..policy(level)
+            };
+            rows.extend(hrs_core::report::flatten(&outbound(period, &policy)));
         }
         let mut out = Vec::new();
         hrs_core::report::write(&mut out, &rows, hrs_core::report::Format::Csv).expect("writes");
@@ -553,7 +565,9 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let summary = export_csv(&config, &dest).expect("exports");
     let (rows, expected) = csv_at(Level::Enhanced);
     assert_eq!(summary, ExportSummary { periods: 2, rows });
-    assert_eq!(rows, 2 * 2 * (2 + 3));
+    // Per period: the hierarchy row, then per site the collector's run row, one row per
+    // query it ran (B and E), and the data rows.
+    assert_eq!(rows, 2 * (1 + 2 * (1 + 2 + 2 + 3)));
     let written = std::fs::read_to_string(&dest).expect("reads export");
     assert_eq!(written, expected);
     assert_eq!(written.lines().count(), rows + 1);
@@ -564,7 +578,7 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let summary = export_csv(&config, &dest).expect("exports");
     let (rows, expected) = csv_at(Level::Basic);
     assert_eq!(summary, ExportSummary { periods: 2, rows });
-    assert_eq!(rows, 2 * 2 * 2);
+    assert_eq!(rows, 2 * (1 + 2 * (1 + 1 + 2)));
     assert_eq!(
         std::fs::read_to_string(&dest).expect("reads export"),
         expected

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use hrs_core::report::{self, FlatRow, Format};
 
-use crate::outbound::outbound;
+use crate::outbound::{Policy, outbound};
 use crate::store::{PeriodState, SqliteOutbox};
 use crate::{ConnectionError, ConnectionPointConfig};
 
@@ -33,7 +33,7 @@ fn outbound_rows(config: &ConnectionPointConfig) -> Result<(usize, Vec<FlatRow>)
     let stored = open(config)?.stored_blocking()?;
     let rows = stored
         .iter()
-        .flat_map(|period| report::flatten(&outbound(period, config.level, &config.hasher)))
+        .flat_map(|period| report::flatten(&outbound(period, &Policy::of(config))))
         .collect();
     Ok((stored.len(), rows))
 }

@@ -148,7 +148,18 @@ mod tests {
                 duration_ms: 5,
             }],
             digest: String::new(),
+            hash_key_id: String::new(),
         }
+    }
+
+    #[test]
+    fn keyed_runs_digest_their_key() {
+        let plain = run();
+        let keyed = pb::Run {
+            hash_key_id: "0123456789abcdef".into(),
+            ..plain.clone()
+        };
+        assert_ne!(run_digest(&plain), run_digest(&keyed));
     }
 
     #[test]

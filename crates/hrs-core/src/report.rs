@@ -75,13 +75,80 @@ pub fn flatten_site(period: &str, site: &str, results: &[pb::ResultSet]) -> Vec<
     out
 }
 
-/// Returns one flat row per result row of a merged period, in site order.
+/// Query id of the row describing the hierarchy's settings for a period.
+pub const HIERARCHY_ROW: &str = "hierarchy";
+/// Query id of the row describing when a site's collector ran.
+pub const COLLECTOR_RUN_ROW: &str = "collector:run";
+/// Query id of the rows giving the collector's statistics per query.
+pub const COLLECTOR_QUERY_ROW: &str = "collector:query";
+
+fn object(pairs: Vec<(&str, serde_json::Value)>) -> serde_json::Map<String, serde_json::Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Returns the collector's own statistics for one site: when it ran, and per query its
+/// row count, duration and error. They travel with the data as Basic data, so an export
+/// shows them like any result row.
+pub fn collector_rows(period: &str, site: &pb::SiteResults) -> Vec<FlatRow> {
+    let row = |query_id: &str, row: usize, data| FlatRow {
+        period: period.to_owned(),
+        site: site.site.clone(),
+        query_id: query_id.to_owned(),
+        level: "Basic".to_owned(),
+        row,
+        data,
+    };
+    let failed = site.results.iter().filter(|s| !s.error.is_empty()).count();
+    let mut out = vec![row(
+        COLLECTOR_RUN_ROW,
+        0,
+        object(vec![
+            ("started_at", site.started_at.clone().into()),
+            ("finished_at", site.finished_at.clone().into()),
+            ("queries", site.results.len().into()),
+            ("failed", failed.into()),
+        ]),
+    )];
+    out.extend(site.results.iter().enumerate().map(|(i, set)| {
+        row(
+            COLLECTOR_QUERY_ROW,
+            i,
+            object(vec![
+                ("query_id", set.query_id.clone().into()),
+                ("rows", set.rows.len().into()),
+                ("duration_ms", set.duration_ms.into()),
+                ("error", set.error.clone().into()),
+            ]),
+        )
+    }));
+    out
+}
+
+/// Returns every flat row of a merged period: the hierarchy's settings, then per site (in
+/// site order) the collector's statistics and one row per result row.
 pub fn flatten(period: &pb::MergedPeriod) -> Vec<FlatRow> {
     let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
     sites.sort_by(|a, b| a.site.cmp(&b.site));
-    sites
-        .into_iter()
-        .flat_map(|s| flatten_site(&period.period, &s.site, &s.results))
+    let hierarchy = FlatRow {
+        period: period.period.clone(),
+        site: String::new(),
+        query_id: HIERARCHY_ROW.to_owned(),
+        level: "Basic".to_owned(),
+        row: 0,
+        data: object(vec![
+            ("hierarchy_hash", period.hierarchy_hash.clone().into()),
+            ("level", period.level.clone().into()),
+            ("mode", period.mode.clone().into()),
+            ("catalog_version", period.catalog_version.clone().into()),
+            ("missing_sites", period.missing_sites.clone().into()),
+        ]),
+    };
+    std::iter::once(hierarchy)
+        .chain(sites.into_iter().flat_map(|s| {
+            let mut rows = collector_rows(&period.period, s);
+            rows.extend(flatten_site(&period.period, &s.site, &s.results));
+            rows
+        }))
         .collect()
 }
 
@@ -203,12 +270,17 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "period,site,query_id,level,row,data");
+        assert!(lines[1].starts_with("2026-W48,,hierarchy,Basic,0,"));
+        // Per site: the collector's run, its one query, then the query's row.
+        assert!(lines[2].starts_with("2026-W48,P01,collector:run,Basic,0,"));
+        assert!(lines[3].starts_with("2026-W48,P01,collector:query,Basic,0,"));
+        assert!(lines[3].contains(r#"""query_id"":""Q"""#), "{}", lines[3]);
         assert_eq!(
-            lines[1],
+            lines[4],
             r#"2026-W48,P01,Q,Basic,0,"{""os"":""Windows, 11"",""n"":7}""#
         );
-        assert!(lines[2].starts_with("2026-W48,P02,"));
-        assert_eq!(lines.len(), 3);
+        assert!(lines[5].starts_with("2026-W48,P02,collector:run,"));
+        assert_eq!(lines.len(), 8);
     }
 
     #[test]

@@ -63,11 +63,14 @@ fn merged() -> pb::MergedPeriod {
                 site: hrs_core::hash::hash_value(site),
                 run_id: String::new(),
                 sequence: 0,
+                started_at: "2026-11-30T01:00:00Z".into(),
+                finished_at: "2026-11-30T01:00:01Z".into(),
                 results: vec![set.clone()],
             })
             .collect(),
         missing_sites: vec![],
         digest: String::new(),
+        mode: "online".into(),
     };
     period.digest = merged_digest(&period);
     period

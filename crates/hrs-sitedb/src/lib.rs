@@ -162,8 +162,8 @@ impl fmt::Display for SiteDbSpec {
 pub enum AnySiteDb {
     /// The embedded backend.
     Sqlite(SqliteSiteDb),
-    /// The SQL Server backend.
-    SqlServer(MssqlSiteDb),
+    /// The SQL Server backend (boxed: a TDS client is large).
+    SqlServer(Box<MssqlSiteDb>),
 }
 
 impl SiteDb for AnySiteDb {
@@ -192,7 +192,7 @@ pub async fn open(spec: &SiteDbSpec) -> Result<AnySiteDb, SiteDbError> {
         SiteDbSpec::Sqlite(path) => SqliteSiteDb::open(path).map(AnySiteDb::Sqlite),
         SiteDbSpec::SqlServer(spec) => MssqlSiteDb::open(spec.clone())
             .await
-            .map(AnySiteDb::SqlServer),
+            .map(|db| AnySiteDb::SqlServer(Box::new(db))),
     }
 }
 

@@ -106,9 +106,33 @@ fn demo_online_and_offline_deterministic_and_viewable() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&csv_path).expect("export written");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let query_ids: Vec<String> = reader
+        .records()
+        .map(|r| r.expect("csv record")[2].to_owned())
+        .collect();
+    let count = |id: &str| query_ids.iter().filter(|q| *q == id).count();
+    // The export holds every merged row, plus what else leaves: the hierarchy's settings
+    // and each site's collector statistics.
+    let data_rows = query_ids
+        .iter()
+        .filter(|q| {
+            !matches!(
+                q.as_str(),
+                "hierarchy" | "collector:run" | "collector:query"
+            )
+        })
+        .count();
     assert_eq!(
-        text.lines().count() as u64,
-        online["merged_rows"].as_u64().expect("rows") + 1
+        data_rows as u64,
+        online["merged_rows"].as_u64().expect("rows")
+    );
+    assert_eq!(count("hierarchy"), 1);
+    assert_eq!(count("collector:run"), 3, "one per site");
+    assert!(count("collector:query") > 3);
+    assert!(
+        text.contains(r#"""mode"":""online"""#),
+        "the mode leaves as Basic data"
     );
     assert!(!text.contains(",P02,"));
 }
