@@ -13,8 +13,13 @@ use crate::hash::Hasher;
 use crate::ids::Level;
 use crate::value::Value;
 
-/// The catalog shipped with this build.
-const BUILTIN: &str = include_str!("../catalog/catalog.toml");
+/// The catalog shipped with this build: its core file (which holds the version) and the
+/// queries over the site's management services.
+const BUILTIN: &str = concat!(
+    include_str!("../catalog/catalog.toml"),
+    "\n",
+    include_str!("../catalog/services.toml")
+);
 
 /// Earlier catalogs, kept so runs of agents not yet upgraded are still understood and so
 /// operators can see what changed between versions.

@@ -199,6 +199,265 @@ pub(crate) const TABLES: &[Table] = &[
             ("status", Text(16)),
         ],
     },
+    Table {
+        name: "applications",
+        keyed: true,
+        columns: &[
+            ("app_id", Text(128)),
+            ("technology", Text(64)),
+            ("deployment_types", Int),
+            ("is_superseded", Flag),
+            ("is_deployed", Flag),
+            ("created", Date),
+        ],
+    },
+    Table {
+        name: "app_deployment_status",
+        keyed: false,
+        columns: &[
+            ("app_id", Text(128)),
+            ("state", Text(64)),
+            ("devices", Int),
+            ("error_code", Int),
+        ],
+    },
+    Table {
+        name: "cloud_services",
+        keyed: false,
+        columns: &[
+            ("service", Text(64)),
+            ("enabled", Flag),
+            ("region", Text(64)),
+            ("vm_instances", Int),
+            ("gb_transferred", Real),
+        ],
+    },
+    Table {
+        name: "comanagement_workloads",
+        keyed: false,
+        columns: &[
+            ("workload", Text(64)),
+            ("authority", Text(64)),
+            ("pilot_devices", Int),
+        ],
+    },
+    Table {
+        name: "configuration_items",
+        keyed: false,
+        columns: &[
+            ("ci_type", Text(64)),
+            ("name", Text(128)),
+            ("compliant", Int),
+            ("noncompliant", Int),
+            ("errors", Int),
+            ("remediate", Flag),
+        ],
+    },
+    Table {
+        name: "content_packages",
+        keyed: true,
+        columns: &[
+            ("package_id", Text(8)),
+            ("package_type", Text(64)),
+            ("size_mb", Real),
+            ("source_version", Int),
+            ("dp_targeted", Int),
+            ("dp_failed", Int),
+        ],
+    },
+    Table {
+        name: "migration_jobs",
+        keyed: false,
+        columns: &[
+            ("job_type", Text(64)),
+            ("state", Text(32)),
+            ("objects", Int),
+            ("last_run", Date),
+        ],
+    },
+    Table {
+        name: "mdm_devices",
+        keyed: false,
+        columns: &[
+            ("platform", Text(32)),
+            ("ownership", Text(32)),
+            ("devices", Int),
+        ],
+    },
+    Table {
+        name: "boot_images",
+        keyed: false,
+        columns: &[
+            ("architecture", Text(8)),
+            ("os_version", Text(64)),
+            ("pxe_enabled", Flag),
+            ("size_mb", Real),
+            ("deployed", Flag),
+        ],
+    },
+    Table {
+        name: "task_sequences",
+        keyed: false,
+        columns: &[
+            ("ts_type", Text(64)),
+            ("steps", Int),
+            ("deployments", Int),
+            ("success", Int),
+            ("failed", Int),
+        ],
+    },
+    Table {
+        name: "site_updates",
+        keyed: false,
+        columns: &[
+            ("update_name", Text(64)),
+            ("update_type", Text(32)),
+            ("state", Text(32)),
+            ("released", Date),
+        ],
+    },
+    Table {
+        name: "sup_sync",
+        keyed: false,
+        columns: &[
+            ("sync_day", Date),
+            ("status", Text(32)),
+            ("updates_synced", Int),
+            ("duration_minutes", Int),
+        ],
+    },
+    Table {
+        name: "update_catalog",
+        keyed: false,
+        columns: &[
+            ("classification", Text(64)),
+            ("product", Text(64)),
+            ("updates", Int),
+            ("expired", Int),
+            ("superseded", Int),
+            ("deployed", Int),
+        ],
+    },
+    Table {
+        name: "sql_perf",
+        keyed: false,
+        columns: &[("counter", Text(64)), ("value", Real)],
+    },
+    Table {
+        name: "db_tables",
+        keyed: false,
+        columns: &[
+            ("table_name", Text(128)),
+            ("row_count", Int),
+            ("size_mb", Real),
+        ],
+    },
+    Table {
+        name: "top_queries",
+        keyed: false,
+        columns: &[
+            ("query_text", Text(512)),
+            ("executions", Int),
+            ("total_ms", Int),
+        ],
+    },
+    Table {
+        name: "maintenance_windows",
+        keyed: false,
+        columns: &[
+            ("collection_id", Text(8)),
+            ("window_type", Text(32)),
+            ("duration_minutes", Int),
+            ("recurring", Flag),
+        ],
+    },
+    Table {
+        name: "boundaries",
+        keyed: false,
+        columns: &[
+            ("boundary_type", Text(64)),
+            ("value", Text(128)),
+            ("boundary_group", Text(64)),
+        ],
+    },
+    Table {
+        name: "boundary_groups",
+        keyed: false,
+        columns: &[
+            ("name", Text(64)),
+            ("site_systems", Int),
+            ("members", Int),
+            ("fallback_minutes", Int),
+        ],
+    },
+    Table {
+        name: "discovery_methods",
+        keyed: false,
+        columns: &[
+            ("method", Text(64)),
+            ("enabled", Flag),
+            ("interval_minutes", Int),
+            ("delta", Flag),
+        ],
+    },
+    Table {
+        name: "admin_users",
+        keyed: false,
+        columns: &[
+            ("user_name", Text(128)),
+            ("role", Text(64)),
+            ("scopes", Int),
+        ],
+    },
+    Table {
+        name: "alerts",
+        keyed: false,
+        columns: &[
+            ("alert_type", Text(64)),
+            ("severity", Text(32)),
+            ("state", Text(32)),
+            ("occurrences", Int),
+        ],
+    },
+    Table {
+        name: "replication_links",
+        keyed: false,
+        columns: &[
+            ("link", Text(64)),
+            ("replication_group", Text(64)),
+            ("state", Text(32)),
+            ("last_sync", DateTime),
+            ("backlog", Int),
+        ],
+    },
+    Table {
+        name: "metering_rules",
+        keyed: false,
+        columns: &[
+            ("product", Text(64)),
+            ("enabled", Flag),
+            ("usage_count", Int),
+        ],
+    },
+    Table {
+        name: "endpoint_policies",
+        keyed: false,
+        columns: &[
+            ("policy_type", Text(64)),
+            ("policies", Int),
+            ("targeted_devices", Int),
+        ],
+    },
+    Table {
+        name: "bitlocker_status",
+        keyed: true,
+        columns: &[
+            ("resource_id", Int),
+            ("protection", Text(32)),
+            ("encryption_method", Text(64)),
+            ("compliance", Text(32)),
+        ],
+    },
 ];
 
 /// Returns the table with this name.

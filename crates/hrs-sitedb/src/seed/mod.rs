@@ -15,6 +15,8 @@ use rusqlite::Connection;
 
 use crate::{Dialect, SiteDbError, schema};
 
+mod services;
+
 /// What a seeding wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedSummary {
@@ -167,6 +169,9 @@ fn date(rng: &mut ChaCha8Rng, from_day: i64, span: i64) -> String {
     (base + time::Duration::days(from_day + rng.random_range(0..span.max(1)))).to_string()
 }
 
+/// Resource id of a site's first client, as the system modelled numbers them.
+const FIRST_RESOURCE: i64 = 16_777_216;
+
 /// Receives the seeded rows, table by table, and writes them to one backend.
 pub(crate) trait Sink {
     /// Takes one row of `table`, values in the table's column order.
@@ -235,8 +240,10 @@ pub(crate) fn generate(
     } else {
         2 + clients / 500 + rng.random_range(0..3)
     };
+    let mut server_names = Vec::new();
     for n in 0..servers {
         let name = format!("{lower}-cm{n:02}.{domain}");
+        server_names.push(name.clone());
         let os = *pick(
             &mut rng,
             &[
@@ -299,7 +306,7 @@ pub(crate) fn generate(
     );
 
     for n in 0..clients {
-        let id = 16_777_216 + i64::from(n);
+        let id = FIRST_RESOURCE + i64::from(n);
         let (os, build, release, branch) = *pick(&mut rng, OS);
         let (cpu, cores) = *pick(&mut rng, CPUS);
         let first = FIRST[rng.random_range(0..FIRST.len())];
@@ -486,6 +493,17 @@ pub(crate) fn generate(
         let status = *pick(&mut rng, &[("Succeeded", 9), ("Failed", 1)]);
         put!(sink, "sql_maintenance", [task, last_run, status]);
     }
+    services::generate(
+        sink,
+        &mut rng,
+        &services::Site {
+            code,
+            is_cas,
+            clients,
+            servers: &server_names,
+            first_resource: FIRST_RESOURCE,
+        },
+    )?;
     Ok(SeedSummary {
         clients,
         servers,
@@ -646,7 +664,8 @@ pub(crate) async fn seed_mssql(
 }
 
 /// Returns every identifying value stored in a seeded database (site code and name,
-/// computer, user and server names, addresses, e-mail), so tests can prove none leaves.
+/// computer, user, administrator and server names, addresses, e-mail, and the ids and
+/// names that embed a site code), so tests can prove none leaves.
 pub fn identifying_values(path: &Path) -> Result<Vec<String>, SiteDbError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut out = Vec::new();
@@ -656,6 +675,11 @@ pub fn identifying_values(path: &Path) -> Result<Vec<String>, SiteDbError> {
         "SELECT computer_name FROM systems UNION ALL SELECT user_name FROM systems
          UNION ALL SELECT ip_address FROM systems UNION ALL SELECT mac_address FROM systems
          UNION ALL SELECT email FROM systems",
+        // Names that embed the site code or a person: collection and package ids, boundary
+        // values and groups, administrators, replication links.
+        "SELECT collection_id FROM collections UNION ALL SELECT package_id FROM content_packages
+         UNION ALL SELECT value FROM boundaries UNION ALL SELECT name FROM boundary_groups
+         UNION ALL SELECT user_name FROM admin_users UNION ALL SELECT link FROM replication_links",
     ] {
         let mut stmt = conn.prepare(sql)?;
         let values = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -666,4 +690,46 @@ pub fn identifying_values(path: &Path) -> Result<Vec<String>, SiteDbError> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Kind;
+
+    /// Checks every row against the declared schema, as SQL Server would.
+    struct Checking(u64);
+
+    impl Sink for Checking {
+        fn row(&mut self, table: &'static str, values: Vec<Value>) -> Result<(), SiteDbError> {
+            let spec = schema::table(table).ok_or(SiteDbError::UnknownTable(table))?;
+            assert_eq!(values.len(), spec.columns.len(), "{table}: row width");
+            for ((name, kind), value) in spec.columns.iter().zip(&values) {
+                let fits = match (kind, value) {
+                    (Kind::Text(max), Value::Text(s)) => s.chars().count() <= usize::from(*max),
+                    (Kind::Date, Value::Text(s)) => {
+                        time::Date::parse(s, &time::format_description::well_known::Iso8601::DATE)
+                            .is_ok()
+                    }
+                    (Kind::DateTime, Value::Text(s)) => s.len() == 19 && s.as_bytes()[10] == b'T',
+                    (Kind::Int, Value::Int(_)) | (Kind::Real, Value::Real(_)) => true,
+                    (Kind::Flag, Value::Bool(_)) => true,
+                    _ => false,
+                };
+                assert!(fits, "{table}.{name}: {value:?} does not fit {kind:?}");
+            }
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_seeded_value_fits_its_declared_column() {
+        for (site, clients) in [("CAS", 5), ("P01", 700), ("P99", 1)] {
+            let mut sink = Checking(0);
+            let summary =
+                generate(&mut sink, &site.parse().expect("site"), clients, 3).expect("generates");
+            assert_eq!(summary.rows, sink.0);
+        }
+    }
 }
