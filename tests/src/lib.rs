@@ -31,6 +31,15 @@ pub const HIERARCHY_ID: &str = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47";
 /// Clients seeded into every site database.
 pub const CLIENTS: u32 = 40;
 
+/// Returns the seed of a site's sample data: the site's position in the hierarchy (the
+/// CAS first), plus one.
+pub fn seed_of(site: &SiteCode) -> u64 {
+    match site.as_str() {
+        "CAS" => 1,
+        code => code[1..].parse::<u64>().map_or(1, |n| n + 1),
+    }
+}
+
 /// Longest [`Hierarchy::wait_delivered`] waits.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -159,8 +168,8 @@ impl Hierarchy {
         let hierarchy_id: HierarchyId = HIERARCHY_ID.parse().expect("valid hierarchy id");
         let mut sites = vec![site("CAS")];
         sites.extend((1..=options.primaries).map(|n| site(&format!("P{n:02}"))));
-        for (n, code) in sites.iter().enumerate() {
-            hrs_sitedb::seed(&site_db(dir.path(), code), code, CLIENTS, n as u64 + 1)
+        for code in &sites {
+            hrs_sitedb::seed(&site_db(dir.path(), code), code, CLIENTS, seed_of(code))
                 .unwrap_or_else(|e| panic!("seeding {code}: {e}"));
         }
         let mut stops = Vec::new();
