@@ -40,11 +40,15 @@ async fn nothing_identifying_leaves_at(level: Level) {
     let blobs = h.intake_blobs();
     assert_eq!(blobs.len(), 1, "one submission stored");
     let intake_file = std::fs::read(&h.intake_config.store).expect("reads the intake file");
+    // The runs as they left their sites, as the aggregator stored them.
+    let runs = h.merged_bytes();
+    assert_eq!(runs.len(), h.sites.len());
 
     let outbound: Vec<(&str, &[u8])> =
         [("export", export.as_slice()), ("intake file", &intake_file)]
             .into_iter()
             .chain(blobs.iter().map(|b| ("intake payload", b.as_slice())))
+            .chain(runs.iter().map(|b| ("run pushed by a site", b.as_slice())))
             .collect();
     for code in &h.sites {
         let secrets = h.identifying_values(code);
@@ -95,6 +99,32 @@ async fn nothing_identifying_leaves_at_enhanced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_identifying_leaves_at_basic() {
     nothing_identifying_leaves_at(Level::Basic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_level_runs_exactly_its_queries() {
+    let catalog = hrs_core::catalog::Catalog::builtin().expect("catalog");
+    for level in [Level::Basic, Level::Enhanced] {
+        let h = Hierarchy::builder().primaries(1).level(level).start().await;
+        let run = h.spooled_run(&hrs_tests::site("P01")).await;
+        let mut ran: Vec<&str> = run.results.iter().map(|s| s.query_id.as_str()).collect();
+        ran.sort_unstable();
+        let mut expected: Vec<&str> = catalog
+            .at_level(level)
+            .filter(|q| q.scope != hrs_core::catalog::Scope::Cas)
+            .map(|q| q.id.as_str())
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(
+            ran, expected,
+            "a {level} run holds exactly the {level} queries"
+        );
+        for set in &run.results {
+            let query: Level = set.level.parse().expect("level");
+            assert!(query.allowed_at(level), "{} ran at {level}", set.query_id);
+        }
+        h.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use hrs_core::catalog::Catalog;
 use hrs_proto::v1 as pb;
 use hrs_sitedb::{PasswordSource, SiteDbSpec};
 use hrs_tests::{CLIENTS, Hierarchy, PERIOD, seed_of, site};
+use prost::Message as _;
 
 /// Starts the engine on 127.0.0.1, port 0, and returns a connection string for it.
 async fn start_engine() -> String {
@@ -97,5 +98,16 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
         compared += 1;
     }
     assert!(compared > 40, "only {compared} queries compared");
+
+    // Read through SQL Server or not, nothing identifying leaves the site at Enhanced.
+    let bytes = merged.encode_to_vec();
+    let secrets = h.identifying_values(&p01);
+    assert!(secrets.len() > 100);
+    for secret in secrets.iter().filter(|s| s.len() >= 5) {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} left P01 through SQL Server"
+        );
+    }
     h.shutdown().await;
 }

@@ -576,6 +576,72 @@ mod tests {
         spec.config().expect("reads the file");
     }
 
+    /// A server that accepts connections and then does what `serve` says with each, counting
+    /// them; returns its port.
+    async fn fake_server(
+        serve: fn(tokio::net::TcpStream) -> tokio::task::JoinHandle<()>,
+    ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                serve(stream);
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_a_bounded_number_of_times() {
+        // Each connection is dropped at once: a network failure, worth retrying.
+        let (port, accepted) =
+            fake_server(|stream| tokio::spawn(async move { drop(stream) })).await;
+        let spec = MssqlSpec::parse(
+            &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=2;ConnectRetryInterval=0"),
+            PasswordSource::InSpec,
+        )
+        .expect("parses");
+        let err = MssqlSiteDb::open(spec)
+            .await
+            .expect_err("the server hangs up");
+        assert!(is_transient(&err), "{err}");
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "1 try + 2 retries"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_the_handshake() {
+        // The server accepts and never answers the prelogin.
+        let (port, _) = fake_server(|stream| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(stream);
+            })
+        })
+        .await;
+        let spec = MssqlSpec::parse(
+            &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;Connect Timeout=1;ConnectRetryCount=0"),
+            PasswordSource::InSpec,
+        )
+        .expect("parses");
+        let started = std::time::Instant::now();
+        let err = MssqlSiteDb::open(spec).await.expect_err("times out");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "bounded by the timeout"
+        );
+        assert!(err.to_string().to_lowercase().contains("time"), "{err}");
+        assert!(!err.to_string().contains("password"));
+    }
+
     #[test]
     fn the_period_is_declared_as_dates() {
         let period: hrs_core::Period = "2026-W48".parse().expect("period");

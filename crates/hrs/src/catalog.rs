@@ -87,6 +87,10 @@ pub fn show(id: &str) -> anyhow::Result<()> {
         Some(tsql) => println!("T-SQL:\n  {}", tsql.trim()),
         None => println!("T-SQL: not written yet"),
     }
+    if let Some(gap) = &query.engine_gap {
+        println!();
+        println!("cross-checked against a real SQL Server only (test engine gap: {gap})");
+    }
     Ok(())
 }
 
