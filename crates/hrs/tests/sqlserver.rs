@@ -11,23 +11,28 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// Starts the engine on 127.0.0.1, port 0, and returns a connection string for it.
-async fn start_engine() -> String {
-    let config = iridium_server::ServerConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        tls_enabled: false,
-        ..iridium_server::ServerConfig::default()
-    };
+/// Starts the engine on 127.0.0.1, port 0, and returns its port.
+async fn start_engine_with(config: iridium_server::ServerConfig) -> u16 {
     let mut server =
         iridium_server::TdsServer::new_with_database(iridium_core::Database::new(), config);
     let addr = server.bind().await.expect("engine binds");
     tokio::spawn(async move {
         let _ = server.run().await;
     });
+    addr.port()
+}
+
+/// Starts the engine in plaintext and returns a connection string for it.
+async fn start_engine() -> String {
+    let port = start_engine_with(iridium_server::ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        tls_enabled: false,
+        ..iridium_server::ServerConfig::default()
+    })
+    .await;
     format!(
-        "server=tcp:127.0.0.1,{};database=master;user=sa;password=engine-test-password;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=0",
-        addr.port()
+        "server=tcp:127.0.0.1,{port};database=master;user=sa;password=engine-test-password;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=0"
     )
 }
 
@@ -219,6 +224,21 @@ async fn secrets_stay_out_of_output_and_errors_name_the_setting() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("engine-test-password"));
+}
+
+/// The engine's own TLS does not interoperate with rustls (its handshake is framed in a
+/// way rustls rejects), so TLS is proven here by refusal: a connection that requires TLS
+/// fails against a server that offers none, rather than falling back to plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_never_falls_back_to_plaintext() {
+    let engine = start_engine().await;
+    let required = engine.replace("encrypt=DANGER_PLAINTEXT", "encrypt=true");
+    let out = hrs(&["collect", "--site-db", &required, "--level", "Basic"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "collected without TLS");
+    assert!(!stderr.contains("engine-test-password"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(stderr.contains("encryption"), "{stderr}");
 }
 
 /// Runs only when `HRS_TEST_MSSQL` names a scratch SQL Server database (its seeded tables
