@@ -37,6 +37,9 @@ pub enum SiteDbError {
     /// A connection or query did not finish in time.
     #[error("timed out {0}")]
     Timeout(String),
+    /// A task this operation depended on stopped before finishing it.
+    #[error("{0} stopped before finishing")]
+    Stopped(String),
     /// The seeder wrote to a table the schema does not declare.
     #[error("no seeded table is named {0}")]
     UnknownTable(&'static str),
@@ -208,7 +211,7 @@ pub async fn seed_spec(
             let (path, site) = (path.clone(), site.clone());
             tokio::task::spawn_blocking(move || seed::seed(&path, &site, clients, seed))
                 .await
-                .map_err(|e| SiteDbError::Spec(format!("seeding stopped: {e}")))?
+                .map_err(|e| SiteDbError::Stopped(format!("seeding ({e})")))?
         }
         SiteDbSpec::SqlServer(spec) => seed::seed_mssql(spec, site, clients, seed).await,
     }

@@ -95,6 +95,7 @@ pub struct MssqlSpec {
     password: PasswordSource,
     windows_auth: bool,
     user: Option<String>,
+    names_application: bool,
     summary: String,
     /// Bound on TCP connect and the TDS handshake (ADO.NET `Connect Timeout`, default 15 s).
     pub connect_timeout: Duration,
@@ -202,6 +203,8 @@ impl MssqlSpec {
             password,
             windows_auth,
             user,
+            names_application: keys.contains_key("application name")
+                || keys.contains_key("applicationname"),
             summary,
             connect_timeout: Duration::from_secs(seconds(
                 &keys,
@@ -244,12 +247,7 @@ impl MssqlSpec {
         config.readonly(self.read_only);
         config.handshake_timeout(Some(self.connect_timeout));
         config.command_timeout(Some(self.command_timeout));
-        if !self
-            .ado
-            .expose_secret()
-            .to_ascii_lowercase()
-            .contains("application")
-        {
+        if !self.names_application {
             config.application_name("hrs");
         }
         Ok(config)
@@ -388,12 +386,10 @@ impl MssqlSiteDb {
     }
 
     async fn client(&mut self) -> Result<&mut TdsClient, SiteDbError> {
-        if self.client.is_none() {
-            self.client = Some(connect(&self.spec).await?);
+        match &mut self.client {
+            Some(client) => Ok(client),
+            slot => Ok(slot.insert(connect(&self.spec).await?)),
         }
-        self.client
-            .as_mut()
-            .ok_or_else(|| SiteDbError::Spec("no connection".into()))
     }
 
     /// Runs a batch and returns the rows of its last result set.

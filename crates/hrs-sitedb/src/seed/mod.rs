@@ -596,7 +596,7 @@ impl TsqlSink {
         self.values.clear();
         self.out
             .blocking_send(statement)
-            .map_err(|_| SiteDbError::Spec("the SQL Server writer stopped".into()))
+            .map_err(|_| SiteDbError::Stopped("the SQL Server writer".into()))
     }
 }
 
@@ -660,7 +660,7 @@ pub(crate) async fn seed_mssql(
     }
     generator
         .await
-        .map_err(|e| SiteDbError::Spec(format!("seeding stopped: {e}")))?
+        .map_err(|e| SiteDbError::Stopped(format!("seeding ({e})")))?
 }
 
 /// Returns every identifying value stored in a seeded database (site code and name,
