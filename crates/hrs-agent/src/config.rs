@@ -127,11 +127,10 @@ impl AgentConfig {
 
     /// Returns the site database this configuration names, with its password source.
     pub fn site_db_spec(&self) -> Result<SiteDbSpec, SiteDbError> {
-        let password = match (&self.site_db_password_env, &self.site_db_password_file) {
-            (Some(name), _) => PasswordSource::Env(name.clone()),
-            (None, Some(file)) => PasswordSource::File(file.clone()),
-            (None, None) => PasswordSource::InSpec,
-        };
+        let password = PasswordSource::from_options(
+            self.site_db_password_env.as_deref(),
+            self.site_db_password_file.as_deref(),
+        );
         SiteDbSpec::parse(&self.site_db, password)
     }
 

@@ -32,6 +32,16 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
+    /// The source named by an environment-variable option and a file option, the variable
+    /// first; neither means the connection string's own.
+    pub fn from_options(env: Option<&str>, file: Option<&std::path::Path>) -> Self {
+        match (env, file) {
+            (Some(name), _) => Self::Env(name.to_owned()),
+            (None, Some(file)) => Self::File(file.to_owned()),
+            (None, None) => Self::InSpec,
+        }
+    }
+
     fn resolve(&self) -> Result<Option<SecretString>, SiteDbError> {
         match self {
             Self::InSpec => Ok(None),

@@ -106,11 +106,10 @@ pub struct PasswordArgs {
 impl PasswordArgs {
     /// The password source these flags name.
     pub fn source(&self) -> hrs_sitedb::PasswordSource {
-        match (&self.password_env, &self.password_file) {
-            (Some(name), _) => hrs_sitedb::PasswordSource::Env(name.clone()),
-            (None, Some(file)) => hrs_sitedb::PasswordSource::File(file.clone()),
-            (None, None) => hrs_sitedb::PasswordSource::InSpec,
-        }
+        hrs_sitedb::PasswordSource::from_options(
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )
     }
 }
 
