@@ -128,7 +128,8 @@ impl Agent {
 
     /// Runs the catalog for `period` and spools the run.
     pub async fn collect(&self, period: Period) -> Result<RunSummary, AgentError> {
-        let mut db = hrs_sitedb::open(&self.config.site_db_spec()?).await?;
+        let spec = self.config.site_db_spec()?;
+        let mut db = hrs_sitedb::open(&spec).await?;
         let what = collect::Collection {
             site: self.config.site.clone(),
             site_type: self.config.site_type,
@@ -157,6 +158,7 @@ impl Agent {
             queries = summary.queries,
             failed = summary.failed_queries,
             rows = summary.rows,
+            site_db = %spec,
             "run spooled"
         );
         Ok(summary)
