@@ -55,14 +55,14 @@ async fn hrs_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-async fn seed(site_db: &str) {
+async fn seed(site_db: &str, site: &str) {
     hrs_ok(&[
         "sitedb",
         "seed",
         "--site-db",
         site_db,
         "--site",
-        "P01",
+        site,
         "--clients",
         "60",
         "--seed",
@@ -135,14 +135,26 @@ async fn engine_gaps() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Seeds both backends with the same data, collects at Full from each, and compares every
-/// query (all of them when `gaps` is empty).
+/// Seeds both backends with the same data of a primary and of a CAS, collects at Full from
+/// each, and compares every query (all of them when `gaps` is empty).
 async fn cross_check(tsql_db: &str, gaps: &BTreeMap<String, String>, dir: &Path) {
-    let sqlite_db = format!("sqlite:{}", dir.join("site.sqlite").display());
-    seed(&sqlite_db).await;
-    seed(tsql_db).await;
-    let reference = rows_by_query(&collect(&sqlite_db, &[]).await);
-    let tsql = rows_by_query(&collect(tsql_db, &[]).await);
+    for (site, extra) in [("P01", &[][..]), ("CAS", &["--site", "CAS", "--cas"][..])] {
+        cross_check_site(tsql_db, gaps, dir, site, extra).await;
+    }
+}
+
+async fn cross_check_site(
+    tsql_db: &str,
+    gaps: &BTreeMap<String, String>,
+    dir: &Path,
+    site: &str,
+    extra: &[&str],
+) {
+    let sqlite_db = format!("sqlite:{}", dir.join(format!("{site}.sqlite")).display());
+    seed(&sqlite_db, site).await;
+    seed(tsql_db, site).await;
+    let reference = rows_by_query(&collect(&sqlite_db, extra).await);
+    let tsql = rows_by_query(&collect(tsql_db, extra).await);
     assert_eq!(
         reference.keys().collect::<Vec<_>>(),
         tsql.keys().collect::<Vec<_>>(),
@@ -159,9 +171,11 @@ async fn cross_check(tsql_db: &str, gaps: &BTreeMap<String, String>, dir: &Path)
         }
         compared += 1;
         match &tsql[id] {
-            Err(error) => failures.push(format!("{id}: fails on the TDS engine: {error}")),
+            Err(error) => {
+                failures.push(format!("{id} at {site}: fails on the TDS engine: {error}"))
+            }
             Ok(rows) if rows != expected => failures.push(format!(
-                "{id}: rows differ\n  sqlite: {:?}\n  tds:    {:?}",
+                "{id} at {site}: rows differ\n  sqlite: {:?}\n  tds:    {:?}",
                 expected.iter().take(3).collect::<Vec<_>>(),
                 rows.iter().take(3).collect::<Vec<_>>()
             )),
@@ -171,7 +185,7 @@ async fn cross_check(tsql_db: &str, gaps: &BTreeMap<String, String>, dir: &Path)
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(compared > 0);
     eprintln!(
-        "{compared} queries give the same rows on both backends; {} left to a real SQL Server",
+        "{site}: {compared} queries give the same rows on both backends; {} left to a real SQL Server",
         gaps.len()
     );
 }
