@@ -12,7 +12,7 @@ use hrs_agent::spool::Spool;
 use hrs_agent::{Agent, AgentConfig, SiteType};
 use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
 use hrs_connection::{ConnectionPointConfig, Mode, PeriodState, State};
-use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use hrs_core::{HierarchyId, Level, Period, SiteCode, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
@@ -70,6 +70,51 @@ pub fn merged_rows(period: &pb::MergedPeriod) -> usize {
         .flat_map(|s| &s.results)
         .map(|r| r.rows.len())
         .sum()
+}
+
+/// Whether two reals are the same result: equal to within one unit of the expected value's
+/// last decimal, because engines round ties differently (54.275 to 54.27 or 54.28).
+fn same_real(expected: f64, got: f64) -> bool {
+    let text = expected.to_string();
+    let decimals = text.split_once('.').map_or(0, |(_, d)| d.len()).min(9);
+    let unit = 10f64.powi(-i32::try_from(decimals).unwrap_or(9));
+    (expected - got).abs() <= unit * 1.000_001
+}
+
+fn same_value(expected: &Value, got: &Value) -> bool {
+    match (expected, got) {
+        (Value::Real(a), Value::Real(b)) => same_real(*a, *b),
+        (a, b) => a == b,
+    }
+}
+
+/// Compares two result sets as data, as the same query gives them on two backends: rows in
+/// any order (collations order text differently), reals as [`same_real`] says.
+pub fn same_rows(expected: &[Vec<Value>], got: &[Vec<Value>]) -> Result<(), String> {
+    if expected.len() != got.len() {
+        return Err(format!(
+            "{} rows expected, {} got",
+            expected.len(),
+            got.len()
+        ));
+    }
+    let mut unmatched: Vec<&Vec<Value>> = got.iter().collect();
+    for row in expected {
+        let found = unmatched.iter().position(|candidate| {
+            candidate.len() == row.len()
+                && row
+                    .iter()
+                    .zip(candidate.iter())
+                    .all(|(a, b)| same_value(a, b))
+        });
+        match found {
+            Some(i) => {
+                unmatched.swap_remove(i);
+            }
+            None => return Err(format!("row {row:?} has no match in {got:?}")),
+        }
+    }
+    Ok(())
 }
 
 /// Options of a [`Hierarchy`] before it starts.
@@ -420,4 +465,29 @@ impl Hierarchy {
 
 fn site_db(dir: &Path, site: &SiteCode) -> PathBuf {
     dir.join(format!("sitedb-{site}.sqlite"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_match_in_any_order_with_reals_to_their_last_decimal() {
+        let a = vec![
+            vec![Value::Text("x".into()), Value::Real(54.27)],
+            vec![Value::Text("y".into()), Value::Int(3)],
+        ];
+        let b = vec![
+            vec![Value::Text("y".into()), Value::Int(3)],
+            vec![Value::Text("x".into()), Value::Real(54.28)],
+        ];
+        assert!(same_rows(&a, &b).is_ok());
+        let off = vec![
+            b[0].clone(),
+            vec![Value::Text("x".into()), Value::Real(54.3)],
+        ];
+        assert!(same_rows(&a, &off).is_err());
+        assert!(same_rows(&a, &b[..1]).is_err());
+        assert!(same_real(0.3333, 0.3334) && !same_real(0.3333, 0.3344));
+    }
 }

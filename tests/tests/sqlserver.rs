@@ -6,7 +6,7 @@ use hrs_core::Value;
 use hrs_core::catalog::Catalog;
 use hrs_proto::v1 as pb;
 use hrs_sitedb::{PasswordSource, SiteDbSpec};
-use hrs_tests::{CLIENTS, Hierarchy, PERIOD, seed_of, site};
+use hrs_tests::{CLIENTS, Hierarchy, PERIOD, same_rows, seed_of, site};
 use prost::Message as _;
 
 /// Starts the engine on 127.0.0.1, port 0, and returns a connection string for it.
@@ -29,24 +29,12 @@ async fn start_engine() -> String {
     )
 }
 
-/// A result set's rows in a form both backends agree on: reals to four decimals, sorted
-/// (collations order text differently, and order is not data).
-fn canonical(set: &pb::ResultSet) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = set
-        .rows
+/// A result set's rows as typed values.
+fn rows(set: &pb::ResultSet) -> Vec<Vec<Value>> {
+    set.rows
         .iter()
-        .map(|row| {
-            row.values
-                .iter()
-                .map(|v| match Value::from(v) {
-                    Value::Real(r) => format!("{r:.4}"),
-                    other => format!("{other:?}"),
-                })
-                .collect()
-        })
-        .collect();
-    rows.sort();
-    rows
+        .map(|row| row.values.iter().map(Value::from).collect())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +82,9 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
             .find(|set| set.query_id == expected.query_id)
             .unwrap_or_else(|| panic!("{} missing from the merged run", expected.query_id));
         assert!(got.error.is_empty(), "{}: {}", got.query_id, got.error);
-        assert_eq!(canonical(got), canonical(expected), "{}", got.query_id);
+        if let Err(difference) = same_rows(&rows(expected), &rows(got)) {
+            panic!("{}: {difference}", got.query_id);
+        }
         compared += 1;
     }
     assert!(compared > 40, "only {compared} queries compared");

@@ -1,10 +1,14 @@
 //! `hrs catalog`: the query catalog as operators review it before anything runs.
 
+use std::fmt::Write as _;
+
 use anyhow::Context as _;
 use hrs_core::Level;
 use hrs_core::catalog::{Catalog, Privacy, QueryDef};
 use hrs_core::hash::{HashKey, Hasher};
 use serde::Serialize;
+
+use crate::output::emit;
 
 /// One query as `hrs catalog list --format json` prints it.
 #[derive(Debug, Serialize)]
@@ -22,6 +26,7 @@ struct Listed<'a> {
 
 /// Prints the catalog's queries, all or those collected at `level`.
 pub fn list(level: Option<Level>, format: &str) -> anyhow::Result<()> {
+    let mut out = String::new();
     let catalog = Catalog::builtin()?;
     let queries: Vec<Listed<'_>> = catalog
         .queries
@@ -38,26 +43,36 @@ pub fn list(level: Option<Level>, format: &str) -> anyhow::Result<()> {
         })
         .collect();
     if format == "json" {
-        println!("{}", serde_json::to_string_pretty(&queries)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&queries)?)?;
+        emit(&out)?;
         return Ok(());
     }
     let id_width = queries.iter().map(|q| q.id.len()).max().unwrap_or(2).max(2);
-    println!("catalog {} ({} queries)", catalog.version, queries.len());
-    println!(
+    writeln!(
+        out,
+        "catalog {} ({} queries)",
+        catalog.version,
+        queries.len()
+    )?;
+    writeln!(
+        out,
         "{:<id_width$}  {:<8}  {:<20}  description",
         "id", "level", "category"
-    );
+    )?;
     for q in &queries {
-        println!(
+        writeln!(
+            out,
             "{:<id_width$}  {:<8}  {:<20}  {}",
             q.id, q.level, q.category, q.description
-        );
+        )?;
     }
+    emit(&out)?;
     Ok(())
 }
 
 /// Prints one query in full: SQL per dialect, declared columns, and their privacy.
 pub fn show(id: &str) -> anyhow::Result<()> {
+    let mut out = String::new();
     let catalog = Catalog::builtin()?;
     let query = catalog.query(id).with_context(|| {
         format!(
@@ -65,13 +80,17 @@ pub fn show(id: &str) -> anyhow::Result<()> {
             catalog.version
         )
     })?;
-    println!(
+    writeln!(
+        out,
         "{} ({}, {}, scope {:?})",
         query.id, query.level, query.category, query.scope
-    );
-    println!("{}", query.description);
-    println!();
-    println!("columns (each row starts with the hashed hierarchy_id):");
+    )?;
+    writeln!(out, "{}", query.description)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "columns (each row starts with the hashed hierarchy_id):"
+    )?;
     for column in &query.columns {
         let privacy = match column.privacy {
             Privacy::None => "sent as is",
@@ -79,18 +98,22 @@ pub fn show(id: &str) -> anyhow::Result<()> {
             Privacy::Drop => "dropped at the site, never sent",
             Privacy::Identifying => "identifying, sent in clear (Full only)",
         };
-        println!("  {:<24} {:<5} {privacy}", column.name, column.ty);
+        writeln!(out, "  {:<24} {:<5} {privacy}", column.name, column.ty)?;
     }
-    println!();
-    println!("SQLite:\n  {}", query.sqlite.trim());
+    writeln!(out)?;
+    writeln!(out, "SQLite:\n  {}", query.sqlite.trim())?;
     match &query.tsql {
-        Some(tsql) => println!("T-SQL:\n  {}", tsql.trim()),
-        None => println!("T-SQL: not written yet"),
+        Some(tsql) => writeln!(out, "T-SQL:\n  {}", tsql.trim())?,
+        None => writeln!(out, "T-SQL: not written yet")?,
     }
     if let Some(gap) = &query.engine_gap {
-        println!();
-        println!("cross-checked against a real SQL Server only (test engine gap: {gap})");
+        writeln!(out)?;
+        writeln!(
+            out,
+            "cross-checked against a real SQL Server only (test engine gap: {gap})"
+        )?;
     }
+    emit(&out)?;
     Ok(())
 }
 
@@ -106,20 +129,21 @@ fn shipped(version: &str) -> anyhow::Result<Catalog> {
 
 /// Prints what changed from catalog `a` to catalog `b`: queries added, removed, changed.
 pub fn diff(a: &str, b: &str) -> anyhow::Result<()> {
+    let mut out = String::new();
     let (old, new) = (shipped(a)?, shipped(b)?);
-    println!("catalog {} -> {}", old.version, new.version);
+    writeln!(out, "catalog {} -> {}", old.version, new.version)?;
     let mut counts = (0, 0, 0);
     for query in &new.queries {
         match old.query(&query.id) {
             None => {
                 counts.0 += 1;
-                println!("+ {} ({}, {})", query.id, query.level, query.category);
+                writeln!(out, "+ {} ({}, {})", query.id, query.level, query.category)?;
             }
             Some(before) => {
                 let changes = changes(before, query);
                 if !changes.is_empty() {
                     counts.2 += 1;
-                    println!("~ {}: {}", query.id, changes.join(", "));
+                    writeln!(out, "~ {}: {}", query.id, changes.join(", "))?;
                 }
             }
         }
@@ -127,13 +151,15 @@ pub fn diff(a: &str, b: &str) -> anyhow::Result<()> {
     for query in &old.queries {
         if new.query(&query.id).is_none() {
             counts.1 += 1;
-            println!("- {} ({}, {})", query.id, query.level, query.category);
+            writeln!(out, "- {} ({}, {})", query.id, query.level, query.category)?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "{} added, {} removed, {} changed",
         counts.0, counts.1, counts.2
-    );
+    )?;
+    emit(&out)?;
     Ok(())
 }
 
@@ -177,20 +203,24 @@ pub fn hash(
     key_file: Option<&std::path::Path>,
     new_key: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    let mut out = String::new();
     if let Some(path) = new_key {
         let key = HashKey::generate();
         write_owner_only(path, format!("{}\n", key.to_base64()).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!(
+        writeln!(
+            out,
             "wrote a new hash key to {} (id {})",
             path.display(),
             key.id()
-        );
+        )?;
+        emit(&out)?;
         return Ok(());
     }
     let value = value.context("give a VALUE to hash")?;
     let hasher = Hasher::from_key_file(key_file)?;
-    println!("{}", hasher.hash(value));
+    writeln!(out, "{}", hasher.hash(value))?;
+    emit(&out)?;
     Ok(())
 }
 

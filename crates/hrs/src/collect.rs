@@ -2,7 +2,6 @@
 //! spooling or sending anything.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use anyhow::Context as _;
 use hrs_agent::SiteType;
@@ -37,7 +36,10 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
     };
     let run = collect(&mut db, &catalog, &what, uuid::Uuid::new_v4(), 0).await;
     if args.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&run_json(&run))?);
+        crate::output::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&run_json(&run))?
+        ))?;
     } else {
         print_table(&run)?;
     }
@@ -132,9 +134,5 @@ fn print_table(run: &pb::Run) -> std::io::Result<()> {
     let failed = run.results.iter().filter(|s| !s.error.is_empty()).count();
     out.push('\n');
     let _ = writeln!(out, "digest {} ({failed} queries failed)", run.digest);
-    // A closed pipe (`hrs collect | head`) is the reader's choice, not an error.
-    match std::io::stdout().write_all(out.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
+    crate::output::emit(&out)
 }

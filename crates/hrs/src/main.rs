@@ -4,6 +4,7 @@ mod catalog;
 mod cli;
 mod collect;
 mod demo;
+mod output;
 mod roles;
 mod view;
 

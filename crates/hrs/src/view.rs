@@ -26,7 +26,8 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         .flat_map(|run| report::flatten_site(&run.period, &run.site, &run.results))
         .filter(|row| args.query.as_ref().is_none_or(|q| *q == row.query_id))
         .collect();
-    let stdout = std::io::stdout();
-    report::write(&mut stdout.lock(), &rows, args.format)?;
+    let mut out = Vec::new();
+    report::write(&mut out, &rows, args.format)?;
+    crate::output::emit(&String::from_utf8_lossy(&out))?;
     Ok(())
 }

@@ -87,16 +87,11 @@ async fn collect(site_db: &str, extra: &[&str]) -> Value {
     serde_json::from_str(&hrs_ok(&args).await).expect("collect prints JSON")
 }
 
-/// One cell in a form both backends agree on: reals to four decimals.
-fn canonical(value: &Value) -> String {
-    match value {
-        Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or_default()),
-        other => other.to_string(),
-    }
-}
+/// A run's rows per query, typed again from the JSON `hrs collect` prints.
+type Rows = Vec<Vec<hrs_core::Value>>;
 
-/// Each query's rows, sorted: collations order text differently, and order is not data.
-fn rows_by_query(run: &Value) -> BTreeMap<String, Result<Vec<Vec<String>>, String>> {
+/// Each query's rows, or the error it hit.
+fn rows_by_query(run: &Value) -> BTreeMap<String, Result<Rows, String>> {
     run["results"]
         .as_array()
         .expect("results")
@@ -107,13 +102,7 @@ fn rows_by_query(run: &Value) -> BTreeMap<String, Result<Vec<Vec<String>>, Strin
             if !error.is_empty() {
                 return (id, Err(error.to_owned()));
             }
-            let mut rows: Vec<Vec<String>> = set["rows"]
-                .as_array()
-                .expect("rows")
-                .iter()
-                .map(|r| r.as_array().expect("row").iter().map(canonical).collect())
-                .collect();
-            rows.sort();
+            let rows: Rows = serde_json::from_value(set["rows"].clone()).expect("typed rows");
             (id, Ok(rows))
         })
         .collect()
@@ -174,12 +163,11 @@ async fn cross_check_site(
             Err(error) => {
                 failures.push(format!("{id} at {site}: fails on the TDS engine: {error}"))
             }
-            Ok(rows) if rows != expected => failures.push(format!(
-                "{id} at {site}: rows differ\n  sqlite: {:?}\n  tds:    {:?}",
-                expected.iter().take(3).collect::<Vec<_>>(),
-                rows.iter().take(3).collect::<Vec<_>>()
-            )),
-            Ok(_) => {}
+            Ok(rows) => {
+                if let Err(difference) = hrs_tests::same_rows(expected, rows) {
+                    failures.push(format!("{id} at {site}: rows differ: {difference}"));
+                }
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
