@@ -119,7 +119,11 @@ async fn run_query<D: SiteDb>(
         Dialect::Tsql => query.tsql.as_deref(),
     }
     .ok_or_else(|| "no query text for this database's dialect".to_owned())?;
-    let raw = db.query(sql, params).await.map_err(|e| e.to_string())?;
+    let raw = db.query(sql, params).await.map_err(|error| {
+        // The full error stays in the site's log; the run carries only its class.
+        tracing::warn!(query = %query.id, %error, "query failed at the site database");
+        error.public_reason()
+    })?;
     raw.into_iter()
         .map(|row| {
             query

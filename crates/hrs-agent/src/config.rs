@@ -20,7 +20,9 @@ pub enum SiteType {
 }
 
 /// Everything an agent needs to know, read from one TOML file.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// Its `Debug` shows the site database by its summary only: `site_db` may hold a password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// This site's code; the aggregator must list it.
@@ -82,12 +84,16 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
         cfg.spool = config::resolve(path, &cfg.spool);
-        if let Some(db_path) = cfg.site_db.strip_prefix("sqlite:")
-            && !db_path.is_empty()
-        {
+        // `sqlite:PATH`, or a bare path as earlier configurations wrote it.
+        let sqlite_path = match cfg.site_db.strip_prefix("sqlite:") {
+            Some(path) => Some(path.to_owned()),
+            None if !cfg.site_db.contains('=') => Some(cfg.site_db.clone()),
+            None => None,
+        };
+        if let Some(db_path) = sqlite_path.filter(|p| !p.trim().is_empty()) {
             cfg.site_db = format!(
                 "sqlite:{}",
-                config::resolve(path, Path::new(db_path)).display()
+                config::resolve(path, Path::new(&db_path)).display()
             );
         }
         cfg.site_db_password_file = cfg
@@ -125,6 +131,12 @@ impl AgentConfig {
         Ok(cfg)
     }
 
+    /// Returns the site database as logs may show it: never its password.
+    pub fn site_db_summary(&self) -> String {
+        self.site_db_spec()
+            .map_or_else(|_| "(invalid site_db)".to_owned(), |spec| spec.to_string())
+    }
+
     /// Returns the site database this configuration names, with its password source.
     pub fn site_db_spec(&self) -> Result<SiteDbSpec, SiteDbError> {
         let password = PasswordSource::from_options(
@@ -142,5 +154,73 @@ impl AgentConfig {
     /// Returns the period the next collection covers.
     pub fn period(&self) -> Period {
         self.period.unwrap_or_else(Period::current)
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("site", &self.site)
+            .field("site_type", &self.site_type)
+            .field("hierarchy_id", &self.hierarchy_id)
+            .field("level", &self.level)
+            .field("site_db", &self.site_db_summary())
+            .field("site_db_password_env", &self.site_db_password_env)
+            .field("site_db_password_file", &self.site_db_password_file)
+            .field("hash_key_file", &self.hash_key_file)
+            .field("spool", &self.spool)
+            .field("upstream", &self.upstream)
+            .field("period", &self.period)
+            .field("check_minutes", &self.check_minutes)
+            .field("retry_max_seconds", &self.retry_max_seconds)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_site_database_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            r#"
+site = "P01"
+hierarchy_id = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47"
+site_db = "server=tcp:cm01,1433;database=CM_P01;user=hrs;password=Hunter2-SECRET"
+spool = "spool.sqlite"
+upstream = "http://127.0.0.1:7401"
+"#,
+        )
+        .expect("writes");
+        let config = AgentConfig::load(&path).expect("loads");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("cm01"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn a_bare_path_is_a_sqlite_file_next_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            r#"
+site = "P01"
+hierarchy_id = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47"
+site_db = "site.sqlite"
+spool = "spool.sqlite"
+upstream = "http://127.0.0.1:7401"
+"#,
+        )
+        .expect("writes");
+        let config = AgentConfig::load(&path).expect("loads");
+        assert_eq!(
+            config.site_db,
+            format!("sqlite:{}", dir.path().join("site.sqlite").display())
+        );
     }
 }

@@ -53,7 +53,9 @@ pub enum CatalogError {
         expected: usize,
     },
     /// A value does not have its column's declared type.
-    #[error("query {query}: column {column} is declared {expected} but holds {got:?}")]
+    // The value itself is not shown: this message travels with the run, and a value in a
+    // column of the wrong type may be anything, a name included.
+    #[error("query {query}: column {column} is declared {expected} but holds a {} value", got.type_name())]
     ColumnType {
         /// The query.
         query: String,

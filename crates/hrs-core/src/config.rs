@@ -33,8 +33,69 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        // The message and position only: toml's own rendering quotes the offending line,
+        // which may hold a password.
+        message: match e.span() {
+            Some(span) => {
+                let (line, column) = line_column(&text, span.start);
+                let key = key_at(&text, span.start)
+                    .map(|k| format!(" (field {k})"))
+                    .unwrap_or_default();
+                format!("line {line}, column {column}{key}: {}", e.message())
+            }
+            None => e.message().to_owned(),
+        },
     })
+}
+
+/// The key assigned on the line holding `offset`, if that line is a `key = value` line:
+/// the key names the field without quoting the value.
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c)))
+    .then_some(key)
+}
+
+/// The 1-based line and column of a byte offset in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        site_db: String,
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_but_never_quote_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "site_db = \"server=h;password=Pa\\ss-SECRET\"\n").expect("writes");
+        let err = load::<Sample>(&path).expect_err("bad escape");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 1") && text.contains("site_db"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
+    }
 }
 
 /// Returns an error naming `path` and a field, for checks that run after parsing.

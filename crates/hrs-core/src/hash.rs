@@ -140,23 +140,14 @@ fn value_bytes(value: &str) -> Vec<u8> {
     }
 }
 
-/// Returns the hash of `value`, treating it as a GUID when it parses as one.
+/// Returns the plain hash of `value`, treating it as a GUID when it parses as one.
 pub fn hash_value(value: &str) -> String {
-    match uuid::Uuid::parse_str(value.trim_matches(|c| c == '{' || c == '}')) {
-        Ok(guid) => hash_guid(guid),
-        Err(_) => hash_text(value),
-    }
+    Hasher::Plain.hash(value)
 }
 
-/// Returns the hash of a GUID's 16 bytes in .NET order.
+/// Returns the plain hash of a GUID's 16 bytes in .NET order.
 pub fn hash_guid(guid: uuid::Uuid) -> String {
     STANDARD.encode(Sha256::digest(guid.to_bytes_le()))
-}
-
-/// Returns the hash of a string's UTF-16LE bytes.
-pub fn hash_text(value: &str) -> String {
-    let bytes: Vec<u8> = value.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    STANDARD.encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]

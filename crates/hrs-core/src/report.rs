@@ -90,26 +90,41 @@ fn object(pairs: Vec<(&str, serde_json::Value)>) -> serde_json::Map<String, serd
 /// row count, duration and error. They travel with the data as Basic data, so an export
 /// shows them like any result row.
 pub fn collector_rows(period: &str, site: &pb::SiteResults) -> Vec<FlatRow> {
+    collector_rows_of(
+        period,
+        &site.site,
+        (&site.started_at, &site.finished_at),
+        &site.results,
+    )
+}
+
+/// [`collector_rows`] for a run's parts: its site, when it ran, and its result sets.
+pub fn collector_rows_of(
+    period: &str,
+    site: &str,
+    (started_at, finished_at): (&str, &str),
+    results: &[pb::ResultSet],
+) -> Vec<FlatRow> {
     let row = |query_id: &str, row: usize, data| FlatRow {
         period: period.to_owned(),
-        site: site.site.clone(),
+        site: site.to_owned(),
         query_id: query_id.to_owned(),
         level: "Basic".to_owned(),
         row,
         data,
     };
-    let failed = site.results.iter().filter(|s| !s.error.is_empty()).count();
+    let failed = results.iter().filter(|s| !s.error.is_empty()).count();
     let mut out = vec![row(
         COLLECTOR_RUN_ROW,
         0,
         object(vec![
-            ("started_at", site.started_at.clone().into()),
-            ("finished_at", site.finished_at.clone().into()),
-            ("queries", site.results.len().into()),
+            ("started_at", started_at.into()),
+            ("finished_at", finished_at.into()),
+            ("queries", results.len().into()),
             ("failed", failed.into()),
         ]),
     )];
-    out.extend(site.results.iter().enumerate().map(|(i, set)| {
+    out.extend(results.iter().enumerate().map(|(i, set)| {
         row(
             COLLECTOR_QUERY_ROW,
             i,

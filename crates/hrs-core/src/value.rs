@@ -20,6 +20,17 @@ pub enum Value {
 }
 
 impl Value {
+    /// The name of the value's type, for messages that must not show the value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Text(_) => "text",
+            Self::Int(_) => "int",
+            Self::Real(_) => "real",
+            Self::Bool(_) => "bool",
+        }
+    }
+
     /// Returns the value as it is printed in tables and CSV (NULL as empty).
     pub fn display(&self) -> String {
         match self {

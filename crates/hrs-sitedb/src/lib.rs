@@ -34,12 +34,23 @@ pub enum SiteDbError {
     /// SQL Server refused or failed an operation.
     #[error("sql server: {0}")]
     Mssql(tiberius::error::Error),
+    /// The server redirected the login more than once (a gateway loop).
+    #[error("the server redirected the login more than once")]
+    Redirected,
     /// A connection or query did not finish in time.
     #[error("timed out {0}")]
     Timeout(String),
     /// A task this operation depended on stopped before finishing it.
     #[error("{0} stopped before finishing")]
     Stopped(String),
+    /// Seeding would replace tables of a database the seeder did not make.
+    #[error(
+        "{0} holds tables that seeding would replace but was not made by `hrs sitedb seed`; seed a scratch database"
+    )]
+    NotSeeded(String),
+    /// The seeder produced a row of the wrong width.
+    #[error("a seeded row of {0} has the wrong number of values")]
+    RowWidth(&'static str),
     /// The seeder wrote to a table the schema does not declare.
     #[error("no seeded table is named {0}")]
     UnknownTable(&'static str),
@@ -79,6 +90,39 @@ impl From<rusqlite::Error> for SiteDbError {
 impl From<tiberius::error::Error> for SiteDbError {
     fn from(error: tiberius::error::Error) -> Self {
         Self::Mssql(error)
+    }
+}
+
+impl SiteDbError {
+    /// The error as it may leave the site with a run: what kind of failure, and SQL
+    /// Server's error number, but never server names, values or other message text, which
+    /// can be identifying. The full error is logged at the site.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Mssql(tiberius::error::Error::Server(token)) => format!(
+                "sql server error {} (severity {})",
+                token.code(),
+                token.class()
+            ),
+            Self::Mssql(tiberius::error::Error::Io { .. }) | Self::Io(_) => {
+                "site database connection failed".into()
+            }
+            Self::Mssql(_) => "sql server protocol error".into(),
+            Self::Timeout(_) => "site database timed out".into(),
+            // SQLite's own messages name SQL constructs (no such column, syntax), not data.
+            Self::Sqlite(error) => format!("sqlite: {error}"),
+            Self::UnsupportedValue { column, ty } => {
+                format!("column {column} returned a value of unsupported type {ty}")
+            }
+            Self::Spec(_) | Self::Password(_) | Self::Missing(_) => {
+                "site database not configured correctly".into()
+            }
+            Self::Redirected
+            | Self::Stopped(_)
+            | Self::UnknownTable(_)
+            | Self::NotSeeded(_)
+            | Self::RowWidth(_) => "site database unavailable".into(),
+        }
     }
 }
 
@@ -127,7 +171,8 @@ pub enum SiteDbSpec {
 }
 
 impl SiteDbSpec {
-    /// Parses `sqlite:PATH` or an ADO.NET connection string (anything with `key=value`).
+    /// Parses `sqlite:PATH` (or a bare file path) or an ADO.NET connection string (anything
+    /// with `key=value`).
     ///
     /// `password` says where a SQL Server password comes from when the string has none.
     pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
@@ -145,9 +190,14 @@ impl SiteDbSpec {
         if text.contains('=') {
             return MssqlSpec::parse(text, password).map(Self::SqlServer);
         }
-        Err(SiteDbError::Spec(
-            "expected sqlite:PATH or an ADO.NET connection string (server=...;database=...)".into(),
-        ))
+        if text.trim().is_empty() {
+            return Err(SiteDbError::Spec(
+                "expected sqlite:PATH or an ADO.NET connection string (server=...;database=...)"
+                    .into(),
+            ));
+        }
+        // A bare path, as earlier configurations wrote it.
+        Self::parse(&format!("sqlite:{text}"), password)
     }
 }
 

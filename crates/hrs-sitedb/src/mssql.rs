@@ -83,6 +83,7 @@ const KNOWN_KEYS: &[&str] = &[
     "applicationname",
     "application name",
     "applicationintent",
+    "application intent",
     "workstationid",
     "workstation id",
     "multisubnetfailover",
@@ -107,13 +108,16 @@ pub struct MssqlSpec {
     user: Option<String>,
     names_application: bool,
     summary: String,
-    /// Bound on TCP connect and the TDS handshake (ADO.NET `Connect Timeout`, default 15 s).
-    pub connect_timeout: Duration,
-    /// Bound on each server round trip of a query (`Command Timeout`, default 30 s).
-    pub command_timeout: Duration,
-    /// Further attempts after a transient connection failure (`ConnectRetryCount`, default 2).
+    /// Bound on TCP connect and the TDS handshake (ADO.NET `Connect Timeout`, default 15 s;
+    /// 0, none).
+    pub connect_timeout: Option<Duration>,
+    /// Bound on each server round trip of a query (`Command Timeout`, default 30 s; 0, none).
+    pub command_timeout: Option<Duration>,
+    /// Further attempts after a transient connection failure (`ConnectRetryCount`, 0–255,
+    /// default 2).
     pub retry_count: u32,
-    /// Pause before the first retry, doubled for each next one (`ConnectRetryInterval`, s).
+    /// Pause before the first retry (`ConnectRetryInterval`, 1–60 s, default 2), doubled for
+    /// each next one up to a minute.
     pub retry_interval: Duration,
     /// Whether to declare read-only intent (default; `ApplicationIntent=ReadWrite` clears it).
     pub read_only: bool,
@@ -133,18 +137,40 @@ impl fmt::Display for MssqlSpec {
     }
 }
 
-fn seconds(
+/// Reads a whole-number keyword (under any of its `names`) within `range`, as ADO.NET
+/// bounds it; errors name the keyword and the range, never another value.
+fn number(
     keys: &HashMap<String, String>,
     names: &[&str],
     default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
 ) -> Result<u64, SiteDbError> {
-    match names.iter().find_map(|n| keys.get(*n)) {
-        None => Ok(default),
+    let value = match names.iter().find_map(|n| keys.get(*n)) {
+        None => default,
         Some(v) => v.trim().parse().map_err(|_| {
-            SiteDbError::Spec(format!("{} must be a whole number of seconds", names[0]))
-        }),
+            SiteDbError::Spec(format!("{} must be a whole number of {unit}", names[0]))
+        })?,
+    };
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(SiteDbError::Spec(format!(
+            "{} must be between {} and {} {unit}",
+            names[0],
+            range.start(),
+            range.end()
+        )))
     }
 }
+
+/// A timeout in seconds where 0 means none, as in ADO.NET.
+fn timeout(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// The longest pause between two connection attempts.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 impl MssqlSpec {
     /// Parses an ADO.NET connection string; errors name the key, never echo a value.
@@ -156,15 +182,29 @@ impl MssqlSpec {
             .iter()
             .map(|(k, v)| (k.trim().to_owned(), v.clone()))
             .collect();
+        let has_password = keys.contains_key("password") || keys.contains_key("pwd");
         if let Some(unknown) = keys.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-            return Err(SiteDbError::Spec(format!(
-                "unknown connection string keyword {unknown:?}"
-            )));
+            // An unquoted ';' in a password makes its tail look like a keyword: never echo
+            // a keyword from a string that holds a password.
+            return Err(SiteDbError::Spec(if has_password {
+                "the connection string has an unknown keyword (not shown, since the string \
+                 holds a password; quote any value containing ';', e.g. password='a;b')"
+                    .to_owned()
+            } else {
+                format!("unknown connection string keyword {unknown:?}")
+            }));
         }
         let server = keys
             .get("server")
             .or_else(|| keys.get("data source"))
             .ok_or_else(|| SiteDbError::Spec("the connection string names no server".into()))?;
+        if server.contains('\\') {
+            return Err(SiteDbError::Spec(
+                "a named instance (host\\instance) needs the SQL Browser service, which HRS \
+                 does not query: give the instance's TCP port, server=tcp:host,port"
+                    .into(),
+            ));
+        }
         let database = keys
             .get("database")
             .or_else(|| keys.get("initial catalog"))
@@ -181,7 +221,6 @@ impl MssqlSpec {
                 let v = v.trim().to_ascii_lowercase();
                 v == "sspi" || v == "true" || v == "yes"
             });
-        let has_password = keys.contains_key("password") || keys.contains_key("pwd");
         if has_password && password != PasswordSource::InSpec {
             return Err(SiteDbError::Spec(
                 "the password is given both in the connection string and in a password file or variable".into(),
@@ -189,6 +228,7 @@ impl MssqlSpec {
         }
         let read_only = match keys
             .get("applicationintent")
+            .or_else(|| keys.get("application intent"))
             .map(|v| v.trim().to_ascii_lowercase())
         {
             None => true,
@@ -216,26 +256,34 @@ impl MssqlSpec {
             names_application: keys.contains_key("application name")
                 || keys.contains_key("applicationname"),
             summary,
-            connect_timeout: Duration::from_secs(seconds(
+            connect_timeout: timeout(number(
                 &keys,
                 &["connect timeout", "connection timeout", "connecttimeout"],
                 15,
+                0..=2_147_483,
+                "seconds",
             )?),
-            command_timeout: Duration::from_secs(seconds(
+            command_timeout: timeout(number(
                 &keys,
                 &["command timeout", "commandtimeout"],
                 30,
+                0..=2_147_483,
+                "seconds",
             )?),
-            retry_count: u32::try_from(seconds(
+            retry_count: u32::try_from(number(
                 &keys,
                 &["connectretrycount", "connect retry count"],
                 2,
+                0..=255,
+                "retries",
             )?)
-            .map_err(|_| SiteDbError::Spec("connectretrycount is too large".into()))?,
-            retry_interval: Duration::from_secs(seconds(
+            .unwrap_or(255),
+            retry_interval: Duration::from_secs(number(
                 &keys,
                 &["connectretryinterval", "connect retry interval"],
                 2,
+                1..=60,
+                "seconds",
             )?),
             read_only,
         })
@@ -255,8 +303,8 @@ impl MssqlSpec {
             config.authentication(self.auth(&user, password.expose_secret())?);
         }
         config.readonly(self.read_only);
-        config.handshake_timeout(Some(self.connect_timeout));
-        config.command_timeout(Some(self.command_timeout));
+        config.handshake_timeout(self.connect_timeout);
+        config.command_timeout(self.command_timeout);
         if !self.names_application {
             config.application_name("hrs");
         }
@@ -274,6 +322,11 @@ impl MssqlSpec {
 
     #[cfg(not(unix))]
     fn auth(&self, user: &str, password: &str) -> Result<AuthMethod, SiteDbError> {
+        if self.windows_auth {
+            return Err(SiteDbError::Spec(
+                "Windows authentication with a separate password needs the Unix build".into(),
+            ));
+        }
         Ok(AuthMethod::sql_server(user, password))
     }
 }
@@ -292,6 +345,8 @@ fn redact_tds(error: &TdsError) -> String {
 fn is_transient(error: &SiteDbError) -> bool {
     match error {
         SiteDbError::Timeout(_) => true,
+        // Only connecting does I/O of its own: refused, reset, unreachable, name lookup.
+        SiteDbError::Io(_) => true,
         SiteDbError::Mssql(TdsError::Io { kind, .. }) => !matches!(
             kind,
             IoErrorKind::InvalidInput | IoErrorKind::InvalidData | IoErrorKind::PermissionDenied
@@ -322,9 +377,12 @@ async fn connect_once(spec: &MssqlSpec, config: Config) -> Result<TdsClient, Sit
     // One redirect is followed: Azure SQL and some gateways route the login elsewhere.
     for _ in 0..2 {
         let addr = config.get_addr();
-        let tcp = tokio::time::timeout(spec.connect_timeout, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| SiteDbError::Timeout(format!("connecting to {addr}")))??;
+        let tcp = match spec.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| SiteDbError::Timeout(format!("connecting to {addr}")))??,
+            None => TcpStream::connect(&addr).await?,
+        };
         tcp.set_nodelay(true)?;
         match Client::connect(config.clone(), tcp.compat_write()).await {
             Ok(client) => return Ok(client),
@@ -335,9 +393,7 @@ async fn connect_once(spec: &MssqlSpec, config: Config) -> Result<TdsClient, Sit
             Err(e) => return Err(e.into()),
         }
     }
-    Err(SiteDbError::Spec(
-        "the server redirected the login more than once".into(),
-    ))
+    Err(SiteDbError::Redirected)
 }
 
 /// Connects, retrying transient failures a bounded number of times with growing pauses.
@@ -352,7 +408,7 @@ async fn connect(spec: &MssqlSpec) -> Result<TdsClient, SiteDbError> {
                 attempt += 1;
                 tracing::warn!(server = %spec, attempt, %error, "site database connection failed, retrying");
                 tokio::time::sleep(pause).await;
-                pause = pause.saturating_mul(2);
+                pause = pause.saturating_mul(2).min(MAX_RETRY_PAUSE);
             }
             Err(error) => return Err(error),
         }
@@ -403,7 +459,7 @@ impl MssqlSiteDb {
     }
 
     /// Runs a batch and returns the rows of its last result set.
-    async fn batch(&mut self, sql: &str) -> Result<Vec<Vec<Value>>, SiteDbError> {
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<Vec<Vec<Value>>, SiteDbError> {
         let client = self.client().await?;
         let outcome = async {
             let stream = client.simple_query(sql).await?;
@@ -521,8 +577,8 @@ mod tests {
             PasswordSource::InSpec,
         )
         .expect("parses");
-        assert_eq!(spec.connect_timeout, Duration::from_secs(5));
-        assert_eq!(spec.command_timeout, Duration::from_secs(60));
+        assert_eq!(spec.connect_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(spec.command_timeout, Some(Duration::from_secs(60)));
         assert_eq!(spec.retry_count, 1);
         assert!(spec.read_only);
         let shown = format!("{spec} {spec:?}");
@@ -547,6 +603,35 @@ mod tests {
         )
         .expect_err("bad timeout");
         assert!(err.to_string().contains("connect timeout"));
+
+        // A ';' in an unquoted password must not show its tail as a "keyword".
+        let err = MssqlSpec::parse(
+            "server=tcp:h,1433;user=hrs;password=Tr0ub;4dor=x",
+            PasswordSource::InSpec,
+        )
+        .expect_err("split password");
+        assert!(!err.to_string().contains("4dor"), "{err}");
+
+        let err = MssqlSpec::parse("server=tcp:h\\SCCM;user=hrs", PasswordSource::InSpec)
+            .expect_err("named instance");
+        assert!(err.to_string().contains("tcp:host,port"), "{err}");
+        for bad in [
+            "ConnectRetryCount=256",
+            "ConnectRetryInterval=0",
+            "Connect Timeout=-1",
+        ] {
+            let err = MssqlSpec::parse(&format!("server=tcp:h,1;{bad}"), PasswordSource::InSpec)
+                .expect_err(bad);
+            assert!(err.to_string().contains("must be"), "{err}");
+        }
+        let unbounded = MssqlSpec::parse(
+            "server=tcp:h,1;Connect Timeout=0;Command Timeout=0;Application Intent=ReadWrite",
+            PasswordSource::InSpec,
+        )
+        .expect("0 means no timeout");
+        assert_eq!(unbounded.connect_timeout, None);
+        assert_eq!(unbounded.command_timeout, None);
+        assert!(!unbounded.read_only);
         assert!(!err.to_string().contains("S3cret"));
 
         let err = MssqlSpec::parse("database=x", PasswordSource::InSpec).expect_err("no server");
@@ -608,7 +693,7 @@ mod tests {
         let (port, accepted) =
             fake_server(|stream| tokio::spawn(async move { drop(stream) })).await;
         let spec = MssqlSpec::parse(
-            &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=2;ConnectRetryInterval=0"),
+            &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=2;ConnectRetryInterval=1"),
             PasswordSource::InSpec,
         )
         .expect("parses");

@@ -162,11 +162,39 @@ fn the_setting_chooses_the_backend() {
         ),
         Ok(SiteDbSpec::SqlServer(_))
     ));
-    for bad in ["sqlite:", "site.db", ""] {
+    assert!(
+        matches!(parse("site.db"), Ok(SiteDbSpec::Sqlite(_))),
+        "a bare path"
+    );
+    for bad in ["sqlite:", ""] {
         assert!(matches!(parse(bad), Err(SiteDbError::Spec(_))), "{bad}");
     }
     assert!(
         SiteDbSpec::parse("sqlite:x", PasswordSource::Env("X".into())).is_err(),
         "SQLite takes no password"
     );
+}
+
+#[test]
+fn seeding_replaces_only_what_the_seeder_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site: SiteCode = "P01".parse().expect("site");
+    let foreign = dir.path().join("production.sqlite");
+    rusqlite::Connection::open(&foreign)
+        .and_then(|c| {
+            c.execute_batch(
+                "CREATE TABLE systems (name TEXT); INSERT INTO systems VALUES ('keep');",
+            )
+        })
+        .expect("a database seeding did not make");
+    let err = seed(&foreign, &site, 5, 1).expect_err("refuses to replace it");
+    assert!(matches!(err, SiteDbError::NotSeeded(_)), "{err}");
+    let kept: String = rusqlite::Connection::open(&foreign)
+        .and_then(|c| c.query_row("SELECT name FROM systems", [], |r| r.get(0)))
+        .expect("still there");
+    assert_eq!(kept, "keep");
+
+    let seeded = dir.path().join("seeded.sqlite");
+    seed(&seeded, &site, 5, 1).expect("seeds");
+    seed(&seeded, &site, 5, 2).expect("reseeds its own database");
 }

@@ -23,7 +23,16 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     let runs = store.current(period.as_deref(), site.as_deref())?;
     let rows: Vec<report::FlatRow> = runs
         .iter()
-        .flat_map(|run| report::flatten_site(&run.period, &run.site, &run.results))
+        .flat_map(|run| {
+            let mut rows = report::collector_rows_of(
+                &run.period,
+                &run.site,
+                (&run.started_at, &run.finished_at),
+                &run.results,
+            );
+            rows.extend(report::flatten_site(&run.period, &run.site, &run.results));
+            rows
+        })
         .filter(|row| args.query.as_ref().is_none_or(|q| *q == row.query_id))
         .collect();
     let mut out = Vec::new();

@@ -86,7 +86,15 @@ fn demo_online_and_offline_deterministic_and_viewable() {
     let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("csv row")).collect();
     let p02 = sites.iter().find(|(s, _)| s == "P02").expect("P02").1;
-    assert_eq!(rows.len() as u64, p02);
+    let data_rows = rows
+        .iter()
+        .filter(|r| !r[2].starts_with("collector:"))
+        .count();
+    assert_eq!(data_rows as u64, p02);
+    assert!(
+        rows.iter().any(|r| &r[2] == "collector:run"),
+        "view shows the collector"
+    );
     assert!(rows.iter().all(|r| &r[1] == "P02"));
 
     // The export is what left: site codes hashed at Enhanced.

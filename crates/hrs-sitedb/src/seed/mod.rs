@@ -557,6 +557,18 @@ pub fn seed(
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
     if path.exists() {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let marked: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [MARKER],
+                |r| r.get(0),
+            )
+            .unwrap_or(false);
+        if !marked {
+            return Err(SiteDbError::NotSeeded(path.display().to_string()));
+        }
+        drop(conn);
         std::fs::remove_file(path)?;
     }
     let mut conn = Connection::open(path)?;
@@ -564,9 +576,22 @@ pub fn seed(
     for table in schema::TABLES {
         tx.execute(&table.create(Dialect::Sqlite), [])?;
     }
+    tx.execute(&marker_table(Dialect::Sqlite), [])?;
     let summary = generate(&mut SqliteSink { tx: &tx }, site, clients, seed)?;
     tx.commit()?;
     Ok(summary)
+}
+
+/// The table that marks a database as made by the seeder, so reseeding may replace it and
+/// nothing else is ever dropped.
+const MARKER: &str = "hrs_seeded";
+
+fn marker_table(dialect: Dialect) -> String {
+    let text = match dialect {
+        Dialect::Sqlite => "TEXT",
+        Dialect::Tsql => "NVARCHAR(64)",
+    };
+    format!("CREATE TABLE {MARKER} (note {text})")
 }
 
 /// Rows per INSERT statement; SQL Server accepts at most 1000 in one VALUES list.
@@ -607,6 +632,9 @@ impl Sink for TsqlSink {
             self.table = Some(schema::table(table).ok_or(SiteDbError::UnknownTable(table))?);
         }
         let spec = self.table.ok_or(SiteDbError::UnknownTable(table))?;
+        if values.len() != spec.columns.len() {
+            return Err(SiteDbError::RowWidth(table));
+        }
         let literals: Vec<String> = spec
             .columns
             .iter()
@@ -629,6 +657,31 @@ pub(crate) async fn seed_mssql(
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
     let mut db = crate::MssqlSiteDb::open(spec.clone().read_write()).await?;
+    // Refuse a database that holds tables of these names but was not made by the seeder:
+    // it may be a real site database.
+    let names: Vec<String> = schema::TABLES
+        .iter()
+        .map(|t| format!("'{}'", t.name))
+        .collect();
+    let clashing = db
+        .batch(&format!(
+            "SELECT name FROM sys.tables WHERE name IN ({})",
+            names.join(", ")
+        ))
+        .await?;
+    let marked = db
+        .batch(&format!(
+            "SELECT name FROM sys.tables WHERE name = '{MARKER}'"
+        ))
+        .await?;
+    if !clashing.is_empty() && marked.is_empty() {
+        return Err(SiteDbError::NotSeeded(spec.to_string()));
+    }
+    db.execute(&format!(
+        "IF OBJECT_ID(N'dbo.{MARKER}', N'U') IS NULL {}",
+        marker_table(Dialect::Tsql)
+    ))
+    .await?;
     for table in schema::TABLES {
         // OBJECT_ID rather than DROP TABLE IF EXISTS: it also works before SQL Server 2016.
         db.execute(&format!(
