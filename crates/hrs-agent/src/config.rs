@@ -181,22 +181,28 @@ impl std::fmt::Debug for AgentConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn debug_never_shows_the_site_database_password() {
+    /// Loads an agent configuration whose only variable is its `site_db` line.
+    fn load_with_site_db(site_db: &str) -> (tempfile::TempDir, AgentConfig) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            r#"
-site = "P01"
-hierarchy_id = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47"
-site_db = "server=tcp:cm01,1433;database=CM_P01;user=hrs;password=Hunter2-SECRET"
-spool = "spool.sqlite"
-upstream = "http://127.0.0.1:7401"
-"#,
+            format!(
+                "site = \"P01\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                 site_db = \"{site_db}\"\nspool = \"spool.sqlite\"\n\
+                 upstream = \"http://127.0.0.1:7401\"\n"
+            ),
         )
         .expect("writes");
         let config = AgentConfig::load(&path).expect("loads");
+        (dir, config)
+    }
+
+    #[test]
+    fn debug_never_shows_the_site_database_password() {
+        let (_dir, config) = load_with_site_db(
+            "server=tcp:cm01,1433;database=CM_P01;user=hrs;password=Hunter2-SECRET",
+        );
         let shown = format!("{config:?}");
         assert!(shown.contains("cm01"), "{shown}");
         assert!(!shown.contains("SECRET"), "{shown}");
@@ -204,20 +210,7 @@ upstream = "http://127.0.0.1:7401"
 
     #[test]
     fn a_bare_path_is_a_sqlite_file_next_to_the_config() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            r#"
-site = "P01"
-hierarchy_id = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47"
-site_db = "site.sqlite"
-spool = "spool.sqlite"
-upstream = "http://127.0.0.1:7401"
-"#,
-        )
-        .expect("writes");
-        let config = AgentConfig::load(&path).expect("loads");
+        let (dir, config) = load_with_site_db("site.sqlite");
         assert_eq!(
             config.site_db,
             format!("sqlite:{}", dir.path().join("site.sqlite").display())
