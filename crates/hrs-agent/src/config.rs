@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::{HashKeyError, Hasher};
+use hrs_core::link::LinkThresholds;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
@@ -61,6 +62,20 @@ pub struct AgentConfig {
     /// Upper bound of the delay between delivery attempts, in seconds.
     #[serde(default = "default_retry_max_seconds")]
     pub retry_max_seconds: u64,
+    /// Consecutive failed deliveries after which the link to the upstream is degraded.
+    #[serde(default = "default_degraded_after")]
+    pub link_degraded_after: u32,
+    /// Consecutive failed deliveries after which the link to the upstream has failed.
+    #[serde(default = "default_failed_after")]
+    pub link_failed_after: u32,
+}
+
+fn default_degraded_after() -> u32 {
+    LinkThresholds::default().degraded_after
+}
+
+fn default_failed_after() -> u32 {
+    LinkThresholds::default().failed_after
 }
 
 fn default_site_type() -> SiteType {
@@ -108,6 +123,9 @@ impl AgentConfig {
         }
         cfg.site_db_spec()
             .map_err(|e| config::invalid(path, "site_db", e.to_string()))?;
+        cfg.link_thresholds()
+            .check()
+            .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
         cfg.hasher()
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
@@ -146,6 +164,14 @@ impl AgentConfig {
         SiteDbSpec::parse(&self.site_db, password)
     }
 
+    /// Returns when the link to the upstream counts as degraded, then failed.
+    pub fn link_thresholds(&self) -> LinkThresholds {
+        LinkThresholds {
+            degraded_after: self.link_degraded_after,
+            failed_after: self.link_failed_after,
+        }
+    }
+
     /// Returns how this site hashes: keyed when a key file is configured.
     pub fn hasher(&self) -> Result<Hasher, HashKeyError> {
         Hasher::from_key_file(self.hash_key_file.as_deref())
@@ -173,6 +199,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("period", &self.period)
             .field("check_minutes", &self.check_minutes)
             .field("retry_max_seconds", &self.retry_max_seconds)
+            .field("link_degraded_after", &self.link_degraded_after)
+            .field("link_failed_after", &self.link_failed_after)
             .finish()
     }
 }

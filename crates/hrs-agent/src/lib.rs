@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_core::link::LinkState;
 use hrs_core::{Period, VERSION};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
@@ -172,6 +173,30 @@ impl Agent {
         if pending.is_empty() {
             return Ok(0);
         }
+        let outcome = self.push_all(pending).await;
+        // The link worked if the upstream answered, even when it refused a run.
+        let link = match &outcome {
+            Err(error) if !error.is_refusal() => Err(error.to_string()),
+            _ => Ok(()),
+        };
+        let record = self.spool.record_attempt(link, now()).await?;
+        let state = self
+            .config
+            .link_thresholds()
+            .state(record.consecutive_failures);
+        if state != LinkState::Active {
+            tracing::warn!(
+                upstream = %self.config.upstream,
+                %state,
+                consecutive_failures = record.consecutive_failures,
+                "link to the upstream is {state}"
+            );
+        }
+        outcome
+    }
+
+    /// Pushes runs in order; see [`Agent::deliver`].
+    async fn push_all(&self, pending: Vec<spool::Spooled>) -> Result<usize, AgentError> {
         let upstream = self.config.upstream.clone();
         let mut client = AggregatorClient::connect(upstream.clone())
             .await
@@ -247,6 +272,34 @@ impl Agent {
         }
     }
 
+    /// Returns the state of this site's link to its upstream and what waits to cross it.
+    pub async fn status(&self) -> Result<AgentStatus, AgentError> {
+        let link = self.spool.link().await?;
+        let backlog = self.spool.backlog().await?;
+        Ok(AgentStatus {
+            site: self.config.site.to_string(),
+            upstream: self.config.upstream.clone(),
+            site_db: self.config.site_db_summary(),
+            state: self
+                .config
+                .link_thresholds()
+                .state(link.consecutive_failures),
+            consecutive_failures: link.consecutive_failures,
+            last_attempt_at: link.last_attempt_at,
+            last_success_at: link.last_success_at,
+            last_error: link.last_error,
+            backlog_runs: backlog.runs,
+            backlog_bytes: backlog.bytes,
+            lag_seconds: backlog
+                .oldest_collected_at
+                .as_deref()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0)),
+            oldest_pending_at: backlog.oldest_collected_at,
+            last_collected_period: self.spool.last_collected().await?,
+        })
+    }
+
     /// Runs the agent as a service until `shutdown` resolves: collects each period once,
     /// and keeps delivering the spool, backing off while the upstream is away.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
@@ -279,6 +332,43 @@ impl Agent {
         tracing::info!("agent stopped");
         Ok(())
     }
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// An agent's view of its link to the upstream, as `hrs status` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentStatus {
+    /// This site.
+    pub site: String,
+    /// The upstream it delivers to.
+    pub upstream: String,
+    /// The site database, as logs may show it.
+    pub site_db: String,
+    /// The link's state: active, degraded or failed.
+    pub state: LinkState,
+    /// Failed delivery attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When delivery was last attempted.
+    pub last_attempt_at: Option<String>,
+    /// When delivery last succeeded.
+    pub last_success_at: Option<String>,
+    /// Why the last attempt failed, when it did.
+    pub last_error: Option<String>,
+    /// Runs waiting in the spool.
+    pub backlog_runs: u64,
+    /// Their size in bytes.
+    pub backlog_bytes: u64,
+    /// When the oldest waiting run was collected.
+    pub oldest_pending_at: Option<String>,
+    /// How long the oldest waiting run has waited, in seconds.
+    pub lag_seconds: Option<i64>,
+    /// The last period collected.
+    pub last_collected_period: Option<String>,
 }
 
 /// Exponential backoff with full jitter and a cap, so many sites reconnecting after an

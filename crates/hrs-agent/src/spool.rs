@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use hrs_core::link::LinkRecord;
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -32,6 +33,17 @@ pub struct Spooled {
     pub sequence: u64,
     /// The run itself.
     pub run: pb::Run,
+}
+
+/// What waits in the spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Runs waiting.
+    pub runs: u64,
+    /// Their encoded size, in bytes.
+    pub bytes: u64,
+    /// When the oldest of them was collected (RFC 3339).
+    pub oldest_collected_at: Option<String>,
 }
 
 /// The agent's spool file.
@@ -157,5 +169,79 @@ impl Spool {
                     .optional()?)
             })
             .await
+    }
+
+    /// Records one delivery attempt: a success resets the count of consecutive failures,
+    /// a failure adds one and keeps its reason.
+    pub async fn record_attempt(
+        &self,
+        outcome: Result<(), String>,
+        at: String,
+    ) -> Result<LinkRecord, StoreError> {
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let mut link = read_link(&tx)?;
+                link.last_attempt_at = Some(at.clone());
+                match outcome {
+                    Ok(()) => {
+                        link.consecutive_failures = 0;
+                        link.last_success_at = Some(at);
+                        link.last_error = None;
+                    }
+                    Err(error) => {
+                        link.consecutive_failures = link.consecutive_failures.saturating_add(1);
+                        link.last_error = Some(error);
+                    }
+                }
+                let text = serde_json::to_string(&link)
+                    .map_err(|e| StoreError::Corrupt(format!("link record: {e}")))?;
+                tx.execute(
+                    "INSERT INTO state (key, value) VALUES ('link', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![text],
+                )?;
+                tx.commit()?;
+                Ok(link)
+            })
+            .await
+    }
+
+    /// Returns what is known of the link to the upstream.
+    pub async fn link(&self) -> Result<LinkRecord, StoreError> {
+        self.store.call(|conn| read_link(conn)).await
+    }
+
+    /// Returns how many runs wait, how large they are, and since when.
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        self.store
+            .call(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(collected_at)
+                     FROM runs",
+                    [],
+                    |r| {
+                        Ok(Backlog {
+                            runs: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                            bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                            oldest_collected_at: r.get(2)?,
+                        })
+                    },
+                )?)
+            })
+            .await
+    }
+}
+
+fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
+    let text: Option<String> = conn
+        .query_row("SELECT value FROM state WHERE key = 'link'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match text {
+        None => Ok(LinkRecord::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("link record: {e}"))),
     }
 }

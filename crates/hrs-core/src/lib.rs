@@ -7,6 +7,7 @@ pub mod config;
 pub mod digest;
 pub mod hash;
 pub mod ids;
+pub mod link;
 pub mod report;
 pub mod validate;
 pub mod value;

@@ -45,6 +45,15 @@ pub enum Command {
     Sitedb(SitedbCommand),
     /// Run the catalog once against a site database and print the run, sending nothing.
     Collect(CollectArgs),
+    /// Print the health of an agent's link to its upstream, and its backlog.
+    Status {
+        /// The agent's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Print the merged data held by an aggregator.
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.

@@ -6,6 +6,7 @@ mod collect;
 mod demo;
 mod output;
 mod roles;
+mod status;
 mod view;
 
 use std::process::ExitCode;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
                 seed,
             }) => roles::seed(db, site_db, &password, &site, clients, seed).await,
             Command::Collect(args) => collect::run(args).await,
+            Command::Status { config, format } => status::run(&config, &format).await,
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {

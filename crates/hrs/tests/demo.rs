@@ -97,6 +97,25 @@ fn demo_online_and_offline_deterministic_and_viewable() {
     );
     assert!(rows.iter().all(|r| &r[1] == "P02"));
 
+    // Each agent's view of its link: delivered, nothing waiting.
+    let agent_config = tmp.path().join("on/sites/P01/agent.toml");
+    let out = hrs(&[
+        "status",
+        "--config",
+        &agent_config.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    assert_eq!(status["state"], "active");
+    assert_eq!(status["backlog_runs"], 0);
+    assert!(status["last_success_at"].is_string(), "{status}");
+
     // The export is what left: site codes hashed at Enhanced.
     let config = tmp.path().join("on/connection-point/connection-point.toml");
     let csv_path = tmp.path().join("export.csv");
