@@ -325,6 +325,8 @@ impl Hierarchy {
             period: Some(period()),
             check_minutes: 60,
             retry_max_seconds: 1,
+            spool_max_mb: 1024,
+            spool_max_age_days: 365,
             link_degraded_after: 12,
             link_failed_after: 24,
         }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::{HashKeyError, Hasher};
 use hrs_core::link::LinkThresholds;
+
+use crate::spool::SpoolLimits;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
@@ -62,12 +64,27 @@ pub struct AgentConfig {
     /// Upper bound of the delay between delivery attempts, in seconds.
     #[serde(default = "default_retry_max_seconds")]
     pub retry_max_seconds: u64,
+    /// The most the spool may hold, in megabytes; beyond it the oldest runs are dropped.
+    #[serde(default = "default_spool_max_mb")]
+    pub spool_max_mb: u64,
+    /// The longest a run may wait in the spool, in days; older runs are dropped.
+    #[serde(default = "default_spool_max_age_days")]
+    pub spool_max_age_days: u64,
     /// Consecutive failed deliveries after which the link to the upstream is degraded.
     #[serde(default = "default_degraded_after")]
     pub link_degraded_after: u32,
     /// Consecutive failed deliveries after which the link to the upstream has failed.
     #[serde(default = "default_failed_after")]
     pub link_failed_after: u32,
+}
+
+fn default_spool_max_mb() -> u64 {
+    1024
+}
+
+fn default_spool_max_age_days() -> u64 {
+    // A year of weekly runs, like the intake's retention: the upstream may be away long.
+    365
 }
 
 fn default_degraded_after() -> u32 {
@@ -123,6 +140,16 @@ impl AgentConfig {
         }
         cfg.site_db_spec()
             .map_err(|e| config::invalid(path, "site_db", e.to_string()))?;
+        if cfg.spool_max_mb == 0 {
+            return Err(config::invalid(path, "spool_max_mb", "must be at least 1"));
+        }
+        if cfg.spool_max_age_days == 0 {
+            return Err(config::invalid(
+                path,
+                "spool_max_age_days",
+                "must be at least 1",
+            ));
+        }
         cfg.link_thresholds()
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
@@ -164,6 +191,14 @@ impl AgentConfig {
         SiteDbSpec::parse(&self.site_db, password)
     }
 
+    /// Returns the spool's limits.
+    pub fn spool_limits(&self) -> SpoolLimits {
+        SpoolLimits {
+            max_bytes: self.spool_max_mb.saturating_mul(1024 * 1024),
+            max_age_seconds: self.spool_max_age_days.saturating_mul(86_400),
+        }
+    }
+
     /// Returns when the link to the upstream counts as degraded, then failed.
     pub fn link_thresholds(&self) -> LinkThresholds {
         LinkThresholds {
@@ -199,6 +234,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("period", &self.period)
             .field("check_minutes", &self.check_minutes)
             .field("retry_max_seconds", &self.retry_max_seconds)
+            .field("spool_max_mb", &self.spool_max_mb)
+            .field("spool_max_age_days", &self.spool_max_age_days)
             .field("link_degraded_after", &self.link_degraded_after)
             .field("link_failed_after", &self.link_failed_after)
             .finish()

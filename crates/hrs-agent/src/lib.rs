@@ -152,6 +152,7 @@ impl Agent {
             .format(&Rfc3339)
             .unwrap_or_default();
         self.spool.put(&run, collected_at).await?;
+        self.enforce_limits().await?;
         let summary = RunSummary::of(&run, period);
         tracing::info!(
             run_id = %summary.run_id,
@@ -169,6 +170,7 @@ impl Agent {
     /// Returns how many were delivered. A run the upstream refuses stays spooled and the
     /// others still go; the first refusal is returned. A transport failure stops at once.
     pub async fn deliver(&self) -> Result<usize, AgentError> {
+        self.enforce_limits().await?;
         let pending = self.spool.pending().await?;
         if pending.is_empty() {
             return Ok(0);
@@ -272,6 +274,23 @@ impl Agent {
         }
     }
 
+    /// Keeps the spool within its limits, saying loudly what it drops and why.
+    async fn enforce_limits(&self) -> Result<(), AgentError> {
+        let dropped = self
+            .spool
+            .enforce(self.config.spool_limits(), OffsetDateTime::now_utc())
+            .await?;
+        for run in &dropped {
+            tracing::error!(
+                run_id = %run.run_id,
+                period = %run.period,
+                reason = %run.reason,
+                "spool limit reached: dropped the oldest run, which will never be delivered"
+            );
+        }
+        Ok(())
+    }
+
     /// Returns the state of this site's link to its upstream and what waits to cross it.
     pub async fn status(&self) -> Result<AgentStatus, AgentError> {
         let link = self.spool.link().await?;
@@ -297,6 +316,7 @@ impl Agent {
                 .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0)),
             oldest_pending_at: backlog.oldest_collected_at,
             last_collected_period: self.spool.last_collected().await?,
+            dropped_runs: self.spool.dropped_runs().await?,
         })
     }
 
@@ -369,6 +389,8 @@ pub struct AgentStatus {
     pub lag_seconds: Option<i64>,
     /// The last period collected.
     pub last_collected_period: Option<String>,
+    /// Runs dropped, ever, to keep the spool within its limits; never delivered.
+    pub dropped_runs: u64,
 }
 
 /// Exponential backoff with full jitter and a cap, so many sites reconnecting after an

@@ -46,6 +46,26 @@ pub struct Backlog {
     pub oldest_collected_at: Option<String>,
 }
 
+/// How much the spool may hold before it drops its oldest runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    /// Total size of the waiting runs, in bytes.
+    pub max_bytes: u64,
+    /// Age of the oldest waiting run, in seconds.
+    pub max_age_seconds: u64,
+}
+
+/// A run the spool dropped to stay within its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The run's id.
+    pub run_id: String,
+    /// Its period.
+    pub period: String,
+    /// Which limit it broke.
+    pub reason: String,
+}
+
 /// The agent's spool file.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -231,6 +251,90 @@ impl Spool {
             })
             .await
     }
+
+    /// Drops the oldest runs until the spool is within `limits`, never the newest run and
+    /// never part of a run, and returns what it dropped so the caller can say so loudly.
+    /// Each drop is counted in the spool's state, for `hrs status`.
+    pub async fn enforce(
+        &self,
+        limits: SpoolLimits,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Dropped>, StoreError> {
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let runs: Vec<(String, String, String, u64)> = {
+                    let mut stmt = tx.prepare(
+                        "SELECT run_id, period, collected_at, LENGTH(payload) FROM runs
+                         ORDER BY sequence",
+                    )?;
+                    let rows = stmt.query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        ))
+                    })?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let mut total: u64 = runs.iter().map(|r| r.3).sum();
+                let mut dropped = Vec::new();
+                let newest = runs.len().saturating_sub(1);
+                for (i, (run_id, period, collected_at, bytes)) in runs.into_iter().enumerate() {
+                    if i == newest {
+                        break;
+                    }
+                    let age = time::OffsetDateTime::parse(
+                        &collected_at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map(|t| (now - t).whole_seconds())
+                    .unwrap_or(0);
+                    let reason = if u64::try_from(age).unwrap_or(0) > limits.max_age_seconds {
+                        format!("older than {} s", limits.max_age_seconds)
+                    } else if total > limits.max_bytes {
+                        format!("spool above {} bytes", limits.max_bytes)
+                    } else {
+                        continue;
+                    };
+                    tx.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
+                    total -= bytes;
+                    dropped.push(Dropped {
+                        run_id,
+                        period,
+                        reason,
+                    });
+                }
+                if !dropped.is_empty() {
+                    tx.execute(
+                        "INSERT INTO state (key, value) VALUES ('dropped_runs', ?1)
+                         ON CONFLICT(key) DO UPDATE SET
+                           value = CAST(CAST(state.value AS INTEGER) + ?1 AS TEXT)",
+                        params![dropped.len() as i64],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(dropped)
+            })
+            .await
+    }
+
+    /// Returns how many runs the spool has dropped to stay within its limits, ever.
+    pub async fn dropped_runs(&self) -> Result<u64, StoreError> {
+        self.store
+            .call(|conn| {
+                let value: Option<String> = conn
+                    .query_row(
+                        "SELECT value FROM state WHERE key = 'dropped_runs'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+            })
+            .await
+    }
 }
 
 fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
@@ -243,5 +347,105 @@ fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
         None => Ok(LinkRecord::default()),
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("link record: {e}"))),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(n: u64, rows: usize) -> pb::Run {
+        pb::Run {
+            run_id: format!("run-{n}"),
+            sequence: n,
+            period: format!("2026-W{:02}", 40 + n),
+            digest: format!("d{n}"),
+            results: vec![pb::ResultSet {
+                query_id: "Q".into(),
+                rows: vec![pb::Row::default(); rows],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn at(day: u8) -> time::OffsetDateTime {
+        time::OffsetDateTime::new_utc(
+            time::Date::from_calendar_date(2026, time::Month::November, day).expect("date"),
+            time::Time::MIDNIGHT,
+        )
+    }
+
+    fn rfc3339(t: time::OffsetDateTime) -> String {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("formats")
+    }
+
+    async fn spooled(spool: &Spool) -> Vec<String> {
+        spool
+            .pending()
+            .await
+            .expect("pending")
+            .into_iter()
+            .map(|s| s.run_id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_oldest_whole_runs_go_first_and_the_newest_always_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
+        for n in 1..=3 {
+            spool
+                .put(&run(n, 400), rfc3339(at(n as u8)))
+                .await
+                .expect("puts");
+        }
+        let one_run = run(1, 400).encode_to_vec().len() as u64;
+        let roomy = SpoolLimits {
+            max_bytes: 10 * one_run,
+            max_age_seconds: 30 * 86_400,
+        };
+        assert!(
+            spool
+                .enforce(roomy, at(4))
+                .await
+                .expect("enforces")
+                .is_empty()
+        );
+
+        // Room for two runs: the oldest goes, whole.
+        let tight = SpoolLimits {
+            max_bytes: 2 * one_run,
+            ..roomy
+        };
+        let dropped = spool.enforce(tight, at(4)).await.expect("enforces");
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].run_id, "run-1");
+        assert_eq!(spooled(&spool).await, ["run-2", "run-3"]);
+
+        // Too old: everything but the newest goes, even when the newest is old too.
+        let short = SpoolLimits {
+            max_age_seconds: 86_400,
+            ..roomy
+        };
+        let dropped = spool.enforce(short, at(20)).await.expect("enforces");
+        assert_eq!(dropped.len(), 1);
+        assert!(dropped[0].reason.contains("older than"));
+        assert_eq!(spooled(&spool).await, ["run-3"]);
+        assert_eq!(spool.dropped_runs().await.expect("count"), 2);
+
+        // A newest run larger than the whole limit is still kept.
+        let tiny = SpoolLimits {
+            max_bytes: 1,
+            ..roomy
+        };
+        assert!(
+            spool
+                .enforce(tiny, at(4))
+                .await
+                .expect("enforces")
+                .is_empty()
+        );
+        assert_eq!(spooled(&spool).await, ["run-3"]);
     }
 }

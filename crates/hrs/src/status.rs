@@ -50,6 +50,13 @@ pub async fn run(config: &Path, format: &str) -> anyhow::Result<()> {
             .map(|s| format!(", oldest waiting {s} s"))
             .unwrap_or_default()
     )?;
+    if status.dropped_runs > 0 {
+        writeln!(
+            out,
+            "DROPPED       {} run(s) to stay within the spool's limits",
+            status.dropped_runs
+        )?;
+    }
     writeln!(
         out,
         "collected     {}",
