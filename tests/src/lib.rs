@@ -274,6 +274,9 @@ impl Hierarchy {
             connection_point: Some(format!("http://{cp_addr}")),
             period_deadline_hours: 72,
             retry_seconds: 1,
+            site_check_minutes: 60,
+            link_degraded_after: 12,
+            link_failed_after: 24,
             hash_key_file: None,
             hash_key_id: String::new(),
         };

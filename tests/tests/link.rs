@@ -65,3 +65,58 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
     assert!(status.last_success_at.is_some() && status.last_error.is_none());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_sees_each_sites_link_from_its_contacts() {
+    let h = Hierarchy::builder().primaries(2).start().await;
+    let (cas, p01, p02) = (site("CAS"), site("P01"), site("P02"));
+    for code in [&cas, &p01] {
+        h.agent(code)
+            .run_once(std::time::Duration::from_secs(30))
+            .await
+            .expect("delivers");
+    }
+    let store = hrs_aggregator::SqliteMergeStore::open_read_only(&h.aggregator_config.store)
+        .expect("opens the merge store");
+    let now = time::OffsetDateTime::now_utc();
+    let links = hrs_aggregator::site_links(&h.aggregator_config, &store, now).expect("links");
+    let of = |links: &[hrs_aggregator::SiteLink], code: &str| {
+        links
+            .iter()
+            .find(|l| l.site == code)
+            .cloned()
+            .expect("configured site")
+    };
+    let delivered = of(&links, "P01");
+    assert_eq!(delivered.state, Some(LinkState::Active));
+    assert_eq!(delivered.last_period.as_deref(), Some(hrs_tests::PERIOD));
+    assert!(delivered.last_delivery_at.is_some());
+    assert_eq!(
+        delivered.backlog_runs, 0,
+        "nothing waited behind the pushed run"
+    );
+    assert_eq!(of(&links, "P02").state, None, "P02 never made contact");
+
+    // With nothing to push, a site still checks in: its contact moves, its delivery stays.
+    assert_eq!(h.agent(&p01).deliver().await.expect("heartbeat"), 0);
+    let after = of(
+        &hrs_aggregator::site_links(&h.aggregator_config, &store, now).expect("links"),
+        "P01",
+    );
+    assert!(after.last_contact_at >= delivered.last_contact_at);
+    assert_eq!(after.last_delivery_at, delivered.last_delivery_at);
+    assert_eq!(after.backlog_runs, 0);
+
+    // Silence counts as missed checks (hourly by default): 12 degrade, 24 fail.
+    let later = |hours| now + time::Duration::hours(hours);
+    for (hours, state) in [
+        (11, LinkState::Active),
+        (13, LinkState::Degraded),
+        (25, LinkState::Failed),
+    ] {
+        let links =
+            hrs_aggregator::site_links(&h.aggregator_config, &store, later(hours)).expect("links");
+        assert_eq!(of(&links, "P01").state, Some(state), "after {hours} h");
+    }
+    h.shutdown().await;
+}

@@ -16,7 +16,10 @@ const OTHER_HIERARCHY: &str = "00000000-0000-4000-8000-000000000001";
 async fn refusal(h: &Hierarchy, run: pb::Run) -> tonic::Status {
     h.aggregator_client()
         .await
-        .push_run(pb::PushRunRequest { run: Some(run) })
+        .push_run(pb::PushRunRequest {
+            run: Some(run),
+            link: None,
+        })
         .await
         .expect_err("the aggregator refuses the run")
 }
@@ -113,7 +116,10 @@ async fn a_push_without_a_run_is_invalid() {
     let status = h
         .aggregator_client()
         .await
-        .push_run(pb::PushRunRequest { run: None })
+        .push_run(pb::PushRunRequest {
+            run: None,
+            link: None,
+        })
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);

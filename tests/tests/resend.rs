@@ -40,6 +40,7 @@ async fn a_resent_run_is_a_duplicate_and_changes_nothing() {
     let first = client
         .push_run(pb::PushRunRequest {
             run: Some(run.clone()),
+            link: None,
         })
         .await
         .expect("first push commits")
@@ -51,6 +52,7 @@ async fn a_resent_run_is_a_duplicate_and_changes_nothing() {
     let again = client
         .push_run(pb::PushRunRequest {
             run: Some(run.clone()),
+            link: None,
         })
         .await
         .expect("a re-send is answered, not refused")
@@ -115,7 +117,10 @@ async fn a_newer_collection_replaces_the_first_as_current() {
     let late = h
         .aggregator_client()
         .await
-        .push_run(pb::PushRunRequest { run: Some(older) })
+        .push_run(pb::PushRunRequest {
+            run: Some(older),
+            link: None,
+        })
         .await
         .expect("a late run is stored")
         .into_inner();

@@ -15,6 +15,7 @@ use hrs_core::{Period, VERSION};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_store::StoreError;
+use prost::Message as _;
 use rand::Rng as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -57,6 +58,14 @@ pub enum AgentError {
         /// The gRPC status it answered.
         status: Box<tonic::Status>,
     },
+    /// The upstream refused or failed a heartbeat.
+    #[error("upstream {upstream} did not take the heartbeat: {status}")]
+    Heartbeat {
+        /// The configured upstream.
+        upstream: String,
+        /// The gRPC status it answered.
+        status: Box<tonic::Status>,
+    },
     /// Runs were still spooled when the deadline of a one-shot delivery passed.
     #[error("{pending} run(s) still spooled after {seconds} s; the service delivers them later")]
     Undelivered {
@@ -72,10 +81,17 @@ impl AgentError {
     /// succeed until an operator acts (wrong site, hierarchy, catalog or content).
     pub fn is_refusal(&self) -> bool {
         use tonic::Code;
-        matches!(self, Self::Push { status, .. } if matches!(
+        let status = match self {
+            Self::Push { status, .. } | Self::Heartbeat { status, .. } => status,
+            _ => return false,
+        };
+        matches!(
             status.code(),
-            Code::InvalidArgument | Code::PermissionDenied | Code::FailedPrecondition | Code::AlreadyExists
-        ))
+            Code::InvalidArgument
+                | Code::PermissionDenied
+                | Code::FailedPrecondition
+                | Code::AlreadyExists
+        )
     }
 }
 
@@ -172,10 +188,13 @@ impl Agent {
     pub async fn deliver(&self) -> Result<usize, AgentError> {
         self.enforce_limits().await?;
         let pending = self.spool.pending().await?;
-        if pending.is_empty() {
-            return Ok(0);
-        }
-        let outcome = self.push_all(pending).await;
+        let report = self.link_report().await?;
+        // With nothing to push the agent still checks in, so both ends know the link.
+        let outcome = if pending.is_empty() {
+            self.heartbeat(report).await.map(|()| 0)
+        } else {
+            self.push_all(pending, report).await
+        };
         // The link worked if the upstream answered, even when it refused a run.
         let link = match &outcome {
             Err(error) if !error.is_refusal() => Err(error.to_string()),
@@ -197,23 +216,68 @@ impl Agent {
         outcome
     }
 
-    /// Pushes runs in order; see [`Agent::deliver`].
-    async fn push_all(&self, pending: Vec<spool::Spooled>) -> Result<usize, AgentError> {
+    /// Connects to the upstream aggregator.
+    async fn client(&self) -> Result<AggregatorClient<tonic::transport::Channel>, AgentError> {
         let upstream = self.config.upstream.clone();
-        let mut client = AggregatorClient::connect(upstream.clone())
+        Ok(AggregatorClient::connect(upstream.clone())
             .await
-            .map_err(|source| AgentError::Connect {
-                upstream: upstream.clone(),
-                source,
-            })?
+            .map_err(|source| AgentError::Connect { upstream, source })?
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// This site's view of its link, as it tells the upstream with every contact.
+    async fn link_report(&self) -> Result<pb::LinkReport, AgentError> {
+        let link = self.spool.link().await?;
+        let backlog = self.spool.backlog().await?;
+        Ok(pb::LinkReport {
+            consecutive_failures: link.consecutive_failures,
+            last_success_at: link.last_success_at.unwrap_or_default(),
+            backlog_runs: backlog.runs,
+            backlog_bytes: backlog.bytes,
+            oldest_pending_at: backlog.oldest_collected_at.unwrap_or_default(),
+            dropped_runs: self.spool.dropped_runs().await?,
+        })
+    }
+
+    /// Checks in with the upstream when there is nothing to push.
+    async fn heartbeat(&self, report: pb::LinkReport) -> Result<(), AgentError> {
+        self.client()
+            .await?
+            .heartbeat(pb::HeartbeatRequest {
+                site: self.config.site.to_string(),
+                hierarchy_id: self.config.hierarchy_id.to_string(),
+                link: Some(report),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|status| AgentError::Heartbeat {
+                upstream: self.config.upstream.clone(),
+                status: Box::new(status),
+            })
+    }
+
+    /// Pushes runs in order; see [`Agent::deliver`].
+    async fn push_all(
+        &self,
+        pending: Vec<spool::Spooled>,
+        report: pb::LinkReport,
+    ) -> Result<usize, AgentError> {
+        let upstream = self.config.upstream.clone();
+        let mut client = self.client().await?;
         let mut delivered = 0;
         let mut refused = None;
+        // Each push reports the backlog still waiting behind the run it carries.
+        let mut behind = report;
         for spooled in pending {
+            behind.backlog_runs = behind.backlog_runs.saturating_sub(1);
+            behind.backlog_bytes = behind
+                .backlog_bytes
+                .saturating_sub(u64::try_from(spooled.run.encoded_len()).unwrap_or(0));
             let pushed = client
                 .push_run(pb::PushRunRequest {
                     run: Some(spooled.run),
+                    link: Some(behind.clone()),
                 })
                 .await
                 .map_err(|status| AgentError::Push {

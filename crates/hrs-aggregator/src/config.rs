@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::Hasher;
+use hrs_core::link::LinkThresholds;
 use hrs_core::{HierarchyId, Level, SiteCode};
 use serde::Deserialize;
 
@@ -38,6 +39,16 @@ pub struct AggregatorConfig {
     /// key (or with none) are refused, since their hashes would not correlate.
     #[serde(default)]
     pub hash_key_file: Option<PathBuf>,
+    /// How often sites check in (their `check_minutes`); each check a site misses counts
+    /// as a failed attempt of its link.
+    #[serde(default = "default_site_check_minutes")]
+    pub site_check_minutes: u64,
+    /// Missed checks after which a site's link is degraded.
+    #[serde(default = "default_degraded_after")]
+    pub link_degraded_after: u32,
+    /// Missed checks after which a site's link has failed.
+    #[serde(default = "default_failed_after")]
+    pub link_failed_after: u32,
     /// The fingerprint of that key, empty without one; read from the file at load.
     #[serde(skip)]
     pub hash_key_id: String,
@@ -55,7 +66,27 @@ fn default_retry_seconds() -> u64 {
     30
 }
 
+fn default_site_check_minutes() -> u64 {
+    60
+}
+
+fn default_degraded_after() -> u32 {
+    LinkThresholds::default().degraded_after
+}
+
+fn default_failed_after() -> u32 {
+    LinkThresholds::default().failed_after
+}
+
 impl AggregatorConfig {
+    /// Returns when a site's link counts as degraded, then failed, in missed checks.
+    pub fn link_thresholds(&self) -> LinkThresholds {
+        LinkThresholds {
+            degraded_after: self.link_degraded_after,
+            failed_after: self.link_failed_after,
+        }
+    }
+
     /// Reads the file, resolves its paths against the file's folder, and checks its values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
@@ -83,6 +114,16 @@ impl AggregatorConfig {
         if cfg.retry_seconds == 0 {
             return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
         }
+        if cfg.site_check_minutes == 0 {
+            return Err(config::invalid(
+                path,
+                "site_check_minutes",
+                "must be at least 1",
+            ));
+        }
+        cfg.link_thresholds()
+            .check()
+            .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
         cfg.hash_key_id = Hasher::from_key_file(cfg.hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?

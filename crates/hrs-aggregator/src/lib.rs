@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod links;
 pub mod merge;
 pub mod service;
 pub mod store;
@@ -18,7 +19,8 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::AggregatorConfig;
-pub use store::{MergeStore, SqliteMergeStore};
+pub use links::{SiteLink, site_links};
+pub use store::{Contact, MergeStore, SqliteMergeStore};
 
 /// Largest message accepted or sent; a site's weekly run is far smaller.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, check_run};
+use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_server::Aggregator;
 use time::OffsetDateTime;
@@ -11,7 +13,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::config::AggregatorConfig;
-use crate::store::{Commit, MergeError, MergeStore};
+use crate::store::{Commit, Contact, MergeError, MergeStore};
 
 /// Why a push was refused; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ impl AggregatorService {
     }
 
     async fn push(&self, request: pb::PushRunRequest) -> Result<Commit, PushError> {
+        let report = request.link.unwrap_or_default();
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
         if header.hierarchy_id != self.config.hierarchy_id {
@@ -119,6 +122,14 @@ impl AggregatorService {
         .await
         .map_err(|e| PushError::Task(e.to_string()))??;
         let (commit, header) = commit;
+        self.record_contact(Contact {
+            site: header.site.to_string(),
+            at: received_at_now(),
+            delivered: Some((header.run_id.to_string(), header.period.to_string())),
+            last_delivery_at: None,
+            report,
+        })
+        .await;
         tracing::info!(
             site = %header.site,
             period = %header.period,
@@ -133,8 +144,72 @@ impl AggregatorService {
     }
 }
 
+impl AggregatorService {
+    /// Records a contact; a failure to record it is logged, never fails the push, since
+    /// the run itself is already committed.
+    async fn record_contact(&self, contact: Contact) {
+        let store = Arc::clone(&self.store);
+        let site = contact.site.clone();
+        match tokio::task::spawn_blocking(move || store.record_contact(&contact)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%site, %error, "cannot record the site's contact"),
+            Err(error) => tracing::warn!(%site, %error, "cannot record the site's contact"),
+        }
+    }
+
+    async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<(), PushError> {
+        let hierarchy: HierarchyId =
+            request
+                .hierarchy_id
+                .parse()
+                .map_err(|e: IdError| Invalid::Field {
+                    field: "hierarchy_id".into(),
+                    problem: e.to_string(),
+                })?;
+        if hierarchy != self.config.hierarchy_id {
+            return Err(PushError::WrongHierarchy(hierarchy.to_string()));
+        }
+        let site: SiteCode = request.site.parse().map_err(|e: IdError| Invalid::Field {
+            field: "site".into(),
+            problem: e.to_string(),
+        })?;
+        if !self.config.sites.contains(&site) {
+            return Err(PushError::UnknownSite(site.to_string()));
+        }
+        self.record_contact(Contact {
+            site: site.to_string(),
+            at: received_at_now(),
+            delivered: None,
+            last_delivery_at: None,
+            report: request.link.unwrap_or_default(),
+        })
+        .await;
+        Ok(())
+    }
+}
+
+fn received_at_now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
 #[tonic::async_trait]
 impl Aggregator for AggregatorService {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let peer = request.remote_addr();
+        match AggregatorService::heartbeat(self, request.into_inner()).await {
+            Ok(()) => Ok(Response::new(pb::HeartbeatResponse {})),
+            Err(error) => {
+                tracing::warn!(?peer, %error, "heartbeat refused");
+                Err(error.into())
+            }
+        }
+    }
+
     async fn push_run(
         &self,
         request: Request<pb::PushRunRequest>,

@@ -28,6 +28,14 @@ CREATE TABLE IF NOT EXISTS current_runs (
     sequence INTEGER NOT NULL,
     PRIMARY KEY (period, site)
 );
+CREATE TABLE IF NOT EXISTS site_links (
+    site             TEXT PRIMARY KEY,
+    last_contact_at  TEXT NOT NULL,
+    last_delivery_at TEXT,
+    last_run_id      TEXT,
+    last_period      TEXT,
+    report           BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS forwarded (
     period       TEXT PRIMARY KEY,
     digest       TEXT NOT NULL,
@@ -89,6 +97,28 @@ pub trait MergeStore: Send + Sync + 'static {
 
     /// Records that the merged period with this digest was committed upstream.
     fn mark_forwarded(&self, period: &str, digest: &str, at: &str) -> Result<(), StoreError>;
+
+    /// Records an accepted contact from a site: a push (with the run it delivered) or a
+    /// heartbeat, with the site's own report of its link.
+    fn record_contact(&self, contact: &Contact) -> Result<(), StoreError>;
+
+    /// Returns the last contact of every site that ever made one, by site.
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
+}
+
+/// The last accepted contact from one site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    /// The site.
+    pub site: String,
+    /// When it was (RFC 3339).
+    pub at: String,
+    /// The run it delivered, with its period, when it was a push.
+    pub delivered: Option<(String, String)>,
+    /// When the site last delivered a run (RFC 3339), from this or an earlier contact.
+    pub last_delivery_at: Option<String>,
+    /// The site's own view of its link at that moment.
+    pub report: pb::LinkReport,
 }
 
 /// The embedded merge store.
@@ -235,6 +265,63 @@ impl MergeStore for SqliteMergeStore {
                 params![period, digest, at],
             )?;
             Ok(())
+        })
+    }
+
+    fn record_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        let report = contact.report.encode_to_vec();
+        let (run_id, period) = contact
+            .delivered
+            .clone()
+            .map_or((None, None), |(r, p)| (Some(r), Some(p)));
+        self.store.with(|conn| {
+            // A heartbeat keeps the last delivery; a push replaces it.
+            conn.execute(
+                "INSERT INTO site_links
+                   (site, last_contact_at, last_delivery_at, last_run_id, last_period, report)
+                 VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN NULL ELSE ?2 END, ?3, ?4, ?5)
+                 ON CONFLICT(site) DO UPDATE SET
+                   last_contact_at = excluded.last_contact_at,
+                   last_delivery_at = COALESCE(excluded.last_delivery_at, last_delivery_at),
+                   last_run_id = COALESCE(excluded.last_run_id, last_run_id),
+                   last_period = COALESCE(excluded.last_period, last_period),
+                   report = excluded.report",
+                params![contact.site, contact.at, run_id, period, report],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        self.store.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT site, last_contact_at, last_delivery_at, last_run_id, last_period, report
+                 FROM site_links ORDER BY site",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (site, at, last_delivery_at, run_id, period, report) = row?;
+                let report = pb::LinkReport::decode(report.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("link report of {site}: {e}")))?;
+                out.push(Contact {
+                    site,
+                    at,
+                    delivered: run_id.zip(period),
+                    last_delivery_at,
+                    report,
+                });
+            }
+            Ok(out)
         })
     }
 }

@@ -45,9 +45,9 @@ pub enum Command {
     Sitedb(SitedbCommand),
     /// Run the catalog once against a site database and print the run, sending nothing.
     Collect(CollectArgs),
-    /// Print the health of an agent's link to its upstream, and its backlog.
+    /// Print the health of replication links: an agent's, or every site's at an aggregator.
     Status {
-        /// The agent's configuration file.
+        /// An agent's or an aggregator's configuration file.
         #[arg(long)]
         config: PathBuf,
         /// Output format: table or json.

@@ -1,4 +1,5 @@
-//! `hrs status`: the health of a role's replication link, as operators check it.
+//! `hrs status`: the health of replication links, as operators check them: an agent's
+//! link to its upstream, or every site's link as its aggregator sees it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,9 +14,13 @@ pub async fn run(config: &Path, format: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", config.display()))?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a TOML file: {}", config.display(), e.message()))?;
+    if table.contains_key("sites") {
+        return aggregator(config, format);
+    }
     if !table.contains_key("upstream") {
         anyhow::bail!(
-            "{}: hrs status reads an agent's configuration (one with `upstream`)",
+            "{}: hrs status reads an agent's configuration (with `upstream`) or an \
+             aggregator's (with `sites`)",
             config.display()
         );
     }
@@ -28,7 +33,7 @@ pub async fn run(config: &Path, format: &str) -> anyhow::Result<()> {
         ))?);
     }
     let mut out = String::new();
-    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "never".into());
+    let or_none = |v: &Option<String>| v.as_deref().map_or_else(|| "never".into(), to_seconds);
     writeln!(out, "site {} -> {}", status.site, status.upstream)?;
     writeln!(
         out,
@@ -67,4 +72,55 @@ pub async fn run(config: &Path, format: &str) -> anyhow::Result<()> {
     )?;
     writeln!(out, "site db       {}", status.site_db)?;
     Ok(emit(&out)?)
+}
+
+/// Prints every configured site's link as the aggregator sees it.
+fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
+    let config = hrs_aggregator::AggregatorConfig::load(config)?;
+    if !config.store.exists() {
+        anyhow::bail!(
+            "no merge store at {}: the aggregator has not run yet",
+            config.store.display()
+        );
+    }
+    let store = hrs_aggregator::SqliteMergeStore::open_read_only(&config.store)
+        .with_context(|| format!("cannot open merge store {}", config.store.display()))?;
+    let links = hrs_aggregator::site_links(&config, &store, time::OffsetDateTime::now_utc())?;
+    if format == "json" {
+        return Ok(emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&links)?
+        ))?);
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}",
+        "site", "link", "last contact", "missed", "last delivery", "period", "backlog", "dropped"
+    )?;
+    for link in &links {
+        let state = link.state.map_or("never", |s| s.as_str());
+        let dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), to_seconds);
+        writeln!(
+            out,
+            "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}",
+            link.site,
+            state,
+            dash(&link.last_contact_at),
+            link.missed_checks,
+            dash(&link.last_delivery_at),
+            dash(&link.last_period),
+            link.backlog_runs,
+            link.dropped_runs
+        )?;
+    }
+    Ok(emit(&out)?)
+}
+
+/// An RFC 3339 time to the second, for tables.
+fn to_seconds(time: &str) -> String {
+    match time.get(..19) {
+        Some(seconds) if time.len() > 20 => format!("{seconds}Z"),
+        _ => time.to_owned(),
+    }
 }

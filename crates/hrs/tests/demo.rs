@@ -115,6 +115,28 @@ fn demo_online_and_offline_deterministic_and_viewable() {
     assert_eq!(status["state"], "active");
     assert_eq!(status["backlog_runs"], 0);
     assert!(status["last_success_at"].is_string(), "{status}");
+    // And the aggregator's view of every site's link.
+    let aggregator_config = tmp.path().join("on/aggregator/aggregator.toml");
+    let out = hrs(&[
+        "status",
+        "--config",
+        &aggregator_config.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let links: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let states: Vec<&str> = links
+        .as_array()
+        .expect("one entry per site")
+        .iter()
+        .map(|l| l["state"].as_str().expect("contacted"))
+        .collect();
+    assert_eq!(states, ["active", "active", "active"]);
 
     // The export is what left: site codes hashed at Enhanced.
     let config = tmp.path().join("on/connection-point/connection-point.toml");
