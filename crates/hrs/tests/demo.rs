@@ -37,6 +37,23 @@ fn demo(dir: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 
+/// Runs `hrs status --format json` on a role's configuration.
+fn status_json(config: &Path) -> Value {
+    let out = hrs(&[
+        "status",
+        "--config",
+        &config.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
 fn site_rows(summary: &Value) -> Vec<(String, u64)> {
     summary["sites"]
         .as_array()
@@ -98,38 +115,12 @@ fn demo_online_and_offline_deterministic_and_viewable() {
     assert!(rows.iter().all(|r| &r[1] == "P02"));
 
     // Each agent's view of its link: delivered, nothing waiting.
-    let agent_config = tmp.path().join("on/sites/P01/agent.toml");
-    let out = hrs(&[
-        "status",
-        "--config",
-        &agent_config.display().to_string(),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let status = status_json(&tmp.path().join("on/sites/P01/agent.toml"));
     assert_eq!(status["state"], "active");
     assert_eq!(status["backlog_runs"], 0);
     assert!(status["last_success_at"].is_string(), "{status}");
     // And the aggregator's view of every site's link.
-    let aggregator_config = tmp.path().join("on/aggregator/aggregator.toml");
-    let out = hrs(&[
-        "status",
-        "--config",
-        &aggregator_config.display().to_string(),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let links: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let links = status_json(&tmp.path().join("on/aggregator/aggregator.toml"));
     let states: Vec<&str> = links
         .as_array()
         .expect("one entry per site")
