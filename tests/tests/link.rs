@@ -120,3 +120,72 @@ async fn the_aggregator_sees_each_sites_link_from_its_contacts() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinitialised_site_sends_its_period_again_and_the_result_is_unchanged() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    h.collect_everywhere().await;
+    h.wait_delivered(hrs_tests::PERIOD).await;
+    let p01 = site("P01");
+    let current = |h: &Hierarchy| {
+        h.merged_runs()
+            .into_iter()
+            .map(|run| (run.site, run.run_id, run.digest))
+            .collect::<Vec<_>>()
+    };
+    let before = current(&h);
+
+    let asked = hrs_aggregator::request_reinit(
+        &h.aggregator_config,
+        &p01,
+        None,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("reinit requested");
+    assert_eq!(asked, [hrs_tests::PERIOD]);
+    assert!(matches!(
+        hrs_aggregator::request_reinit(
+            &h.aggregator_config,
+            &site("P77"),
+            None,
+            time::OffsetDateTime::now_utc()
+        ),
+        Err(hrs_aggregator::ReinitError::UnknownSite(_))
+    ));
+
+    // The site learns of it at its next check, collects again, and delivers at the one after.
+    let agent = h.agent(&p01);
+    assert_eq!(agent.deliver().await.expect("heartbeat"), 0);
+    assert_eq!(agent.status().await.expect("status").backlog_runs, 1);
+    assert_eq!(agent.deliver().await.expect("delivers"), 1);
+    assert_eq!(
+        agent.deliver().await.expect("heartbeat"),
+        0,
+        "asked only once"
+    );
+
+    let after = current(&h);
+    let run_of = |runs: &[(String, String, String)], site: &str| {
+        runs.iter()
+            .find(|(s, _, _)| s == site)
+            .cloned()
+            .expect("a current run")
+    };
+    let (old, new) = (run_of(&before, "P01"), run_of(&after, "P01"));
+    assert_ne!(old.1, new.1, "a new run is current");
+    assert_eq!(old.2, new.2, "with the same content");
+    assert_eq!(run_of(&before, "CAS"), run_of(&after, "CAS"));
+    let store = hrs_aggregator::SqliteMergeStore::open_read_only(&h.aggregator_config.store)
+        .expect("opens");
+    let links = hrs_aggregator::site_links(
+        &h.aggregator_config,
+        &store,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("links");
+    assert!(
+        links.iter().all(|l| l.reinit_pending.is_empty()),
+        "{links:?}"
+    );
+    h.shutdown().await;
+}

@@ -191,7 +191,7 @@ impl Agent {
         let report = self.link_report().await?;
         // With nothing to push the agent still checks in, so both ends know the link.
         let outcome = if pending.is_empty() {
-            self.heartbeat(report).await.map(|()| 0)
+            self.heartbeat(report).await.map(|reinit| (0, reinit))
         } else {
             self.push_all(pending, report).await
         };
@@ -213,7 +213,37 @@ impl Agent {
                 "link to the upstream is {state}"
             );
         }
-        outcome
+        let (delivered, reinit) = outcome?;
+        self.reinitialise(reinit).await?;
+        Ok(delivered)
+    }
+
+    /// Collects again the periods the upstream asked for (`hrs reinit`), unless a run of
+    /// that period already waits in the spool; the new runs go with the next delivery.
+    async fn reinitialise(&self, periods: Vec<String>) -> Result<(), AgentError> {
+        if periods.is_empty() {
+            return Ok(());
+        }
+        let waiting: Vec<String> = self
+            .spool
+            .pending()
+            .await?
+            .into_iter()
+            .map(|s| s.run.period)
+            .collect();
+        for text in periods {
+            if waiting.contains(&text) {
+                continue;
+            }
+            match text.parse::<Period>() {
+                Ok(period) => {
+                    tracing::info!(%period, "re-initialising: collecting again at the upstream's request");
+                    self.collect(period).await?;
+                }
+                Err(error) => tracing::warn!(%error, "ignoring a re-initialisation request"),
+            }
+        }
+        Ok(())
     }
 
     /// Connects to the upstream aggregator.
@@ -240,8 +270,9 @@ impl Agent {
         })
     }
 
-    /// Checks in with the upstream when there is nothing to push.
-    async fn heartbeat(&self, report: pb::LinkReport) -> Result<(), AgentError> {
+    /// Checks in with the upstream when there is nothing to push; returns the periods it
+    /// asks this site to send again.
+    async fn heartbeat(&self, report: pb::LinkReport) -> Result<Vec<String>, AgentError> {
         self.client()
             .await?
             .heartbeat(pb::HeartbeatRequest {
@@ -250,7 +281,7 @@ impl Agent {
                 link: Some(report),
             })
             .await
-            .map(|_| ())
+            .map(|answer| answer.into_inner().reinit_periods)
             .map_err(|status| AgentError::Heartbeat {
                 upstream: self.config.upstream.clone(),
                 status: Box::new(status),
@@ -262,11 +293,12 @@ impl Agent {
         &self,
         pending: Vec<spool::Spooled>,
         report: pb::LinkReport,
-    ) -> Result<usize, AgentError> {
+    ) -> Result<(usize, Vec<String>), AgentError> {
         let upstream = self.config.upstream.clone();
         let mut client = self.client().await?;
         let mut delivered = 0;
         let mut refused = None;
+        let mut reinit = Vec::new();
         // Each push reports the backlog still waiting behind the run it carries.
         let mut behind = report;
         for spooled in pending {
@@ -298,6 +330,8 @@ impl Agent {
             };
             self.spool.remove(&spooled.run_id).await?;
             delivered += 1;
+            // The last answer is the freshest view of what is still asked for.
+            reinit = answer.reinit_periods.clone();
             tracing::info!(
                 run_id = %spooled.run_id,
                 duplicate = answer.duplicate,
@@ -307,7 +341,7 @@ impl Agent {
         }
         match refused {
             Some(error) => Err(error),
-            None => Ok(delivered),
+            None => Ok((delivered, reinit)),
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::AggregatorConfig;
-pub use links::{SiteLink, site_links};
+pub use links::{ReinitError, SiteLink, request_reinit, site_links};
 pub use store::{Contact, MergeStore, SqliteMergeStore};
 
 /// Largest message accepted or sent; a site's weekly run is far smaller.

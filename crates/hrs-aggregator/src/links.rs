@@ -37,6 +37,8 @@ pub struct SiteLink {
     pub oldest_pending_at: Option<String>,
     /// Runs the site's spool dropped to stay within its limits, ever.
     pub dropped_runs: u64,
+    /// Periods the site has been asked to send again and has not yet sent.
+    pub reinit_pending: Vec<String>,
 }
 
 /// Returns every configured site's link, in configuration order, as of `now`.
@@ -48,10 +50,15 @@ pub fn site_links(
     let contacts = store.contacts()?;
     let thresholds = config.link_thresholds();
     let interval = i64::try_from(config.site_check_minutes.max(1)).unwrap_or(i64::MAX);
+    let mut reinit = Vec::new();
+    for site in &config.sites {
+        reinit.push(store.reinit_pending(site.as_str())?);
+    }
     Ok(config
         .sites
         .iter()
-        .map(|site| {
+        .zip(reinit)
+        .map(|(site, reinit_pending)| {
             let code = site.to_string();
             let Some(contact) = contacts.iter().find(|c| c.site == code) else {
                 return SiteLink {
@@ -65,6 +72,7 @@ pub fn site_links(
                     backlog_bytes: 0,
                     oldest_pending_at: None,
                     dropped_runs: 0,
+                    reinit_pending,
                 };
             };
             let minutes = OffsetDateTime::parse(&contact.at, &Rfc3339)
@@ -74,6 +82,7 @@ pub fn site_links(
             let report = &contact.report;
             let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
             SiteLink {
+                reinit_pending,
                 site: code,
                 state: Some(thresholds.state(missed)),
                 last_contact_at: Some(contact.at.clone()),
@@ -87,4 +96,54 @@ pub fn site_links(
             }
         })
         .collect())
+}
+
+/// Why a re-initialisation could not be requested.
+#[derive(Debug, thiserror::Error)]
+pub enum ReinitError {
+    /// The site is not one of this aggregator's.
+    #[error("site {0} is not one of this aggregator's sites")]
+    UnknownSite(String),
+    /// The site has delivered nothing to send again, and no period was named.
+    #[error("site {0} has delivered no period yet; name one with --period")]
+    NothingDelivered(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Asks `site` to collect and send `period` again (every period it has delivered, when
+/// none is named) at its next contact, and returns the periods asked for. The site's new
+/// runs replace its current ones; from the same data they merge to the same result.
+pub fn request_reinit(
+    config: &AggregatorConfig,
+    site: &hrs_core::SiteCode,
+    period: Option<&hrs_core::Period>,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, ReinitError> {
+    if !config.sites.contains(site) {
+        return Err(ReinitError::UnknownSite(site.to_string()));
+    }
+    let store = SqliteMergeStore::open(&config.store)?;
+    let periods = match period {
+        Some(period) => vec![period.to_string()],
+        None => {
+            let mut periods: Vec<String> = store
+                .current(None, Some(site.as_str()))?
+                .into_iter()
+                .map(|run| run.period)
+                .collect();
+            periods.dedup();
+            periods
+        }
+    };
+    if periods.is_empty() {
+        return Err(ReinitError::NothingDelivered(site.to_string()));
+    }
+    store.request_reinit(
+        site.as_str(),
+        &periods,
+        &now.format(&Rfc3339).unwrap_or_default(),
+    )?;
+    Ok(periods)
 }

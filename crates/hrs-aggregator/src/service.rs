@@ -93,7 +93,7 @@ impl AggregatorService {
         }
     }
 
-    async fn push(&self, request: pb::PushRunRequest) -> Result<Commit, PushError> {
+    async fn push(&self, request: pb::PushRunRequest) -> Result<(Commit, Vec<String>), PushError> {
         let report = request.link.unwrap_or_default();
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
@@ -139,8 +139,13 @@ impl AggregatorService {
         );
         if commit == Commit::Merged {
             self.merged.notify_one();
+            // A new current run of a period answers a re-initialisation request for it.
+            let (site, period) = (header.site.to_string(), header.period.to_string());
+            self.on_store(move |store| store.reinit_done(&site, &period))
+                .await;
         }
-        Ok(commit)
+        let reinit = self.reinit_for(&header.site).await;
+        Ok((commit, reinit))
     }
 }
 
@@ -148,16 +153,38 @@ impl AggregatorService {
     /// Records a contact; a failure to record it is logged, never fails the push, since
     /// the run itself is already committed.
     async fn record_contact(&self, contact: Contact) {
+        self.on_store(move |store| store.record_contact(&contact))
+            .await;
+    }
+
+    /// Runs a store operation on the blocking pool; a failure is logged and yields the
+    /// default, since it must not fail a contact whose run is already committed.
+    async fn on_store<T: Default + Send + 'static>(
+        &self,
+        op: impl FnOnce(&dyn MergeStore) -> Result<T, hrs_store::StoreError> + Send + 'static,
+    ) -> T {
         let store = Arc::clone(&self.store);
-        let site = contact.site.clone();
-        match tokio::task::spawn_blocking(move || store.record_contact(&contact)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%site, %error, "cannot record the site's contact"),
-            Err(error) => tracing::warn!(%site, %error, "cannot record the site's contact"),
+        match tokio::task::spawn_blocking(move || op(store.as_ref())).await {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "link bookkeeping failed");
+                T::default()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "link bookkeeping failed");
+                T::default()
+            }
         }
     }
 
-    async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<(), PushError> {
+    /// The periods a site is asked to send again.
+    async fn reinit_for(&self, site: &SiteCode) -> Vec<String> {
+        let site = site.to_string();
+        self.on_store(move |store| store.reinit_pending(&site))
+            .await
+    }
+
+    async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<Vec<String>, PushError> {
         let hierarchy: HierarchyId =
             request
                 .hierarchy_id
@@ -184,7 +211,7 @@ impl AggregatorService {
             report: request.link.unwrap_or_default(),
         })
         .await;
-        Ok(())
+        Ok(self.reinit_for(&site).await)
     }
 }
 
@@ -202,7 +229,7 @@ impl Aggregator for AggregatorService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr();
         match AggregatorService::heartbeat(self, request.into_inner()).await {
-            Ok(()) => Ok(Response::new(pb::HeartbeatResponse {})),
+            Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
             Err(error) => {
                 tracing::warn!(?peer, %error, "heartbeat refused");
                 Err(error.into())
@@ -216,9 +243,10 @@ impl Aggregator for AggregatorService {
     ) -> Result<Response<pb::PushRunResponse>, Status> {
         let peer = request.remote_addr();
         match self.push(request.into_inner()).await {
-            Ok(commit) => Ok(Response::new(pb::PushRunResponse {
+            Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
                 duplicate: commit == Commit::Duplicate,
                 superseded: commit == Commit::Superseded,
+                reinit_periods,
             })),
             Err(error) => {
                 tracing::warn!(?peer, %error, "push refused");

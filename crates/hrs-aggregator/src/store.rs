@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS site_links (
     last_period      TEXT,
     report           BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reinit (
+    site         TEXT NOT NULL,
+    period       TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    PRIMARY KEY (site, period)
+);
 CREATE TABLE IF NOT EXISTS forwarded (
     period       TEXT PRIMARY KEY,
     digest       TEXT NOT NULL,
@@ -104,6 +110,15 @@ pub trait MergeStore: Send + Sync + 'static {
 
     /// Returns the last contact of every site that ever made one, by site.
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
+
+    /// Asks a site to collect and send these periods again, at its next contact.
+    fn request_reinit(&self, site: &str, periods: &[String], at: &str) -> Result<(), StoreError>;
+
+    /// Returns the periods a site has been asked to send again and has not yet sent.
+    fn reinit_pending(&self, site: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Records that a site sent a period again, so it is no longer asked to.
+    fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError>;
 }
 
 /// The last accepted contact from one site.
@@ -322,6 +337,42 @@ impl MergeStore for SqliteMergeStore {
                 });
             }
             Ok(out)
+        })
+    }
+
+    fn request_reinit(&self, site: &str, periods: &[String], at: &str) -> Result<(), StoreError> {
+        self.store.with(|conn| {
+            let tx = conn.transaction()?;
+            for period in periods {
+                tx.execute(
+                    "INSERT INTO reinit (site, period, requested_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(site, period) DO UPDATE SET requested_at = excluded.requested_at",
+                    params![site, period, at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn reinit_pending(&self, site: &str) -> Result<Vec<String>, StoreError> {
+        self.store.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT period FROM reinit WHERE site = ?1 ORDER BY period")?;
+            let periods = stmt
+                .query_map(params![site], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(periods)
+        })
+    }
+
+    fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError> {
+        self.store.with(|conn| {
+            conn.execute(
+                "DELETE FROM reinit WHERE site = ?1 AND period = ?2",
+                params![site, period],
+            )?;
+            Ok(())
         })
     }
 }

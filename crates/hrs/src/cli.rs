@@ -54,6 +54,18 @@ pub enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Ask a site to collect and send its periods again (re-initialise its data).
+    Reinit {
+        /// The aggregator's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The site to re-initialise.
+        #[arg(long)]
+        site: SiteCode,
+        /// Only this period (default: every period the site has delivered).
+        #[arg(long)]
+        period: Option<Period>,
+    },
     /// Print the merged data held by an aggregator.
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.

@@ -47,6 +47,11 @@ fn main() -> ExitCode {
             }) => roles::seed(db, site_db, &password, &site, clients, seed).await,
             Command::Collect(args) => collect::run(args).await,
             Command::Status { config, format } => status::run(&config, &format).await,
+            Command::Reinit {
+                config,
+                site,
+                period,
+            } => status::reinit(&config, &site, period.as_ref()),
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {

@@ -95,7 +95,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
     let mut out = String::new();
     writeln!(
         out,
-        "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}",
+        "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}  reinit",
         "site", "link", "last contact", "missed", "last delivery", "period", "backlog", "dropped"
     )?;
     for link in &links {
@@ -103,7 +103,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
         let dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), to_seconds);
         writeln!(
             out,
-            "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}",
+            "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}  {}",
             link.site,
             state,
             dash(&link.last_contact_at),
@@ -111,7 +111,12 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
             dash(&link.last_delivery_at),
             dash(&link.last_period),
             link.backlog_runs,
-            link.dropped_runs
+            link.dropped_runs,
+            if link.reinit_pending.is_empty() {
+                "-".to_owned()
+            } else {
+                link.reinit_pending.join(",")
+            }
         )?;
     }
     Ok(emit(&out)?)
@@ -123,4 +128,22 @@ fn to_seconds(time: &str) -> String {
         Some(seconds) if time.len() > 20 => format!("{seconds}Z"),
         _ => time.to_owned(),
     }
+}
+
+/// `hrs reinit`: asks a site, through its aggregator, to send periods again.
+pub fn reinit(
+    config: &Path,
+    site: &hrs_core::SiteCode,
+    period: Option<&hrs_core::Period>,
+) -> anyhow::Result<()> {
+    let config = hrs_aggregator::AggregatorConfig::load(config)?;
+    let periods =
+        hrs_aggregator::request_reinit(&config, site, period, time::OffsetDateTime::now_utc())?;
+    emit(&format!(
+        "asked {site} to collect and send again: {}; it does so at its next check \
+         (every {} minutes), and `hrs status` shows the request until it has\n",
+        periods.join(", "),
+        config.site_check_minutes
+    ))?;
+    Ok(())
 }
