@@ -4,9 +4,9 @@ mod catalog;
 mod cli;
 mod collect;
 mod demo;
+mod links;
 mod output;
 mod roles;
-mod status;
 mod view;
 
 use std::process::ExitCode;
@@ -46,12 +46,12 @@ fn main() -> ExitCode {
                 seed,
             }) => roles::seed(db, site_db, &password, &site, clients, seed).await,
             Command::Collect(args) => collect::run(args).await,
-            Command::Status { config, format } => status::run(&config, &format).await,
+            Command::Status { config, format } => links::status(&config, &format).await,
             Command::Reinit {
                 config,
                 site,
                 period,
-            } => status::reinit(&config, &site, period.as_ref()),
+            } => links::reinit(&config, &site, period.as_ref()),
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {

@@ -1,5 +1,5 @@
-//! `hrs status`: the health of replication links, as operators check them: an agent's
-//! link to its upstream, or every site's link as its aggregator sees it.
+//! Replication link commands: `hrs status` (an agent's link to its upstream, or every
+//! site's link as its aggregator sees it) and `hrs reinit` (ask a site to send again).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::output::emit;
 
 /// Prints the status of the role whose configuration `config` is.
-pub async fn run(config: &Path, format: &str) -> anyhow::Result<()> {
+pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let table: toml::Table = toml::from_str(&text)
