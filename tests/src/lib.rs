@@ -272,6 +272,7 @@ impl Hierarchy {
             store: dir.path().join("merge.sqlite"),
             sites: sites.clone(),
             connection_point: Some(format!("http://{cp_addr}")),
+            upstream: None,
             period_deadline_hours: 72,
             retry_seconds: 1,
             site_check_minutes: 60,

@@ -29,6 +29,10 @@ pub struct AggregatorConfig {
     /// periods stay in the store for `hrs view`.
     #[serde(default)]
     pub connection_point: Option<String>,
+    /// The next aggregator up, for a region aggregator under a CAS: every site's runs are
+    /// relayed to it as they are. Set this or `connection_point`, not both.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Hours after a period's end after which it is forwarded even with sites missing.
     #[serde(default = "default_deadline_hours")]
     pub period_deadline_hours: u64,
@@ -111,6 +115,23 @@ impl AggregatorConfig {
                 format!("{url:?} is not an http:// or https:// address"),
             ));
         }
+        if let Some(url) = &cfg.upstream {
+            if cfg.connection_point.is_some() {
+                return Err(config::invalid(
+                    path,
+                    "upstream",
+                    "set connection_point (at the top of the hierarchy) or upstream (a region \
+                     under another aggregator), not both",
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(config::invalid(
+                    path,
+                    "upstream",
+                    format!("{url:?} is not an http:// or https:// address"),
+                ));
+            }
+        }
         if cfg.retry_seconds == 0 {
             return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
         }
@@ -129,5 +150,35 @@ impl AggregatorConfig {
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?
             .key_id();
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aggregator_forwards_to_a_connection_point_or_relays_upstream_not_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aggregator.toml");
+        let base = "listen = \"127.0.0.1:0\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                    store = \"m.sqlite\"\nsites = [\"P01\"]\n";
+        std::fs::write(
+            &path,
+            format!("{base}upstream = \"http://127.0.0.1:7401\"\n"),
+        )
+        .expect("writes");
+        let region = AggregatorConfig::load(&path).expect("a region aggregator");
+        assert!(region.upstream.is_some() && region.connection_point.is_none());
+
+        std::fs::write(
+            &path,
+            format!(
+                "{base}upstream = \"http://127.0.0.1:7401\"\nconnection_point = \"http://127.0.0.1:7402\"\n"
+            ),
+        )
+        .expect("writes");
+        let err = AggregatorConfig::load(&path).expect_err("both");
+        assert!(err.to_string().contains("upstream"), "{err}");
     }
 }

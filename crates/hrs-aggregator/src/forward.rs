@@ -1,5 +1,7 @@
 //! Forwarding: each period, once complete (or past its deadline), goes upstream to the
-//! connection point; a newer run for a forwarded period forwards it again.
+//! connection point; a newer run for a forwarded period forwards it again. A region
+//! aggregator instead relays every site's current runs, as they are, to the aggregator
+//! above it, so hierarchies deeper than two tiers run the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use hrs_core::Period;
 use hrs_core::catalog::Catalog;
 use hrs_proto::v1 as pb;
+use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_proto::v1::connection_point_client::ConnectionPointClient;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -28,11 +31,18 @@ pub async fn run(
     merged: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(upstream) = config.connection_point.clone() else {
-        return;
+    let (upstream, relay) = match (&config.connection_point, &config.upstream) {
+        (Some(point), _) => (point.clone(), false),
+        (None, Some(aggregator)) => (aggregator.clone(), true),
+        (None, None) => return,
     };
     loop {
-        let wait = match forward_ready(&config, &store, &catalog, &upstream).await {
+        let result = if relay {
+            relay_ready(&store, &upstream).await
+        } else {
+            forward_ready(&config, &store, &catalog, &upstream).await
+        };
+        let wait = match result {
             Ok(()) => RECHECK,
             Err(error) => {
                 tracing::warn!(%error, upstream, "forwarding failed");
@@ -45,6 +55,54 @@ pub async fn run(
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Pushes every current run the upstream aggregator has not committed yet. A run it
+/// refuses is logged and tried again next time without holding back the others.
+async fn relay_ready(store: &Arc<dyn MergeStore>, upstream: &str) -> Result<(), String> {
+    let reader = Arc::clone(store);
+    let runs = tokio::task::spawn_blocking(move || reader.unrelayed())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let mut client = AggregatorClient::connect(upstream.to_owned())
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?
+        .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+    for run in runs {
+        let (run_id, site, period) = (run.run_id.clone(), run.site.clone(), run.period.clone());
+        let pushed = client
+            .push_run(pb::PushRunRequest {
+                run: Some(run),
+                link: None,
+            })
+            .await;
+        match pushed {
+            Ok(_) => {
+                let writer = Arc::clone(store);
+                let at = OffsetDateTime::now_utc()
+                    .format(&Rfc3339)
+                    .unwrap_or_default();
+                let id = run_id.clone();
+                tokio::task::spawn_blocking(move || writer.mark_relayed(&id, &at))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(run_id, site, period, "run relayed upstream");
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(format!("upstream unavailable: {}", status.message()));
+            }
+            Err(status) => {
+                tracing::error!(run_id, site, period, error = %status.message(), "upstream refused a relayed run");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn past_deadline(period: &str, hours: u64) -> bool {

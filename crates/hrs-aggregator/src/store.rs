@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS reinit (
     requested_at TEXT NOT NULL,
     PRIMARY KEY (site, period)
 );
+CREATE TABLE IF NOT EXISTS relayed (
+    run_id     TEXT PRIMARY KEY,
+    relayed_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS forwarded (
     period       TEXT PRIMARY KEY,
     digest       TEXT NOT NULL,
@@ -119,6 +123,13 @@ pub trait MergeStore: Send + Sync + 'static {
 
     /// Records that a site sent a period again, so it is no longer asked to.
     fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError>;
+
+    /// Returns the current runs not yet committed by the upstream aggregator, by period
+    /// and site (a region aggregator relays every site's runs up as they are).
+    fn unrelayed(&self) -> Result<Vec<pb::Run>, StoreError>;
+
+    /// Records that the upstream aggregator committed a run.
+    fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError>;
 }
 
 /// The last accepted contact from one site.
@@ -371,6 +382,36 @@ impl MergeStore for SqliteMergeStore {
             conn.execute(
                 "DELETE FROM reinit WHERE site = ?1 AND period = ?2",
                 params![site, period],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn unrelayed(&self) -> Result<Vec<pb::Run>, StoreError> {
+        self.store.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT r.run_id, r.payload FROM current_runs c JOIN runs r ON r.run_id = c.run_id
+                 WHERE r.run_id NOT IN (SELECT run_id FROM relayed)
+                 ORDER BY c.period, c.site",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (run_id, payload) = row?;
+                out.push(decode(&run_id, &payload)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError> {
+        self.store.with(|conn| {
+            conn.execute(
+                "INSERT INTO relayed (run_id, relayed_at) VALUES (?1, ?2)
+                 ON CONFLICT(run_id) DO NOTHING",
+                params![run_id, at],
             )?;
             Ok(())
         })
