@@ -170,6 +170,22 @@ impl SqliteMergeStore {
     }
 }
 
+/// Runs a query selecting `(run_id, payload)` and decodes every run it returns.
+fn decode_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<pb::Run>, StoreError> {
+    let rows = stmt.query_map(params, |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (run_id, payload) = row?;
+        out.push(decode(&run_id, &payload)?);
+    }
+    Ok(out)
+}
+
 fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
     pb::Run::decode(payload).map_err(|e| StoreError::Corrupt(format!("run {run_id}: {e}")))
 }
@@ -249,15 +265,7 @@ impl MergeStore for SqliteMergeStore {
                  WHERE (?1 IS NULL OR c.period = ?1) AND (?2 IS NULL OR c.site = ?2)
                  ORDER BY c.period, c.site",
             )?;
-            let rows = stmt.query_map(params![period, site], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (run_id, payload) = row?;
-                out.push(decode(&run_id, &payload)?);
-            }
-            Ok(out)
+            decode_rows(&mut stmt, params![period, site])
         })
     }
 
@@ -394,15 +402,7 @@ impl MergeStore for SqliteMergeStore {
                  WHERE r.run_id NOT IN (SELECT run_id FROM relayed)
                  ORDER BY c.period, c.site",
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (run_id, payload) = row?;
-                out.push(decode(&run_id, &payload)?);
-            }
-            Ok(out)
+            decode_rows(&mut stmt, [])
         })
     }
 
