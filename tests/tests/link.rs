@@ -189,3 +189,38 @@ async fn a_reinitialised_site_sends_its_period_again_and_the_result_is_unchanged
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_service_delivers_then_stops_on_request() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    let p01 = site("P01");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(h.agent(&p01).serve(async move {
+        let _ = stopped.await;
+    }));
+    // Bounded wait for the service's first cycle to reach the aggregator, as the
+    // agent's own spool records it.
+    let watcher = h.agent(&p01);
+    let mut delivered = false;
+    for _ in 0..500 {
+        let status = watcher.status().await.expect("status");
+        if status.last_success_at.is_some() && status.backlog_runs == 0 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(delivered, "the service collected and delivered");
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), service)
+        .await
+        .expect("stops promptly")
+        .expect("joins")
+        .expect("stops cleanly");
+    assert!(h.merged_runs().iter().any(|run| run.site == "P01"));
+    assert_eq!(
+        watcher.status().await.expect("status").state,
+        LinkState::Active
+    );
+    h.shutdown().await;
+}

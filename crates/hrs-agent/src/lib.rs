@@ -426,20 +426,18 @@ impl Agent {
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
         tokio::pin!(shutdown);
         loop {
-            let period = self.config.period();
-            let due = self.spool.last_collected().await?.as_deref() != Some(&period.to_string());
-            if due && let Err(error) = self.collect(period).await {
-                tracing::error!(%error, %period, "collection failed");
-            }
-            let wait = match self.deliver().await {
-                Ok(_) => {
-                    backoff.reset();
-                    check
-                }
-                Err(error) => {
-                    let wait = backoff.next();
-                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "delivery failed");
-                    wait.min(check)
+            let cycle = self.cycle(&mut backoff, check);
+            tokio::pin!(cycle);
+            let wait = tokio::select! {
+                wait = &mut cycle => wait?,
+                () = &mut shutdown => {
+                    // Let the work in hand finish, up to the deadline; whatever it does not
+                    // finish is still in the spool and goes with the next start.
+                    let drain = hrs_proto::serve::DRAIN_DEADLINE;
+                    if tokio::time::timeout(drain, &mut cycle).await.is_err() {
+                        tracing::warn!(seconds = drain.as_secs(), "stopping with a collection or delivery unfinished");
+                    }
+                    break;
                 }
             };
             tokio::select! {
@@ -449,6 +447,27 @@ impl Agent {
         }
         tracing::info!("agent stopped");
         Ok(())
+    }
+
+    /// One check: collects the period when it is due, delivers (or checks in), and returns
+    /// how long to wait before the next check.
+    async fn cycle(&self, backoff: &mut Backoff, check: Duration) -> Result<Duration, AgentError> {
+        let period = self.config.period();
+        let due = self.spool.last_collected().await?.as_deref() != Some(&period.to_string());
+        if due && let Err(error) = self.collect(period).await {
+            tracing::error!(%error, %period, "collection failed");
+        }
+        Ok(match self.deliver().await {
+            Ok(_) => {
+                backoff.reset();
+                check
+            }
+            Err(error) => {
+                let wait = backoff.next();
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "delivery failed");
+                wait.min(check)
+            }
+        })
     }
 }
 

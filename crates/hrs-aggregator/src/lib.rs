@@ -16,7 +16,6 @@ use hrs_core::catalog::{Catalog, CatalogError};
 use hrs_proto::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::AggregatorConfig;
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
@@ -62,14 +61,14 @@ pub async fn serve(
     merged.notify_one();
     let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
-    let result = tonic::transport::Server::builder()
-        .add_service(
-            AggregatorServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+    let router = tonic::transport::Server::builder().add_service(
+        AggregatorServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    let result =
+        hrs_proto::serve::serve_until(router, listener, shutdown, hrs_proto::serve::DRAIN_DEADLINE)
+            .await;
     let _ = stop_tx.send(true);
     let _ = forwarder.await;
     tracing::info!("aggregator stopped");

@@ -23,7 +23,6 @@ use hrs_proto::v1::connection_point_server::{ConnectionPoint, ConnectionPointSer
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info, warn};
 
@@ -224,14 +223,18 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let signal = stop_tx.clone();
-    let result = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+    let router = tonic::transport::Server::builder().add_service(service);
+    let result = hrs_proto::serve::serve_until(
+        router,
+        listener,
+        async move {
             shutdown.await;
             info!("connection point shutting down");
             signal.send_replace(true);
-        })
-        .await;
+        },
+        hrs_proto::serve::DRAIN_DEADLINE,
+    )
+    .await;
     stop_tx.send_replace(true);
     if let Err(e) = delivering.await {
         warn!(error = %e, "delivery task ended abnormally");

@@ -19,7 +19,6 @@ use hrs_store::StoreError;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info, warn};
 
@@ -159,14 +158,18 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let signal = stop_tx.clone();
-    let result = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+    let router = tonic::transport::Server::builder().add_service(service);
+    let result = hrs_proto::serve::serve_until(
+        router,
+        listener,
+        async move {
             shutdown.await;
             info!("intake shutting down");
             signal.send_replace(true);
-        })
-        .await;
+        },
+        hrs_proto::serve::DRAIN_DEADLINE,
+    )
+    .await;
     stop_tx.send_replace(true);
     if let Err(e) = pruner.await {
         warn!(error = %e, "retention task ended abnormally");

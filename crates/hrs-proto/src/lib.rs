@@ -1,6 +1,9 @@
-//! The HRS wire contract: message types and gRPC services generated from `proto/hrs/v1`.
+//! The HRS wire contract: message types and gRPC services generated from `proto/hrs/v1`,
+//! and the one way every role serves them ([`serve::serve_until`]).
 //!
 //! Generated code is fenced off from the workspace lints here and nowhere else.
+
+pub mod serve;
 
 /// Version 1 of the contract, package `hrs.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
