@@ -182,9 +182,11 @@ impl Agent {
         Ok(summary)
     }
 
-    /// Pushes every spooled run upstream, oldest first, removing each once committed.
-    /// Returns how many were delivered. A run the upstream refuses stays spooled and the
-    /// others still go; the first refusal is returned. A transport failure stops at once.
+    /// Pushes every spooled run upstream, oldest first, removing each once committed, or
+    /// checks in with a heartbeat when none waits; records the attempt in the link's
+    /// health and acts on re-initialisation requests in the answer. Returns how many runs
+    /// were delivered. A run the upstream refuses stays spooled and the others still go;
+    /// the first refusal is returned. A transport failure stops at once.
     pub async fn deliver(&self) -> Result<usize, AgentError> {
         self.enforce_limits().await?;
         let pending = self.spool.pending().await?;
