@@ -87,7 +87,11 @@ async fn the_aggregator_sees_each_sites_link_from_its_contacts() {
         delivered.backlog_runs, 0,
         "nothing waited behind the pushed run"
     );
-    assert_eq!(of(&links, "P02").state, None, "P02 never made contact");
+    assert_eq!(
+        of(&links, p02.as_str()).state,
+        None,
+        "P02 never made contact"
+    );
 
     // With nothing to push, a site still checks in: its contact moves, its delivery stays.
     assert_eq!(h.agent(&p01).deliver().await.expect("heartbeat"), 0);

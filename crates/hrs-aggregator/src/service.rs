@@ -73,6 +73,7 @@ impl From<PushError> for Status {
 }
 
 /// The aggregator's service state.
+#[derive(Clone)]
 pub struct AggregatorService {
     config: Arc<AggregatorConfig>,
     store: Arc<dyn MergeStore>,
@@ -137,8 +138,12 @@ impl AggregatorService {
             outcome = ?commit,
             "run committed"
         );
-        if commit == Commit::Merged {
+        // A duplicate may be the re-send of a push whose answer was lost before the
+        // forwarder was woken; waking it costs nothing when the period has already gone.
+        if commit != Commit::Superseded {
             self.merged.notify_one();
+        }
+        if commit == Commit::Merged {
             // A new current run of a period answers a re-initialisation request for it.
             let (site, period) = (header.site.to_string(), header.period.to_string());
             self.on_store(move |store| store.reinit_done(&site, &period))
@@ -228,13 +233,17 @@ impl Aggregator for AggregatorService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr();
-        match AggregatorService::heartbeat(self, request.into_inner()).await {
-            Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
-            Err(error) => {
-                tracing::warn!(?peer, %error, "heartbeat refused");
-                Err(error.into())
+        let service = self.clone();
+        hrs_proto::serve::detached(async move {
+            match AggregatorService::heartbeat(&service, request.into_inner()).await {
+                Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
+                Err(error) => {
+                    tracing::warn!(?peer, %error, "heartbeat refused");
+                    Err(error.into())
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn push_run(
@@ -242,16 +251,20 @@ impl Aggregator for AggregatorService {
         request: Request<pb::PushRunRequest>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
         let peer = request.remote_addr();
-        match self.push(request.into_inner()).await {
-            Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
-                duplicate: commit == Commit::Duplicate,
-                superseded: commit == Commit::Superseded,
-                reinit_periods,
-            })),
-            Err(error) => {
-                tracing::warn!(?peer, %error, "push refused");
-                Err(error.into())
+        let service = self.clone();
+        hrs_proto::serve::detached(async move {
+            match service.push(request.into_inner()).await {
+                Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
+                    duplicate: commit == Commit::Duplicate,
+                    superseded: commit == Commit::Superseded,
+                    reinit_periods,
+                })),
+                Err(error) => {
+                    tracing::warn!(?peer, %error, "push refused");
+                    Err(error.into())
+                }
             }
-        }
+        })
+        .await
     }
 }

@@ -50,7 +50,7 @@ pub struct Counters {
 }
 
 struct Shared {
-    target: SocketAddr,
+    target: std::sync::Mutex<SocketAddr>,
     faults: Faults,
     rng: Mutex<ChaCha8Rng>,
     down: AtomicBool,
@@ -71,7 +71,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            target,
+            target: std::sync::Mutex::new(target),
             faults,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             down: AtomicBool::new(false),
@@ -105,6 +105,16 @@ impl Proxy {
     /// Connections already open are not touched.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Forwards new connections to `target` from now on, as when the role behind the
+    /// proxy was started again on another port.
+    pub fn set_target(&self, target: SocketAddr) {
+        *self
+            .shared
+            .target
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 
     /// What the proxy has done so far.
@@ -145,7 +155,11 @@ impl Shared {
 /// Copies bytes both ways until either side closes, or until the planned cut.
 async fn forward(shared: Arc<Shared>, client: TcpStream, plan: Plan) {
     tokio::time::sleep(plan.delay).await;
-    let Ok(server) = TcpStream::connect(shared.target).await else {
+    let target = *shared
+        .target
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
     let budget = Arc::new(AtomicU64::new(plan.cut_after.unwrap_or(u64::MAX)));

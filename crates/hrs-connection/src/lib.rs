@@ -121,6 +121,16 @@ struct PointService<S> {
     wake: Arc<Notify>,
 }
 
+impl<S> Clone for PointService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            hierarchy_hash: self.hierarchy_hash.clone(),
+            wake: Arc::clone(&self.wake),
+        }
+    }
+}
+
 impl<S: OutboxStore> PointService<S> {
     /// Checks, stores and answers one offered period.
     async fn handle(
@@ -148,9 +158,9 @@ impl<S: OutboxStore> PointService<S> {
             outcome = ?offered,
             "period received"
         );
-        if offered != Offered::Duplicate {
-            self.wake.notify_one();
-        }
+        // A duplicate may be the re-send of an offer whose answer was lost; waking the
+        // delivery task costs nothing when the period has already gone.
+        self.wake.notify_one();
         Ok(pb::OfferPeriodResponse {
             duplicate: offered == Offered::Duplicate,
         })
@@ -165,10 +175,12 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
     ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
         let span = tracing::info_span!("offer_period", peer = ?request.remote_addr());
         let request = request.into_inner();
-        async move { self.handle(request).await.map_err(Status::from) }
-            .instrument(span)
-            .await
-            .map(Response::new)
+        let service = self.clone();
+        hrs_proto::serve::detached(
+            async move { service.handle(request).await.map_err(Status::from) }.instrument(span),
+        )
+        .await
+        .map(Response::new)
     }
 }
 

@@ -69,6 +69,14 @@ struct IntakeService<S> {
     store: Arc<S>,
 }
 
+impl<S> Clone for IntakeService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
 impl<S: IntakeStore> IntakeService<S> {
     /// Checks, stores and answers one submission.
     async fn handle(&self, request: pb::SubmitRequest) -> Result<pb::SubmitResponse, IntakeError> {
@@ -104,10 +112,12 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let span = tracing::info_span!("submit", peer = ?request.remote_addr());
         let request = request.into_inner();
-        async move { self.handle(request).await.map_err(Status::from) }
-            .instrument(span)
-            .await
-            .map(Response::new)
+        let service = self.clone();
+        hrs_proto::serve::detached(
+            async move { service.handle(request).await.map_err(Status::from) }.instrument(span),
+        )
+        .await
+        .map(Response::new)
     }
 }
 

@@ -44,3 +44,20 @@ pub async fn serve_until(
         }
     }
 }
+
+/// Runs a request's handler to completion even when its caller goes away.
+///
+/// When a client disconnects, the server drops the request's future. A handler dropped
+/// between its durable commit and its follow-up work (waking a delivery loop, recording
+/// the contact) would leave the commit done and the follow-up lost, and the client's
+/// re-send then finds a duplicate that does not redo it. Spawned, the handler finishes.
+pub async fn detached<T, F>(handler: F) -> Result<T, tonic::Status>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, tonic::Status>> + Send + 'static,
+{
+    tokio::spawn(handler).await.unwrap_or_else(|error| {
+        tracing::error!(%error, "request handler failed");
+        Err(tonic::Status::internal("the request could not be handled"))
+    })
+}

@@ -146,9 +146,17 @@ pub struct CollectArgs {
     /// Data level to collect at.
     #[arg(long, default_value = "Enhanced")]
     pub level: Level,
-    /// Period to collect (default: the current ISO week).
+    /// Period to collect (default: the current ISO week); with --periods, the newest.
     #[arg(long)]
     pub period: Option<Period>,
+    /// Number of consecutive periods to collect, one after another, ending with --period.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=52))]
+    pub periods: u32,
+    /// Inject faults drawn from this seed: links cut and delayed through proxies, and the
+    /// aggregator, the connection point and agents killed (SIGKILL) and started again.
+    /// The result must equal the demo's without faults.
+    #[arg(long, value_name = "SEED")]
+    pub chaos: Option<u64>,
     /// The site's code, as its run would carry it.
     #[arg(long, default_value = "P01")]
     pub site: SiteCode,
@@ -256,9 +264,17 @@ pub struct DemoArgs {
     /// Seed of the sample data and of the hierarchy ID.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Period to collect (default: the current ISO week).
+    /// Period to collect (default: the current ISO week); with --periods, the newest.
     #[arg(long)]
     pub period: Option<Period>,
+    /// Number of consecutive periods to collect, one after another, ending with --period.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=52))]
+    pub periods: u32,
+    /// Inject faults drawn from this seed: links cut and delayed through proxies, and the
+    /// aggregator, the connection point and agents killed (SIGKILL) and started again.
+    /// The result must equal the demo's without faults.
+    #[arg(long, value_name = "SEED")]
+    pub chaos: Option<u64>,
     /// Data level of the hierarchy.
     #[arg(long, default_value = "Enhanced")]
     pub level: Level,

@@ -1,0 +1,136 @@
+//! The configuration files the demo writes: the same files an operator would deploy,
+//! with loopback addresses and the demo's timings.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use hrs_core::{HierarchyId, Level, Period, SiteCode};
+
+/// Loopback with port 0: the role picks a free port, reports it, and the demo writes the
+/// port it got back into the file, so the file on disk is what is running.
+pub(super) const LISTEN_ANY: &str = "127.0.0.1:0";
+
+/// Timings that differ when faults are injected: retries come sooner, so a demo under
+/// faults still ends in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timings {
+    /// Seconds between a server's delivery retries.
+    pub retry_seconds: u64,
+    /// Cap of an agent's backoff, in seconds.
+    pub agent_retry_max_seconds: u64,
+    /// Hours after a period ends before it is forwarded with sites missing.
+    pub period_deadline_hours: u64,
+}
+
+impl Timings {
+    /// The demo's timings; the deadline leaves the oldest period room to wait for every
+    /// site, so each period leaves once, complete.
+    pub(super) fn new(chaos: bool, oldest: Period) -> Self {
+        let since_end = (time::OffsetDateTime::now_utc().date() - oldest.end()).whole_hours();
+        Self {
+            retry_seconds: if chaos { 1 } else { 5 },
+            agent_retry_max_seconds: if chaos { 2 } else { 10 },
+            period_deadline_hours: 72 + u64::try_from(since_end).unwrap_or(0),
+        }
+    }
+}
+
+pub(super) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub(super) fn intake() -> String {
+    format!(
+        r#"# HRS intake: the service that receives each hierarchy's merged periods.
+listen = "{LISTEN_ANY}"
+# Submissions, per hashed hierarchy ID (relative paths are relative to this file).
+store = "intake.sqlite"
+# How long submissions are kept.
+retention_days = 365
+"#
+    )
+}
+
+pub(super) fn connection_point(
+    hierarchy: HierarchyId,
+    level: Level,
+    offline: bool,
+    intake: &str,
+    timings: Timings,
+) -> String {
+    let mode = if offline { "offline" } else { "online" };
+    let retry = timings.retry_seconds;
+    format!(
+        r#"# HRS connection point, at the top-level site: the only role that sends data out.
+listen = "{LISTEN_ANY}"
+hierarchy_id = "{hierarchy}"
+# What leaves the hierarchy never exceeds this level (Basic, Enhanced or Full).
+level = "{level}"
+# online: submit to the intake; offline: write bundles to the outbox for the connection tool.
+mode = "{mode}"
+store = "connection-point.sqlite"
+intake = "http://{intake}"
+outbox = "outbox"
+retry_seconds = {retry}
+"#
+    )
+}
+
+pub(super) fn aggregator(
+    hierarchy: HierarchyId,
+    level: Level,
+    sites: &[SiteCode],
+    connection_point: &str,
+    timings: Timings,
+) -> String {
+    let sites = sites
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (deadline, retry) = (timings.period_deadline_hours, timings.retry_seconds);
+    format!(
+        r#"# HRS aggregator, at the CAS: receives every site's runs and merges them per period.
+listen = "{LISTEN_ANY}"
+hierarchy_id = "{hierarchy}"
+level = "{level}"
+store = "merge.sqlite"
+# Every site expected to report; a period is complete once each has.
+sites = [{sites}]
+connection_point = "http://{connection_point}"
+# Forward a period with sites missing this many hours after it ends.
+period_deadline_hours = {deadline}
+retry_seconds = {retry}
+"#
+    )
+}
+
+pub(super) fn agent(
+    site: &SiteCode,
+    site_type: &str,
+    hierarchy: HierarchyId,
+    level: Level,
+    period: Period,
+    aggregator: &str,
+    timings: Timings,
+) -> String {
+    let retry = timings.agent_retry_max_seconds;
+    format!(
+        r#"# HRS agent of site {site}: runs the catalog weekly and pushes each run upstream.
+site = "{site}"
+site_type = "{site_type}"
+hierarchy_id = "{hierarchy}"
+level = "{level}"
+site_db = "sqlite:sitedb.sqlite"
+spool = "spool.sqlite"
+upstream = "http://{aggregator}"
+# The demo collects one fixed period; leave this out to collect the current ISO week.
+period = "{period}"
+check_minutes = 60
+retry_max_seconds = {retry}
+"#
+    )
+}
