@@ -278,6 +278,7 @@ impl Hierarchy {
             site_check_minutes: 60,
             link_degraded_after: 12,
             link_failed_after: 24,
+            max_run_mb: 1024,
             hash_key_file: None,
             hash_key_id: String::new(),
         };
@@ -331,6 +332,7 @@ impl Hierarchy {
             retry_max_seconds: 1,
             spool_max_mb: 1024,
             spool_max_age_days: 365,
+            push_chunk_kib: 1024,
             link_degraded_after: 12,
             link_failed_after: 24,
         }

@@ -70,6 +70,10 @@ pub struct AgentConfig {
     /// The longest a run may wait in the spool, in days; older runs are dropped.
     #[serde(default = "default_spool_max_age_days")]
     pub spool_max_age_days: u64,
+    /// Size of the chunks a run is sent in, in KiB: a broken link resumes from the last
+    /// chunk the upstream holds, so slow or flaky links want smaller chunks.
+    #[serde(default = "default_push_chunk_kib")]
+    pub push_chunk_kib: u32,
     /// Consecutive failed deliveries after which the link to the upstream is degraded.
     #[serde(default = "default_degraded_after")]
     pub link_degraded_after: u32,
@@ -85,6 +89,10 @@ fn default_spool_max_mb() -> u64 {
 fn default_spool_max_age_days() -> u64 {
     // A year of weekly runs, like the intake's retention: the upstream may be away long.
     365
+}
+
+fn default_push_chunk_kib() -> u32 {
+    1024
 }
 
 fn default_degraded_after() -> u32 {
@@ -148,6 +156,14 @@ impl AgentConfig {
                 path,
                 "spool_max_age_days",
                 "must be at least 1",
+            ));
+        }
+        let max_kib = hrs_proto::chunks::MAX_CHUNK_BYTES / 1024;
+        if cfg.push_chunk_kib == 0 || cfg.push_chunk_kib as usize > max_kib {
+            return Err(config::invalid(
+                path,
+                "push_chunk_kib",
+                format!("must be between 1 and {max_kib}"),
             ));
         }
         cfg.link_thresholds()
@@ -236,6 +252,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("retry_max_seconds", &self.retry_max_seconds)
             .field("spool_max_mb", &self.spool_max_mb)
             .field("spool_max_age_days", &self.spool_max_age_days)
+            .field("push_chunk_kib", &self.push_chunk_kib)
             .field("link_degraded_after", &self.link_degraded_after)
             .field("link_failed_after", &self.link_failed_after)
             .finish()

@@ -15,7 +15,6 @@ use hrs_core::{Period, VERSION};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_store::StoreError;
-use prost::Message as _;
 use rand::Rng as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -57,6 +56,14 @@ pub enum AgentError {
         run_id: String,
         /// The gRPC status it answered.
         status: Box<tonic::Status>,
+    },
+    /// A spooled run could not be read to send it.
+    #[error("cannot send run {run_id}: {reason}")]
+    Read {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
     },
     /// The upstream refused or failed a heartbeat.
     #[error("upstream {upstream} did not take the heartbeat: {status}")]
@@ -189,7 +196,7 @@ impl Agent {
     /// the first refusal is returned. A transport failure stops at once.
     pub async fn deliver(&self) -> Result<usize, AgentError> {
         self.enforce_limits().await?;
-        let pending = self.spool.pending().await?;
+        let pending = self.spool.waiting().await?;
         let report = self.link_report().await?;
         // With nothing to push the agent still checks in, so both ends know the link.
         let outcome = if pending.is_empty() {
@@ -228,10 +235,10 @@ impl Agent {
         }
         let waiting: Vec<String> = self
             .spool
-            .pending()
+            .waiting()
             .await?
             .into_iter()
-            .map(|s| s.run.period)
+            .map(|w| w.period)
             .collect();
         for text in periods {
             if waiting.contains(&text) {
@@ -290,37 +297,50 @@ impl Agent {
             })
     }
 
-    /// Pushes runs in order; see [`Agent::deliver`].
+    /// Pushes runs in order, each as a resumable stream of chunks read from the spool;
+    /// see [`Agent::deliver`].
     async fn push_all(
         &self,
-        pending: Vec<spool::Spooled>,
+        pending: Vec<spool::Waiting>,
         report: pb::LinkReport,
     ) -> Result<(usize, Vec<String>), AgentError> {
         let upstream = self.config.upstream.clone();
         let mut client = self.client().await?;
+        let chunk_bytes = self.config.push_chunk_kib as usize * 1024;
         let mut delivered = 0;
         let mut refused = None;
         let mut reinit = Vec::new();
         // Each push reports the backlog still waiting behind the run it carries.
         let mut behind = report;
-        for spooled in pending {
+        for waiting in pending {
             behind.backlog_runs = behind.backlog_runs.saturating_sub(1);
-            behind.backlog_bytes = behind
-                .backlog_bytes
-                .saturating_sub(u64::try_from(spooled.run.encoded_len()).unwrap_or(0));
-            let pushed = client
-                .push_run(pb::PushRunRequest {
-                    run: Some(spooled.run),
-                    link: Some(behind.clone()),
-                })
-                .await
-                .map_err(|status| AgentError::Push {
+            behind.backlog_bytes = behind.backlog_bytes.saturating_sub(waiting.size);
+            let source = std::sync::Arc::new(self.spool.bytes(&waiting.run_id).await?);
+            let pushed = hrs_proto::chunks::push_run_chunks(
+                &mut client,
+                hrs_proto::chunks::Outgoing {
+                    run_id: waiting.run_id.clone(),
+                    site: self.config.site.to_string(),
+                    hierarchy_id: self.config.hierarchy_id.to_string(),
+                },
+                behind.clone(),
+                source,
+                chunk_bytes,
+            )
+            .await
+            .map_err(|error| match error {
+                hrs_proto::chunks::ChunkedPushError::Status(status) => AgentError::Push {
                     upstream: upstream.clone(),
-                    run_id: spooled.run_id.clone(),
+                    run_id: waiting.run_id.clone(),
                     status: Box::new(status),
-                });
+                },
+                other => AgentError::Read {
+                    run_id: waiting.run_id.clone(),
+                    reason: other.to_string(),
+                },
+            });
             let answer = match pushed {
-                Ok(answer) => answer.into_inner(),
+                Ok(answer) => answer,
                 // A refused run stays spooled for an operator, and must not hold back the
                 // runs behind it: merging goes by sequence, not by arrival order.
                 Err(error) if error.is_refusal() => {
@@ -330,12 +350,13 @@ impl Agent {
                 }
                 Err(error) => return Err(error),
             };
-            self.spool.remove(&spooled.run_id).await?;
+            self.spool.remove(&waiting.run_id).await?;
             delivered += 1;
             // The last answer is the freshest view of what is still asked for.
             reinit = answer.reinit_periods.clone();
             tracing::info!(
-                run_id = %spooled.run_id,
+                run_id = %waiting.run_id,
+                bytes = waiting.size,
                 duplicate = answer.duplicate,
                 superseded = answer.superseded,
                 "run committed upstream"
@@ -361,7 +382,7 @@ impl Agent {
                     let wait = backoff.next();
                     if started.elapsed() + wait > deadline {
                         tracing::error!(%error, "delivery failed");
-                        let pending = self.spool.pending().await?.len();
+                        let pending = self.spool.waiting().await?.len();
                         return Err(AgentError::Undelivered {
                             pending,
                             seconds: deadline.as_secs(),

@@ -35,6 +35,47 @@ pub struct Spooled {
     pub run: pb::Run,
 }
 
+/// A spooled run as delivery needs it: which run, and how large its encoding is. The run
+/// itself stays on disk and is read a chunk at a time as it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The run's id.
+    pub run_id: String,
+    /// Its sequence number; runs are delivered in this order.
+    pub sequence: u64,
+    /// Its period.
+    pub period: String,
+    /// The length of its encoding, in bytes.
+    pub size: u64,
+}
+
+/// One spooled run's encoding, read in ranges straight from the spool file.
+pub struct SpooledBytes {
+    store: Store,
+    rowid: i64,
+    size: u64,
+}
+
+impl hrs_proto::chunks::RunBytes for SpooledBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
+        self.store
+            .with(|conn| {
+                let blob =
+                    conn.blob_open(rusqlite::MAIN_DB, "runs", "payload", self.rowid, true)?;
+                let mut data = vec![0u8; len];
+                blob.read_at_exact(&mut data, offset)
+                    .map_err(|e| StoreError::Corrupt(format!("spooled run: {e}")))?;
+                Ok(data)
+            })
+            .map_err(std::io::Error::other)
+    }
+}
+
 /// What waits in the spool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -163,6 +204,47 @@ impl Spool {
                 Ok(out)
             })
             .await
+    }
+
+    /// Returns every spooled run's id, sequence, period and size, oldest first, without
+    /// reading the runs themselves.
+    pub async fn waiting(&self) -> Result<Vec<Waiting>, StoreError> {
+        self.store
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT run_id, sequence, period, LENGTH(payload) FROM runs ORDER BY sequence",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(Waiting {
+                        run_id: r.get(0)?,
+                        sequence: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        period: r.get(2)?,
+                        size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    /// Opens a spooled run's encoding for reading in ranges.
+    pub async fn bytes(&self, run_id: &str) -> Result<SpooledBytes, StoreError> {
+        let run_id = run_id.to_owned();
+        let (rowid, size) = self
+            .store
+            .call(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT rowid, LENGTH(payload) FROM runs WHERE run_id = ?1",
+                    params![run_id],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?)
+            })
+            .await?;
+        Ok(SpooledBytes {
+            store: self.store.clone(),
+            rowid,
+            size: u64::try_from(size).unwrap_or(0),
+        })
     }
 
     /// Removes a run the upstream has committed.

@@ -53,6 +53,10 @@ pub struct AggregatorConfig {
     /// Missed checks after which a site's link has failed.
     #[serde(default = "default_failed_after")]
     pub link_failed_after: u32,
+    /// Largest run a site may send, in MiB (its encoding); larger offers are refused
+    /// before any byte is stored.
+    #[serde(default = "default_max_run_mb")]
+    pub max_run_mb: u64,
     /// The fingerprint of that key, empty without one; read from the file at load.
     #[serde(skip)]
     pub hash_key_id: String,
@@ -72,6 +76,10 @@ fn default_retry_seconds() -> u64 {
 
 fn default_site_check_minutes() -> u64 {
     60
+}
+
+fn default_max_run_mb() -> u64 {
+    1024
 }
 
 fn default_degraded_after() -> u32 {
@@ -95,6 +103,9 @@ impl AggregatorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
         cfg.store = config::resolve(path, &cfg.store);
+        if cfg.max_run_mb == 0 {
+            return Err(config::invalid(path, "max_run_mb", "must be at least 1"));
+        }
         if cfg.sites.is_empty() {
             return Err(config::invalid(path, "sites", "lists no site"));
         }

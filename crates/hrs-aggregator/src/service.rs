@@ -7,13 +7,15 @@ use hrs_core::validate::{Invalid, check_run};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_server::Aggregator;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::config::AggregatorConfig;
-use crate::store::{Commit, Contact, MergeError, MergeStore};
+use crate::store::{Commit, Contact, MergeError, MergeStore, Staged};
 
 /// Why a push was refused; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,36 @@ pub enum PushError {
     /// The blocking task failed.
     #[error("commit task failed: {0}")]
     Task(String),
+    /// A chunked run is larger than this aggregator takes.
+    #[error("offer.size: {size} bytes; this aggregator takes runs up to {max} bytes (max_run_mb)")]
+    TooLarge {
+        /// The offered size.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A chunk does not start where the held bytes end.
+    #[error("chunk.offset: {offset}, but {held} bytes are held; resume from {held}")]
+    OutOfOrder {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Bytes held.
+        held: u64,
+    },
+    /// A stream ended before the whole run arrived; what arrived is kept.
+    #[error("the stream ended with {held} of {size} bytes held; resume from {held}")]
+    Incomplete {
+        /// Bytes held.
+        held: u64,
+        /// The offered size.
+        size: u64,
+    },
+    /// A stream broke before its first chunk.
+    #[error("the stream broke before its first chunk: {0}")]
+    Broken(String),
+    /// The bytes of a chunked run are not what was offered.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 impl From<PushError> for Status {
@@ -57,7 +89,12 @@ impl From<PushError> for Status {
             PushError::Invalid(Invalid::UnknownCatalog(_)) | PushError::HashKey { .. } => {
                 Status::failed_precondition(error.to_string())
             }
-            PushError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            PushError::Invalid(_) | PushError::TooLarge { .. } | PushError::Corrupt(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+            PushError::OutOfOrder { .. } | PushError::Incomplete { .. } | PushError::Broken(_) => {
+                Status::aborted(error.to_string())
+            }
             PushError::WrongHierarchy(_) | PushError::UnknownSite(_) => {
                 Status::permission_denied(error.to_string())
             }
@@ -154,7 +191,261 @@ impl AggregatorService {
     }
 }
 
+/// How long an unfinished chunked run is kept for its site to resume.
+const STAGING_KEPT: time::Duration = time::Duration::days(7);
+
 impl AggregatorService {
+    /// Checks an offer before anything of it is stored: the site and hierarchy are this
+    /// aggregator's, and the size within its limit.
+    fn check_offer(&self, offer: Option<pb::RunOffer>) -> Result<pb::RunOffer, PushError> {
+        let field = |field: &str, problem: &str| Invalid::Field {
+            field: field.into(),
+            problem: problem.into(),
+        };
+        let offer = offer.ok_or_else(|| field("offer", "missing"))?;
+        uuid::Uuid::parse_str(&offer.run_id).map_err(|_| field("offer.run_id", "not a UUID"))?;
+        let hierarchy: HierarchyId = offer
+            .hierarchy_id
+            .parse()
+            .map_err(|e: IdError| field("offer.hierarchy_id", &e.to_string()))?;
+        if hierarchy != self.config.hierarchy_id {
+            return Err(PushError::WrongHierarchy(hierarchy.to_string()));
+        }
+        let site: SiteCode = offer
+            .site
+            .parse()
+            .map_err(|e: IdError| field("offer.site", &e.to_string()))?;
+        if !self.config.sites.contains(&site) {
+            return Err(PushError::UnknownSite(site.to_string()));
+        }
+        let max = self.config.max_run_mb.saturating_mul(1 << 20);
+        if offer.size > max {
+            return Err(PushError::TooLarge {
+                size: offer.size,
+                max,
+            });
+        }
+        if offer.size == 0 {
+            return Err(field("offer.size", "is zero").into());
+        }
+        if offer.sha256.len() != 64 || !offer.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(field("offer.sha256", "not 64 hex digits").into());
+        }
+        Ok(offer)
+    }
+
+    /// Finds or starts the staging of an offered run.
+    async fn stage(&self, offer: &pb::RunOffer) -> Result<Staged, PushError> {
+        let now = OffsetDateTime::now_utc();
+        let (at, stale_before) = (
+            now.format(&Rfc3339).unwrap_or_default(),
+            (now - STAGING_KEPT).format(&Rfc3339).unwrap_or_default(),
+        );
+        let (store, offer) = (Arc::clone(&self.store), offer.clone());
+        Ok(
+            tokio::task::spawn_blocking(move || store.stage(&offer, &at, &stale_before))
+                .await
+                .map_err(|e| PushError::Task(e.to_string()))??,
+        )
+    }
+
+    /// Answers `ResumeRun`: how much of the run is held, or the answer its commit got.
+    async fn resume(
+        &self,
+        request: pb::ResumeRunRequest,
+    ) -> Result<pb::ResumeRunResponse, PushError> {
+        let offer = self.check_offer(request.offer)?;
+        let staged = self.stage(&offer).await?;
+        let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
+            field: "offer.site".into(),
+            problem: e.to_string(),
+        })?;
+        let committed = match staged.committed {
+            Some(commit) => Some(pb::PushRunResponse {
+                duplicate: true,
+                superseded: commit == Commit::Superseded,
+                reinit_periods: self.reinit_for(&site).await,
+            }),
+            None => None,
+        };
+        Ok(pb::ResumeRunResponse {
+            held_bytes: staged.held,
+            committed,
+        })
+    }
+
+    /// Receives a chunked run: each chunk is stored durably as it arrives; once all bytes
+    /// are held they are checked against the offer and committed like a pushed run.
+    async fn push_chunks(
+        &self,
+        mut chunks: tonic::Streaming<pb::RunChunk>,
+    ) -> Result<(Commit, Vec<String>), PushError> {
+        let first = chunks
+            .message()
+            .await
+            .map_err(|status| PushError::Broken(status.message().to_owned()))?
+            .ok_or_else(|| Invalid::Field {
+                field: "chunk".into(),
+                problem: "the stream has no chunk".into(),
+            })?;
+        let link = first.link.clone().unwrap_or_default();
+        let offer = self.check_offer(first.offer.clone())?;
+        let staged = self.stage(&offer).await?;
+        if let Some(commit) = staged.committed {
+            let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
+                field: "offer.site".into(),
+                problem: e.to_string(),
+            })?;
+            let outcome = if commit == Commit::Superseded {
+                Commit::Superseded
+            } else {
+                Commit::Duplicate
+            };
+            return Ok((outcome, self.reinit_for(&site).await));
+        }
+        let mut held = staged.held;
+        let mut next = Some(first);
+        loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => match chunks.message().await {
+                    Ok(Some(chunk)) if chunk.offer.is_some() => {
+                        return Err(Invalid::Field {
+                            field: "chunk.offer".into(),
+                            problem: "set on a chunk after the first".into(),
+                        }
+                        .into());
+                    }
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    // The sender went away; what it sent is held for its resume.
+                    Err(status) => {
+                        return Err(PushError::Incomplete {
+                            held,
+                            size: offer.size,
+                        })
+                        .inspect_err(|_| {
+                            tracing::debug!(run_id = %offer.run_id, error = %status.message(), "chunk stream broke")
+                        });
+                    }
+                },
+            };
+            if chunk.data.len() > hrs_proto::chunks::MAX_CHUNK_BYTES {
+                return Err(Invalid::Field {
+                    field: "chunk.data".into(),
+                    problem: format!(
+                        "{} bytes; a chunk holds at most {}",
+                        chunk.data.len(),
+                        hrs_proto::chunks::MAX_CHUNK_BYTES
+                    ),
+                }
+                .into());
+            }
+            if chunk.offset != held {
+                return Err(PushError::OutOfOrder {
+                    offset: chunk.offset,
+                    held,
+                });
+            }
+            if held + chunk.data.len() as u64 > offer.size {
+                return Err(Invalid::Field {
+                    field: "chunk.data".into(),
+                    problem: format!("runs past the offered size of {} bytes", offer.size),
+                }
+                .into());
+            }
+            if chunk.data.is_empty() {
+                continue;
+            }
+            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
+            held = tokio::task::spawn_blocking(move || {
+                store.stage_append(&run_id, chunk.offset, &chunk.data)
+            })
+            .await
+            .map_err(|e| PushError::Task(e.to_string()))?
+            .map_err(MergeError::from)?
+            .map_err(|actual| PushError::OutOfOrder {
+                offset: chunk.offset,
+                held: actual,
+            })?;
+        }
+        if held < offer.size {
+            return Err(PushError::Incomplete {
+                held,
+                size: offer.size,
+            });
+        }
+        let run = self.assemble(&offer).await?;
+        let outcome = self
+            .push(pb::PushRunRequest {
+                run: Some(run),
+                link: Some(link),
+            })
+            .await;
+        let store = Arc::clone(&self.store);
+        let run_id = offer.run_id.clone();
+        match &outcome {
+            Ok((commit, _)) => {
+                let commit = *commit;
+                self.on_store(move |store| store.stage_done(&run_id, commit))
+                    .await;
+            }
+            // A run refused on its content is dropped, so a corrected resend starts afresh.
+            Err(error)
+                if !matches!(
+                    error,
+                    PushError::Merge(MergeError::Store(_)) | PushError::Task(_)
+                ) =>
+            {
+                let _ = tokio::task::spawn_blocking(move || store.stage_discard(&run_id)).await;
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// Reads a fully staged run back, checks its bytes against the offer, and decodes it.
+    async fn assemble(&self, offer: &pb::RunOffer) -> Result<pb::Run, PushError> {
+        let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
+        let bytes = tokio::task::spawn_blocking(move || store.staged_bytes(&run_id))
+            .await
+            .map_err(|e| PushError::Task(e.to_string()))?
+            .map_err(MergeError::from)?;
+        let discard = || {
+            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
+            tokio::task::spawn_blocking(move || store.stage_discard(&run_id))
+        };
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if sha256 != offer.sha256 {
+            let _ = discard().await;
+            return Err(PushError::Corrupt(format!(
+                "run: the {} bytes received hash to {sha256}, the offer said {}",
+                bytes.len(),
+                offer.sha256
+            )));
+        }
+        let run = match pb::Run::decode(bytes.as_slice()) {
+            Ok(run) => run,
+            Err(error) => {
+                let _ = discard().await;
+                return Err(PushError::Corrupt(format!(
+                    "run: not a valid run encoding: {error}"
+                )));
+            }
+        };
+        if run.run_id != offer.run_id || run.site != offer.site {
+            let _ = discard().await;
+            return Err(PushError::Corrupt(format!(
+                "run: carries run {} of site {}, the offer named run {} of site {}",
+                run.run_id, run.site, offer.run_id, offer.site
+            )));
+        }
+        Ok(run)
+    }
+
     /// Records a contact; a failure to record it is logged, never fails the push, since
     /// the run itself is already committed.
     async fn record_contact(&self, contact: Contact) {
@@ -239,6 +530,50 @@ impl Aggregator for AggregatorService {
                 Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
                 Err(error) => {
                     tracing::warn!(?peer, %error, "heartbeat refused");
+                    Err(error.into())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn resume_run(
+        &self,
+        request: Request<pb::ResumeRunRequest>,
+    ) -> Result<Response<pb::ResumeRunResponse>, Status> {
+        let peer = request.remote_addr();
+        let service = self.clone();
+        hrs_proto::serve::detached(async move {
+            match service.resume(request.into_inner()).await {
+                Ok(answer) => Ok(Response::new(answer)),
+                Err(error) => {
+                    tracing::warn!(?peer, %error, "resume refused");
+                    Err(error.into())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn push_run_chunks(
+        &self,
+        request: Request<tonic::Streaming<pb::RunChunk>>,
+    ) -> Result<Response<pb::PushRunResponse>, Status> {
+        let peer = request.remote_addr();
+        let service = self.clone();
+        hrs_proto::serve::detached(async move {
+            match service.push_chunks(request.into_inner()).await {
+                Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
+                    duplicate: commit == Commit::Duplicate,
+                    superseded: commit == Commit::Superseded,
+                    reinit_periods,
+                })),
+                Err(error @ PushError::Incomplete { .. }) => {
+                    tracing::info!(?peer, %error, "chunked run incomplete");
+                    Err(error.into())
+                }
+                Err(error) => {
+                    tracing::warn!(?peer, %error, "push refused");
                     Err(error.into())
                 }
             }

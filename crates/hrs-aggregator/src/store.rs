@@ -46,6 +46,21 @@ CREATE TABLE IF NOT EXISTS relayed (
     run_id     TEXT PRIMARY KEY,
     relayed_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS staged_runs (
+    run_id     TEXT PRIMARY KEY,
+    site       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    held       INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    outcome    TEXT
+);
+CREATE TABLE IF NOT EXISTS staged_chunks (
+    run_id TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    data   BLOB NOT NULL,
+    PRIMARY KEY (run_id, offset)
+);
 CREATE TABLE IF NOT EXISTS forwarded (
     period       TEXT PRIMARY KEY,
     digest       TEXT NOT NULL,
@@ -62,6 +77,34 @@ pub enum Commit {
     Superseded,
     /// Already stored: a re-send, nothing changed.
     Duplicate,
+}
+
+impl Commit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Merged => "merged",
+            Self::Superseded => "superseded",
+            Self::Duplicate => "duplicate",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "merged" => Some(Self::Merged),
+            "superseded" => Some(Self::Superseded),
+            "duplicate" => Some(Self::Duplicate),
+            _ => None,
+        }
+    }
+}
+
+/// How far a chunked run has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    /// Bytes of its encoding held durably, from the start.
+    pub held: u64,
+    /// Set once the run was committed: what the commit did.
+    pub committed: Option<Commit>,
 }
 
 /// Why a commit was refused or failed.
@@ -130,6 +173,35 @@ pub trait MergeStore: Send + Sync + 'static {
 
     /// Records that the upstream aggregator committed a run.
     fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError>;
+
+    /// Starts staging a chunked run, or finds it staged: returns how much is held. An
+    /// offer with other content restarts a staging not yet committed, and conflicts with
+    /// a committed one. Staging untouched since `stale_before` is dropped first.
+    fn stage(
+        &self,
+        offer: &pb::RunOffer,
+        at: &str,
+        stale_before: &str,
+    ) -> Result<Staged, MergeError>;
+
+    /// Appends a chunk durably, if it starts where the held bytes end; returns the bytes
+    /// held after it, or `Err(held)` when it does not fit there.
+    fn stage_append(
+        &self,
+        run_id: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Result<u64, u64>, StoreError>;
+
+    /// Returns the staged encoding of a run, in order.
+    fn staged_bytes(&self, run_id: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Records what committing a staged run did and frees its chunks; the record answers
+    /// a resend until it goes stale.
+    fn stage_done(&self, run_id: &str, outcome: Commit) -> Result<(), StoreError>;
+
+    /// Drops a staged run whose bytes turned out bad, so the next offer starts afresh.
+    fn stage_discard(&self, run_id: &str) -> Result<(), StoreError>;
 }
 
 /// The last accepted contact from one site.
@@ -413,6 +485,157 @@ impl MergeStore for SqliteMergeStore {
                  ON CONFLICT(run_id) DO NOTHING",
                 params![run_id, at],
             )?;
+            Ok(())
+        })
+    }
+
+    fn stage(
+        &self,
+        offer: &pb::RunOffer,
+        at: &str,
+        stale_before: &str,
+    ) -> Result<Staged, MergeError> {
+        let size = i64::try_from(offer.size).unwrap_or(i64::MAX);
+        self.store.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM staged_chunks WHERE run_id IN
+                   (SELECT run_id FROM staged_runs WHERE started_at < ?1)",
+                params![stale_before],
+            )?;
+            tx.execute(
+                "DELETE FROM staged_runs WHERE started_at < ?1",
+                params![stale_before],
+            )?;
+            let existing: Option<(i64, String, i64, Option<String>)> = tx
+                .query_row(
+                    "SELECT size, sha256, held, outcome FROM staged_runs WHERE run_id = ?1",
+                    params![offer.run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let staged = match existing {
+                Some((stored_size, sha256, held, outcome))
+                    if stored_size == size && sha256 == offer.sha256 =>
+                {
+                    Staged {
+                        held: u64::try_from(held).unwrap_or(0),
+                        committed: outcome.as_deref().and_then(Commit::parse),
+                    }
+                }
+                Some((_, sha256, _, Some(_))) => {
+                    return Ok(Err(MergeError::Conflict {
+                        run_id: offer.run_id.clone(),
+                        stored: sha256,
+                        sent: offer.sha256.clone(),
+                    }));
+                }
+                existing => {
+                    if existing.is_some() {
+                        tx.execute(
+                            "DELETE FROM staged_chunks WHERE run_id = ?1",
+                            params![offer.run_id],
+                        )?;
+                    }
+                    tx.execute(
+                        "INSERT INTO staged_runs (run_id, site, size, sha256, held, started_at)
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                         ON CONFLICT(run_id) DO UPDATE SET
+                           site = excluded.site, size = excluded.size, sha256 = excluded.sha256,
+                           held = 0, started_at = excluded.started_at, outcome = NULL",
+                        params![offer.run_id, offer.site, size, offer.sha256, at],
+                    )?;
+                    Staged {
+                        held: 0,
+                        committed: None,
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(Ok(staged))
+        })?
+    }
+
+    fn stage_append(
+        &self,
+        run_id: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Result<u64, u64>, StoreError> {
+        self.store.with(|conn| {
+            let tx = conn.transaction()?;
+            let held: Option<i64> = tx
+                .query_row(
+                    "SELECT held FROM staged_runs WHERE run_id = ?1 AND outcome IS NULL",
+                    params![run_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let held = u64::try_from(held.unwrap_or(0)).unwrap_or(0);
+            if offset != held {
+                return Ok(Err(held));
+            }
+            let after = held + data.len() as u64;
+            let (start, end) = (
+                i64::try_from(held).unwrap_or(i64::MAX),
+                i64::try_from(after).unwrap_or(i64::MAX),
+            );
+            tx.execute(
+                "INSERT INTO staged_chunks (run_id, offset, data) VALUES (?1, ?2, ?3)",
+                params![run_id, start, data],
+            )?;
+            tx.execute(
+                "UPDATE staged_runs SET held = ?2 WHERE run_id = ?1",
+                params![run_id, end],
+            )?;
+            tx.commit()?;
+            Ok(Ok(after))
+        })
+    }
+
+    fn staged_bytes(&self, run_id: &str) -> Result<Vec<u8>, StoreError> {
+        self.store.with(|conn| {
+            let size: i64 = conn.query_row(
+                "SELECT held FROM staged_runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )?;
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            let mut stmt =
+                conn.prepare("SELECT data FROM staged_chunks WHERE run_id = ?1 ORDER BY offset")?;
+            let mut rows = stmt.query(params![run_id])?;
+            while let Some(row) = rows.next()? {
+                bytes.extend_from_slice(&row.get::<_, Vec<u8>>(0)?);
+            }
+            Ok(bytes)
+        })
+    }
+
+    fn stage_done(&self, run_id: &str, outcome: Commit) -> Result<(), StoreError> {
+        self.store.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM staged_chunks WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            tx.execute(
+                "UPDATE staged_runs SET outcome = ?2 WHERE run_id = ?1",
+                params![run_id, outcome.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn stage_discard(&self, run_id: &str) -> Result<(), StoreError> {
+        self.store.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM staged_chunks WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            tx.execute("DELETE FROM staged_runs WHERE run_id = ?1", params![run_id])?;
+            tx.commit()?;
             Ok(())
         })
     }

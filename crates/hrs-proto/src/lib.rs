@@ -3,6 +3,7 @@
 //!
 //! Generated code is fenced off from the workspace lints here and nowhere else.
 
+pub mod chunks;
 pub mod serve;
 
 /// Version 1 of the contract, package `hrs.v1`.
