@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use hrs_core::Period;
 use hrs_core::catalog::Catalog;
+use hrs_proto::chunks::ChunkedPushError;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_proto::v1::connection_point_client::ConnectionPointClient;
+use prost::Message as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, watch};
@@ -75,12 +77,19 @@ async fn relay_ready(store: &Arc<dyn MergeStore>, upstream: &str) -> Result<(), 
         .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
     for run in runs {
         let (run_id, site, period) = (run.run_id.clone(), run.site.clone(), run.period.clone());
-        let pushed = client
-            .push_run(pb::PushRunRequest {
-                run: Some(run),
-                link: None,
-            })
-            .await;
+        let outgoing = hrs_proto::chunks::Outgoing {
+            run_id: run.run_id.clone(),
+            site: run.site.clone(),
+            hierarchy_id: run.hierarchy_id.clone(),
+        };
+        let pushed = hrs_proto::chunks::push_run_chunks(
+            &mut client,
+            outgoing,
+            pb::LinkReport::default(),
+            Arc::new(run.encode_to_vec()),
+            hrs_proto::chunks::DEFAULT_CHUNK_BYTES,
+        )
+        .await;
         match pushed {
             Ok(_) => {
                 let writer = Arc::clone(store);
@@ -94,12 +103,20 @@ async fn relay_ready(store: &Arc<dyn MergeStore>, upstream: &str) -> Result<(), 
                     .map_err(|e| e.to_string())?;
                 tracing::info!(run_id, site, period, "run relayed upstream");
             }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                return Err(format!("upstream unavailable: {}", status.message()));
-            }
-            Err(status) => {
+            Err(ChunkedPushError::Status(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::AlreadyExists
+                ) =>
+            {
                 tracing::error!(run_id, site, period, error = %status.message(), "upstream refused a relayed run");
             }
+            // Anything else is the link or the upstream failing: try again later, from
+            // where the upstream's held bytes end.
+            Err(error) => return Err(format!("upstream did not take run {run_id}: {error}")),
         }
     }
     Ok(())

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
+use hrs_core::encoded::{EncodedError, check_run_encoded};
 use hrs_core::ids::IdError;
-use hrs_core::validate::{Invalid, check_run};
+use hrs_core::validate::{Invalid, RunHeader, check_run};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_server::Aggregator;
-use prost::Message as _;
-use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
@@ -74,6 +73,9 @@ pub enum PushError {
         /// The offered size.
         size: u64,
     },
+    /// A staged run could not be read back.
+    #[error("cannot read the staged run: {0}")]
+    Staged(String),
     /// A stream broke before its first chunk.
     #[error("the stream broke before its first chunk: {0}")]
     Broken(String),
@@ -101,7 +103,7 @@ impl From<PushError> for Status {
             PushError::Merge(MergeError::Conflict { .. }) => {
                 Status::already_exists(error.to_string())
             }
-            PushError::Merge(MergeError::Store(_)) | PushError::Task(_) => {
+            PushError::Merge(MergeError::Store(_)) | PushError::Task(_) | PushError::Staged(_) => {
                 tracing::error!(%error, "commit failed");
                 Status::internal("the aggregator could not store the run; it will be retried")
             }
@@ -135,23 +137,9 @@ impl AggregatorService {
         let report = request.link.unwrap_or_default();
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
-        if header.hierarchy_id != self.config.hierarchy_id {
-            return Err(PushError::WrongHierarchy(header.hierarchy_id.to_string()));
-        }
-        if !self.config.sites.contains(&header.site) {
-            return Err(PushError::UnknownSite(header.site.to_string()));
-        }
-        if run.hash_key_id != self.config.hash_key_id {
-            return Err(PushError::HashKey {
-                site: header.site.to_string(),
-                got: run.hash_key_id.clone(),
-                expected: self.config.hash_key_id.clone(),
-            });
-        }
+        self.check_sender(&header, &run.hash_key_id)?;
         let store = Arc::clone(&self.store);
-        let received_at = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let received_at = received_at_now();
         let commit = tokio::task::spawn_blocking(move || {
             store
                 .commit(&run, &header, &received_at)
@@ -160,6 +148,37 @@ impl AggregatorService {
         .await
         .map_err(|e| PushError::Task(e.to_string()))??;
         let (commit, header) = commit;
+        Ok(self.committed(&header, commit, report).await)
+    }
+
+    /// Checks that a checked run may be written here: this hierarchy's, from one of its
+    /// sites, hashed with its key.
+    fn check_sender(&self, header: &RunHeader, hash_key_id: &str) -> Result<(), PushError> {
+        if header.hierarchy_id != self.config.hierarchy_id {
+            return Err(PushError::WrongHierarchy(header.hierarchy_id.to_string()));
+        }
+        if !self.config.sites.contains(&header.site) {
+            return Err(PushError::UnknownSite(header.site.to_string()));
+        }
+        if hash_key_id != self.config.hash_key_id {
+            return Err(PushError::HashKey {
+                site: header.site.to_string(),
+                got: hash_key_id.to_owned(),
+                expected: self.config.hash_key_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// What follows a commit, however the run arrived: the site's contact is recorded,
+    /// the forwarder woken, a re-initialisation request answered; returns the commit and
+    /// the periods the site is still asked to send again.
+    async fn committed(
+        &self,
+        header: &RunHeader,
+        commit: Commit,
+        report: pb::LinkReport,
+    ) -> (Commit, Vec<String>) {
         self.record_contact(Contact {
             site: header.site.to_string(),
             at: received_at_now(),
@@ -187,7 +206,29 @@ impl AggregatorService {
                 .await;
         }
         let reinit = self.reinit_for(&header.site).await;
-        Ok((commit, reinit))
+        (commit, reinit)
+    }
+}
+
+/// How much of a staged run is read at once while it is checked.
+const CHECK_WINDOW: usize = 1 << 20;
+
+/// A staged run's encoding, read back a range at a time.
+struct StagedBytes {
+    store: Arc<dyn MergeStore>,
+    run_id: String,
+    size: u64,
+}
+
+impl hrs_proto::chunks::RunBytes for StagedBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store
+            .staged_range(&self.run_id, offset, len)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -375,75 +416,69 @@ impl AggregatorService {
                 size: offer.size,
             });
         }
-        let run = self.assemble(&offer).await?;
-        let outcome = self
-            .push(pb::PushRunRequest {
-                run: Some(run),
-                link: Some(link),
-            })
-            .await;
-        let store = Arc::clone(&self.store);
-        let run_id = offer.run_id.clone();
-        match &outcome {
-            Ok((commit, _)) => {
-                let commit = *commit;
-                self.on_store(move |store| store.stage_done(&run_id, commit))
-                    .await;
-            }
-            // A run refused on its content is dropped, so a corrected resend starts afresh.
-            Err(error)
-                if !matches!(
-                    error,
-                    PushError::Merge(MergeError::Store(_)) | PushError::Task(_)
-                ) =>
-            {
-                let _ = tokio::task::spawn_blocking(move || store.stage_discard(&run_id)).await;
-            }
-            Err(_) => {}
+        let outcome = self.commit_staged(&offer, link).await;
+        // A run refused on its content is dropped, so a corrected resend starts afresh;
+        // after a failure here, what arrived is kept for the retry.
+        if let Err(error) = &outcome
+            && !matches!(
+                error,
+                PushError::Merge(MergeError::Store(_)) | PushError::Task(_) | PushError::Staged(_)
+            )
+        {
+            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
+            let _ = tokio::task::spawn_blocking(move || store.stage_discard(&run_id)).await;
         }
         outcome
     }
 
-    /// Reads a fully staged run back, checks its bytes against the offer, and decodes it.
-    async fn assemble(&self, offer: &pb::RunOffer) -> Result<pb::Run, PushError> {
-        let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
-        let bytes = tokio::task::spawn_blocking(move || store.staged_bytes(&run_id))
-            .await
-            .map_err(|e| PushError::Task(e.to_string()))?
-            .map_err(MergeError::from)?;
-        let discard = || {
-            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
-            tokio::task::spawn_blocking(move || store.stage_discard(&run_id))
-        };
-        let sha256: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    /// Checks a fully staged run straight from its staged chunks (bytes against the offer,
+    /// then every check a pushed run gets, digest included) and commits it, never holding
+    /// more than a window of it in memory.
+    async fn commit_staged(
+        &self,
+        offer: &pb::RunOffer,
+        link: pb::LinkReport,
+    ) -> Result<(Commit, Vec<String>), PushError> {
+        let source = Arc::new(StagedBytes {
+            store: Arc::clone(&self.store),
+            run_id: offer.run_id.clone(),
+            size: offer.size,
+        });
+        let checked = tokio::task::spawn_blocking(move || {
+            let sha256 = hrs_proto::chunks::sha256_of(source.as_ref(), CHECK_WINDOW)?;
+            Ok::<_, std::io::Error>((sha256, check_run_encoded(source.as_ref())))
+        })
+        .await
+        .map_err(|e| PushError::Task(e.to_string()))?
+        .map_err(|e| PushError::Staged(e.to_string()))?;
+        let (sha256, checked) = checked;
         if sha256 != offer.sha256 {
-            let _ = discard().await;
             return Err(PushError::Corrupt(format!(
                 "run: the {} bytes received hash to {sha256}, the offer said {}",
-                bytes.len(),
-                offer.sha256
+                offer.size, offer.sha256
             )));
         }
-        let run = match pb::Run::decode(bytes.as_slice()) {
-            Ok(run) => run,
-            Err(error) => {
-                let _ = discard().await;
-                return Err(PushError::Corrupt(format!(
-                    "run: not a valid run encoding: {error}"
-                )));
-            }
-        };
-        if run.run_id != offer.run_id || run.site != offer.site {
-            let _ = discard().await;
+        let (header, fields) = checked.map_err(|error| match error {
+            EncodedError::Invalid(invalid) => PushError::Invalid(invalid),
+            EncodedError::Read(error) => PushError::Staged(error.to_string()),
+        })?;
+        if fields.run_id != offer.run_id || fields.site != offer.site {
             return Err(PushError::Corrupt(format!(
                 "run: carries run {} of site {}, the offer named run {} of site {}",
-                run.run_id, run.site, offer.run_id, offer.site
+                fields.run_id, fields.site, offer.run_id, offer.site
             )));
         }
-        Ok(run)
+        self.check_sender(&header, &fields.hash_key_id)?;
+        let (store, size, received_at) = (Arc::clone(&self.store), offer.size, received_at_now());
+        let commit = tokio::task::spawn_blocking(move || {
+            store
+                .commit_staged(&fields, &header, size, &received_at)
+                .map(|c| (c, header))
+        })
+        .await
+        .map_err(|e| PushError::Task(e.to_string()))??;
+        let (commit, header) = commit;
+        Ok(self.committed(&header, commit, link).await)
     }
 
     /// Records a contact; a failure to record it is logged, never fails the push, since

@@ -193,12 +193,20 @@ pub trait MergeStore: Send + Sync + 'static {
         data: &[u8],
     ) -> Result<Result<u64, u64>, StoreError>;
 
-    /// Returns the staged encoding of a run, in order.
-    fn staged_bytes(&self, run_id: &str) -> Result<Vec<u8>, StoreError>;
+    /// Returns `len` bytes of a staged run's encoding from `offset`.
+    fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
 
-    /// Records what committing a staged run did and frees its chunks; the record answers
-    /// a resend until it goes stale.
-    fn stage_done(&self, run_id: &str, outcome: Commit) -> Result<(), StoreError>;
+    /// Commits a fully staged, checked run as [`MergeStore::commit`] commits a decoded
+    /// one: `fields` are its own fields (results left out), the payload is copied from the
+    /// staged chunks one at a time, and the staging records the outcome, all in one
+    /// transaction.
+    fn commit_staged(
+        &self,
+        fields: &pb::Run,
+        header: &RunHeader,
+        size: u64,
+        received_at: &str,
+    ) -> Result<Commit, MergeError>;
 
     /// Drops a staged run whose bytes turned out bad, so the next offer starts afresh.
     fn stage_discard(&self, run_id: &str) -> Result<(), StoreError>;
@@ -256,6 +264,26 @@ fn decode_rows(
         out.push(decode(&run_id, &payload)?);
     }
     Ok(out)
+}
+
+/// Writes a staged run's chunks into the payload blob of row `rowid` of `runs`, one chunk
+/// in memory at a time.
+fn copy_staged_payload(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    rowid: i64,
+) -> Result<(), StoreError> {
+    let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, false)?;
+    let mut stmt =
+        tx.prepare("SELECT offset, data FROM staged_chunks WHERE run_id = ?1 ORDER BY offset")?;
+    let mut rows = stmt.query(params![run_id])?;
+    while let Some(row) = rows.next()? {
+        let at = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
+        let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        blob.write_at(data, at)
+            .map_err(|e| StoreError::Corrupt(format!("staged run {run_id}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
@@ -593,38 +621,114 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn staged_bytes(&self, run_id: &str) -> Result<Vec<u8>, StoreError> {
+    fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let (start, end) = (offset, offset + len as u64);
         self.store.with(|conn| {
-            let size: i64 = conn.query_row(
-                "SELECT held FROM staged_runs WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
+            let mut stmt = conn.prepare(
+                "SELECT offset, data FROM staged_chunks
+                 WHERE run_id = ?1 AND offset < ?3 AND offset + LENGTH(data) > ?2
+                 ORDER BY offset",
             )?;
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            let mut stmt =
-                conn.prepare("SELECT data FROM staged_chunks WHERE run_id = ?1 ORDER BY offset")?;
-            let mut rows = stmt.query(params![run_id])?;
+            let mut rows = stmt.query(params![
+                run_id,
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(end).unwrap_or(i64::MAX)
+            ])?;
+            let mut out = Vec::with_capacity(len);
             while let Some(row) = rows.next()? {
-                bytes.extend_from_slice(&row.get::<_, Vec<u8>>(0)?);
+                let at = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let from = usize::try_from(start.saturating_sub(at)).unwrap_or(usize::MAX);
+                let to = usize::try_from(end - at)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                if let Some(part) = data.get(from..to) {
+                    out.extend_from_slice(part);
+                }
             }
-            Ok(bytes)
+            if out.len() != len {
+                return Err(StoreError::Corrupt(format!(
+                    "staged run {run_id}: {} of {len} bytes at {offset}",
+                    out.len()
+                )));
+            }
+            Ok(out)
         })
     }
 
-    fn stage_done(&self, run_id: &str, outcome: Commit) -> Result<(), StoreError> {
+    fn commit_staged(
+        &self,
+        fields: &pb::Run,
+        header: &RunHeader,
+        size: u64,
+        received_at: &str,
+    ) -> Result<Commit, MergeError> {
+        let sequence = i64::try_from(fields.sequence).unwrap_or(i64::MAX);
+        let period = header.period.to_string();
+        let site = header.site.to_string();
+        let run_id = fields.run_id.clone();
         self.store.with(|conn| {
             let tx = conn.transaction()?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT digest FROM runs WHERE run_id = ?1",
+                    params![run_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let commit = match stored {
+                Some(stored) if stored != fields.digest => {
+                    return Ok(Err(MergeError::Conflict {
+                        run_id,
+                        stored,
+                        sent: fields.digest.clone(),
+                    }));
+                }
+                Some(_) => Commit::Duplicate,
+                None => {
+                    tx.execute(
+                        "INSERT INTO runs (run_id, site, period, sequence, digest, level,
+                                           catalog_version, received_at, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, zeroblob(?9))",
+                        params![
+                            run_id,
+                            site,
+                            period,
+                            sequence,
+                            fields.digest,
+                            fields.level,
+                            fields.catalog_version,
+                            received_at,
+                            i64::try_from(size).unwrap_or(i64::MAX)
+                        ],
+                    )?;
+                    copy_staged_payload(&tx, &run_id, tx.last_insert_rowid())?;
+                    let newer = tx.execute(
+                        "INSERT INTO current_runs (period, site, run_id, sequence)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (period, site) DO UPDATE
+                         SET run_id = excluded.run_id, sequence = excluded.sequence
+                         WHERE excluded.sequence > current_runs.sequence",
+                        params![period, site, run_id, sequence],
+                    )?;
+                    if newer == 1 {
+                        Commit::Merged
+                    } else {
+                        Commit::Superseded
+                    }
+                }
+            };
             tx.execute(
                 "DELETE FROM staged_chunks WHERE run_id = ?1",
                 params![run_id],
             )?;
             tx.execute(
                 "UPDATE staged_runs SET outcome = ?2 WHERE run_id = ?1",
-                params![run_id, outcome.as_str()],
+                params![run_id, commit.as_str()],
             )?;
             tx.commit()?;
-            Ok(())
-        })
+            Ok(Ok(commit))
+        })?
     }
 
     fn stage_discard(&self, run_id: &str) -> Result<(), StoreError> {

@@ -54,21 +54,30 @@ impl Canonical {
         sorted.sort_by(|a, b| a.query_id.cmp(&b.query_id));
         self.u64(sorted.len() as u64);
         for set in sorted {
-            self.str(&set.query_id);
-            self.str(&set.level);
-            self.str(&set.error);
-            self.u64(set.columns.len() as u64);
-            for column in &set.columns {
-                self.str(&column.name);
-                self.str(&column.r#type);
-            }
-            self.u64(set.rows.len() as u64);
+            self.set(set, set.rows.len() as u64);
             for row in &set.rows {
-                self.u64(row.values.len() as u64);
-                for value in &row.values {
-                    self.value(value);
-                }
+                self.row(row);
             }
+        }
+    }
+
+    /// A result set's fields, then how many rows follow; its own rows are not read.
+    fn set(&mut self, set: &pb::ResultSet, rows: u64) {
+        self.str(&set.query_id);
+        self.str(&set.level);
+        self.str(&set.error);
+        self.u64(set.columns.len() as u64);
+        for column in &set.columns {
+            self.str(&column.name);
+            self.str(&column.r#type);
+        }
+        self.u64(rows);
+    }
+
+    fn row(&mut self, row: &pb::Row) {
+        self.u64(row.values.len() as u64);
+        for value in &row.values {
+            self.value(value);
         }
     }
 
@@ -84,6 +93,12 @@ impl Canonical {
 /// Returns the digest of a run's content: its identity (site, hierarchy, period, catalog,
 /// level) and every result set, leaving out run id, sequence and timing.
 pub fn run_digest(run: &pb::Run) -> String {
+    let mut c = run_header(run);
+    c.results(&run.results);
+    c.finish()
+}
+
+fn run_header(run: &pb::Run) -> Canonical {
     let mut c = Canonical::new("hrs.v1.Run");
     c.str(&run.site);
     c.str(&run.hierarchy_id.to_ascii_lowercase());
@@ -94,8 +109,37 @@ pub fn run_digest(run: &pb::Run) -> String {
     if !run.hash_key_id.is_empty() {
         c.str(&run.hash_key_id);
     }
-    c.results(&run.results);
-    c.finish()
+    c
+}
+
+/// A run's digest computed piece by piece, for runs too large to hold in memory: equal to
+/// [`run_digest`] when fed the header, then every result set in query-id order, each
+/// followed by its rows in order.
+pub struct RunDigest(Canonical);
+
+impl RunDigest {
+    /// Starts with the run's own fields (its results are not read) and the number of
+    /// result sets that will follow.
+    pub fn new(header: &pb::Run, sets: u64) -> Self {
+        let mut c = run_header(header);
+        c.u64(sets);
+        Self(c)
+    }
+
+    /// Adds a result set's fields and its row count; its rows follow with [`Self::row`].
+    pub fn set(&mut self, set: &pb::ResultSet, rows: u64) {
+        self.0.set(set, rows);
+    }
+
+    /// Adds one row of the current result set.
+    pub fn row(&mut self, row: &pb::Row) {
+        self.0.row(row);
+    }
+
+    /// Returns the digest.
+    pub fn finish(self) -> String {
+        self.0.finish()
+    }
 }
 
 /// Returns the digest of a merged period: every site's result sets in site order, leaving

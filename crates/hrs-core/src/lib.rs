@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod config;
 pub mod digest;
+pub mod encoded;
 pub mod hash;
 pub mod ids;
 pub mod link;

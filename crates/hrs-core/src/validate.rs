@@ -59,6 +59,20 @@ pub struct RunHeader {
 
 /// Checks a run's shape, its results against the catalog it names, and its digest.
 pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
+    let (header, catalog) = check_run_fields(run)?;
+    check_results("run.results", &run.results, &catalog, header.level)?;
+    let actual = run_digest(run);
+    if actual != run.digest {
+        return Err(Invalid::Digest {
+            claimed: run.digest.clone(),
+            actual,
+        });
+    }
+    Ok(header)
+}
+
+/// Checks a run's own fields (not its results) and finds the catalog it names.
+pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), Invalid> {
     let run_id =
         uuid::Uuid::parse_str(&run.run_id).map_err(|_| field("run.run_id", "not a UUID"))?;
     let site: SiteCode = run
@@ -82,21 +96,16 @@ pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
     }
     let catalog = Catalog::by_version(&run.catalog_version)
         .ok_or_else(|| Invalid::UnknownCatalog(run.catalog_version.clone()))?;
-    check_results("run.results", &run.results, &catalog, level)?;
-    let actual = run_digest(run);
-    if actual != run.digest {
-        return Err(Invalid::Digest {
-            claimed: run.digest.clone(),
-            actual,
-        });
-    }
-    Ok(RunHeader {
-        run_id,
-        site,
-        hierarchy_id,
-        period,
-        level,
-    })
+    Ok((
+        RunHeader {
+            run_id,
+            site,
+            hierarchy_id,
+            period,
+            level,
+        },
+        catalog,
+    ))
 }
 
 /// Checks a merged period's shape, every site's results, and its digest.
@@ -150,65 +159,93 @@ fn check_results(
     let mut seen = HashSet::new();
     for (i, set) in results.iter().enumerate() {
         let here = format!("{path}[{i}]");
-        let query = catalog.query(&set.query_id).ok_or_else(|| {
-            field(
-                format!("{here}.query_id"),
-                format!("{:?} is not in catalog {}", set.query_id, catalog.version),
-            )
-        })?;
-        if !seen.insert(set.query_id.as_str()) {
-            return Err(field(format!("{here}.query_id"), "appears twice"));
-        }
-        if set.level != query.level.as_str() {
-            return Err(field(
-                format!("{here}.level"),
-                format!("is {:?}, the catalog says {}", set.level, query.level),
-            ));
-        }
-        if !query.level.allowed_at(level) {
-            return Err(field(
-                format!("{here}.query_id"),
-                format!("is a {} query in a {level} run", query.level),
-            ));
-        }
-        let declared = query.output_columns();
-        let matches = set.columns.len() == declared.len()
-            && set
-                .columns
-                .iter()
-                .zip(&declared)
-                .all(|(c, (name, ty))| c.name == *name && c.r#type == ty.as_str());
-        if !matches {
-            return Err(field(
-                format!("{here}.columns"),
-                "do not match the catalog's declared columns",
-            ));
-        }
-        if !set.error.is_empty() && !set.rows.is_empty() {
-            return Err(field(
-                format!("{here}.rows"),
-                "a failed query carries no rows",
-            ));
-        }
+        let declared = check_set(&here, set, !set.rows.is_empty(), catalog, level, &mut seen)?;
         for (r, row) in set.rows.iter().enumerate() {
-            if row.values.len() != declared.len() {
-                return Err(field(
-                    format!("{here}.rows[{r}]"),
-                    format!(
-                        "has {} values, {} columns are declared",
-                        row.values.len(),
-                        declared.len()
-                    ),
-                ));
-            }
-            for (value, (name, ty)) in row.values.iter().zip(&declared) {
-                if !ty.admits(&Value::from(value)) {
-                    return Err(field(
-                        format!("{here}.rows[{r}].{name}"),
-                        format!("is not of the declared type {ty}"),
-                    ));
-                }
-            }
+            check_row(&here, r, row, &declared)?;
+        }
+    }
+    Ok(())
+}
+
+/// The columns a query declares, by name and type.
+pub(crate) type Declared = Vec<(String, crate::catalog::ColumnType)>;
+
+/// Checks one result set's fields (not its rows) against the catalog, and returns the
+/// columns its rows must match. `seen` collects query ids, which must not repeat.
+pub(crate) fn check_set(
+    here: &str,
+    set: &pb::ResultSet,
+    has_rows: bool,
+    catalog: &Catalog,
+    level: Level,
+    seen: &mut HashSet<String>,
+) -> Result<Declared, Invalid> {
+    let query = catalog.query(&set.query_id).ok_or_else(|| {
+        field(
+            format!("{here}.query_id"),
+            format!("{:?} is not in catalog {}", set.query_id, catalog.version),
+        )
+    })?;
+    if !seen.insert(set.query_id.clone()) {
+        return Err(field(format!("{here}.query_id"), "appears twice"));
+    }
+    if set.level != query.level.as_str() {
+        return Err(field(
+            format!("{here}.level"),
+            format!("is {:?}, the catalog says {}", set.level, query.level),
+        ));
+    }
+    if !query.level.allowed_at(level) {
+        return Err(field(
+            format!("{here}.query_id"),
+            format!("is a {} query in a {level} run", query.level),
+        ));
+    }
+    let declared = query.output_columns();
+    let matches = set.columns.len() == declared.len()
+        && set
+            .columns
+            .iter()
+            .zip(&declared)
+            .all(|(c, (name, ty))| c.name == *name && c.r#type == ty.as_str());
+    if !matches {
+        return Err(field(
+            format!("{here}.columns"),
+            "do not match the catalog's declared columns",
+        ));
+    }
+    if !set.error.is_empty() && has_rows {
+        return Err(field(
+            format!("{here}.rows"),
+            "a failed query carries no rows",
+        ));
+    }
+    Ok(declared)
+}
+
+/// Checks one row against its result set's declared columns.
+pub(crate) fn check_row(
+    here: &str,
+    r: usize,
+    row: &pb::Row,
+    declared: &Declared,
+) -> Result<(), Invalid> {
+    if row.values.len() != declared.len() {
+        return Err(field(
+            format!("{here}.rows[{r}]"),
+            format!(
+                "has {} values, {} columns are declared",
+                row.values.len(),
+                declared.len()
+            ),
+        ));
+    }
+    for (value, (name, ty)) in row.values.iter().zip(declared) {
+        if !ty.admits(&Value::from(value)) {
+            return Err(field(
+                format!("{here}.rows[{r}].{name}"),
+                format!("is not of the declared type {ty}"),
+            ));
         }
     }
     Ok(())
