@@ -117,18 +117,6 @@ pub struct RunSummary {
     pub rows: usize,
 }
 
-impl RunSummary {
-    fn of(run: &pb::Run, period: Period) -> Self {
-        Self {
-            run_id: run.run_id.clone(),
-            period,
-            queries: run.results.len(),
-            failed_queries: run.results.iter().filter(|r| !r.error.is_empty()).count(),
-            rows: run.results.iter().map(|r| r.rows.len()).sum(),
-        }
-    }
-}
-
 /// One site's agent: its configuration, catalog and spool.
 #[derive(Debug)]
 pub struct Agent {
@@ -163,26 +151,35 @@ impl Agent {
             hasher: self.config.hasher()?,
         };
         let sequence = self.spool.next_sequence().await?;
-        let run = collect::collect(
-            &mut db,
-            &self.catalog,
-            &what,
-            uuid::Uuid::new_v4(),
-            sequence,
-        )
-        .await;
+        let run_id = uuid::Uuid::new_v4();
+        // Rows go to the spool as they are read, so memory stays flat however large the
+        // run; the run becomes visible in the spool only once whole.
+        let mut sink = self.spool.begin(&run_id.to_string())?;
+        let collected =
+            collect::collect_into(&mut db, &self.catalog, &what, run_id, sequence, &mut sink)
+                .await?;
         let collected_at = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        self.spool.put(&run, collected_at).await?;
+        let header = collected.header.clone();
+        let (_, bytes) = tokio::task::spawn_blocking(move || sink.finish(&header, collected_at))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
         self.enforce_limits().await?;
-        let summary = RunSummary::of(&run, period);
+        let summary = RunSummary {
+            run_id: run_id.to_string(),
+            period,
+            queries: collected.queries,
+            failed_queries: collected.failed_queries,
+            rows: usize::try_from(collected.rows).unwrap_or(usize::MAX),
+        };
         tracing::info!(
             run_id = %summary.run_id,
             %period,
             queries = summary.queries,
             failed = summary.failed_queries,
             rows = summary.rows,
+            bytes,
             site_db = %spec,
             "run spooled"
         );

@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
+use hrs_core::digest::RunDigest;
 use hrs_core::link::LinkRecord;
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
+use prost::encoding::{encode_varint, encoded_len_varint};
 use rusqlite::{OptionalExtension as _, params};
+use std::io::Write as _;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -17,6 +20,22 @@ CREATE TABLE IF NOT EXISTS runs (
     digest       TEXT NOT NULL,
     collected_at TEXT NOT NULL,
     payload      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS collecting_sets (
+    run_id     TEXT NOT NULL,
+    set_index  INTEGER NOT NULL,
+    opening    BLOB NOT NULL,
+    closing    BLOB NOT NULL,
+    rows       INTEGER NOT NULL,
+    rows_bytes INTEGER NOT NULL,
+    PRIMARY KEY (run_id, set_index)
+);
+CREATE TABLE IF NOT EXISTS collecting_rows (
+    run_id    TEXT NOT NULL,
+    set_index INTEGER NOT NULL,
+    piece     INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (run_id, set_index, piece)
 );
 CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
@@ -419,6 +438,301 @@ impl Spool {
     }
 }
 
+/// Bytes of encoded rows gathered before they are written to the spool as one piece.
+const PIECE_BYTES: usize = 1 << 20;
+/// Protobuf keys of the two repeated fields written here: `Run.results` (field 10) and
+/// `ResultSet.rows` (field 4), both length-delimited.
+const RESULTS_KEY: u8 = (10 << 3) | 2;
+const ROWS_KEY: u8 = (4 << 3) | 2;
+
+/// A collection being written into the spool as it is produced: rows go to disk in pieces
+/// of about a MiB, so memory stays flat whatever the run's size. [`Collecting::finish`]
+/// turns the pieces into one spooled run, byte for byte the encoding of the whole run.
+pub struct Collecting {
+    store: Store,
+    run_id: String,
+    set_index: i64,
+    piece: i64,
+    buffer: Vec<u8>,
+    rows: u64,
+    rows_bytes: u64,
+}
+
+impl Spool {
+    /// Starts writing a collection for `run_id`, clearing what an interrupted one left.
+    pub fn begin(&self, run_id: &str) -> Result<Collecting, StoreError> {
+        self.store.with(|conn| {
+            conn.execute_batch("DELETE FROM collecting_rows; DELETE FROM collecting_sets;")?;
+            Ok(())
+        })?;
+        Ok(Collecting {
+            store: self.store.clone(),
+            run_id: run_id.to_owned(),
+            set_index: 0,
+            piece: 0,
+            buffer: Vec::new(),
+            rows: 0,
+            rows_bytes: 0,
+        })
+    }
+}
+
+impl Collecting {
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let (run_id, set_index, piece) = (&self.run_id, self.set_index, self.piece);
+        self.store.with(|conn| {
+            conn.execute(
+                "INSERT INTO collecting_rows (run_id, set_index, piece, data) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, set_index, piece, data],
+            )?;
+            Ok(())
+        })?;
+        self.piece += 1;
+        Ok(())
+    }
+
+    /// Writes the gathered pieces into the spool as one run, its digest computed from
+    /// them, together with the period it collected; returns the digest and the run's size.
+    pub fn finish(
+        self,
+        header: &pb::Run,
+        collected_at: String,
+    ) -> Result<(String, u64), StoreError> {
+        let Collecting { store, run_id, .. } = self;
+        store.with(|conn| {
+            let tx = conn.transaction()?;
+            let sets = collected_sets(&tx, &run_id)?;
+
+            let mut digest = RunDigest::new(header, sets.len() as u64);
+            let mut sorted: Vec<&CollectedSet> = sets.iter().collect();
+            sorted.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
+            for set in sorted {
+                digest.set(&set.fields, set.rows);
+                for_each_piece(&tx, &run_id, set.index, |piece| {
+                    let mut rest = piece;
+                    while !rest.is_empty() {
+                        rest = rest.get(1..).unwrap_or_default();
+                        let row = pb::Row::decode_length_delimited(&mut rest)
+                            .map_err(|e| StoreError::Corrupt(format!("collected row: {e}")))?;
+                        digest.row(&row);
+                    }
+                    Ok(())
+                })?;
+            }
+            let digest = digest.finish();
+
+            // The run's fields 1 to 9, its results, then fields 11 and 12: prost's order,
+            // so the spooled bytes are exactly the whole run's encoding.
+            let opening = pb::Run {
+                results: Vec::new(),
+                digest: String::new(),
+                hash_key_id: String::new(),
+                ..header.clone()
+            }
+            .encode_to_vec();
+            let closing = pb::Run {
+                digest: digest.clone(),
+                hash_key_id: header.hash_key_id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let set_len = |set: &CollectedSet| {
+                set.opening.len() as u64 + set.rows_bytes + set.closing.len() as u64
+            };
+            let size = opening.len() as u64
+                + closing.len() as u64
+                + sets
+                    .iter()
+                    .map(|set| 1 + encoded_len_varint(set_len(set)) as u64 + set_len(set))
+                    .sum::<u64>();
+
+            tx.execute(
+                "INSERT INTO runs (run_id, sequence, period, digest, collected_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, zeroblob(?6))",
+                params![
+                    run_id,
+                    i64::try_from(header.sequence).unwrap_or(i64::MAX),
+                    header.period,
+                    digest,
+                    collected_at,
+                    i64::try_from(size).unwrap_or(i64::MAX)
+                ],
+            )?;
+            {
+                let rowid = tx.last_insert_rowid();
+                let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, false)?;
+                let io = |e: std::io::Error| StoreError::Corrupt(format!("writing the run: {e}"));
+                blob.write_all(&opening).map_err(io)?;
+                for set in &sets {
+                    let mut prefix = vec![RESULTS_KEY];
+                    encode_varint(set_len(set), &mut prefix);
+                    blob.write_all(&prefix).map_err(io)?;
+                    blob.write_all(&set.opening).map_err(io)?;
+                    for_each_piece(&tx, &run_id, set.index, |piece| {
+                        blob.write_all(piece).map_err(io)
+                    })?;
+                    blob.write_all(&set.closing).map_err(io)?;
+                }
+                blob.write_all(&closing).map_err(io)?;
+            }
+            tx.execute(
+                "INSERT INTO state (key, value) VALUES ('last_period', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![header.period],
+            )?;
+            tx.execute(
+                "DELETE FROM collecting_rows WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            tx.execute(
+                "DELETE FROM collecting_sets WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            tx.commit()?;
+            Ok((digest, size))
+        })
+    }
+}
+
+impl crate::collect::Sink for Collecting {
+    type Error = StoreError;
+
+    fn row(&mut self, row: &pb::Row) -> Result<(), StoreError> {
+        let before = self.buffer.len();
+        self.buffer.push(ROWS_KEY);
+        row.encode_length_delimited(&mut self.buffer)
+            .map_err(|e| StoreError::Corrupt(format!("encoding a row: {e}")))?;
+        self.rows += 1;
+        self.rows_bytes += (self.buffer.len() - before) as u64;
+        if self.buffer.len() >= PIECE_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), StoreError> {
+        let failed = !set.error.is_empty();
+        if failed {
+            // A failed query carries no rows: drop what it produced before failing.
+            self.buffer.clear();
+            let (run_id, set_index) = (&self.run_id, self.set_index);
+            self.store.with(|conn| {
+                conn.execute(
+                    "DELETE FROM collecting_rows WHERE run_id = ?1 AND set_index = ?2",
+                    params![run_id, set_index],
+                )?;
+                Ok(())
+            })?;
+            self.rows = 0;
+            self.rows_bytes = 0;
+        } else {
+            self.flush()?;
+        }
+        // Fields 1 to 3 come before the rows, 5 and 6 after, as prost writes them.
+        let opening = pb::ResultSet {
+            query_id: set.query_id.clone(),
+            level: set.level.clone(),
+            columns: set.columns.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let closing = pb::ResultSet {
+            error: set.error.clone(),
+            duration_ms: set.duration_ms,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let (run_id, set_index) = (&self.run_id, self.set_index);
+        let (rows, rows_bytes) = (
+            i64::try_from(self.rows).unwrap_or(i64::MAX),
+            i64::try_from(self.rows_bytes).unwrap_or(i64::MAX),
+        );
+        self.store.with(|conn| {
+            conn.execute(
+                "INSERT INTO collecting_sets (run_id, set_index, opening, closing, rows, rows_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, set_index, opening, closing, rows, rows_bytes],
+            )?;
+            Ok(())
+        })?;
+        self.set_index += 1;
+        self.piece = 0;
+        self.rows = 0;
+        self.rows_bytes = 0;
+        Ok(())
+    }
+}
+
+/// One collected result set as the spool holds it until the run is finished.
+struct CollectedSet {
+    index: i64,
+    /// Its fields (rows left out), for the digest.
+    fields: pb::ResultSet,
+    opening: Vec<u8>,
+    closing: Vec<u8>,
+    rows: u64,
+    rows_bytes: u64,
+}
+
+fn collected_sets(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+) -> Result<Vec<CollectedSet>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT set_index, opening, closing, rows, rows_bytes FROM collecting_sets
+         WHERE run_id = ?1 ORDER BY set_index",
+    )?;
+    let rows = stmt.query_map(params![run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut sets = Vec::new();
+    for row in rows {
+        let (index, opening, closing, rows, rows_bytes) = row?;
+        let mut fields = pb::ResultSet::decode(opening.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("collected set: {e}")))?;
+        fields
+            .merge(closing.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("collected set: {e}")))?;
+        sets.push(CollectedSet {
+            index,
+            fields,
+            opening,
+            closing,
+            rows: u64::try_from(rows).unwrap_or(0),
+            rows_bytes: u64::try_from(rows_bytes).unwrap_or(0),
+        });
+    }
+    Ok(sets)
+}
+
+/// Hands `each` the pieces of one collected set's rows, in order, one at a time.
+fn for_each_piece(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+    set_index: i64,
+    mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT data FROM collecting_rows WHERE run_id = ?1 AND set_index = ?2 ORDER BY piece",
+    )?;
+    let mut rows = stmt.query(params![run_id, set_index])?;
+    while let Some(row) = rows.next()? {
+        let data = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        each(data)?;
+    }
+    Ok(())
+}
+
 fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
     let text: Option<String> = conn
         .query_row("SELECT value FROM state WHERE key = 'link'", [], |r| {
@@ -470,6 +784,75 @@ mod tests {
             .into_iter()
             .map(|s| s.run_id)
             .collect()
+    }
+
+    #[test]
+    fn a_run_written_in_pieces_is_byte_for_byte_the_whole_runs_encoding() {
+        use crate::collect::Sink as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
+        let text = |n: usize| pb::Value {
+            kind: Some(pb::value::Kind::Text(format!("{n:0>1000}"))),
+        };
+        let big: Vec<pb::Row> = (0..2_500)
+            .map(|n| pb::Row {
+                values: vec![text(n), pb::Value::default()],
+            })
+            .collect();
+        let set = |id: &str, rows: Vec<pb::Row>, error: &str| pb::ResultSet {
+            query_id: id.into(),
+            level: "Basic".into(),
+            columns: vec![pb::Column {
+                name: "c".into(),
+                r#type: "text".into(),
+            }],
+            rows,
+            error: error.into(),
+            duration_ms: 7,
+        };
+        // Out of query-id order, a set spanning several pieces, an empty one, and one
+        // that failed after producing rows (which must not be kept).
+        let sets = [
+            set("Z-BIG", big.clone(), ""),
+            set("A-EMPTY", Vec::new(), ""),
+            set("M-FAILED", big[..3].to_vec(), "sqlite: no such table"),
+        ];
+        let mut header = run(1, 0);
+        header.results.clear();
+        header.digest.clear();
+        header.hash_key_id = "0123456789abcdef".into();
+
+        let mut sink = spool.begin(&header.run_id).expect("begins");
+        for s in &sets {
+            for row in &s.rows {
+                sink.row(row).expect("row");
+            }
+            sink.end_set(&pb::ResultSet {
+                rows: Vec::new(),
+                ..s.clone()
+            })
+            .expect("set");
+        }
+        let (digest, size) = sink.finish(&header, rfc3339(at(1))).expect("finishes");
+
+        let mut expected = header.clone();
+        expected.results = sets.to_vec();
+        expected.results[2].rows.clear();
+        expected.digest = hrs_core::digest::run_digest(&expected);
+        let encoded = expected.encode_to_vec();
+        assert_eq!(digest, expected.digest);
+        assert_eq!(size, encoded.len() as u64);
+        let stored = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(spool.bytes(&header.run_id))
+            .expect("spooled");
+        use hrs_proto::chunks::RunBytes as _;
+        let bytes = stored.read_at(0, encoded.len()).expect("reads");
+        assert!(
+            bytes == encoded,
+            "the spooled bytes differ from the run's encoding"
+        );
     }
 
     #[tokio::test]

@@ -153,12 +153,32 @@ pub trait SiteDb: Send {
     /// Returns the dialect of this backend.
     fn dialect(&self) -> Dialect;
 
-    /// Runs one query and returns its rows, values typed as the database returned them.
+    /// Runs one query and hands `each` its rows as they are read, values typed as the
+    /// database returned them, so a result of any size is never held whole. An error from
+    /// `each` stops the query and is returned.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &QueryParams,
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> impl Future<Output = Result<(), SiteDbError>> + Send;
+
+    /// Runs one query and returns all its rows.
     fn query(
         &mut self,
         sql: &str,
         params: &QueryParams,
-    ) -> impl Future<Output = Result<Vec<Vec<Value>>, SiteDbError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Vec<Value>>, SiteDbError>> + Send {
+        async move {
+            let mut rows = Vec::new();
+            self.query_each(sql, params, &mut |row| {
+                rows.push(row);
+                Ok(())
+            })
+            .await?;
+            Ok(rows)
+        }
+    }
 }
 
 /// Which site database to use: the one setting that chooses the backend.
@@ -227,14 +247,15 @@ impl SiteDb for AnySiteDb {
         }
     }
 
-    async fn query(
+    async fn query_each(
         &mut self,
         sql: &str,
         params: &QueryParams,
-    ) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> Result<(), SiteDbError> {
         match self {
-            Self::Sqlite(db) => db.query(sql, params).await,
-            Self::SqlServer(db) => db.query(sql, params).await,
+            Self::Sqlite(db) => db.query_each(sql, params, each).await,
+            Self::SqlServer(db) => db.query_each(sql, params, each).await,
         }
     }
 }

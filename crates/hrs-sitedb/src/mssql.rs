@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tiberius::error::{Error as TdsError, IoErrorKind};
 use tiberius::{AuthMethod, Client, ColumnData, Config, FromSql};
 use tokio::net::TcpStream;
+use tokio_stream::StreamExt as _;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
@@ -458,21 +459,41 @@ impl MssqlSiteDb {
         }
     }
 
-    /// Runs a batch and returns the rows of its last result set.
+    /// Runs a batch and returns the rows of its result sets.
     pub(crate) async fn batch(&mut self, sql: &str) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        let mut rows = Vec::new();
+        self.batch_each(sql, &mut |row| {
+            rows.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// Runs a batch and hands `each` the rows of its result sets as they arrive.
+    async fn batch_each(
+        &mut self,
+        sql: &str,
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> Result<(), SiteDbError> {
         let client = self.client().await?;
         let outcome = async {
-            let stream = client.simple_query(sql).await?;
-            stream.into_results().await
+            let mut rows = client.simple_query(sql).await?.into_row_stream();
+            while let Some(row) = rows.next().await {
+                if let Err(error) = row_values(row?).and_then(&mut *each) {
+                    return Ok(Err(error));
+                }
+            }
+            Ok(Ok(()))
         }
         .await;
         match outcome {
-            Ok(mut sets) => sets
-                .pop()
-                .unwrap_or_default()
-                .into_iter()
-                .map(row_values)
-                .collect(),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                // Rows left unread put the connection out of step with the server.
+                self.client = None;
+                Err(error)
+            }
             Err(error) => {
                 // A timed-out or broken connection is out of step with the server: drop it.
                 if matches!(error, TdsError::Io { .. } | TdsError::Protocol(_)) {
@@ -556,13 +577,14 @@ impl SiteDb for MssqlSiteDb {
         Dialect::Tsql
     }
 
-    async fn query(
+    async fn query_each(
         &mut self,
         sql: &str,
         params: &QueryParams,
-    ) -> Result<Vec<Vec<Value>>, SiteDbError> {
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> Result<(), SiteDbError> {
         let batch = format!("{}{sql}", declare_params(params));
-        self.batch(&batch).await
+        self.batch_each(&batch, each).await
     }
 }
 

@@ -28,7 +28,12 @@ impl SqliteSiteDb {
         Ok(Self { conn })
     }
 
-    fn run(&self, sql: &str, params: &QueryParams) -> Result<Vec<Vec<Value>>, SiteDbError> {
+    fn run(
+        &self,
+        sql: &str,
+        params: &QueryParams,
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> Result<(), SiteDbError> {
         let mut stmt = self.conn.prepare(sql)?;
         for (name, date) in [
             (":period_start", params.period_start),
@@ -40,7 +45,6 @@ impl SqliteSiteDb {
         }
         let width = stmt.column_count();
         let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let mut values = Vec::with_capacity(width);
             for column in 0..width {
@@ -57,9 +61,9 @@ impl SqliteSiteDb {
                     }
                 });
             }
-            out.push(values);
+            each(values)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -68,12 +72,13 @@ impl SiteDb for SqliteSiteDb {
         Dialect::Sqlite
     }
 
-    fn query(
+    fn query_each(
         &mut self,
         sql: &str,
         params: &QueryParams,
-    ) -> impl Future<Output = Result<Vec<Vec<Value>>, SiteDbError>> + Send {
-        let result = self.run(sql, params);
+        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+    ) -> impl Future<Output = Result<(), SiteDbError>> + Send {
+        let result = self.run(sql, params, each);
         async move { result }
     }
 }
