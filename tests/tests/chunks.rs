@@ -82,6 +82,7 @@ async fn a_run_larger_than_any_connection_carries_arrives_by_resuming() {
         cut_chance: 1.0,
         cut_after_max_bytes: size / 2,
         max_delay: std::time::Duration::ZERO,
+        max_lifetime: std::time::Duration::ZERO,
     };
     let proxy = Proxy::start(h.aggregator, faults, 7)
         .await

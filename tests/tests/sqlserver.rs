@@ -43,9 +43,14 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
     let p01 = site("P01");
     let engine = start_engine().await;
     let spec = SiteDbSpec::parse(&engine, PasswordSource::InSpec).expect("connection string");
-    hrs_sitedb::seed_spec(&spec, &p01, CLIENTS, seed_of(&p01))
-        .await
-        .expect("seeds the engine");
+    hrs_sitedb::seed_spec(
+        &spec,
+        &p01,
+        &hrs_sitedb::SiteSize::clients(CLIENTS),
+        seed_of(&p01),
+    )
+    .await
+    .expect("seeds the engine");
 
     // The same data read from SQLite, kept in the spool, never sent.
     let reference = h.spooled_run(&p01).await;

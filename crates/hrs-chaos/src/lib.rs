@@ -25,6 +25,9 @@ pub struct Faults {
     pub cut_after_max_bytes: u64,
     /// Most extra delay added before a connection is forwarded.
     pub max_delay: Duration,
+    /// When not zero, every connection is cut after living between half this and this
+    /// long, as a WAN link that drops every few seconds.
+    pub max_lifetime: Duration,
 }
 
 impl Faults {
@@ -34,6 +37,7 @@ impl Faults {
             cut_chance: 0.0,
             cut_after_max_bytes: 0,
             max_delay: Duration::ZERO,
+            max_lifetime: Duration::ZERO,
         }
     }
 }
@@ -134,6 +138,7 @@ impl Drop for Proxy {
 struct Plan {
     delay: Duration,
     cut_after: Option<u64>,
+    lifetime: Option<Duration>,
 }
 
 impl Shared {
@@ -148,7 +153,14 @@ impl Shared {
         let cut_after = (self.faults.cut_chance > 0.0
             && rng.random_bool(self.faults.cut_chance.min(1.0)))
         .then(|| rng.random_range(0..=self.faults.cut_after_max_bytes));
-        Plan { delay, cut_after }
+        let max_life = u64::try_from(self.faults.max_lifetime.as_millis()).unwrap_or(u64::MAX);
+        let lifetime = (max_life > 0)
+            .then(|| Duration::from_millis(rng.random_range(max_life / 2..=max_life)));
+        Plan {
+            delay,
+            cut_after,
+            lifetime,
+        }
     }
 }
 
@@ -162,43 +174,76 @@ async fn forward(shared: Arc<Shared>, client: TcpStream, plan: Plan) {
     let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
-    let budget = Arc::new(AtomicU64::new(plan.cut_after.unwrap_or(u64::MAX)));
+    let budget = Arc::new(Budget {
+        bytes: AtomicU64::new(plan.cut_after.unwrap_or(u64::MAX)),
+        spent: AtomicBool::new(false),
+        shared: Arc::clone(&shared),
+    });
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let up = tokio::spawn(pipe(client_read, server_write, Arc::clone(&budget)));
     let down = tokio::spawn(pipe(server_read, client_write, Arc::clone(&budget)));
-    let (up, down) = (up.await, down.await);
-    if plan.cut_after.is_some() && (matches!(up, Ok(true)) || matches!(down, Ok(true))) {
-        shared.counters.cut.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(cut_after = ?plan.cut_after, "connection cut");
+    if let Some(lifetime) = plan.lifetime {
+        let (up_abort, down_abort) = (up.abort_handle(), down.abort_handle());
+        let both = async { (up.await, down.await) };
+        if tokio::time::timeout(lifetime, both).await.is_err() {
+            // Counted first, so whoever sees the cut also sees it counted. Aborting the
+            // pipes drops both sockets: the link is cut mid-stream.
+            shared.counters.cut.fetch_add(1, Ordering::Relaxed);
+            up_abort.abort();
+            down_abort.abort();
+            tracing::debug!(?lifetime, "connection cut at the end of its lifetime");
+        }
+        return;
+    }
+    let _ = (up.await, down.await);
+}
+
+/// The bytes a connection may still carry, shared by its two directions.
+struct Budget {
+    bytes: AtomicU64,
+    /// Set by the direction that spends it, so the cut is counted once.
+    spent: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Budget {
+    /// Counts the cut, once per connection, before the sockets are dropped, so whoever
+    /// sees the cut also sees it counted.
+    fn cut(&self) {
+        if !self.spent.swap(true, Ordering::Relaxed) {
+            self.shared.counters.cut.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("connection cut");
+        }
     }
 }
 
-/// Copies from `from` to `to` while the shared byte budget lasts; returns whether the
-/// budget ran out (the connection was cut rather than closed).
+/// Copies from `from` to `to` while the shared byte budget lasts; when it runs out, the
+/// cut is counted and both halves dropped.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    budget: Arc<AtomicU64>,
-) -> bool {
+    budget: Arc<Budget>,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let Ok(n) = from.read(&mut buffer).await else {
-            return false;
+            return;
         };
         if n == 0 {
             let _ = to.shutdown().await;
-            return false;
+            return;
         }
-        let left = budget.load(Ordering::Relaxed);
+        let left = budget.bytes.load(Ordering::Relaxed);
         let allowed = usize::try_from(left).unwrap_or(usize::MAX).min(n);
-        budget.fetch_sub(allowed as u64, Ordering::Relaxed);
+        budget.bytes.fetch_sub(allowed as u64, Ordering::Relaxed);
         if allowed > 0 && to.write_all(&buffer[..allowed]).await.is_err() {
-            return false;
+            return;
         }
         if allowed < n {
             // The budget is spent: drop both halves, as a broken link would.
-            return true;
+            budget.cut();
+            return;
         }
     }
 }
@@ -250,11 +295,39 @@ mod tests {
             cut_chance: 1.0,
             cut_after_max_bytes: 1000,
             max_delay: Duration::from_millis(5),
+            max_lifetime: Duration::ZERO,
         };
         let proxy = Proxy::start(echo().await, faults, 7).await.expect("starts");
         let data = vec![42u8; 50_000];
         let back = round_trip(proxy.addr(), &data).await;
         assert!(back.len() <= 1000, "{} bytes passed", back.len());
+        assert_eq!(proxy.counters().cut.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_cut_at_the_end_of_its_lifetime() {
+        let faults = Faults {
+            max_lifetime: Duration::from_millis(100),
+            ..Faults::none()
+        };
+        let proxy = Proxy::start(echo().await, faults, 5).await.expect("starts");
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        // An echo conversation that would go on for ever ends when the link is cut.
+        let talk = async {
+            let mut buffer = [0u8; 4];
+            loop {
+                if stream.write_all(b"ping").await.is_err() {
+                    return;
+                }
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), talk)
+            .await
+            .expect("the link is cut well within the bound");
         assert_eq!(proxy.counters().cut.load(Ordering::Relaxed), 1);
     }
 
@@ -276,6 +349,7 @@ mod tests {
             cut_chance: 0.5,
             cut_after_max_bytes: 10_000,
             max_delay: Duration::from_millis(100),
+            max_lifetime: Duration::ZERO,
         };
         let plans = |seed| async move {
             let proxy = Proxy::start("127.0.0.1:9".parse().expect("addr"), faults, seed)

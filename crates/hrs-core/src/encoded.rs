@@ -158,6 +158,14 @@ impl<'a> Cursor<'a> {
                 format!("{len} bytes; at most {limit} are taken"),
             ));
         }
+        // Nearly every field and row lies in the window already read.
+        let window_end = self.window_start + self.window.len() as u64;
+        if start >= self.window_start && end <= window_end {
+            let from = usize::try_from(start - self.window_start).unwrap_or(usize::MAX);
+            if let Some(bytes) = self.window.get(from..from + len) {
+                return Ok(bytes.to_vec());
+            }
+        }
         Ok(self.source.read_at(start, len)?)
     }
 }

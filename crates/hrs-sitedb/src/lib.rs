@@ -19,7 +19,7 @@ use hrs_core::{SiteCode, Value};
 use time::Date;
 
 pub use mssql::{MssqlSiteDb, MssqlSpec, PasswordSource};
-pub use seed::{SeedSummary, identifying_values, seed};
+pub use seed::{SeedSummary, SiteSize, identifying_values, seed, seed_sized};
 pub use sqlite::SqliteSiteDb;
 
 /// Why a site database could not be opened, seeded or queried.
@@ -274,17 +274,17 @@ pub async fn open(spec: &SiteDbSpec) -> Result<AnySiteDb, SiteDbError> {
 pub async fn seed_spec(
     spec: &SiteDbSpec,
     site: &SiteCode,
-    clients: u32,
+    size: &SiteSize,
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
     match spec {
         SiteDbSpec::Sqlite(path) => {
-            let (path, site) = (path.clone(), site.clone());
-            tokio::task::spawn_blocking(move || seed::seed(&path, &site, clients, seed))
+            let (path, site, size) = (path.clone(), site.clone(), *size);
+            tokio::task::spawn_blocking(move || seed::seed_sized(&path, &site, &size, seed))
                 .await
                 .map_err(|e| SiteDbError::Stopped(format!("seeding ({e})")))?
         }
-        SiteDbSpec::SqlServer(spec) => seed::seed_mssql(spec, site, clients, seed).await,
+        SiteDbSpec::SqlServer(spec) => seed::seed_mssql(spec, site, size, seed).await,
     }
 }
 

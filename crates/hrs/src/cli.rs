@@ -70,6 +70,9 @@ pub enum Command {
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.
     Demo(DemoArgs),
+    /// Deliver one very large run over a link cut every few seconds and report the peak
+    /// memory of the agent and the aggregator (a stress measurement, minutes long).
+    Stress(StressArgs),
     /// Review the query catalog shipped with this build.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -220,6 +223,13 @@ pub enum SitedbCommand {
         /// How many clients the site manages.
         #[arg(long, default_value_t = 200)]
         clients: u32,
+        /// Distinct software updates the clients report compliance for; a large number
+        /// makes the large site whose Full runs are hundreds of MB.
+        #[arg(long, default_value_t = 3)]
+        updates: u32,
+        /// Updates each client reports compliance for, drawn from --updates.
+        #[arg(long, default_value_t = 3)]
+        updates_per_client: u32,
         /// Seed of the sample data; the same seed gives the same database.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -287,4 +297,28 @@ pub struct DemoArgs {
     /// Keep the hierarchy serving until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+}
+
+/// Arguments of `hrs stress`.
+#[derive(Debug, Args)]
+pub struct StressArgs {
+    /// Folder to work in (a new temporary folder, kept, when not given).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Clients of the large site.
+    #[arg(long, default_value_t = 50_000)]
+    pub clients: u32,
+    /// Distinct software updates the clients report on; with the defaults, the site's
+    /// Full run is over 200 MB.
+    #[arg(long, default_value_t = 1_500_000)]
+    pub updates: u32,
+    /// Updates each client reports on.
+    #[arg(long, default_value_t = 120)]
+    pub updates_per_client: u32,
+    /// The link between agent and aggregator is cut after at most this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub cut_every_seconds: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

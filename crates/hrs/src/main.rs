@@ -7,6 +7,7 @@ mod demo;
 mod links;
 mod output;
 mod roles;
+mod stress;
 mod view;
 
 use std::process::ExitCode;
@@ -43,8 +44,17 @@ fn main() -> ExitCode {
                 password,
                 site,
                 clients,
+                updates,
+                updates_per_client,
                 seed,
-            }) => roles::seed(db, site_db, &password, &site, clients, seed).await,
+            }) => {
+                let size = hrs_sitedb::SiteSize {
+                    clients,
+                    updates,
+                    updates_per_client,
+                };
+                roles::seed(db, site_db, &password, &site, &size, seed).await
+            }
             Command::Collect(args) => collect::run(args).await,
             Command::Status { config, format } => links::status(&config, &format).await,
             Command::Reinit {
@@ -54,6 +64,7 @@ fn main() -> ExitCode {
             } => links::reinit(&config, &site, period.as_ref()),
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
+            Command::Stress(args) => stress::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {
                 catalog::list(level, &format)
             }

@@ -134,7 +134,7 @@ pub async fn seed(
     site_db: Option<String>,
     password: &crate::cli::PasswordArgs,
     site: &SiteCode,
-    clients: u32,
+    size: &hrs_sitedb::SiteSize,
     seed: u64,
 ) -> anyhow::Result<()> {
     let spec = match (db, site_db) {
@@ -144,7 +144,7 @@ pub async fn seed(
         }
         (None, None) => anyhow::bail!("give --db FILE or --site-db SPEC"),
     };
-    let summary = hrs_sitedb::seed_spec(&spec, site, clients, seed)
+    let summary = hrs_sitedb::seed_spec(&spec, site, size, seed)
         .await
         .with_context(|| format!("cannot seed {spec}"))?;
     println!(

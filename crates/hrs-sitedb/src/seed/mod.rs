@@ -28,6 +28,28 @@ pub struct SeedSummary {
     pub rows: u64,
 }
 
+/// How large a seeded site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteSize {
+    /// Client systems.
+    pub clients: u32,
+    /// Distinct software updates clients report compliance for.
+    pub updates: u32,
+    /// Updates each client reports compliance for, drawn from those.
+    pub updates_per_client: u32,
+}
+
+impl SiteSize {
+    /// A site of `clients` clients reporting on the three usual updates.
+    pub fn clients(clients: u32) -> Self {
+        Self {
+            clients,
+            updates: 3,
+            updates_per_client: 3,
+        }
+    }
+}
+
 /// Picks from weighted choices, so a few values dominate like in a real estate.
 fn pick<'a, T>(rng: &mut ChaCha8Rng, choices: &'a [(T, u32)]) -> &'a T {
     let total: u32 = choices.iter().map(|(_, w)| w).sum();
@@ -196,9 +218,10 @@ fn site_mix(site: &SiteCode) -> u64 {
 pub(crate) fn generate(
     sink: &mut dyn Sink,
     site: &SiteCode,
-    clients: u32,
+    size: &SiteSize,
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
+    let clients = size.clients;
     let mut counted = Counted { sink, rows: 0 };
     let sink = &mut counted;
     let site_mix = site_mix(site);
@@ -373,11 +396,7 @@ pub(crate) fn generate(
             "boot_times",
             [id, f64::from(rng.random_range(120..900u32)) / 10.0]
         );
-        for (kb, class) in [
-            ("KB5046613", "Security Updates"),
-            ("KB5046740", "Updates"),
-            ("KB5043935", "Critical Updates"),
-        ] {
+        for (kb, class) in client_updates(&mut rng, size) {
             let status = *pick(
                 &mut rng,
                 &[
@@ -549,11 +568,50 @@ impl Sink for SqliteSink<'_> {
     }
 }
 
-/// Creates (replacing) a seeded SQLite site database at `path`.
+/// The updates one client reports compliance for: the three usual ones on a site of the
+/// usual size, else `updates_per_client` drawn from `updates` numbered ones.
+fn client_updates(rng: &mut ChaCha8Rng, size: &SiteSize) -> Vec<(String, &'static str)> {
+    const USUAL: [(&str, &str); 3] = [
+        ("KB5046613", "Security Updates"),
+        ("KB5046740", "Updates"),
+        ("KB5043935", "Critical Updates"),
+    ];
+    if size.updates <= 3 && size.updates_per_client >= size.updates {
+        return USUAL
+            .iter()
+            .take(size.updates as usize)
+            .map(|(kb, class)| ((*kb).to_owned(), *class))
+            .collect();
+    }
+    const CLASSES: [&str; 4] = [
+        "Security Updates",
+        "Updates",
+        "Critical Updates",
+        "Definition Updates",
+    ];
+    (0..size.updates_per_client.min(size.updates))
+        .map(|_| {
+            let n = rng.random_range(0..size.updates.max(1));
+            (format!("KB{}", 5_000_000 + n), CLASSES[(n % 4) as usize])
+        })
+        .collect()
+}
+
+/// Creates (replacing) a seeded SQLite site database at `path`, of `clients` clients.
 pub fn seed(
     path: &Path,
     site: &SiteCode,
     clients: u32,
+    seed: u64,
+) -> Result<SeedSummary, SiteDbError> {
+    seed_sized(path, site, &SiteSize::clients(clients), seed)
+}
+
+/// Creates (replacing) a seeded SQLite site database at `path`, of the given size.
+pub fn seed_sized(
+    path: &Path,
+    site: &SiteCode,
+    size: &SiteSize,
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
     if path.exists() {
@@ -577,7 +635,7 @@ pub fn seed(
         tx.execute(&table.create(Dialect::Sqlite), [])?;
     }
     tx.execute(&marker_table(Dialect::Sqlite), [])?;
-    let summary = generate(&mut SqliteSink { tx: &tx }, site, clients, seed)?;
+    let summary = generate(&mut SqliteSink { tx: &tx }, site, size, seed)?;
     tx.commit()?;
     Ok(summary)
 }
@@ -653,9 +711,10 @@ impl Sink for TsqlSink {
 pub(crate) async fn seed_mssql(
     spec: &crate::MssqlSpec,
     site: &SiteCode,
-    clients: u32,
+    size: &SiteSize,
     seed: u64,
 ) -> Result<SeedSummary, SiteDbError> {
+    let size = *size;
     let mut db = crate::MssqlSiteDb::open(spec.clone().read_write()).await?;
     // Refuse a database that holds tables of these names but was not made by the seeder:
     // it may be a real site database.
@@ -699,7 +758,7 @@ pub(crate) async fn seed_mssql(
             values: Vec::new(),
             out: tx,
         };
-        let summary = generate(&mut sink, &site, clients, seed)?;
+        let summary = generate(&mut sink, &site, &size, seed)?;
         sink.flush()?;
         Ok::<_, SiteDbError>(summary)
     });
@@ -780,8 +839,13 @@ mod tests {
     fn every_seeded_value_fits_its_declared_column() {
         for (site, clients) in [("CAS", 5), ("P01", 700), ("P99", 1)] {
             let mut sink = Checking(0);
-            let summary =
-                generate(&mut sink, &site.parse().expect("site"), clients, 3).expect("generates");
+            let summary = generate(
+                &mut sink,
+                &site.parse().expect("site"),
+                &SiteSize::clients(clients),
+                3,
+            )
+            .expect("generates");
             assert_eq!(summary.rows, sink.0);
         }
     }

@@ -21,6 +21,7 @@ const LINK_FAULTS: Faults = Faults {
     cut_chance: 0.3,
     cut_after_max_bytes: 256 * 1024,
     max_delay: Duration::from_millis(150),
+    max_lifetime: Duration::ZERO,
 };
 /// Kills per period; after that the hierarchy is left to recover on its own.
 const KILLS_PER_PERIOD: u32 = 3;

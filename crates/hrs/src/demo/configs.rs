@@ -8,12 +8,12 @@ use hrs_core::{HierarchyId, Level, Period, SiteCode};
 
 /// Loopback with port 0: the role picks a free port, reports it, and the demo writes the
 /// port it got back into the file, so the file on disk is what is running.
-pub(super) const LISTEN_ANY: &str = "127.0.0.1:0";
+pub(crate) const LISTEN_ANY: &str = "127.0.0.1:0";
 
 /// Timings that differ when faults are injected: retries come sooner, so a demo under
 /// faults still ends in seconds.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Timings {
+pub(crate) struct Timings {
     /// Seconds between a server's delivery retries.
     pub retry_seconds: u64,
     /// Cap of an agent's backoff, in seconds.
@@ -25,7 +25,7 @@ pub(super) struct Timings {
 impl Timings {
     /// The demo's timings; the deadline leaves the oldest period room to wait for every
     /// site, so each period leaves once, complete.
-    pub(super) fn new(chaos: bool, oldest: Period) -> Self {
+    pub(crate) fn new(chaos: bool, oldest: Period) -> Self {
         let since_end = (time::OffsetDateTime::now_utc().date() - oldest.end()).whole_hours();
         Self {
             retry_seconds: if chaos { 1 } else { 5 },
@@ -35,14 +35,14 @@ impl Timings {
     }
 }
 
-pub(super) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub(super) fn intake() -> String {
+pub(crate) fn intake() -> String {
     format!(
         r#"# HRS intake: the service that receives each hierarchy's merged periods.
 listen = "{LISTEN_ANY}"
@@ -54,7 +54,7 @@ retention_days = 365
     )
 }
 
-pub(super) fn connection_point(
+pub(crate) fn connection_point(
     hierarchy: HierarchyId,
     level: Level,
     offline: bool,
@@ -79,7 +79,7 @@ retry_seconds = {retry}
     )
 }
 
-pub(super) fn aggregator(
+pub(crate) fn aggregator(
     hierarchy: HierarchyId,
     level: Level,
     sites: &[SiteCode],
@@ -108,7 +108,7 @@ retry_seconds = {retry}
     )
 }
 
-pub(super) fn agent(
+pub(crate) fn agent(
     site: &SiteCode,
     site_type: &str,
     hierarchy: HierarchyId,

@@ -5,8 +5,8 @@
 //! prints what happened.
 
 mod chaos;
-mod configs;
-mod processes;
+pub(crate) mod configs;
+pub(crate) mod processes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

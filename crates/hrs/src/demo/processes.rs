@@ -25,7 +25,7 @@ struct Process {
 }
 
 /// The role processes the demo started; any still running are killed if the demo fails.
-pub(super) struct Processes {
+pub(crate) struct Processes {
     exe: PathBuf,
     logs: PathBuf,
     servers: Vec<Process>,
@@ -33,7 +33,7 @@ pub(super) struct Processes {
 }
 
 impl Processes {
-    pub(super) fn new(exe: PathBuf, logs: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn new(exe: PathBuf, logs: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&logs)?;
         Ok(Self {
             exe,
@@ -44,11 +44,11 @@ impl Processes {
     }
 
     /// The folder every role logs to.
-    pub(super) fn logs(&self) -> &Path {
+    pub(crate) fn logs(&self) -> &Path {
         &self.logs
     }
 
-    pub(super) fn log_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn log_path(&self, name: &str) -> PathBuf {
         self.logs.join(format!("{name}.log"))
     }
 
@@ -76,7 +76,7 @@ impl Processes {
     /// Starts a server role and returns the address it listens on, once it listens. The
     /// first start binds port 0; the bound address is then written into the configuration,
     /// so a restart listens where the others already point.
-    pub(super) async fn start_server(
+    pub(crate) async fn start_server(
         &mut self,
         role: &str,
         config: &Path,
@@ -120,17 +120,25 @@ impl Processes {
     }
 
     /// Starts an agent: one-shot (collects, delivers and exits) or as a service.
-    pub(super) fn start_agent(
+    pub(crate) fn start_agent(
         &mut self,
         site: &SiteCode,
         config: &Path,
         once: bool,
     ) -> anyhow::Result<()> {
+        self.start_agent_with(site, config, if once { &["--once"] } else { &[] })
+    }
+
+    /// Starts an agent with extra arguments.
+    pub(crate) fn start_agent_with(
+        &mut self,
+        site: &SiteCode,
+        config: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
         let config_arg = config.display().to_string();
         let mut args = vec!["agent", "--config", &config_arg];
-        if once {
-            args.push("--once");
-        }
+        args.extend_from_slice(extra);
         let child = self
             .command(&format!("agent-{site}"), &args)?
             .spawn()
@@ -144,7 +152,7 @@ impl Processes {
     }
 
     /// Waits for every one-shot agent to finish, failing on the first that did not succeed.
-    pub(super) async fn wait_agents(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn wait_agents(&mut self, timeout: Duration) -> anyhow::Result<()> {
         for mut agent in std::mem::take(&mut self.agents) {
             let site = agent.name.clone();
             let status = tokio::time::timeout(timeout, agent.child.wait())
@@ -160,8 +168,32 @@ impl Processes {
         Ok(())
     }
 
+    /// The process id of a running role (a server's role or an agent's site).
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
+        self.servers
+            .iter()
+            .chain(&self.agents)
+            .find(|p| p.name == name)
+            .and_then(|p| p.child.id())
+    }
+
+    /// Returns an agent's exit status once it has exited, and forgets it.
+    pub(crate) fn try_wait_agent(
+        &mut self,
+        site: &str,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(at) = self.agents.iter().position(|p| p.name == site) else {
+            return Ok(None);
+        };
+        let status = self.agents[at].child.try_wait()?;
+        if status.is_some() {
+            self.agents.remove(at);
+        }
+        Ok(status)
+    }
+
     /// The names of the roles that can be killed: the servers, then each agent's site.
-    pub(super) fn victims(&self) -> Vec<String> {
+    pub(crate) fn victims(&self) -> Vec<String> {
         self.servers
             .iter()
             .chain(&self.agents)
@@ -172,7 +204,7 @@ impl Processes {
     /// Kills a role with SIGKILL, as a power cut would, and starts it again from the same
     /// configuration. A server comes back on a new port, returned: its old one may already
     /// be taken by some client's outgoing connection, as ports in the ephemeral range are.
-    pub(super) async fn kill_and_restart(&mut self, name: &str) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn kill_and_restart(&mut self, name: &str) -> anyhow::Result<Option<String>> {
         if let Some(at) = self.servers.iter().position(|p| p.name == name) {
             let mut server = self.servers.remove(at);
             server.child.kill().await?;
@@ -189,22 +221,21 @@ impl Processes {
     }
 
     /// Fails with the role's log path when a server or a service agent has stopped.
-    pub(super) fn check_running(&mut self) -> anyhow::Result<()> {
-        for process in self.servers.iter_mut().chain(self.agents.iter_mut()) {
-            if let Some(status) = process.child.try_wait()? {
-                bail!(
-                    "the {} stopped ({status}); see {}",
-                    process.name,
-                    self.logs.join(format!("{}.log", process.name)).display()
-                );
-            }
-        }
-        Ok(())
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        check_running(
+            self.servers.iter_mut().chain(self.agents.iter_mut()),
+            &self.logs,
+        )
+    }
+
+    /// Fails with the role's log path when a server has stopped.
+    pub(crate) fn check_servers_running(&mut self) -> anyhow::Result<()> {
+        check_running(self.servers.iter_mut(), &self.logs)
     }
 
     /// Stops the agents, then the servers in reverse start order: SIGTERM, then a kill
     /// after a deadline.
-    pub(super) async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let agents = std::mem::take(&mut self.agents);
         let servers = std::mem::take(&mut self.servers);
         for process in agents.into_iter().chain(servers.into_iter().rev()) {
@@ -213,11 +244,27 @@ impl Processes {
     }
 
     /// Stops the service agents (between periods, before their configuration changes).
-    pub(super) async fn stop_agents(&mut self) {
+    pub(crate) async fn stop_agents(&mut self) {
         for process in std::mem::take(&mut self.agents) {
             stop(process).await;
         }
     }
+}
+
+fn check_running<'a>(
+    processes: impl Iterator<Item = &'a mut Process>,
+    logs: &Path,
+) -> anyhow::Result<()> {
+    for process in processes {
+        if let Some(status) = process.child.try_wait()? {
+            bail!(
+                "the {} stopped ({status}); see {}",
+                process.name,
+                logs.join(format!("{}.log", process.name)).display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites the `listen` line of a server's configuration file.
