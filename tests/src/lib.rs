@@ -326,6 +326,7 @@ impl Hierarchy {
             site_db_password_file: None,
             hash_key_file: None,
             spool: self.dir.path().join(format!("spool-{site}.sqlite")),
+            metrics_file: None,
             upstream: format!("http://{}", self.aggregator),
             period: Some(period()),
             check_minutes: 60,

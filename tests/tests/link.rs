@@ -19,7 +19,15 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
     config.link_degraded_after = 2;
     config.link_failed_after = 4;
     config.upstream = format!("http://{}", proxy.addr());
+    let metrics = h.dir.path().join("agent-P01.prom");
+    config.metrics_file = Some(metrics.clone());
     let agent = Agent::open(config).expect("agent opens");
+    let metric = |line: &str| {
+        std::fs::read_to_string(&metrics)
+            .expect("the metrics file is written")
+            .lines()
+            .any(|l| l == line)
+    };
 
     proxy.set_down(true);
     agent.collect(period()).await.expect("collects");
@@ -46,6 +54,8 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
         ]
     );
     assert!(proxy.counters().refused.load(Ordering::Relaxed) >= 4);
+    assert!(metric("hrs_agent_link_state{state=\"failed\"} 1"));
+    assert!(metric("hrs_agent_spool_runs 1"));
 
     // The upstream comes back.
     proxy.set_down(false);
@@ -55,6 +65,8 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
     assert_eq!(status.consecutive_failures, 0);
     assert_eq!(status.backlog_runs, 0);
     assert!(status.last_success_at.is_some() && status.last_error.is_none());
+    assert!(metric("hrs_agent_link_state{state=\"active\"} 1"));
+    assert!(metric("hrs_agent_spool_runs 0"));
     h.shutdown().await;
 }
 

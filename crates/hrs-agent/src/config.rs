@@ -53,6 +53,10 @@ pub struct AgentConfig {
     pub hash_key_file: Option<PathBuf>,
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
+    /// A Prometheus text file the agent rewrites after every delivery attempt (spool
+    /// backlog, dropped runs, link state), for an exporter's textfile collector.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
     pub upstream: String,
     /// Collect this period instead of the current ISO week (for re-collection and tests).
@@ -170,6 +174,7 @@ impl AgentConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
+        cfg.metrics_file = cfg.metrics_file.map(|file| config::resolve(path, &file));
         cfg.hasher()
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
@@ -245,6 +250,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("site_db_password_env", &self.site_db_password_env)
             .field("site_db_password_file", &self.site_db_password_file)
             .field("hash_key_file", &self.hash_key_file)
+            .field("metrics_file", &self.metrics_file)
             .field("spool", &self.spool)
             .field("upstream", &self.upstream)
             .field("period", &self.period)

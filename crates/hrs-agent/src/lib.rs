@@ -4,6 +4,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod metrics;
 pub mod spool;
 
 use std::future::Future;
@@ -219,6 +220,7 @@ impl Agent {
                 "link to the upstream is {state}"
             );
         }
+        self.write_metrics().await;
         let (delivered, reinit) = outcome?;
         self.reinitialise(reinit).await?;
         Ok(delivered)
@@ -407,6 +409,23 @@ impl Agent {
             );
         }
         Ok(())
+    }
+
+    /// Rewrites the metrics file, when one is configured; a failure is logged, never
+    /// fails the delivery it follows.
+    async fn write_metrics(&self) {
+        let Some(path) = &self.config.metrics_file else {
+            return;
+        };
+        let written = match self.status().await {
+            Ok(status) => metrics::render(&status)
+                .map_err(|e| e.to_string())
+                .and_then(|text| metrics::write(path, &text).map_err(|e| e.to_string())),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::warn!(file = %path.display(), %error, "cannot write the metrics file");
+        }
     }
 
     /// Returns the state of this site's link to its upstream and what waits to cross it.
