@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 pub use config::AggregatorConfig;
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
-pub use store::{Commit, Contact, MergeStore, SqliteMergeStore, Staged};
+pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged};
 
 /// Largest message accepted or sent; a site's weekly run is far smaller.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;

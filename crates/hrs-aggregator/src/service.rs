@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::config::AggregatorConfig;
-use crate::store::{Commit, Contact, MergeError, MergeStore, Staged};
+use crate::store::{Appended, Commit, Contact, MergeError, MergeStore, Staged};
 
 /// Why a push was refused; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -399,16 +399,30 @@ impl AggregatorService {
                 continue;
             }
             let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
-            held = tokio::task::spawn_blocking(move || {
+            let offset = chunk.offset;
+            let appended = tokio::task::spawn_blocking(move || {
                 store.stage_append(&run_id, chunk.offset, &chunk.data)
             })
             .await
             .map_err(|e| PushError::Task(e.to_string()))?
-            .map_err(MergeError::from)?
-            .map_err(|actual| PushError::OutOfOrder {
-                offset: chunk.offset,
-                held: actual,
-            })?;
+            .map_err(MergeError::from)?;
+            held = match appended {
+                Appended::Held(after) => after,
+                Appended::Elsewhere(actual) => {
+                    return Err(PushError::OutOfOrder {
+                        offset,
+                        held: actual,
+                    });
+                }
+                // Another stream of the same run finished it, or a newer offer of the
+                // site evicted it: the sender's resume finds out which.
+                Appended::Gone => {
+                    return Err(PushError::Incomplete {
+                        held,
+                        size: offer.size,
+                    });
+                }
+            };
         }
         if held < offer.size {
             return Err(PushError::Incomplete {

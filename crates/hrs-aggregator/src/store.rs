@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS forwarded (
 );
 ";
 
+/// Unfinished chunked runs kept per site, the one being offered included.
+const UNFINISHED_PER_SITE: i64 = 4;
+
 /// What committing a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -105,6 +108,17 @@ pub struct Staged {
     pub held: u64,
     /// Set once the run was committed: what the commit did.
     pub committed: Option<Commit>,
+}
+
+/// What appending a chunk to a staged run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored; this many bytes are held now.
+    Held(u64),
+    /// Not stored: the chunk does not start where the held bytes (this many) end.
+    Elsewhere(u64),
+    /// Not stored: the run is no longer staged (committed, refused, or evicted).
+    Gone,
 }
 
 /// Why a commit was refused or failed.
@@ -184,14 +198,8 @@ pub trait MergeStore: Send + Sync + 'static {
         stale_before: &str,
     ) -> Result<Staged, MergeError>;
 
-    /// Appends a chunk durably, if it starts where the held bytes end; returns the bytes
-    /// held after it, or `Err(held)` when it does not fit there.
-    fn stage_append(
-        &self,
-        run_id: &str,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<Result<u64, u64>, StoreError>;
+    /// Appends a chunk durably, if it starts where the held bytes end.
+    fn stage_append(&self, run_id: &str, offset: u64, data: &[u8]) -> Result<Appended, StoreError>;
 
     /// Returns `len` bytes of a staged run's encoding from `offset`.
     fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
@@ -565,6 +573,23 @@ impl MergeStore for SqliteMergeStore {
                             params![offer.run_id],
                         )?;
                     }
+                    // A site sends its runs one after another, so its older unfinished
+                    // stagings are abandoned (runs its spool dropped): keep only the newest
+                    // few, which bounds the disk one site can fill.
+                    tx.execute(
+                        "DELETE FROM staged_chunks WHERE run_id IN
+                           (SELECT run_id FROM staged_runs
+                            WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
+                            ORDER BY started_at DESC LIMIT -1 OFFSET ?3)",
+                        params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM staged_runs WHERE run_id IN
+                           (SELECT run_id FROM staged_runs
+                            WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
+                            ORDER BY started_at DESC LIMIT -1 OFFSET ?3)",
+                        params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
+                    )?;
                     tx.execute(
                         "INSERT INTO staged_runs (run_id, site, size, sha256, held, started_at)
                          VALUES (?1, ?2, ?3, ?4, 0, ?5)
@@ -584,12 +609,7 @@ impl MergeStore for SqliteMergeStore {
         })?
     }
 
-    fn stage_append(
-        &self,
-        run_id: &str,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<Result<u64, u64>, StoreError> {
+    fn stage_append(&self, run_id: &str, offset: u64, data: &[u8]) -> Result<Appended, StoreError> {
         self.store.with(|conn| {
             let tx = conn.transaction()?;
             let held: Option<i64> = tx
@@ -599,9 +619,12 @@ impl MergeStore for SqliteMergeStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let held = u64::try_from(held.unwrap_or(0)).unwrap_or(0);
+            let Some(held) = held else {
+                return Ok(Appended::Gone);
+            };
+            let held = u64::try_from(held).unwrap_or(0);
             if offset != held {
-                return Ok(Err(held));
+                return Ok(Appended::Elsewhere(held));
             }
             let after = held + data.len() as u64;
             let (start, end) = (
@@ -617,7 +640,7 @@ impl MergeStore for SqliteMergeStore {
                 params![run_id, end],
             )?;
             tx.commit()?;
-            Ok(Ok(after))
+            Ok(Appended::Held(after))
         })
     }
 
@@ -742,5 +765,116 @@ impl MergeStore for SqliteMergeStore {
             tx.commit()?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(run: u8, size: u64) -> pb::RunOffer {
+        pb::RunOffer {
+            run_id: format!("00000000-0000-4000-8000-0000000000{run:02}"),
+            site: "P01".into(),
+            hierarchy_id: String::new(),
+            size,
+            sha256: format!("{run:064}"),
+        }
+    }
+
+    fn at(second: u8) -> String {
+        format!("2026-11-25T00:00:{second:02}Z")
+    }
+
+    #[test]
+    fn staging_keeps_chunks_in_order_and_reads_any_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let first = offer(1, data.len() as u64);
+        let staged = store.stage(&first, &at(1), &at(0)).expect("stages");
+        assert_eq!(staged.held, 0);
+        let mut held = 0;
+        for chunk in data.chunks(3_000) {
+            held = match store
+                .stage_append(&first.run_id, held, chunk)
+                .expect("appends")
+            {
+                Appended::Held(after) => after,
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(held, data.len() as u64);
+        assert_eq!(
+            store.stage_append(&first.run_id, 5, b"x").expect("refuses"),
+            Appended::Elsewhere(held)
+        );
+        for (offset, len) in [
+            (0, 10_000),
+            (2_999, 2),
+            (3_000, 3_000),
+            (9_999, 1),
+            (100, 7_000),
+        ] {
+            assert_eq!(
+                store
+                    .staged_range(&first.run_id, offset, len)
+                    .expect("reads"),
+                data[offset as usize..offset as usize + len]
+            );
+        }
+        assert!(store.staged_range(&first.run_id, 9_999, 2).is_err());
+        // The same offer finds what is held; another content for the run starts over.
+        assert_eq!(
+            store.stage(&first, &at(2), &at(0)).expect("stages").held,
+            held
+        );
+        let changed = pb::RunOffer {
+            sha256: "f".repeat(64),
+            ..first.clone()
+        };
+        assert_eq!(
+            store.stage(&changed, &at(3), &at(0)).expect("stages").held,
+            0
+        );
+    }
+
+    #[test]
+    fn a_site_keeps_only_its_newest_unfinished_runs_and_stale_ones_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
+        for run in 1..=6u8 {
+            let offer = offer(run, 100);
+            store.stage(&offer, &at(run), &at(0)).expect("stages");
+            store
+                .stage_append(&offer.run_id, 0, &[run; 10])
+                .expect("appends");
+        }
+        let staged = |run: u8| {
+            store
+                .stage_append(&offer(run, 100).run_id, 10, &[0; 1])
+                .expect("appends")
+        };
+        assert_eq!(staged(1), Appended::Gone, "the oldest was evicted");
+        assert_eq!(staged(2), Appended::Gone);
+        assert!(matches!(staged(3), Appended::Held(11)));
+        assert!(matches!(staged(6), Appended::Held(11)));
+        // Stagings older than the cut-off go with the next offer.
+        store
+            .stage(&offer(7, 100), &at(30), &at(20))
+            .expect("stages");
+        assert_eq!(staged(6), Appended::Gone);
+        let orphans: i64 = store
+            .store
+            .with(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM staged_chunks
+                     WHERE run_id NOT IN (SELECT run_id FROM staged_runs)",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .expect("counts");
+        assert_eq!(orphans, 0, "no chunk outlives its staging");
     }
 }

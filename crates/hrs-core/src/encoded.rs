@@ -23,6 +23,9 @@ const MAX_RUN_FIELDS: usize = 1 << 20;
 const MAX_SET_FIELDS: usize = 1 << 20;
 /// Most bytes one row may take.
 const MAX_ROW: usize = 4 << 20;
+/// Most result sets a run may carry: far above any catalog, low enough that a run of
+/// millions of tiny sets cannot make the receiver index them all.
+const MAX_SETS: usize = 4096;
 
 /// Protobuf field numbers walked here (see `run.proto`).
 const RUN_RESULTS: u64 = 10;
@@ -266,6 +269,12 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
                 return Err(field(
                     format!("run.results[{}]", spans.len()),
                     "not a message",
+                ));
+            }
+            if spans.len() == MAX_SETS {
+                return Err(field(
+                    "run.results",
+                    format!("more than {MAX_SETS} result sets"),
                 ));
             }
             let len = cursor.varint()?;
