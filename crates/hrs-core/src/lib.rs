@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod digest;
 pub mod encoded;
+pub mod files;
 pub mod hash;
 pub mod ids;
 pub mod link;

@@ -206,7 +206,7 @@ pub fn hash(
     let mut out = String::new();
     if let Some(path) = new_key {
         let key = HashKey::generate();
-        write_owner_only(path, format!("{}\n", key.to_base64()).as_bytes())
+        hrs_core::files::write_owner_only(path, format!("{}\n", key.to_base64()).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
         writeln!(
             out,
@@ -222,14 +222,4 @@ pub fn hash(
     writeln!(out, "{}", hasher.hash(value))?;
     emit(&out)?;
     Ok(())
-}
-
-/// Writes a secret file readable by its owner only, refusing to replace an existing one.
-fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
 }

@@ -76,6 +76,9 @@ pub enum Command {
     /// Review the query catalog shipped with this build.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Make the hierarchy's CA and the certificates of its sites and roles.
+    #[command(subcommand)]
+    Pki(PkiCommand),
     /// Print the one-way hash of a value exactly as the catalog applies it.
     Hash {
         /// The value: a GUID is hashed as its 16 bytes in .NET order, anything else as UTF-16LE.
@@ -321,4 +324,40 @@ pub struct StressArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// PKI subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a hierarchy CA in a folder (ca.pem, and ca.key readable by its owner only).
+    Init {
+        /// The folder; it must not hold a CA already.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A name for the CA, shown in its subject.
+        #[arg(long, default_value = "HRS hierarchy")]
+        name: String,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue (or renew) a site's or a role's certificate and key from the folder's CA.
+    Issue {
+        /// The folder holding the CA; the certificate and key are written there.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The site the certificate is for: it names the site, which is then the only site
+        /// its holder can write data for.
+        #[arg(long, conflicts_with = "role", required_unless_present = "role")]
+        site: Option<SiteCode>,
+        /// Or the role: aggregator, connection-point or intake.
+        #[arg(long)]
+        role: Option<hrs_pki::Role>,
+        /// Host names or addresses a role serves under (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        hosts: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+    },
 }

@@ -6,6 +6,7 @@ mod collect;
 mod demo;
 mod links;
 mod output;
+mod pki;
 mod roles;
 mod stress;
 mod view;
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
                 catalog::list(level, &format)
             }
             Command::Catalog(CatalogCommand::Show { id }) => catalog::show(&id),
+            Command::Pki(command) => pki::run(command),
             Command::Catalog(CatalogCommand::Diff {
                 version_a,
                 version_b,

@@ -1,0 +1,50 @@
+//! `hrs pki`: the hierarchy's CA and the certificates of its sites and roles.
+
+use anyhow::Context as _;
+use hrs_pki::Identity;
+
+use crate::cli::PkiCommand;
+
+/// Runs a `hrs pki` subcommand.
+pub fn run(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init { dir, name, days } => {
+            let ca = hrs_pki::init(&dir, &name, days)
+                .with_context(|| format!("cannot create a CA in {}", dir.display()))?;
+            println!(
+                "CA created: {} (key {}, owner-only), valid until {}",
+                ca.cert.display(),
+                ca.key.display(),
+                ca.not_after.date()
+            );
+            println!("keep ca.key off the servers; copy ca.pem to every role as the CA it trusts");
+        }
+        PkiCommand::Issue {
+            dir,
+            site,
+            role,
+            hosts,
+            days,
+        } => {
+            let identity = match (site, role) {
+                (Some(site), _) => Identity::Site(site),
+                (None, Some(role)) => Identity::Role(role),
+                (None, None) => anyhow::bail!("give --site CODE or --role ROLE"),
+            };
+            let hosts = if matches!(identity, Identity::Site(_)) {
+                Vec::new()
+            } else {
+                hosts
+            };
+            let issued = hrs_pki::issue(&dir, &identity, &hosts, days)
+                .with_context(|| format!("cannot issue a certificate for {identity}"))?;
+            println!(
+                "issued for {identity}: {} (key {}, owner-only), valid until {}",
+                issued.cert.display(),
+                issued.key.display(),
+                issued.not_after.date()
+            );
+        }
+    }
+    Ok(())
+}
