@@ -8,6 +8,7 @@ use hrs_core::link::LinkThresholds;
 
 use crate::spool::SpoolLimits;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use hrs_proto::tls::TlsFiles;
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
 
@@ -53,6 +54,16 @@ pub struct AgentConfig {
     pub hash_key_file: Option<PathBuf>,
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
+    /// This site's certificate (from `hrs pki issue --site`), its key, and the hierarchy's
+    /// CA: all three for TLS to an `https://` upstream, none for plaintext.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// A Prometheus text file the agent rewrites after every delivery attempt (spool
     /// backlog, dropped runs, link state), for an exporter's textfile collector.
     #[serde(default)]
@@ -175,6 +186,24 @@ impl AgentConfig {
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
         cfg.metrics_file = cfg.metrics_file.map(|file| config::resolve(path, &file));
+        for file in [&mut cfg.tls_cert, &mut cfg.tls_key, &mut cfg.tls_ca] {
+            *file = file.take().map(|f| config::resolve(path, &f));
+        }
+        let tls = TlsFiles::from_settings(
+            cfg.tls_cert.as_deref(),
+            cfg.tls_key.as_deref(),
+            cfg.tls_ca.as_deref(),
+        )
+        .map_err(|missing| {
+            config::invalid(path, missing, "set tls_cert, tls_key and tls_ca together")
+        })?;
+        if tls.is_some() != cfg.upstream.starts_with("https://") {
+            return Err(config::invalid(
+                path,
+                "upstream",
+                "use https:// with tls_cert, tls_key and tls_ca, http:// without them",
+            ));
+        }
         cfg.hasher()
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
@@ -210,6 +239,17 @@ impl AgentConfig {
             self.site_db_password_file.as_deref(),
         );
         SiteDbSpec::parse(&self.site_db, password)
+    }
+
+    /// The TLS files, when TLS is configured.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::from_settings(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+        .ok()
+        .flatten()
     }
 
     /// Returns the spool's limits.
@@ -251,6 +291,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("site_db_password_file", &self.site_db_password_file)
             .field("hash_key_file", &self.hash_key_file)
             .field("metrics_file", &self.metrics_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_ca", &self.tls_ca)
             .field("spool", &self.spool)
             .field("upstream", &self.upstream)
             .field("period", &self.period)

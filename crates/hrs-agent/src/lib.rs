@@ -46,7 +46,7 @@ pub enum AgentError {
         /// The configured upstream.
         upstream: String,
         /// The cause.
-        source: tonic::transport::Error,
+        source: hrs_proto::tls::TlsError,
     },
     /// The upstream refused or failed a push.
     #[error("upstream {upstream} did not commit run {run_id}: {status}")]
@@ -257,9 +257,10 @@ impl Agent {
     /// Connects to the upstream aggregator.
     async fn client(&self) -> Result<AggregatorClient<tonic::transport::Channel>, AgentError> {
         let upstream = self.config.upstream.clone();
-        Ok(AggregatorClient::connect(upstream.clone())
+        let channel = hrs_proto::tls::connect(&upstream, self.config.tls().as_ref())
             .await
-            .map_err(|source| AgentError::Connect { upstream, source })?
+            .map_err(|source| AgentError::Connect { upstream, source })?;
+        Ok(AggregatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }

@@ -7,6 +7,7 @@ use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::Hasher;
 use hrs_core::link::LinkThresholds;
 use hrs_core::{HierarchyId, Level, SiteCode};
+use hrs_proto::tls::TlsFiles;
 use serde::Deserialize;
 
 /// Everything an aggregator needs to know, read from one TOML file.
@@ -57,6 +58,17 @@ pub struct AggregatorConfig {
     /// before any byte is stored.
     #[serde(default = "default_max_run_mb")]
     pub max_run_mb: u64,
+    /// This aggregator's certificate, its key, and the hierarchy's CA (all three, or none
+    /// for plaintext): sites must then connect with a certificate from that CA, and each
+    /// may write only the data of the site its certificate names.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// The fingerprint of that key, empty without one; read from the file at load.
     #[serde(skip)]
     pub hash_key_id: String,
@@ -91,6 +103,17 @@ fn default_failed_after() -> u32 {
 }
 
 impl AggregatorConfig {
+    /// The TLS files, when TLS is configured.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::from_settings(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+        .ok()
+        .flatten()
+    }
+
     /// Returns when a site's link counts as degraded, then failed, in missed checks.
     pub fn link_thresholds(&self) -> LinkThresholds {
         LinkThresholds {
@@ -157,6 +180,17 @@ impl AggregatorConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
+        for file in [&mut cfg.tls_cert, &mut cfg.tls_key, &mut cfg.tls_ca] {
+            *file = file.take().map(|f| config::resolve(path, &f));
+        }
+        TlsFiles::from_settings(
+            cfg.tls_cert.as_deref(),
+            cfg.tls_key.as_deref(),
+            cfg.tls_ca.as_deref(),
+        )
+        .map_err(|missing| {
+            config::invalid(path, missing, "set tls_cert, tls_key and tls_ca together")
+        })?;
         cfg.hash_key_id = Hasher::from_key_file(cfg.hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?
             .key_id();

@@ -36,6 +36,9 @@ pub enum AggregatorError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] hrs_proto::tls::TlsError),
 }
 
 /// Serves the aggregator on `listener` until `shutdown` resolves, then stops forwarding and
@@ -61,7 +64,12 @@ pub async fn serve(
     merged.notify_one();
     let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
-    let router = tonic::transport::Server::builder().add_service(
+    let mut server = tonic::transport::Server::builder();
+    match config.tls() {
+        Some(tls) => server = server.tls_config(tls.server()?)?,
+        None => tracing::warn!("serving without TLS: any client can claim any site"),
+    }
+    let router = server.add_service(
         AggregatorServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),

@@ -73,6 +73,17 @@ pub enum PushError {
         /// The offered size.
         size: u64,
     },
+    /// A TLS client presented no certificate this aggregator can read an identity from.
+    #[error("the client's certificate names no site or role: {0}")]
+    NoIdentity(String),
+    /// A client's certificate is not for the site whose data it sends.
+    #[error("the certificate of {caller} cannot write data of site {site}")]
+    NotYours {
+        /// Who the certificate is for.
+        caller: String,
+        /// The site whose data was sent.
+        site: String,
+    },
     /// A staged run could not be read back.
     #[error("cannot read the staged run: {0}")]
     Staged(String),
@@ -97,9 +108,10 @@ impl From<PushError> for Status {
             PushError::OutOfOrder { .. } | PushError::Incomplete { .. } | PushError::Broken(_) => {
                 Status::aborted(error.to_string())
             }
-            PushError::WrongHierarchy(_) | PushError::UnknownSite(_) => {
-                Status::permission_denied(error.to_string())
-            }
+            PushError::WrongHierarchy(_)
+            | PushError::UnknownSite(_)
+            | PushError::NoIdentity(_)
+            | PushError::NotYours { .. } => Status::permission_denied(error.to_string()),
             PushError::Merge(MergeError::Conflict { .. }) => {
                 Status::already_exists(error.to_string())
             }
@@ -107,6 +119,31 @@ impl From<PushError> for Status {
                 tracing::error!(%error, "commit failed");
                 Status::internal("the aggregator could not store the run; it will be retried")
             }
+        }
+    }
+}
+
+/// Who is calling, as far as this aggregator can tell.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// Plaintext: no identity beyond what messages claim.
+    Unverified,
+    /// The identity the client's certificate names.
+    Certified(hrs_pki::Identity),
+}
+
+impl Caller {
+    /// A site's certificate writes that site's data only; a region aggregator's relays its
+    /// sites' runs; nothing else writes.
+    fn may_write(&self, site: &SiteCode) -> Result<(), PushError> {
+        match self {
+            Self::Unverified => Ok(()),
+            Self::Certified(hrs_pki::Identity::Site(own)) if own == site => Ok(()),
+            Self::Certified(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) => Ok(()),
+            Self::Certified(other) => Err(PushError::NotYours {
+                caller: other.to_string(),
+                site: site.to_string(),
+            }),
         }
     }
 }
@@ -133,10 +170,15 @@ impl AggregatorService {
         }
     }
 
-    async fn push(&self, request: pb::PushRunRequest) -> Result<(Commit, Vec<String>), PushError> {
+    async fn push(
+        &self,
+        request: pb::PushRunRequest,
+        caller: &Caller,
+    ) -> Result<(Commit, Vec<String>), PushError> {
         let report = request.link.unwrap_or_default();
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
+        caller.may_write(&header.site)?;
         self.check_sender(&header, &run.hash_key_id)?;
         let store = Arc::clone(&self.store);
         let received_at = received_at_now();
@@ -238,7 +280,11 @@ const STAGING_KEPT: time::Duration = time::Duration::days(7);
 impl AggregatorService {
     /// Checks an offer before anything of it is stored: the site and hierarchy are this
     /// aggregator's, and the size within its limit.
-    fn check_offer(&self, offer: Option<pb::RunOffer>) -> Result<pb::RunOffer, PushError> {
+    fn check_offer(
+        &self,
+        offer: Option<pb::RunOffer>,
+        caller: &Caller,
+    ) -> Result<pb::RunOffer, PushError> {
         let field = |field: &str, problem: &str| Invalid::Field {
             field: field.into(),
             problem: problem.into(),
@@ -259,6 +305,7 @@ impl AggregatorService {
         if !self.config.sites.contains(&site) {
             return Err(PushError::UnknownSite(site.to_string()));
         }
+        caller.may_write(&site)?;
         let max = self.config.max_run_mb.saturating_mul(1 << 20);
         if offer.size > max {
             return Err(PushError::TooLarge {
@@ -294,8 +341,9 @@ impl AggregatorService {
     async fn resume(
         &self,
         request: pb::ResumeRunRequest,
+        caller: &Caller,
     ) -> Result<pb::ResumeRunResponse, PushError> {
-        let offer = self.check_offer(request.offer)?;
+        let offer = self.check_offer(request.offer, caller)?;
         let staged = self.stage(&offer).await?;
         let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
             field: "offer.site".into(),
@@ -320,6 +368,7 @@ impl AggregatorService {
     async fn push_chunks(
         &self,
         mut chunks: tonic::Streaming<pb::RunChunk>,
+        caller: &Caller,
     ) -> Result<(Commit, Vec<String>), PushError> {
         let first = chunks
             .message()
@@ -330,7 +379,7 @@ impl AggregatorService {
                 problem: "the stream has no chunk".into(),
             })?;
         let link = first.link.clone().unwrap_or_default();
-        let offer = self.check_offer(first.offer.clone())?;
+        let offer = self.check_offer(first.offer.clone(), caller)?;
         let staged = self.stage(&offer).await?;
         if let Some(commit) = staged.committed {
             let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
@@ -495,6 +544,22 @@ impl AggregatorService {
         Ok(self.committed(&header, commit, link).await)
     }
 
+    /// Reads the caller's identity from its TLS certificate; without TLS, it is unverified.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, PushError> {
+        if self.config.tls().is_none() {
+            return Ok(Caller::Unverified);
+        }
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| PushError::NoIdentity("no certificate".into()))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| PushError::NoIdentity("no certificate".into()))?;
+        hrs_pki::identity(leaf.as_ref())
+            .map(Caller::Certified)
+            .map_err(|e| PushError::NoIdentity(e.to_string()))
+    }
+
     /// Records a contact; a failure to record it is logged, never fails the push, since
     /// the run itself is already committed.
     async fn record_contact(&self, contact: Contact) {
@@ -529,7 +594,11 @@ impl AggregatorService {
             .await
     }
 
-    async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<Vec<String>, PushError> {
+    async fn heartbeat(
+        &self,
+        request: pb::HeartbeatRequest,
+        caller: &Caller,
+    ) -> Result<Vec<String>, PushError> {
         let hierarchy: HierarchyId =
             request
                 .hierarchy_id
@@ -548,6 +617,7 @@ impl AggregatorService {
         if !self.config.sites.contains(&site) {
             return Err(PushError::UnknownSite(site.to_string()));
         }
+        caller.may_write(&site)?;
         self.record_contact(Contact {
             site: site.to_string(),
             at: received_at_now(),
@@ -573,9 +643,16 @@ impl Aggregator for AggregatorService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr();
+        let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
-            match AggregatorService::heartbeat(&service, request.into_inner()).await {
+            let handled = match caller {
+                Ok(caller) => {
+                    AggregatorService::heartbeat(&service, request.into_inner(), &caller).await
+                }
+                Err(error) => Err(error),
+            };
+            match handled {
                 Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
                 Err(error) => {
                     tracing::warn!(?peer, %error, "heartbeat refused");
@@ -591,9 +668,14 @@ impl Aggregator for AggregatorService {
         request: Request<pb::ResumeRunRequest>,
     ) -> Result<Response<pb::ResumeRunResponse>, Status> {
         let peer = request.remote_addr();
+        let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
-            match service.resume(request.into_inner()).await {
+            let handled = match caller {
+                Ok(caller) => service.resume(request.into_inner(), &caller).await,
+                Err(error) => Err(error),
+            };
+            match handled {
                 Ok(answer) => Ok(Response::new(answer)),
                 Err(error) => {
                     tracing::warn!(?peer, %error, "resume refused");
@@ -609,9 +691,14 @@ impl Aggregator for AggregatorService {
         request: Request<tonic::Streaming<pb::RunChunk>>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
         let peer = request.remote_addr();
+        let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
-            match service.push_chunks(request.into_inner()).await {
+            let handled = match caller {
+                Ok(caller) => service.push_chunks(request.into_inner(), &caller).await,
+                Err(error) => Err(error),
+            };
+            match handled {
                 Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
                     duplicate: commit == Commit::Duplicate,
                     superseded: commit == Commit::Superseded,
@@ -635,9 +722,14 @@ impl Aggregator for AggregatorService {
         request: Request<pb::PushRunRequest>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
         let peer = request.remote_addr();
+        let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
-            match service.push(request.into_inner()).await {
+            let handled = match caller {
+                Ok(caller) => service.push(request.into_inner(), &caller).await,
+                Err(error) => Err(error),
+            };
+            match handled {
                 Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
                     duplicate: commit == Commit::Duplicate,
                     superseded: commit == Commit::Superseded,

@@ -169,6 +169,25 @@ pub fn issue(
     hosts: &[String],
     days: u32,
 ) -> Result<Issued, PkiError> {
+    let now = OffsetDateTime::now_utc();
+    // Valid from an hour ago: clocks differ between machines.
+    issue_valid(
+        dir,
+        identity,
+        hosts,
+        now - Duration::hours(1),
+        now + Duration::days(i64::from(days)),
+    )
+}
+
+/// Issues a certificate as [`issue`] does, valid from `not_before` to `not_after`.
+pub fn issue_valid(
+    dir: &Path,
+    identity: &Identity,
+    hosts: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Issued, PkiError> {
     let ca_cert = read(&dir.join(CA_CERT))?;
     let ca_key = KeyPair::from_pem(&read(&dir.join(CA_KEY))?)
         .map_err(|e| cert_error(format!("reading {}", dir.join(CA_KEY).display()), e))?;
@@ -220,7 +239,8 @@ pub fn issue(
             role.as_str().to_owned()
         }
     };
-    let not_after = validity(&mut params, days);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let key = KeyPair::generate().map_err(|e| cert_error("generating a key", e))?;
     let cert = params
         .signed_by(&key, &issuer)

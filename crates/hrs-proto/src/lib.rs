@@ -5,6 +5,7 @@
 
 pub mod chunks;
 pub mod serve;
+pub mod tls;
 
 /// Version 1 of the contract, package `hrs.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
