@@ -231,6 +231,9 @@ impl Hierarchy {
             listen: "127.0.0.1:0".parse().expect("address"),
             store: dir.path().join("intake.sqlite"),
             retention_days: 365,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         };
         let config = intake_config.clone();
         let stop = stop_signal(&mut stops);
@@ -255,6 +258,9 @@ impl Hierarchy {
             retry_seconds: 1,
             hash_key_file: None,
             hasher: hrs_core::hash::Hasher::Plain,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             source: None,
         };
         let config = connection_point.clone();

@@ -148,6 +148,20 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
             .await
             .is_ok()
     );
+    // Plaintext gets no answer at all: the port speaks TLS only.
+    let plaintext = async {
+        AggregatorClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| e.to_string())?
+            .heartbeat(pb::HeartbeatRequest {
+                site: "P01".into(),
+                hierarchy_id: h.hierarchy_id.to_string(),
+                link: None,
+            })
+            .await
+            .map_err(|e| e.to_string())
+    };
+    assert!(plaintext.await.is_err(), "a plaintext call was answered");
 
     let after = store().current(None, None).expect("reads");
     assert_eq!(after, before, "refused calls changed nothing");

@@ -186,24 +186,16 @@ impl AgentConfig {
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
         cfg.metrics_file = cfg.metrics_file.map(|file| config::resolve(path, &file));
-        for file in [&mut cfg.tls_cert, &mut cfg.tls_key, &mut cfg.tls_ca] {
-            *file = file.take().map(|f| config::resolve(path, &f));
-        }
-        let tls = TlsFiles::from_settings(
-            cfg.tls_cert.as_deref(),
-            cfg.tls_key.as_deref(),
-            cfg.tls_ca.as_deref(),
-        )
-        .map_err(|missing| {
-            config::invalid(path, missing, "set tls_cert, tls_key and tls_ca together")
-        })?;
-        if tls.is_some() != cfg.upstream.starts_with("https://") {
-            return Err(config::invalid(
-                path,
-                "upstream",
-                "use https:// with tls_cert, tls_key and tls_ca, http:// without them",
-            ));
-        }
+        let upstream = cfg.upstream.clone();
+        config::tls_settings(
+            path,
+            config::TlsSettings {
+                cert: &mut cfg.tls_cert,
+                key: &mut cfg.tls_key,
+                ca: &mut cfg.tls_ca,
+            },
+            &[("upstream", Some(&upstream))],
+        )?;
         cfg.hasher()
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {

@@ -180,17 +180,19 @@ impl AggregatorConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
-        for file in [&mut cfg.tls_cert, &mut cfg.tls_key, &mut cfg.tls_ca] {
-            *file = file.take().map(|f| config::resolve(path, &f));
-        }
-        TlsFiles::from_settings(
-            cfg.tls_cert.as_deref(),
-            cfg.tls_key.as_deref(),
-            cfg.tls_ca.as_deref(),
-        )
-        .map_err(|missing| {
-            config::invalid(path, missing, "set tls_cert, tls_key and tls_ca together")
-        })?;
+        let (connection_point, upstream) = (cfg.connection_point.clone(), cfg.upstream.clone());
+        config::tls_settings(
+            path,
+            config::TlsSettings {
+                cert: &mut cfg.tls_cert,
+                key: &mut cfg.tls_key,
+                ca: &mut cfg.tls_ca,
+            },
+            &[
+                ("connection_point", connection_point.as_deref()),
+                ("upstream", upstream.as_deref()),
+            ],
+        )?;
         cfg.hash_key_id = Hasher::from_key_file(cfg.hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?
             .key_id();

@@ -40,7 +40,7 @@ pub async fn run(
     };
     loop {
         let result = if relay {
-            relay_ready(&store, &upstream).await
+            relay_ready(&store, &upstream, config.tls().as_ref()).await
         } else {
             forward_ready(&config, &store, &catalog, &upstream).await
         };
@@ -61,7 +61,11 @@ pub async fn run(
 
 /// Pushes every current run the upstream aggregator has not committed yet. A run it
 /// refuses is logged and tried again next time without holding back the others.
-async fn relay_ready(store: &Arc<dyn MergeStore>, upstream: &str) -> Result<(), String> {
+async fn relay_ready(
+    store: &Arc<dyn MergeStore>,
+    upstream: &str,
+    tls: Option<&hrs_proto::tls::TlsFiles>,
+) -> Result<(), String> {
     let reader = Arc::clone(store);
     let runs = tokio::task::spawn_blocking(move || reader.unrelayed())
         .await
@@ -70,9 +74,10 @@ async fn relay_ready(store: &Arc<dyn MergeStore>, upstream: &str) -> Result<(), 
     if runs.is_empty() {
         return Ok(());
     }
-    let mut client = AggregatorClient::connect(upstream.to_owned())
+    let channel = hrs_proto::tls::connect(upstream, tls)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut client = AggregatorClient::new(channel)
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
         .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
     for run in runs {
@@ -171,11 +176,13 @@ async fn forward_ready(
         let client = match &mut client {
             Some(client) => client,
             None => client.insert(
-                ConnectionPointClient::connect(upstream.to_owned())
-                    .await
-                    .map_err(|e| format!("cannot connect: {e}"))?
-                    .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
-                    .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
+                ConnectionPointClient::new(
+                    hrs_proto::tls::connect(upstream, config.tls().as_ref())
+                        .await
+                        .map_err(|e| format!("cannot connect: {e}"))?,
+                )
+                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
             ),
         };
         let digest = merged.period.digest.clone();

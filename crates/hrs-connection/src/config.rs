@@ -66,6 +66,17 @@ pub struct ConnectionPointConfig {
     /// (HMAC-SHA-256) instead of plain SHA-256, so they cannot be guessed outside.
     #[serde(default)]
     pub hash_key_file: Option<PathBuf>,
+    /// This connection point's certificate, its key, and the hierarchy's CA (all three, or
+    /// none for plaintext): the aggregator must then connect with the aggregator's
+    /// certificate, and the intake is reached over TLS with this one.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// How site codes are hashed on the way out; loaded from `hash_key_file`.
     #[serde(skip)]
     pub hasher: Hasher,
@@ -92,8 +103,30 @@ impl ConnectionPointConfig {
         this.hash_key_file = this.hash_key_file.map(|file| config::resolve(path, &file));
         this.hasher = Hasher::from_key_file(this.hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
+        // The intake's scheme is not tied to these settings: a vendor's intake may serve
+        // TLS under a public certificate that needs no client certificate.
+        config::tls_settings(
+            path,
+            config::TlsSettings {
+                cert: &mut this.tls_cert,
+                key: &mut this.tls_key,
+                ca: &mut this.tls_ca,
+            },
+            &[],
+        )?;
         this.check(path)?;
         Ok(this)
+    }
+
+    /// The TLS files, when TLS is configured.
+    pub fn tls(&self) -> Option<hrs_proto::tls::TlsFiles> {
+        hrs_proto::tls::TlsFiles::from_settings(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+        .ok()
+        .flatten()
     }
 
     /// Checks values that parse but cannot work together, naming the field.

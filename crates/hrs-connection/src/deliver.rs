@@ -13,7 +13,7 @@ use std::time::Duration;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_client::IntakeClient;
 use tokio::sync::{Notify, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
 use crate::bundle::write_bundle;
@@ -42,6 +42,7 @@ pub(crate) struct Delivery {
     target: Target,
     policy: Policy,
     retry: Duration,
+    tls: Option<hrs_proto::tls::TlsFiles>,
 }
 
 impl Delivery {
@@ -56,6 +57,7 @@ impl Delivery {
             target,
             policy: Policy::of(config),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
+            tls: config.tls(),
         })
     }
 }
@@ -114,8 +116,11 @@ async fn deliver_pending<S: OutboxStore>(delivery: &Delivery, store: &S) -> usiz
     }
 }
 
-async fn connect(url: &str) -> Result<IntakeClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
+async fn connect(
+    url: &str,
+    tls: Option<&hrs_proto::tls::TlsFiles>,
+) -> Result<IntakeClient<Channel>, hrs_proto::tls::TlsError> {
+    let channel = hrs_proto::tls::endpoint(url, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(SUBMIT_TIMEOUT)
         .connect()
@@ -131,7 +136,7 @@ async fn submit_all<S: OutboxStore>(
     store: &S,
     pending: Vec<pb::MergedPeriod>,
 ) -> usize {
-    let mut client = match connect(url).await {
+    let mut client = match connect(url, delivery.tls.as_ref()).await {
         Ok(client) => client,
         Err(e) => {
             warn!(

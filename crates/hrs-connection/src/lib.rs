@@ -68,6 +68,9 @@ pub enum ConnectionError {
     /// A bundle could not be written or read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] hrs_proto::tls::TlsError),
     /// A file or folder could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -101,6 +104,7 @@ impl From<ConnectionError> for Status {
             }
             ConnectionError::Store(_)
             | ConnectionError::NoStore { .. }
+            | ConnectionError::Tls(_)
             | ConnectionError::Bundle(_)
             | ConnectionError::Io { .. }
             | ConnectionError::Config(_)
@@ -119,6 +123,8 @@ struct PointService<S> {
     hierarchy_hash: String,
     /// Wakes the delivery task when a period needs sending.
     wake: Arc<Notify>,
+    /// With TLS, only the aggregator's certificate may offer periods.
+    tls: bool,
 }
 
 impl<S> Clone for PointService<S> {
@@ -127,6 +133,7 @@ impl<S> Clone for PointService<S> {
             store: Arc::clone(&self.store),
             hierarchy_hash: self.hierarchy_hash.clone(),
             wake: Arc::clone(&self.wake),
+            tls: self.tls,
         }
     }
 }
@@ -174,6 +181,18 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
         request: Request<pb::OfferPeriodRequest>,
     ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
         let span = tracing::info_span!("offer_period", peer = ?request.remote_addr());
+        if self.tls {
+            let caller = hrs_proto::tls::peer_certificate(&request)
+                .and_then(|der| hrs_pki::identity(&der).ok());
+            if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
+                let caller =
+                    caller.map_or("a client without an identity".into(), |c| c.to_string());
+                warn!(%caller, "offer refused: not the aggregator's certificate");
+                return Err(Status::permission_denied(format!(
+                    "{caller} may not offer periods: only the aggregator's certificate may"
+                )));
+            }
+        }
         let request = request.into_inner();
         let service = self.clone();
         hrs_proto::serve::detached(
@@ -231,11 +250,21 @@ pub async fn serve(
         store,
         hierarchy_hash: config.hierarchy_id.hashed(),
         wake,
+        tls: config.tls().is_some(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let signal = stop_tx.clone();
-    let router = tonic::transport::Server::builder().add_service(service);
+    let mut server = tonic::transport::Server::builder();
+    match config.tls() {
+        Some(tls) => {
+            server = server
+                .tls_config(tls.server()?)
+                .map_err(hrs_proto::tls::TlsError::from)?;
+        }
+        None => warn!("serving without TLS: any client can offer periods"),
+    }
+    let router = server.add_service(service);
     let result = hrs_proto::serve::serve_until(
         router,
         listener,

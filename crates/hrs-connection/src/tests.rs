@@ -151,6 +151,9 @@ async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) 
         listen: addr,
         store: store.clone(),
         retention_days: 365,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(hrs_intake::serve(config, listener, async {
@@ -179,6 +182,9 @@ fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> Connectio
         outbox: Some(dir.join("outbox")),
         retry_seconds: 1,
         hash_key_file: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
         hasher: Hasher::Plain,
         source: None,
     }
@@ -358,6 +364,9 @@ async fn online_retries_until_the_intake_appears() {
             listen: intake_addr,
             store: intake_store.clone(),
             retention_days: 365,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         },
         listener,
         async {

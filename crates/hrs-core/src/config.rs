@@ -118,3 +118,50 @@ pub fn resolve(config_path: &Path, value: &Path) -> PathBuf {
             .join(value)
     }
 }
+
+/// A role's three TLS settings (`tls_cert`, `tls_key`, `tls_ca`), as read from its file.
+pub struct TlsSettings<'a> {
+    /// The role's certificate.
+    pub cert: &'a mut Option<PathBuf>,
+    /// Its key.
+    pub key: &'a mut Option<PathBuf>,
+    /// The hierarchy's CA.
+    pub ca: &'a mut Option<PathBuf>,
+}
+
+/// Resolves a role's TLS settings against its file and checks they come together, and that
+/// each address the role connects to (setting name and URL) says the same: `https://` with
+/// TLS, `http://` without. Returns the TLS files when set.
+pub fn tls_settings(
+    path: &Path,
+    settings: TlsSettings<'_>,
+    urls: &[(&str, Option<&str>)],
+) -> Result<Option<hrs_proto::tls::TlsFiles>, ConfigError> {
+    for file in [&mut *settings.cert, &mut *settings.key, &mut *settings.ca] {
+        *file = file.take().map(|f| resolve(path, &f));
+    }
+    let tls = hrs_proto::tls::TlsFiles::from_settings(
+        settings.cert.as_deref(),
+        settings.key.as_deref(),
+        settings.ca.as_deref(),
+    )
+    .map_err(|missing| invalid(path, missing, "set tls_cert, tls_key and tls_ca together"))?;
+    for (field, url) in urls {
+        let Some(url) = url else { continue };
+        let (wanted, problem) = if tls.is_some() {
+            (
+                "https://",
+                "must be https:// when tls_cert, tls_key and tls_ca are set",
+            )
+        } else {
+            (
+                "http://",
+                "must be http:// without tls_cert, tls_key and tls_ca",
+            )
+        };
+        if !url.starts_with(wanted) {
+            return Err(invalid(path, field, format!("{url:?} {problem}")));
+        }
+    }
+    Ok(tls)
+}

@@ -20,6 +20,17 @@ pub struct IntakeConfig {
     /// Days a submission is kept before it is pruned (the vendor keeps data one year).
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// The intake's certificate, its key, and the CA of the hierarchies it serves (all
+    /// three, or none for plaintext): connection points must then connect with their
+    /// connection point certificate.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 fn default_retention_days() -> u32 {
@@ -31,8 +42,28 @@ impl IntakeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut this: Self = config::load(path)?;
         this.store = config::resolve(path, &this.store);
+        config::tls_settings(
+            path,
+            config::TlsSettings {
+                cert: &mut this.tls_cert,
+                key: &mut this.tls_key,
+                ca: &mut this.tls_ca,
+            },
+            &[],
+        )?;
         this.check(path)?;
         Ok(this)
+    }
+
+    /// The TLS files, when TLS is configured.
+    pub fn tls(&self) -> Option<hrs_proto::tls::TlsFiles> {
+        hrs_proto::tls::TlsFiles::from_settings(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+        .ok()
+        .flatten()
     }
 
     /// Checks values that parse but are out of range, naming the field.

@@ -43,6 +43,9 @@ pub enum IntakeError {
     /// The gRPC server failed.
     #[error("intake server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] hrs_proto::tls::TlsError),
 }
 
 impl From<IntakeError> for Status {
@@ -56,7 +59,7 @@ impl From<IntakeError> for Status {
                 warn!(error = %e, "submission refused");
                 Status::invalid_argument(e.to_string())
             }
-            IntakeError::Store(_) | IntakeError::Transport(_) => {
+            IntakeError::Store(_) | IntakeError::Transport(_) | IntakeError::Tls(_) => {
                 error!(error = %e, "intake store failed");
                 Status::internal("the intake could not store the submission; retry later")
             }
@@ -67,12 +70,15 @@ impl From<IntakeError> for Status {
 /// The gRPC service over a store.
 struct IntakeService<S> {
     store: Arc<S>,
+    /// With TLS, only connection points' certificates may submit.
+    tls: bool,
 }
 
 impl<S> Clone for IntakeService<S> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
+            tls: self.tls,
         }
     }
 }
@@ -111,6 +117,18 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let span = tracing::info_span!("submit", peer = ?request.remote_addr());
+        if self.tls {
+            let caller = hrs_proto::tls::peer_certificate(&request)
+                .and_then(|der| hrs_pki::identity(&der).ok());
+            if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) {
+                let caller =
+                    caller.map_or("a client without an identity".into(), |c| c.to_string());
+                warn!(%caller, "submission refused: not a connection point's certificate");
+                return Err(Status::permission_denied(format!(
+                    "{caller} may not submit: only a connection point's certificate may"
+                )));
+            }
+        }
         let request = request.into_inner();
         let service = self.clone();
         hrs_proto::serve::detached(
@@ -164,11 +182,19 @@ pub async fn serve(
         retention_days = config.retention_days,
         "intake listening"
     );
-    let service = IntakeServer::new(IntakeService { store })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = IntakeServer::new(IntakeService {
+        store,
+        tls: config.tls().is_some(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let signal = stop_tx.clone();
-    let router = tonic::transport::Server::builder().add_service(service);
+    let mut server = tonic::transport::Server::builder();
+    match config.tls() {
+        Some(tls) => server = server.tls_config(tls.server()?)?,
+        None => warn!("serving without TLS"),
+    }
+    let router = server.add_service(service);
     let result = hrs_proto::serve::serve_until(
         router,
         listener,

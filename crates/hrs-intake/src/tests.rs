@@ -92,6 +92,9 @@ async fn start() -> Running {
         listen: addr,
         store: dir.path().join("intake.sqlite"),
         retention_days: 365,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     let store = config.store.clone();
     let (stop, rx) = oneshot::channel::<()>();

@@ -84,12 +84,24 @@ impl TlsFiles {
     }
 }
 
-/// Connects to a role at `url`: `https://` with TLS (the server must present a certificate
-/// from the CA naming the URL's host), `http://` without.
+/// The endpoint of a role at `url`: `https://` with TLS (the server must present a
+/// certificate from the CA naming the URL's host), `http://` without.
+pub fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint, TlsError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?;
+    Ok(match tls {
+        Some(tls) => endpoint.tls_config(tls.client()?)?,
+        None => endpoint,
+    })
+}
+
+/// Connects to a role at `url`; see [`endpoint`].
 pub async fn connect(url: &str, tls: Option<&TlsFiles>) -> Result<Channel, TlsError> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.client()?)?;
-    }
-    Ok(endpoint.connect().await?)
+    Ok(endpoint(url, tls)?.connect().await?)
+}
+
+/// The certificate a client presented (its leaf, DER), when it connected over TLS.
+pub fn peer_certificate<T>(request: &tonic::Request<T>) -> Option<Vec<u8>> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|cert| cert.as_ref().to_vec()))
 }

@@ -297,6 +297,9 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Let the roles talk in plaintext instead of mutual TLS with a PKI made in DIR/pki.
+    #[arg(long)]
+    pub insecure: bool,
     /// Keep the hierarchy serving until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,

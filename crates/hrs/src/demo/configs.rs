@@ -1,7 +1,7 @@
 //! The configuration files the demo writes: the same files an operator would deploy,
 //! with loopback addresses and the demo's timings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
@@ -35,6 +35,40 @@ impl Timings {
     }
 }
 
+/// How the demo's roles talk: mutual TLS with a PKI made in the demo's folder, or, with
+/// `--insecure`, plaintext.
+#[derive(Debug, Clone)]
+pub(crate) enum Security {
+    /// Certificates and keys in this folder (`hrs pki` layout).
+    Tls(PathBuf),
+    /// Plaintext.
+    Insecure,
+}
+
+impl Security {
+    /// The URL scheme clients use.
+    pub(crate) fn scheme(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "https",
+            Self::Insecure => "http",
+        }
+    }
+
+    /// The `tls_*` lines of a configuration file for the certificate `name`.
+    pub(crate) fn settings(&self, name: &str) -> String {
+        match self {
+            Self::Tls(dir) => format!(
+                "# Mutual TLS: this role's certificate and key, and the hierarchy's CA.\n\
+                 tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n",
+                dir.join(format!("{name}.pem")).display(),
+                dir.join(format!("{name}.key")).display(),
+                dir.join("ca.pem").display()
+            ),
+            Self::Insecure => String::new(),
+        }
+    }
+}
+
 pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -42,7 +76,8 @@ pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub(crate) fn intake() -> String {
+pub(crate) fn intake(security: &Security) -> String {
+    let tls = security.settings("intake");
     format!(
         r#"# HRS intake: the service that receives each hierarchy's merged periods.
 listen = "{LISTEN_ANY}"
@@ -50,19 +85,28 @@ listen = "{LISTEN_ANY}"
 store = "intake.sqlite"
 # How long submissions are kept.
 retention_days = 365
-"#
+{tls}"#
     )
 }
 
-pub(crate) fn connection_point(
-    hierarchy: HierarchyId,
-    level: Level,
-    offline: bool,
-    intake: &str,
-    timings: Timings,
-) -> String {
+/// What every role's file of one demo hierarchy shares.
+pub(crate) struct Common<'a> {
+    pub hierarchy: HierarchyId,
+    pub level: Level,
+    pub timings: Timings,
+    pub security: &'a Security,
+}
+
+pub(crate) fn connection_point(common: &Common<'_>, offline: bool, intake: &str) -> String {
+    let Common {
+        hierarchy,
+        level,
+        timings,
+        security,
+    } = common;
     let mode = if offline { "offline" } else { "online" };
     let retry = timings.retry_seconds;
+    let (scheme, tls) = (security.scheme(), security.settings("connection-point"));
     format!(
         r#"# HRS connection point, at the top-level site: the only role that sends data out.
 listen = "{LISTEN_ANY}"
@@ -72,20 +116,25 @@ level = "{level}"
 # online: submit to the intake; offline: write bundles to the outbox for the connection tool.
 mode = "{mode}"
 store = "connection-point.sqlite"
-intake = "http://{intake}"
+intake = "{scheme}://{intake}"
 outbox = "outbox"
 retry_seconds = {retry}
-"#
+{tls}"#
     )
 }
 
 pub(crate) fn aggregator(
-    hierarchy: HierarchyId,
-    level: Level,
+    common: &Common<'_>,
     sites: &[SiteCode],
     connection_point: &str,
-    timings: Timings,
 ) -> String {
+    let Common {
+        hierarchy,
+        level,
+        timings,
+        security,
+    } = common;
+    let (scheme, tls) = (security.scheme(), security.settings("aggregator"));
     let sites = sites
         .iter()
         .map(|s| format!("\"{s}\""))
@@ -100,24 +149,32 @@ level = "{level}"
 store = "merge.sqlite"
 # Every site expected to report; a period is complete once each has.
 sites = [{sites}]
-connection_point = "http://{connection_point}"
+connection_point = "{scheme}://{connection_point}"
 # Forward a period with sites missing this many hours after it ends.
 period_deadline_hours = {deadline}
 retry_seconds = {retry}
-"#
+{tls}"#
     )
 }
 
 pub(crate) fn agent(
+    common: &Common<'_>,
     site: &SiteCode,
     site_type: &str,
-    hierarchy: HierarchyId,
-    level: Level,
     period: Period,
     aggregator: &str,
-    timings: Timings,
 ) -> String {
+    let Common {
+        hierarchy,
+        level,
+        timings,
+        security,
+    } = common;
     let retry = timings.agent_retry_max_seconds;
+    let (scheme, tls) = (
+        security.scheme(),
+        security.settings(&format!("site-{site}")),
+    );
     format!(
         r#"# HRS agent of site {site}: runs the catalog weekly and pushes each run upstream.
 site = "{site}"
@@ -126,11 +183,11 @@ hierarchy_id = "{hierarchy}"
 level = "{level}"
 site_db = "sqlite:sitedb.sqlite"
 spool = "spool.sqlite"
-upstream = "http://{aggregator}"
+upstream = "{scheme}://{aggregator}"
 # The demo collects one fixed period; leave this out to collect the current ISO week.
 period = "{period}"
 check_minutes = 60
 retry_max_seconds = {retry}
-"#
+{tls}"#
     )
 }

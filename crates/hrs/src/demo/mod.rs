@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cli::DemoArgs;
 use crate::roles::shutdown_signal;
 use chaos::{Chaos, ChaosSummary};
-use configs::Timings;
+use configs::{Security, Timings};
 use processes::Processes;
 
 /// How long the agents may take to collect and deliver.
@@ -154,16 +154,28 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
             "injecting faults: links cut and delayed, roles killed"
         );
     }
+    let security = if args.insecure {
+        tracing::warn!("--insecure: the roles talk in plaintext, without certificates");
+        Security::Insecure
+    } else {
+        make_pki(&dir.join("pki"), &codes)?
+    };
+    let common = configs::Common {
+        hierarchy,
+        level: args.level,
+        timings,
+        security: &security,
+    };
     let mut processes = Processes::new(exe.clone(), dir.join("logs"))?;
     let intake_config = dir.join("intake").join("intake.toml");
-    configs::write(&intake_config, &configs::intake())?;
+    configs::write(&intake_config, &configs::intake(&security))?;
     let intake = processes.start_server("intake", &intake_config).await?;
     let intake = faulty_link(&mut chaos, "intake", intake).await?;
 
     let cp_config = dir.join("connection-point").join("connection-point.toml");
     configs::write(
         &cp_config,
-        &configs::connection_point(hierarchy, args.level, args.offline, &intake, timings),
+        &configs::connection_point(&common, args.offline, &intake),
     )?;
     let cp = processes
         .start_server("connection-point", &cp_config)
@@ -173,7 +185,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     let aggregator_config = dir.join("aggregator").join("aggregator.toml");
     configs::write(
         &aggregator_config,
-        &configs::aggregator(hierarchy, args.level, &codes, &cp, timings),
+        &configs::aggregator(&common, &codes, &cp),
     )?;
     let aggregator = processes
         .start_server("aggregator", &aggregator_config)
@@ -186,15 +198,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
         for (code, site_type) in &layout.sites {
             configs::write(
                 &layout.agent_config(code),
-                &configs::agent(
-                    code,
-                    site_type,
-                    hierarchy,
-                    args.level,
-                    period,
-                    &aggregator,
-                    timings,
-                ),
+                &configs::agent(&common, code, site_type, period, &aggregator),
             )?;
         }
         let merged = match &mut chaos {
@@ -275,6 +279,24 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     Ok(processes)
 }
 
+/// Makes the demo hierarchy's PKI: a CA, a certificate for every role (serving on
+/// loopback) and one per site, as `hrs pki` would.
+fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
+    let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    hrs_pki::init(dir, "HRS demo hierarchy", 30).context("cannot create the demo CA")?;
+    for role in [
+        hrs_pki::Role::Aggregator,
+        hrs_pki::Role::ConnectionPoint,
+        hrs_pki::Role::Intake,
+    ] {
+        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 30)?;
+    }
+    for site in sites {
+        hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 30)?;
+    }
+    Ok(Security::Tls(dir.to_owned()))
+}
+
 /// The `count` consecutive periods ending with `newest`, oldest first.
 fn periods_ending(newest: Period, count: u32) -> Vec<Period> {
     let mut periods = vec![newest];
@@ -321,6 +343,7 @@ fn prepare_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
                 "sites",
                 "logs",
                 "run",
+                "pki",
             ] {
                 let path = dir.join(owned);
                 if path.exists() {
