@@ -235,13 +235,11 @@ impl AgentConfig {
 
     /// The TLS files, when TLS is configured.
     pub fn tls(&self) -> Option<TlsFiles> {
-        TlsFiles::from_settings(
+        TlsFiles::of(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
         )
-        .ok()
-        .flatten()
     }
 
     /// Returns the spool's limits.

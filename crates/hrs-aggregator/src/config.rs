@@ -105,13 +105,11 @@ fn default_failed_after() -> u32 {
 impl AggregatorConfig {
     /// The TLS files, when TLS is configured.
     pub fn tls(&self) -> Option<TlsFiles> {
-        TlsFiles::from_settings(
+        TlsFiles::of(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
         )
-        .ok()
-        .flatten()
     }
 
     /// Returns when a site's link counts as degraded, then failed, in missed checks.

@@ -1,5 +1,6 @@
 //! The gRPC service sites push their runs to.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use hrs_core::encoded::{EncodedError, check_run_encoded};
@@ -642,24 +643,15 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let peer = request.remote_addr();
-        let caller = self.caller(&request);
-        let service = self.clone();
-        hrs_proto::serve::detached(async move {
-            let handled = match caller {
-                Ok(caller) => {
-                    AggregatorService::heartbeat(&service, request.into_inner(), &caller).await
-                }
-                Err(error) => Err(error),
-            };
-            match handled {
-                Ok(reinit_periods) => Ok(Response::new(pb::HeartbeatResponse { reinit_periods })),
-                Err(error) => {
-                    tracing::warn!(?peer, %error, "heartbeat refused");
-                    Err(error.into())
-                }
-            }
-        })
+        self.answer(
+            request,
+            "heartbeat refused",
+            |service, caller, request| async move {
+                let reinit_periods =
+                    AggregatorService::heartbeat(&service, request, &caller).await?;
+                Ok(pb::HeartbeatResponse { reinit_periods })
+            },
+        )
         .await
     }
 
@@ -667,22 +659,11 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::ResumeRunRequest>,
     ) -> Result<Response<pb::ResumeRunResponse>, Status> {
-        let peer = request.remote_addr();
-        let caller = self.caller(&request);
-        let service = self.clone();
-        hrs_proto::serve::detached(async move {
-            let handled = match caller {
-                Ok(caller) => service.resume(request.into_inner(), &caller).await,
-                Err(error) => Err(error),
-            };
-            match handled {
-                Ok(answer) => Ok(Response::new(answer)),
-                Err(error) => {
-                    tracing::warn!(?peer, %error, "resume refused");
-                    Err(error.into())
-                }
-            }
-        })
+        self.answer(
+            request,
+            "resume refused",
+            |service, caller, request| async move { service.resume(request, &caller).await },
+        )
         .await
     }
 
@@ -690,30 +671,13 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<tonic::Streaming<pb::RunChunk>>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
-        let peer = request.remote_addr();
-        let caller = self.caller(&request);
-        let service = self.clone();
-        hrs_proto::serve::detached(async move {
-            let handled = match caller {
-                Ok(caller) => service.push_chunks(request.into_inner(), &caller).await,
-                Err(error) => Err(error),
-            };
-            match handled {
-                Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
-                    duplicate: commit == Commit::Duplicate,
-                    superseded: commit == Commit::Superseded,
-                    reinit_periods,
-                })),
-                Err(error @ PushError::Incomplete { .. }) => {
-                    tracing::info!(?peer, %error, "chunked run incomplete");
-                    Err(error.into())
-                }
-                Err(error) => {
-                    tracing::warn!(?peer, %error, "push refused");
-                    Err(error.into())
-                }
-            }
-        })
+        self.answer(
+            request,
+            "push refused",
+            |service, caller, chunks| async move {
+                service.push_chunks(chunks, &caller).await.map(pushed)
+            },
+        )
         .await
     }
 
@@ -721,25 +685,53 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::PushRunRequest>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
+        self.answer(request, "push refused", |service, caller, request| async move {
+            service.push(request, &caller).await.map(pushed)
+        })
+        .await
+    }
+}
+
+/// The answer to a push, however the run arrived.
+fn pushed((commit, reinit_periods): (Commit, Vec<String>)) -> pb::PushRunResponse {
+    pb::PushRunResponse {
+        duplicate: commit == Commit::Duplicate,
+        superseded: commit == Commit::Superseded,
+        reinit_periods,
+    }
+}
+
+impl AggregatorService {
+    /// Answers one call: reads the caller's identity, runs `work` to completion even if the
+    /// caller goes away, and logs a refusal once (an upload that broke off is routine).
+    async fn answer<Req, Resp, Work, Fut>(
+        &self,
+        request: Request<Req>,
+        refused: &'static str,
+        work: Work,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Work: FnOnce(AggregatorService, Caller, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Resp, PushError>> + Send + 'static,
+    {
         let peer = request.remote_addr();
         let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
-            let handled = match caller {
-                Ok(caller) => service.push(request.into_inner(), &caller).await,
+            let outcome = match caller {
+                Ok(caller) => work(service, caller, request.into_inner()).await,
                 Err(error) => Err(error),
             };
-            match handled {
-                Ok((commit, reinit_periods)) => Ok(Response::new(pb::PushRunResponse {
-                    duplicate: commit == Commit::Duplicate,
-                    superseded: commit == Commit::Superseded,
-                    reinit_periods,
-                })),
-                Err(error) => {
-                    tracing::warn!(?peer, %error, "push refused");
-                    Err(error.into())
+            outcome.map(Response::new).map_err(|error| {
+                if matches!(error, PushError::Incomplete { .. }) {
+                    tracing::info!(?peer, %error, "chunked run incomplete");
+                } else {
+                    tracing::warn!(?peer, %error, "{refused}");
                 }
-            }
+                error.into()
+            })
         })
         .await
     }

@@ -576,20 +576,17 @@ impl MergeStore for SqliteMergeStore {
                     // A site sends its runs one after another, so its older unfinished
                     // stagings are abandoned (runs its spool dropped): keep only the newest
                     // few, which bounds the disk one site can fill.
-                    tx.execute(
-                        "DELETE FROM staged_chunks WHERE run_id IN
-                           (SELECT run_id FROM staged_runs
-                            WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
-                            ORDER BY started_at DESC LIMIT -1 OFFSET ?3)",
-                        params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
-                    )?;
-                    tx.execute(
-                        "DELETE FROM staged_runs WHERE run_id IN
-                           (SELECT run_id FROM staged_runs
-                            WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
-                            ORDER BY started_at DESC LIMIT -1 OFFSET ?3)",
-                        params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
-                    )?;
+                    for table in ["staged_chunks", "staged_runs"] {
+                        tx.execute(
+                            &format!(
+                                "DELETE FROM {table} WHERE run_id IN
+                                   (SELECT run_id FROM staged_runs
+                                    WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
+                                    ORDER BY started_at DESC LIMIT -1 OFFSET ?3)"
+                            ),
+                            params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
+                        )?;
+                    }
                     tx.execute(
                         "INSERT INTO staged_runs (run_id, site, size, sha256, held, started_at)
                          VALUES (?1, ?2, ?3, ?4, 0, ?5)

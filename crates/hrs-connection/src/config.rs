@@ -120,13 +120,11 @@ impl ConnectionPointConfig {
 
     /// The TLS files, when TLS is configured.
     pub fn tls(&self) -> Option<hrs_proto::tls::TlsFiles> {
-        hrs_proto::tls::TlsFiles::from_settings(
+        hrs_proto::tls::TlsFiles::of(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
         )
-        .ok()
-        .flatten()
     }
 
     /// Checks values that parse but cannot work together, naming the field.

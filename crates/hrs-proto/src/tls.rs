@@ -63,6 +63,11 @@ impl TlsFiles {
         }
     }
 
+    /// The TLS files of settings already checked by [`TlsFiles::from_settings`].
+    pub fn of(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> Option<Self> {
+        Self::from_settings(cert, key, ca).ok().flatten()
+    }
+
     fn identity(&self) -> Result<Identity, TlsError> {
         Ok(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
     }
