@@ -118,6 +118,14 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
         .run_once(std::time::Duration::from_secs(30))
         .await
         .expect("P01 delivers its own run over mutual TLS");
+    // Its certificate was issued for 30 days: `hrs status` warns that it needs renewing.
+    let status = agent_with(&p01, &p01_tls).status().await.expect("status");
+    let certificate = status.certificate.expect("the certificate is shown");
+    assert!(certificate.days_left <= 30);
+    assert!(
+        certificate.warning.is_some_and(|w| w.contains("renew")),
+        "expiry within 30 days is warned about"
+    );
     let before = store().current(None, None).expect("reads");
     assert_eq!(before.len(), 1);
 

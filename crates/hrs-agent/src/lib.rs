@@ -455,6 +455,10 @@ impl Agent {
             oldest_pending_at: backlog.oldest_collected_at,
             last_collected_period: self.spool.last_collected().await?,
             dropped_runs: self.spool.dropped_runs().await?,
+            certificate: self
+                .config
+                .tls()
+                .and_then(|tls| hrs_pki::Expiry::of(&tls.cert, OffsetDateTime::now_utc()).ok()),
         })
     }
 
@@ -462,6 +466,9 @@ impl Agent {
     /// and keeps delivering the spool, backing off while the upstream is away.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tracing::info!(site = %self.config.site, version = VERSION, "agent started");
+        if let Some(tls) = self.config.tls() {
+            hrs_pki::warn_if_expiring(&tls.cert);
+        }
         let check = Duration::from_secs(self.config.check_minutes * 60);
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
         tokio::pin!(shutdown);
@@ -548,6 +555,8 @@ pub struct AgentStatus {
     pub last_collected_period: Option<String>,
     /// Runs dropped, ever, to keep the spool within its limits; never delivered.
     pub dropped_runs: u64,
+    /// This site's TLS certificate and when it expires, with TLS.
+    pub certificate: Option<hrs_pki::Expiry>,
 }
 
 /// Exponential backoff with full jitter and a cap, so many sites reconnecting after an

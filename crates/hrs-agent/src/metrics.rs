@@ -108,6 +108,7 @@ mod tests {
             lag_seconds: Some(3600),
             last_collected_period: None,
             dropped_runs: 1,
+            certificate: None,
         };
         let text = render(&status).expect("renders");
         for line in [

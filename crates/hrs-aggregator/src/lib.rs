@@ -66,7 +66,10 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
     let mut server = tonic::transport::Server::builder();
     match config.tls() {
-        Some(tls) => server = server.tls_config(tls.server()?)?,
+        Some(tls) => {
+            hrs_pki::warn_if_expiring(&tls.cert);
+            server = server.tls_config(tls.server()?)?;
+        }
         None => tracing::warn!("serving without TLS: any client can claim any site"),
     }
     let router = server.add_service(

@@ -258,6 +258,7 @@ pub async fn serve(
     let mut server = tonic::transport::Server::builder();
     match config.tls() {
         Some(tls) => {
+            hrs_pki::warn_if_expiring(&tls.cert);
             server = server
                 .tls_config(tls.server()?)
                 .map_err(hrs_proto::tls::TlsError::from)?;

@@ -191,7 +191,10 @@ pub async fn serve(
     let signal = stop_tx.clone();
     let mut server = tonic::transport::Server::builder();
     match config.tls() {
-        Some(tls) => server = server.tls_config(tls.server()?)?,
+        Some(tls) => {
+            hrs_pki::warn_if_expiring(&tls.cert);
+            server = server.tls_config(tls.server()?)?;
+        }
         None => warn!("serving without TLS"),
     }
     let router = server.add_service(service);

@@ -311,6 +311,66 @@ pub fn identity(der: &[u8]) -> Result<Identity, PkiError> {
         .map_err(|_| PkiError::NoIdentity(format!("subject {}", cert.subject())))
 }
 
+/// How far ahead an expiring certificate is warned about.
+pub const WARN_DAYS: i64 = 30;
+
+/// A certificate's expiry as `hrs status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Expiry {
+    /// The certificate file.
+    pub file: PathBuf,
+    /// When it stops being valid (RFC 3339).
+    pub not_after: String,
+    /// Whole days left (negative once expired).
+    pub days_left: i64,
+    /// Set when it expires within [`WARN_DAYS`] or has expired: what to do.
+    pub warning: Option<String>,
+}
+
+impl Expiry {
+    /// Reads a certificate file's expiry as of `now`.
+    pub fn of(file: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
+        let not_after = not_after(file)?;
+        let days_left = (not_after - now).whole_days();
+        let warning = if not_after <= now {
+            Some(format!(
+                "{} expired on {}: issue a new one (`hrs pki issue`) and restart",
+                file.display(),
+                not_after.date()
+            ))
+        } else if days_left < WARN_DAYS {
+            Some(format!(
+                "{} expires in {days_left} day(s), on {}: renew it with `hrs pki issue`",
+                file.display(),
+                not_after.date()
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            file: file.to_owned(),
+            not_after: not_after
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            days_left,
+            warning,
+        })
+    }
+}
+
+/// Logs a warning when a role's certificate expires within [`WARN_DAYS`] or cannot be read;
+/// roles call it as they start.
+pub fn warn_if_expiring(file: &Path) {
+    match Expiry::of(file, OffsetDateTime::now_utc()) {
+        Ok(Expiry {
+            warning: Some(warning),
+            ..
+        }) => tracing::warn!(certificate = %file.display(), "{warning}"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the certificate's expiry"),
+    }
+}
+
 /// Returns when the first certificate in a PEM file stops being valid.
 pub fn not_after(pem_file: &Path) -> Result<OffsetDateTime, PkiError> {
     let text = read(pem_file)?;
@@ -365,7 +425,7 @@ mod tests {
             dir.path(),
             &Identity::Site("P01".parse().expect("site")),
             &[],
-            30,
+            90,
         )
         .expect("issues");
         assert_eq!(
@@ -384,8 +444,22 @@ mod tests {
             Identity::Role(Role::Aggregator)
         );
         let expires = not_after(&p01.cert).expect("expiry");
+        let now = OffsetDateTime::now_utc();
+        assert!(
+            Expiry::of(&p01.cert, now)
+                .expect("expiry")
+                .warning
+                .is_none()
+        );
+        let soon = Expiry::of(&p01.cert, now + Duration::days(70)).expect("expiry");
+        assert!(
+            soon.warning.as_ref().is_some_and(|w| w.contains("renew")),
+            "{soon:?}"
+        );
+        let late = Expiry::of(&p01.cert, now + Duration::days(100)).expect("expiry");
+        assert!(late.warning.is_some_and(|w| w.contains("expired")));
         assert!(expires < ca.not_after);
-        assert!(expires > OffsetDateTime::now_utc() + Duration::days(29));
+        assert!(expires > OffsetDateTime::now_utc() + Duration::days(89));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

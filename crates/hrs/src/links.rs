@@ -71,6 +71,9 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
             .unwrap_or("nothing yet")
     )?;
     writeln!(out, "site db       {}", status.site_db)?;
+    if let Some(certificate) = &status.certificate {
+        certificate_lines(&mut out, certificate)?;
+    }
     Ok(emit(&out)?)
 }
 
@@ -93,6 +96,11 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
         ))?);
     }
     let mut out = String::new();
+    if let Some(tls) = config.tls() {
+        let certificate = hrs_pki::Expiry::of(&tls.cert, time::OffsetDateTime::now_utc())?;
+        certificate_lines(&mut out, &certificate)?;
+        writeln!(out)?;
+    }
     writeln!(
         out,
         "{:<5} {:<9} {:<20} {:>6} {:<20} {:<9} {:>7} {:>7}  reinit",
@@ -120,6 +128,21 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
         )?;
     }
     Ok(emit(&out)?)
+}
+
+/// A role's certificate and its expiry, with the warning when it is near.
+fn certificate_lines(out: &mut String, certificate: &hrs_pki::Expiry) -> std::fmt::Result {
+    writeln!(
+        out,
+        "certificate   {} expires {} ({} days)",
+        certificate.file.display(),
+        to_seconds(&certificate.not_after),
+        certificate.days_left
+    )?;
+    if let Some(warning) = &certificate.warning {
+        writeln!(out, "WARNING       {warning}")?;
+    }
+    Ok(())
 }
 
 /// An RFC 3339 time to the second, for tables.

@@ -283,16 +283,16 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
 /// loopback) and one per site, as `hrs pki` would.
 fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
-    hrs_pki::init(dir, "HRS demo hierarchy", 30).context("cannot create the demo CA")?;
+    hrs_pki::init(dir, "HRS demo hierarchy", 3650).context("cannot create the demo CA")?;
     for role in [
         hrs_pki::Role::Aggregator,
         hrs_pki::Role::ConnectionPoint,
         hrs_pki::Role::Intake,
     ] {
-        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 30)?;
+        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 397)?;
     }
     for site in sites {
-        hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 30)?;
+        hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 397)?;
     }
     Ok(Security::Tls(dir.to_owned()))
 }
