@@ -258,3 +258,67 @@ async fn malformed_streams_are_refused_and_change_nothing() {
     assert_eq!(h.merged_bytes(), vec![bytes]);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_sends_at_most_its_runs_in_flight_at_once() {
+    let h = Hierarchy::builder().primaries(1).start().await;
+    let run = h.spooled_run(&site("P01")).await;
+    let limit = h.aggregator_config.max_runs_in_flight as usize;
+    let runs: Vec<(pb::RunOffer, Vec<u8>)> = (0..=limit)
+        .map(|_| {
+            let copy = pb::Run {
+                run_id: uuid::Uuid::new_v4().to_string(),
+                ..run.clone()
+            };
+            let bytes = copy.encode_to_vec();
+            (offer(&h, &copy, &bytes), bytes)
+        })
+        .collect();
+
+    // As many uploads as allowed start and stay open, each with one chunk sent.
+    let mut open = Vec::new();
+    for (offer, bytes) in &runs[..limit] {
+        let (sender, queue) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(chunks(offer, bytes, 0, 1000, 1000).remove(0))
+            .await
+            .expect("queued");
+        let mut client = h.aggregator_client().await;
+        let call = tokio::spawn(async move {
+            client
+                .push_run_chunks(tokio_stream::wrappers::ReceiverStream::new(queue))
+                .await
+        });
+        let mut waited = 0;
+        while held(&h, offer).await.held_bytes < 1000 {
+            waited += 1;
+            assert!(waited < 500, "the first chunk never arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        open.push((sender, call));
+    }
+
+    // One more is refused while they are open, and nothing of it is kept.
+    let (extra, extra_bytes) = &runs[limit];
+    let status = send(&h, chunks(extra, extra_bytes, 0, extra_bytes.len(), 4096))
+        .await
+        .expect_err("beyond the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_runs_in_flight"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(held(&h, extra).await.held_bytes, 0);
+
+    // When one upload breaks off, the next is taken.
+    let (sender, call) = open.pop().expect("an open upload");
+    drop(sender);
+    let ended = call.await.expect("joins").expect_err("it broke off");
+    assert_eq!(ended.code(), Code::Aborted);
+    send(&h, chunks(extra, extra_bytes, 0, extra_bytes.len(), 4096))
+        .await
+        .expect("now within the limit");
+    drop(open);
+    h.shutdown().await;
+}

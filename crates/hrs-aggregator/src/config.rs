@@ -58,6 +58,18 @@ pub struct AggregatorConfig {
     /// before any byte is stored.
     #[serde(default = "default_max_run_mb")]
     pub max_run_mb: u64,
+    /// Largest single message (a unary push, a chunk), in MiB; larger ones are refused
+    /// with `ResourceExhausted` before they are read.
+    #[serde(default = "default_max_message_mb")]
+    pub max_message_mb: u64,
+    /// Runs one site may be sending at once; another is refused with `ResourceExhausted`
+    /// until one finishes.
+    #[serde(default = "default_max_runs_in_flight")]
+    pub max_runs_in_flight: u32,
+    /// Longest a call may take, in seconds, before it is cancelled (a broken-off upload
+    /// resumes where it stopped).
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
     /// This aggregator's certificate, its key, and the hierarchy's CA (all three, or none
     /// for plaintext): sites must then connect with a certificate from that CA, and each
     /// may write only the data of the site its certificate names.
@@ -88,6 +100,18 @@ fn default_retry_seconds() -> u64 {
 
 fn default_site_check_minutes() -> u64 {
     60
+}
+
+fn default_max_message_mb() -> u64 {
+    64
+}
+
+fn default_max_runs_in_flight() -> u32 {
+    2
+}
+
+fn default_request_timeout_seconds() -> u64 {
+    600
 }
 
 fn default_max_run_mb() -> u64 {
@@ -124,6 +148,15 @@ impl AggregatorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
         cfg.store = config::resolve(path, &cfg.store);
+        for (field, value) in [
+            ("max_message_mb", cfg.max_message_mb),
+            ("max_runs_in_flight", u64::from(cfg.max_runs_in_flight)),
+            ("request_timeout_seconds", cfg.request_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(config::invalid(path, field, "must be at least 1"));
+            }
+        }
         if cfg.max_run_mb == 0 {
             return Err(config::invalid(path, "max_run_mb", "must be at least 1"));
         }

@@ -24,6 +24,9 @@ pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged}
 /// Largest message accepted or sent; a site's weekly run is far smaller.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Calls one connection may have open at once; a site needs two (a resume and a push).
+const CALLS_PER_CONNECTION: usize = 16;
+
 /// Why the aggregator could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
@@ -62,9 +65,15 @@ pub async fn serve(
     ));
     // Periods already complete at startup are forwarded without waiting for a push.
     merged.notify_one();
+    let max_message =
+        usize::try_from(config.max_message_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .timeout(std::time::Duration::from_secs(
+            config.request_timeout_seconds,
+        ))
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION);
     match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert);
@@ -74,8 +83,8 @@ pub async fn serve(
     }
     let router = server.add_service(
         AggregatorServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
     );
     let result =
         hrs_proto::serve::serve_until(router, listener, shutdown, hrs_proto::serve::DRAIN_DEADLINE)

@@ -85,6 +85,16 @@ pub enum PushError {
         /// The site whose data was sent.
         site: String,
     },
+    /// A site is already sending as many runs as it may at once.
+    #[error(
+        "site {site} is already sending {max} run(s) (max_runs_in_flight); send this one after"
+    )]
+    Busy {
+        /// The site.
+        site: String,
+        /// The limit.
+        max: u32,
+    },
     /// A staged run could not be read back.
     #[error("cannot read the staged run: {0}")]
     Staged(String),
@@ -106,6 +116,7 @@ impl From<PushError> for Status {
             PushError::Invalid(_) | PushError::TooLarge { .. } | PushError::Corrupt(_) => {
                 Status::invalid_argument(error.to_string())
             }
+            PushError::Busy { .. } => Status::resource_exhausted(error.to_string()),
             PushError::OutOfOrder { .. } | PushError::Incomplete { .. } | PushError::Broken(_) => {
                 Status::aborted(error.to_string())
             }
@@ -155,6 +166,26 @@ pub struct AggregatorService {
     config: Arc<AggregatorConfig>,
     store: Arc<dyn MergeStore>,
     merged: Arc<Notify>,
+    /// Runs each site is sending now.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<SiteCode, u32>>>,
+}
+
+/// One run a site is sending; counted until dropped.
+struct InFlight {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<SiteCode, u32>>>,
+    site: SiteCode,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.site) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 impl AggregatorService {
@@ -168,7 +199,28 @@ impl AggregatorService {
             config,
             store,
             merged,
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Counts a run `site` starts sending, refusing it beyond `max_runs_in_flight`.
+    fn start_run(&self, site: &SiteCode) -> Result<InFlight, PushError> {
+        let mut counts = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(site.clone()).or_default();
+        if *count >= self.config.max_runs_in_flight {
+            return Err(PushError::Busy {
+                site: site.to_string(),
+                max: self.config.max_runs_in_flight,
+            });
+        }
+        *count += 1;
+        Ok(InFlight {
+            counts: Arc::clone(&self.in_flight),
+            site: site.clone(),
+        })
     }
 
     async fn push(
@@ -180,6 +232,7 @@ impl AggregatorService {
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
         caller.may_write(&header.site)?;
+        let _sending = self.start_run(&header.site)?;
         self.check_sender(&header, &run.hash_key_id)?;
         let store = Arc::clone(&self.store);
         let received_at = received_at_now();
@@ -285,7 +338,7 @@ impl AggregatorService {
         &self,
         offer: Option<pb::RunOffer>,
         caller: &Caller,
-    ) -> Result<pb::RunOffer, PushError> {
+    ) -> Result<(pb::RunOffer, SiteCode), PushError> {
         let field = |field: &str, problem: &str| Invalid::Field {
             field: field.into(),
             problem: problem.into(),
@@ -320,7 +373,7 @@ impl AggregatorService {
         if offer.sha256.len() != 64 || !offer.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(field("offer.sha256", "not 64 hex digits").into());
         }
-        Ok(offer)
+        Ok((offer, site))
     }
 
     /// Finds or starts the staging of an offered run.
@@ -344,12 +397,8 @@ impl AggregatorService {
         request: pb::ResumeRunRequest,
         caller: &Caller,
     ) -> Result<pb::ResumeRunResponse, PushError> {
-        let offer = self.check_offer(request.offer, caller)?;
+        let (offer, site) = self.check_offer(request.offer, caller)?;
         let staged = self.stage(&offer).await?;
-        let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
-            field: "offer.site".into(),
-            problem: e.to_string(),
-        })?;
         let committed = match staged.committed {
             Some(commit) => Some(pb::PushRunResponse {
                 duplicate: true,
@@ -380,13 +429,10 @@ impl AggregatorService {
                 problem: "the stream has no chunk".into(),
             })?;
         let link = first.link.clone().unwrap_or_default();
-        let offer = self.check_offer(first.offer.clone(), caller)?;
+        let (offer, site) = self.check_offer(first.offer.clone(), caller)?;
+        let _sending = self.start_run(&site)?;
         let staged = self.stage(&offer).await?;
         if let Some(commit) = staged.committed {
-            let site: SiteCode = offer.site.parse().map_err(|e: IdError| Invalid::Field {
-                field: "offer.site".into(),
-                problem: e.to_string(),
-            })?;
             let outcome = if commit == Commit::Superseded {
                 Commit::Superseded
             } else {
