@@ -284,7 +284,7 @@ impl Hierarchy {
             site_check_minutes: 60,
             link_degraded_after: 12,
             link_failed_after: 24,
-            max_run_mb: 1024,
+            max_run_mb: 953,
             max_message_mb: 64,
             max_runs_in_flight: 2,
             request_timeout_seconds: 600,

@@ -114,8 +114,11 @@ fn default_request_timeout_seconds() -> u64 {
     600
 }
 
+/// The largest run the store can hold: SQLite's blob limit, 10^9 bytes, in MiB.
+const MAX_RUN_MB: u64 = 953;
+
 fn default_max_run_mb() -> u64 {
-    1024
+    MAX_RUN_MB
 }
 
 fn default_degraded_after() -> u32 {
@@ -157,8 +160,13 @@ impl AggregatorConfig {
                 return Err(config::invalid(path, field, "must be at least 1"));
             }
         }
-        if cfg.max_run_mb == 0 {
-            return Err(config::invalid(path, "max_run_mb", "must be at least 1"));
+        // SQLite keeps a run in one blob, which it caps at 10^9 bytes.
+        if cfg.max_run_mb == 0 || cfg.max_run_mb > MAX_RUN_MB {
+            return Err(config::invalid(
+                path,
+                "max_run_mb",
+                format!("must be between 1 and {MAX_RUN_MB}"),
+            ));
         }
         if cfg.sites.is_empty() {
             return Err(config::invalid(path, "sites", "lists no site"));

@@ -579,10 +579,11 @@ impl AggregatorService {
             )));
         }
         self.check_sender(&header, &fields.hash_key_id)?;
-        let (store, size, received_at) = (Arc::clone(&self.store), offer.size, received_at_now());
+        let (store, offer, received_at) =
+            (Arc::clone(&self.store), offer.clone(), received_at_now());
         let commit = tokio::task::spawn_blocking(move || {
             store
-                .commit_staged(&fields, &header, size, &received_at)
+                .commit_staged(&fields, &header, &offer, &received_at)
                 .map(|c| (c, header))
         })
         .await

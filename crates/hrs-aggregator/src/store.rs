@@ -212,7 +212,7 @@ pub trait MergeStore: Send + Sync + 'static {
         &self,
         fields: &pb::Run,
         header: &RunHeader,
-        size: u64,
+        offer: &pb::RunOffer,
         received_at: &str,
     ) -> Result<Commit, MergeError>;
 
@@ -550,6 +550,21 @@ impl MergeStore for SqliteMergeStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT site FROM staged_runs WHERE run_id = ?1",
+                    params![offer.run_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            // A run id staged by one site is never touched by another's offer.
+            if let Some(owner) = owner.filter(|owner| *owner != offer.site) {
+                return Ok(Err(MergeError::Conflict {
+                    run_id: offer.run_id.clone(),
+                    stored: format!("a staging of site {owner}"),
+                    sent: format!("an offer of site {}", offer.site),
+                }));
+            }
             let staged = match existing {
                 Some((stored_size, sha256, held, outcome))
                     if stored_size == size && sha256 == offer.sha256 =>
@@ -680,15 +695,36 @@ impl MergeStore for SqliteMergeStore {
         &self,
         fields: &pb::Run,
         header: &RunHeader,
-        size: u64,
+        offer: &pb::RunOffer,
         received_at: &str,
     ) -> Result<Commit, MergeError> {
         let sequence = i64::try_from(fields.sequence).unwrap_or(i64::MAX);
         let period = header.period.to_string();
         let site = header.site.to_string();
         let run_id = fields.run_id.clone();
+        let size = offer.size;
         self.store.with(|conn| {
             let tx = conn.transaction()?;
+            // The staging checked a moment ago must still be the same, whole and open: it
+            // may have been swept, evicted or replaced meanwhile.
+            let staged: Option<(i64, String, i64, Option<String>)> = tx
+                .query_row(
+                    "SELECT size, sha256, held, outcome FROM staged_runs WHERE run_id = ?1",
+                    params![run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let whole = i64::try_from(size).unwrap_or(i64::MAX);
+            let intact = matches!(
+                &staged,
+                Some((stored, sha256, held, None))
+                    if *stored == whole && *held == whole && *sha256 == offer.sha256
+            );
+            if !intact {
+                return Err(StoreError::Corrupt(format!(
+                    "run {run_id} changed in staging while it was committed; send it again"
+                )));
+            }
             let stored: Option<String> = tx
                 .query_row(
                     "SELECT digest FROM runs WHERE run_id = ?1",
@@ -834,6 +870,44 @@ mod tests {
             store.stage(&changed, &at(3), &at(0)).expect("stages").held,
             0
         );
+    }
+
+    #[test]
+    fn a_staging_gone_or_claimed_by_another_site_is_never_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
+        let first = offer(1, 10);
+        store.stage(&first, &at(1), &at(0)).expect("stages");
+        store
+            .stage_append(&first.run_id, 0, &[1; 10])
+            .expect("appends");
+        let other_site = pb::RunOffer {
+            site: "P02".into(),
+            ..first.clone()
+        };
+        assert!(matches!(
+            store.stage(&other_site, &at(2), &at(0)),
+            Err(MergeError::Conflict { .. })
+        ));
+        store.stage_discard(&first.run_id).expect("discards");
+        let header = RunHeader {
+            run_id: uuid::Uuid::parse_str(&first.run_id).expect("uuid"),
+            site: "P01".parse().expect("site"),
+            hierarchy_id: hrs_core::HierarchyId::new(uuid::Uuid::new_v4()),
+            period: "2026-W48".parse().expect("period"),
+            level: hrs_core::Level::Basic,
+        };
+        let fields = pb::Run {
+            run_id: first.run_id.clone(),
+            sequence: 1,
+            ..Default::default()
+        };
+        assert!(
+            store
+                .commit_staged(&fields, &header, &first, &at(3))
+                .is_err()
+        );
+        assert!(store.current(None, None).expect("reads").is_empty());
     }
 
     #[test]

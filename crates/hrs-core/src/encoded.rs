@@ -21,6 +21,9 @@ const WINDOW: usize = 1 << 20;
 const MAX_RUN_FIELDS: usize = 1 << 20;
 /// Most bytes a result set's fields other than its rows may take.
 const MAX_SET_FIELDS: usize = 1 << 20;
+/// Most bytes all result sets' fields other than rows may take together: their decoded
+/// form is held until every set is checked, so it must stay small whatever the run's size.
+const MAX_ALL_SET_FIELDS: usize = 4 << 20;
 /// Most bytes one row may take.
 const MAX_ROW: usize = 4 << 20;
 /// Most result sets a run may carry: far above any catalog, low enough that a run of
@@ -103,6 +106,11 @@ impl<'a> Cursor<'a> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte()?;
+            // As prost decodes: the tenth byte may only carry the top bit of a u64, so no
+            // encoding passes here that prost would refuse once the run is stored.
+            if shift == 63 && byte > 1 {
+                break;
+            }
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
@@ -110,15 +118,18 @@ impl<'a> Cursor<'a> {
         }
         Err(field(
             "run",
-            format!("a varint runs past 10 bytes at byte {}", self.pos),
+            format!("an invalid varint at byte {}", self.pos),
         ))
     }
 
     /// Reads a field key: its number and wire type.
     fn key(&mut self) -> Result<(u64, u64), EncodedError> {
         let key = self.varint()?;
-        if key >> 3 == 0 {
-            return Err(field("run", format!("field number 0 at byte {}", self.pos)));
+        if key >> 3 == 0 || key > u64::from(u32::MAX) {
+            return Err(field(
+                "run",
+                format!("an invalid field key at byte {}", self.pos),
+            ));
         }
         Ok((key >> 3, key & 7))
     }
@@ -261,6 +272,7 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
     let mut cursor = Cursor::new(source);
     let mut own_fields = Vec::new();
     let mut spans = Vec::new();
+    let mut set_fields = 0usize;
     while cursor.pos < cursor.size {
         let key_at = cursor.pos;
         let (number, wire) = cursor.key()?;
@@ -281,7 +293,15 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
             let start = cursor.pos;
             cursor.skip(len)?;
             let end = cursor.pos;
-            spans.push(read_set(&mut cursor, spans.len(), start, end)?);
+            let span = read_set(&mut cursor, spans.len(), start, end)?;
+            set_fields += span.fields.encoded_len();
+            if set_fields > MAX_ALL_SET_FIELDS {
+                return Err(field(
+                    "run.results",
+                    format!("fields other than rows exceed {MAX_ALL_SET_FIELDS} bytes in all"),
+                ));
+            }
+            spans.push(span);
             cursor.pos = end;
         } else {
             cursor.skip_value(wire)?;
@@ -423,6 +443,18 @@ mod tests {
                 .to_string()
                 .contains("appears twice")
         );
+    }
+
+    #[test]
+    fn a_varint_prost_refuses_is_refused_here_too() {
+        let good = run().encode_to_vec();
+        // The results key 0x52 written in ten bytes, with excess bits in the tenth.
+        let at = good.iter().position(|b| *b == 0x52).expect("a results key");
+        let mut bad = good[..at].to_vec();
+        bad.extend([0xD2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
+        bad.extend(&good[at + 1..]);
+        assert!(pb::Run::decode(bad.as_slice()).is_err(), "prost refuses it");
+        assert!(check_run_encoded(&bad).is_err());
     }
 
     #[test]

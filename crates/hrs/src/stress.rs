@@ -83,7 +83,7 @@ hierarchy_id = "{hierarchy}"
 level = "Full"
 store = "merge.sqlite"
 sites = ["{site}"]
-max_run_mb = 4096
+max_run_mb = 953
 "#
         ),
     )?;
