@@ -534,37 +534,32 @@ impl MergeStore for SqliteMergeStore {
         let size = i64::try_from(offer.size).unwrap_or(i64::MAX);
         self.store.with(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "DELETE FROM staged_chunks WHERE run_id IN
-                   (SELECT run_id FROM staged_runs WHERE started_at < ?1)",
-                params![stale_before],
-            )?;
-            tx.execute(
-                "DELETE FROM staged_runs WHERE started_at < ?1",
-                params![stale_before],
-            )?;
-            let existing: Option<(i64, String, i64, Option<String>)> = tx
+            for table in ["staged_chunks", "staged_runs"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE run_id IN
+                           (SELECT run_id FROM staged_runs WHERE started_at < ?1)"
+                    ),
+                    params![stale_before],
+                )?;
+            }
+            let existing: Option<(i64, String, i64, Option<String>, String)> = tx
                 .query_row(
-                    "SELECT size, sha256, held, outcome FROM staged_runs WHERE run_id = ?1",
+                    "SELECT size, sha256, held, outcome, site FROM staged_runs WHERE run_id = ?1",
                     params![offer.run_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let owner: Option<String> = tx
-                .query_row(
-                    "SELECT site FROM staged_runs WHERE run_id = ?1",
-                    params![offer.run_id],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
             // A run id staged by one site is never touched by another's offer.
-            if let Some(owner) = owner.filter(|owner| *owner != offer.site) {
+            if let Some((.., owner)) = existing.as_ref().filter(|e| e.4 != offer.site) {
                 return Ok(Err(MergeError::Conflict {
                     run_id: offer.run_id.clone(),
                     stored: format!("a staging of site {owner}"),
                     sent: format!("an offer of site {}", offer.site),
                 }));
             }
+            let existing =
+                existing.map(|(size, sha256, held, outcome, _)| (size, sha256, held, outcome));
             let staged = match existing {
                 Some((stored_size, sha256, held, outcome))
                     if stored_size == size && sha256 == offer.sha256 =>
