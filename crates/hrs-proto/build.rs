@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let descriptors = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Malformed messages are the caller's mistake: see `codec`.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

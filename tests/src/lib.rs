@@ -184,6 +184,15 @@ pub struct Hierarchy {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Both stores of a hierarchy, row by row.
+#[derive(Debug, PartialEq)]
+pub struct StoresDump {
+    /// The aggregator's merge store.
+    pub aggregator: Vec<(String, Vec<Vec<rusqlite::types::Value>>)>,
+    /// The intake's store.
+    pub intake: Vec<(String, Vec<Vec<rusqlite::types::Value>>)>,
+}
+
 /// Binds a listener on a free loopback port.
 async fn listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -227,14 +236,11 @@ impl Hierarchy {
         let (cp_listener, cp_addr) = listener().await;
         let (aggregator_listener, aggregator) = listener().await;
 
-        let intake_config = IntakeConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            store: dir.path().join("intake.sqlite"),
-            retention_days: 365,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-        };
+        let mut intake_config = IntakeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.path().join("intake.sqlite"),
+        );
+        intake_config.metrics_file = Some(dir.path().join("intake.prom"));
         let config = intake_config.clone();
         let stop = stop_signal(&mut stops);
         tasks.push(tokio::spawn(async move {
@@ -261,6 +267,13 @@ impl Hierarchy {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            intake_ca: None,
+            intake_token_file: None,
+            intake_token: None,
+            metrics_file: None,
+            max_connections: 64,
+            max_message_mb: 64,
+            request_timeout_seconds: 600,
             source: None,
         };
         let config = connection_point.clone();
@@ -286,6 +299,8 @@ impl Hierarchy {
             link_failed_after: 24,
             max_run_mb: 953,
             max_message_mb: 64,
+            metrics_file: Some(dir.path().join("aggregator.prom")),
+            max_connections: 512,
             max_runs_in_flight: 2,
             request_timeout_seconds: 600,
             tls_cert: None,
@@ -349,6 +364,7 @@ impl Hierarchy {
             spool_max_mb: 1024,
             spool_max_age_days: 365,
             push_chunk_kib: 1024,
+            max_run_mb: 953,
             link_degraded_after: 12,
             link_failed_after: 24,
         }
@@ -436,6 +452,59 @@ impl Hierarchy {
             .iter()
             .map(|run| run.encode_to_vec())
             .collect()
+    }
+
+    /// Every row of every table of the SQLite file at `path`, table by table in name order
+    /// and row by row in key order: two equal dumps mean the store holds the same bytes.
+    pub fn store_dump(path: &Path) -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
+        let conn =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("opens the store read-only");
+        let mut tables = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .expect("lists tables");
+        let tables: Vec<String> = tables
+            .query_map([], |r| r.get(0))
+            .expect("lists tables")
+            .collect::<Result<_, _>>()
+            .expect("reads table names");
+        tables
+            .into_iter()
+            .map(|table| {
+                let mut select = conn
+                    .prepare(&format!("SELECT * FROM \"{table}\""))
+                    .expect("selects");
+                let columns = select.column_count();
+                let mut rows: Vec<Vec<rusqlite::types::Value>> = select
+                    .query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
+                    .expect("reads rows")
+                    .collect::<Result<_, _>>()
+                    .expect("reads rows");
+                rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                (table, rows)
+            })
+            .collect()
+    }
+
+    /// The aggregator's merge store and the intake's store, dumped: see [`Self::store_dump`].
+    pub fn stores(&self) -> StoresDump {
+        StoresDump {
+            aggregator: Self::store_dump(&self.aggregator_config.store),
+            intake: Self::store_dump(&self.intake_config.store),
+        }
+    }
+
+    /// Waits until the metrics file at `path` holds `line`, and returns the file's text.
+    pub async fn wait_metric(path: &Path, line: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().any(|l| l == line) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never held {line:?}; it holds:\n{text}", path.display());
     }
 
     /// Returns the intake's submissions, oldest first.

@@ -108,7 +108,7 @@ pub async fn collect<D: SiteDb>(
     sequence: u64,
 ) -> pb::Run {
     let mut sink = MemorySink::default();
-    let collected = match collect_into(db, catalog, what, run_id, sequence, &mut sink).await {
+    let collected = match collect_into(db, catalog, what, run_id, sequence, None, &mut sink).await {
         Ok(collected) => collected,
         Err(never) => match never {},
     };
@@ -120,92 +120,240 @@ pub async fn collect<D: SiteDb>(
     run
 }
 
+/// Longest error text a run records for one query, in bytes; a longer one is cut (the
+/// site's log keeps it whole). Bounding it lets a run's size limit reserve room for every
+/// query's own fields before the first row, so the limit holds exactly.
+pub const MAX_ERROR_BYTES: usize = 1024;
+
+/// Room kept for the text fields a run gets only when it ends (`finished_at`, `digest`),
+/// in bytes: more than either ever takes.
+const LATE_FIELD_BYTES: usize = 128;
+
+/// Keeps a run within its size limit while it is collected.
+///
+/// Everything in a run but its rows is bounded before the first query runs: the run's
+/// own fields, and each applicable query's set without rows (error at its longest, each
+/// length prefix at its widest). That bound is reserved; rows are counted as they come,
+/// exactly as they are encoded. A row that would take the run past the limit fails its
+/// query: the set is kept with the error and no rows, and what it had taken is freed for
+/// the queries after it.
+#[derive(Debug)]
+struct Budget {
+    /// The largest the run's encoding may be, in bytes.
+    limit: u64,
+    /// The bound on everything but rows, in bytes.
+    reserved: u64,
+    /// Row bytes of the sets recorded with their rows.
+    kept: u64,
+    /// Row bytes of the set being collected.
+    current: u64,
+}
+
+impl Budget {
+    fn new<'a>(
+        limit: u64,
+        header: &pb::Run,
+        sets: impl Iterator<Item = &'a pb::ResultSet>,
+    ) -> Self {
+        use prost::Message as _;
+        let late = "x".repeat(LATE_FIELD_BYTES);
+        let header = pb::Run {
+            finished_at: late.clone(),
+            digest: late,
+            ..header.clone()
+        }
+        .encoded_len() as u64;
+        let error = "x".repeat(MAX_ERROR_BYTES);
+        let sets: u64 = sets
+            .map(|set| {
+                let bound = pb::ResultSet {
+                    error: error.clone(),
+                    duration_ms: u64::MAX,
+                    ..set.clone()
+                }
+                .encoded_len() as u64;
+                // The set's key, then its length prefix at the widest a varint takes.
+                1 + 10 + bound
+            })
+            .sum();
+        Self {
+            limit,
+            reserved: header.saturating_add(sets),
+            kept: 0,
+            current: 0,
+        }
+    }
+
+    /// Counts one row of the current set; returns the size the run would reach when the
+    /// row does not fit.
+    fn take(&mut self, row: &pb::Row) -> Result<(), u64> {
+        use prost::Message as _;
+        let len = row.encoded_len();
+        // The row's key, length prefix and bytes, as the set's encoding holds it.
+        let bytes = 1 + prost::encoding::encoded_len_varint(len as u64) as u64 + len as u64;
+        let reached = self
+            .reserved
+            .saturating_add(self.kept)
+            .saturating_add(self.current)
+            .saturating_add(bytes);
+        if reached > self.limit {
+            return Err(reached);
+        }
+        self.current += bytes;
+        Ok(())
+    }
+
+    /// Ends the current set: its rows stay in the run, or (a failed set) leave it.
+    fn end_set(&mut self, kept: bool) {
+        if kept {
+            self.kept += self.current;
+        }
+        self.current = 0;
+    }
+}
+
+/// Why a query's set carries an error instead of rows.
+enum Failed {
+    /// The query failed; not yet logged.
+    Query(String),
+    /// Its rows would have taken the run past its size limit; logged where found.
+    TooLarge(String),
+}
+
+/// Cuts an error to [`MAX_ERROR_BYTES`], on a character boundary.
+fn bounded(mut error: String) -> String {
+    const MARK: &str = "…";
+    if error.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES - MARK.len();
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+        error.push_str(MARK);
+    }
+    error
+}
+
 /// Runs every catalog query that applies to this site and level, handing each row to
 /// `sink` as it is read and shaped; a query that fails is recorded with its error.
+///
+/// With `max_run_bytes`, the run's encoding never exceeds it: a query whose rows would
+/// take it past the limit is recorded as failed, saying so, and the queries after it
+/// still run.
 pub async fn collect_into<D: SiteDb, S: Sink + Send>(
     db: &mut D,
     catalog: &Catalog,
     what: &Collection,
     run_id: uuid::Uuid,
     sequence: u64,
+    max_run_bytes: Option<u64>,
     sink: &mut S,
 ) -> Result<Collected, S::Error>
 where
     S::Error: Send,
 {
-    let started_at = now();
+    let mut header = pb::Run {
+        run_id: run_id.to_string(),
+        sequence,
+        site: what.site.to_string(),
+        hierarchy_id: what.hierarchy_id.to_string(),
+        period: what.period.to_string(),
+        catalog_version: catalog.version.clone(),
+        level: what.level.as_str().to_owned(),
+        started_at: now(),
+        finished_at: String::new(),
+        results: Vec::new(),
+        digest: String::new(),
+        hash_key_id: what.hasher.key_id(),
+    };
     let params = QueryParams {
         period_start: what.period.start(),
         period_end: what.period.end(),
     };
     let hierarchy_hash = what.hierarchy_id.hashed();
-    let (mut queries, mut failed_queries, mut total_rows) = (0, 0, 0);
-    for query in catalog
+    // Each applicable query's set without its rows, error and duration: what it records.
+    let sets: Vec<(&QueryDef, pb::ResultSet)> = catalog
         .at_level(what.level)
         .filter(|q| applies(q, what.site_type))
-    {
+        .map(|query| {
+            let columns = query
+                .output_columns()
+                .into_iter()
+                .map(|(name, ty)| pb::Column {
+                    name,
+                    r#type: ty.as_str().to_owned(),
+                })
+                .collect();
+            let set = pb::ResultSet {
+                query_id: query.id.clone(),
+                level: query.level.as_str().to_owned(),
+                columns,
+                ..Default::default()
+            };
+            (query, set)
+        })
+        .collect();
+    let mut budget =
+        max_run_bytes.map(|limit| Budget::new(limit, &header, sets.iter().map(|(_, set)| set)));
+    let (mut queries, mut failed_queries, mut total_rows) = (0, 0, 0);
+    for (query, set) in sets {
         let began = Instant::now();
-        let columns = query
-            .output_columns()
-            .into_iter()
-            .map(|(name, ty)| pb::Column {
-                name,
-                r#type: ty.as_str().to_owned(),
-            })
-            .collect();
-        let outcome = run_query(db, query, &params, &hierarchy_hash, &what.hasher, sink).await?;
+        let outcome = run_query(
+            db,
+            query,
+            &params,
+            &hierarchy_hash,
+            &what.hasher,
+            budget.as_mut(),
+            sink,
+        )
+        .await?;
         let error = match outcome {
             Ok(rows) => {
                 total_rows += rows;
                 String::new()
             }
-            Err(error) => {
+            Err(Failed::Query(error)) => {
                 tracing::warn!(query = %query.id, %error, "query failed");
                 failed_queries += 1;
-                error
+                bounded(error)
+            }
+            Err(Failed::TooLarge(error)) => {
+                failed_queries += 1;
+                bounded(error)
             }
         };
+        if let Some(budget) = budget.as_mut() {
+            budget.end_set(error.is_empty());
+        }
         queries += 1;
         sink.end_set(&pb::ResultSet {
-            query_id: query.id.clone(),
-            level: query.level.as_str().to_owned(),
-            columns,
-            rows: Vec::new(),
             error,
             duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..set
         })?;
     }
+    header.finished_at = now();
     Ok(Collected {
-        header: pb::Run {
-            run_id: run_id.to_string(),
-            sequence,
-            site: what.site.to_string(),
-            hierarchy_id: what.hierarchy_id.to_string(),
-            period: what.period.to_string(),
-            catalog_version: catalog.version.clone(),
-            level: what.level.as_str().to_owned(),
-            started_at,
-            finished_at: now(),
-            results: Vec::new(),
-            digest: String::new(),
-            hash_key_id: what.hasher.key_id(),
-        },
+        header,
         queries,
         failed_queries,
         rows: total_rows,
     })
 }
 
-/// Runs one query, handing each shaped row to `sink`. Returns the rows handed over, or
-/// the query's error as the run records it; a sink error stops everything.
+/// Runs one query, handing each shaped row to `sink` while it fits `budget`. Returns the
+/// rows handed over, or why the run records the query as failed; a sink error stops
+/// everything.
 async fn run_query<D: SiteDb, S: Sink + Send>(
     db: &mut D,
     query: &QueryDef,
     params: &QueryParams,
     hierarchy_hash: &str,
     hasher: &Hasher,
+    mut budget: Option<&mut Budget>,
     sink: &mut S,
-) -> Result<Result<u64, String>, S::Error>
+) -> Result<Result<u64, Failed>, S::Error>
 where
     S::Error: Send,
 {
@@ -214,9 +362,11 @@ where
         Dialect::Tsql => query.tsql.as_deref(),
     };
     let Some(sql) = sql else {
-        return Ok(Err("no query text for this database's dialect".to_owned()));
+        return Ok(Err(Failed::Query(
+            "no query text for this database's dialect".to_owned(),
+        )));
     };
-    let (mut rows, mut shape_error, mut sink_error) = (0u64, None, None);
+    let (mut rows, mut shape_error, mut sink_error, mut too_large) = (0u64, None, None, None);
     let stopped = || SiteDbError::Stopped("the collector".into());
     let outcome = db
         .query_each(sql, params, &mut |raw| {
@@ -227,6 +377,13 @@ where
             let row = pb::Row {
                 values: values.iter().map(pb::Value::from).collect(),
             };
+            if let Some(budget) = budget.as_deref_mut() {
+                // Reading on would only fill the spool with rows the run cannot keep.
+                budget.take(&row).map_err(|reached| {
+                    too_large = Some((reached, budget.limit));
+                    stopped()
+                })?;
+            }
             sink.row(&row).map_err(|e| {
                 sink_error = Some(e);
                 stopped()
@@ -239,11 +396,126 @@ where
         return Err(error);
     }
     if let Some(error) = shape_error {
-        return Ok(Err(error));
+        return Ok(Err(Failed::Query(error)));
+    }
+    if let Some((reached, limit)) = too_large {
+        tracing::warn!(
+            query = %query.id,
+            rows_read = rows,
+            reached,
+            limit,
+            "run size limit reached: the query is recorded as failed, without its rows"
+        );
+        return Ok(Err(Failed::TooLarge(format!(
+            "run size limit: with this query's rows the run would reach {reached} bytes, \
+             above the agent's limit of {limit} bytes (max_run_mb); its rows are left out"
+        ))));
     }
     Ok(outcome.map(|()| rows).map_err(|error| {
         // The full error stays in the site's log; the run carries only its class.
         tracing::warn!(query = %query.id, %error, "query failed at the site database");
-        error.public_reason()
+        Failed::Query(error.public_reason())
     }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    /// Seeds a site whose `F-UPDATE-STATUS` alone takes close to 3 MB (one row per update
+    /// and status), every other query far less.
+    pub(crate) fn seed_large_site(path: &std::path::Path) {
+        let size = hrs_sitedb::SiteSize {
+            clients: 1_000,
+            updates: 100_000,
+            updates_per_client: 40,
+        };
+        let site: SiteCode = "P01".parse().expect("site code");
+        hrs_sitedb::seed_sized(path, &site, &size, 1).expect("seeds");
+    }
+
+    /// Collects everything at Full level into memory, within `limit` when given.
+    async fn run_within(db: &mut hrs_sitedb::SqliteSiteDb, limit: Option<u64>) -> pb::Run {
+        let what = Collection {
+            site: "P01".parse().expect("site code"),
+            site_type: SiteType::Primary,
+            hierarchy_id: "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47".parse().expect("id"),
+            level: Level::Full,
+            period: "2026-W48".parse().expect("period"),
+            hasher: Hasher::from_key_file(None).expect("hasher"),
+        };
+        let catalog = Catalog::builtin().expect("catalog");
+        let mut sink = MemorySink::default();
+        let collected = collect_into(db, &catalog, &what, uuid::Uuid::nil(), 1, limit, &mut sink)
+            .await
+            .expect("collects");
+        let mut run = pb::Run {
+            results: sink.sets,
+            ..collected.header
+        };
+        run.digest = hrs_core::digest::run_digest(&run);
+        run
+    }
+
+    #[tokio::test]
+    async fn a_query_that_would_take_the_run_past_its_limit_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("site.sqlite");
+        seed_large_site(&path);
+        let mut db = hrs_sitedb::SqliteSiteDb::open(&path).expect("opens");
+
+        let whole = run_within(&mut db, None).await;
+        assert!(whole.results.iter().all(|set| set.error.is_empty()));
+        let size = whole.encoded_len() as u64;
+        assert!(size > 2 << 20, "the seeded run is only {size} bytes");
+
+        // Room for all: nothing fails.
+        let roomy = run_within(&mut db, Some(size + (1 << 20))).await;
+        assert!(roomy.results.iter().all(|set| set.error.is_empty()));
+
+        for limit in [256 << 10, 1 << 20, size - 1] {
+            let run = run_within(&mut db, Some(limit)).await;
+            assert!(
+                run.encoded_len() as u64 <= limit,
+                "a run of {} bytes within {limit}",
+                run.encoded_len()
+            );
+            assert_eq!(run.results.len(), whole.results.len());
+            let mut failed = Vec::new();
+            for (set, full) in run.results.iter().zip(&whole.results) {
+                assert_eq!(
+                    (&set.query_id, &set.columns),
+                    (&full.query_id, &full.columns)
+                );
+                if set.error.is_empty() {
+                    assert_eq!(set.rows, full.rows, "{}", set.query_id);
+                } else {
+                    // Failed for its size alone, saying how far it took the run.
+                    assert!(set.rows.is_empty());
+                    assert!(
+                        set.error.starts_with("run size limit")
+                            && set.error.contains(&format!("limit of {limit} bytes")),
+                        "{}",
+                        set.error
+                    );
+                    failed.push(set.query_id.as_str());
+                }
+            }
+            assert!(failed.contains(&"F-UPDATE-STATUS"), "{failed:?}");
+            if limit >= 1 << 20 {
+                // The queries after the largest still ran and kept their rows.
+                assert_eq!(failed, ["F-UPDATE-STATUS"]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_error_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = bounded(long.clone());
+        assert!(cut.len() <= MAX_ERROR_BYTES && cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+    }
 }

@@ -85,6 +85,11 @@ pub struct AgentConfig {
     /// The longest a run may wait in the spool, in days; older runs are dropped.
     #[serde(default = "default_spool_max_age_days")]
     pub spool_max_age_days: u64,
+    /// The largest run the agent builds, in MiB (1 to [`MAX_RUN_MB`]): a query whose rows
+    /// would take the run past it is recorded as failed instead, so a run that can never
+    /// be spooled or accepted upstream is not collected again and again.
+    #[serde(default = "default_max_run_mb")]
+    pub max_run_mb: u64,
     /// Size of the chunks a run is sent in, in KiB: a broken link resumes from the last
     /// chunk the upstream holds, so slow or flaky links want smaller chunks.
     #[serde(default = "default_push_chunk_kib")]
@@ -95,6 +100,14 @@ pub struct AgentConfig {
     /// Consecutive failed deliveries after which the link to the upstream has failed.
     #[serde(default = "default_failed_after")]
     pub link_failed_after: u32,
+}
+
+/// The largest `max_run_mb`, and its default: SQLite keeps a spooled run in one blob of at
+/// most 10^9 bytes, and the aggregator takes runs up to this size (its own `max_run_mb`).
+pub const MAX_RUN_MB: u64 = 953;
+
+fn default_max_run_mb() -> u64 {
+    MAX_RUN_MB
 }
 
 fn default_spool_max_mb() -> u64 {
@@ -171,6 +184,13 @@ impl AgentConfig {
                 path,
                 "spool_max_age_days",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=MAX_RUN_MB).contains(&cfg.max_run_mb) {
+            return Err(config::invalid(
+                path,
+                "max_run_mb",
+                format!("must be between 1 and {MAX_RUN_MB}"),
             ));
         }
         let max_kib = hrs_proto::chunks::MAX_CHUNK_BYTES / 1024;
@@ -250,6 +270,11 @@ impl AgentConfig {
         }
     }
 
+    /// Returns the largest run the agent builds, in bytes.
+    pub fn max_run_bytes(&self) -> u64 {
+        self.max_run_mb.saturating_mul(1024 * 1024)
+    }
+
     /// Returns when the link to the upstream counts as degraded, then failed.
     pub fn link_thresholds(&self) -> LinkThresholds {
         LinkThresholds {
@@ -290,6 +315,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("retry_max_seconds", &self.retry_max_seconds)
             .field("spool_max_mb", &self.spool_max_mb)
             .field("spool_max_age_days", &self.spool_max_age_days)
+            .field("max_run_mb", &self.max_run_mb)
             .field("push_chunk_kib", &self.push_chunk_kib)
             .field("link_degraded_after", &self.link_degraded_after)
             .field("link_failed_after", &self.link_failed_after)
@@ -303,6 +329,15 @@ mod tests {
 
     /// Loads an agent configuration whose only variable is its `site_db` line.
     fn load_with_site_db(site_db: &str) -> (tempfile::TempDir, AgentConfig) {
+        let (dir, config) = try_load(site_db, "");
+        (dir, config.expect("loads"))
+    }
+
+    /// Loads an agent configuration of `site_db` and `extra` lines.
+    fn try_load(
+        site_db: &str,
+        extra: &str,
+    ) -> (tempfile::TempDir, Result<AgentConfig, ConfigError>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
         std::fs::write(
@@ -310,12 +345,30 @@ mod tests {
             format!(
                 "site = \"P01\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
                  site_db = \"{site_db}\"\nspool = \"spool.sqlite\"\n\
-                 upstream = \"http://127.0.0.1:7401\"\n"
+                 upstream = \"http://127.0.0.1:7401\"\n{extra}"
             ),
         )
         .expect("writes");
-        let config = AgentConfig::load(&path).expect("loads");
+        let config = AgentConfig::load(&path);
         (dir, config)
+    }
+
+    #[test]
+    fn max_run_mb_defaults_to_the_largest_and_stays_within_it() {
+        let (_dir, config) = load_with_site_db("site.sqlite");
+        assert_eq!(config.max_run_mb, MAX_RUN_MB);
+        assert_eq!(config.max_run_bytes(), 953 << 20);
+        assert!(config.max_run_bytes() < 1_000_000_000);
+        let (_dir, config) = try_load("site.sqlite", "max_run_mb = 1\n");
+        assert_eq!(config.expect("loads").max_run_bytes(), 1 << 20);
+        for wrong in [0, 954] {
+            let (_dir, config) = try_load("site.sqlite", &format!("max_run_mb = {wrong}\n"));
+            let error = config.expect_err("refused").to_string();
+            assert!(
+                error.contains("max_run_mb") && error.contains("between 1 and 953"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

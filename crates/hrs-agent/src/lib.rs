@@ -34,6 +34,9 @@ pub enum AgentError {
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] StoreError),
+    /// A collection could not start (another holds the spool) or be spooled.
+    #[error(transparent)]
+    Collecting(#[from] spool::CollectingError),
     /// The site database could not be opened.
     #[error(transparent)]
     SiteDb(#[from] hrs_sitedb::SiteDbError),
@@ -140,7 +143,15 @@ impl Agent {
     }
 
     /// Runs the catalog for `period` and spools the run.
+    ///
+    /// Fails at once with [`spool::CollectingError::Busy`] while another collection (say
+    /// the service, beside `--once`) runs on the same spool.
     pub async fn collect(&self, period: Period) -> Result<RunSummary, AgentError> {
+        let run_id = uuid::Uuid::new_v4();
+        // Rows go to the spool as they are read, so memory stays flat however large the
+        // run; the run becomes visible in the spool only once whole. Taken first: it holds
+        // the spool's collection lock, so nothing is read while another collection runs.
+        let mut sink = self.spool.begin(&run_id.to_string())?;
         let spec = self.config.site_db_spec()?;
         let mut db = hrs_sitedb::open(&spec).await?;
         let what = collect::Collection {
@@ -152,13 +163,16 @@ impl Agent {
             hasher: self.config.hasher()?,
         };
         let sequence = self.spool.next_sequence().await?;
-        let run_id = uuid::Uuid::new_v4();
-        // Rows go to the spool as they are read, so memory stays flat however large the
-        // run; the run becomes visible in the spool only once whole.
-        let mut sink = self.spool.begin(&run_id.to_string())?;
-        let collected =
-            collect::collect_into(&mut db, &self.catalog, &what, run_id, sequence, &mut sink)
-                .await?;
+        let collected = collect::collect_into(
+            &mut db,
+            &self.catalog,
+            &what,
+            run_id,
+            sequence,
+            Some(self.config.max_run_bytes()),
+            &mut sink,
+        )
+        .await?;
         let collected_at = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
@@ -501,8 +515,16 @@ impl Agent {
     async fn cycle(&self, backoff: &mut Backoff, check: Duration) -> Result<Duration, AgentError> {
         let period = self.config.period();
         let due = self.spool.last_collected().await?.as_deref() != Some(&period.to_string());
-        if due && let Err(error) = self.collect(period).await {
-            tracing::error!(%error, %period, "collection failed");
+        if due {
+            match self.collect(period).await {
+                Ok(_) => {}
+                // Another process (`--once`) is collecting on this spool: not a fault; if
+                // it collects this period, the next check finds it done.
+                Err(AgentError::Collecting(error @ spool::CollectingError::Busy { .. })) => {
+                    tracing::warn!(%error, %period, "collection deferred to the next check");
+                }
+                Err(error) => tracing::error!(%error, %period, "collection failed"),
+            }
         }
         Ok(match self.deliver().await {
             Ok(_) => {
@@ -592,6 +614,83 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_run_past_max_run_mb_is_spooled_with_the_overflowing_query_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site_db = dir.path().join("site.sqlite");
+        collect::tests::seed_large_site(&site_db);
+        let config = AgentConfig {
+            site: "P01".parse().expect("site code"),
+            site_type: SiteType::Primary,
+            hierarchy_id: "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47".parse().expect("id"),
+            level: hrs_core::Level::Full,
+            site_db: format!("sqlite:{}", site_db.display()),
+            site_db_password_env: None,
+            site_db_password_file: None,
+            hash_key_file: None,
+            spool: dir.path().join("spool.sqlite"),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            metrics_file: None,
+            // Never called: the run is only collected and spooled.
+            upstream: "http://127.0.0.1:9".into(),
+            period: None,
+            check_minutes: 60,
+            retry_max_seconds: 1,
+            spool_max_mb: 1024,
+            spool_max_age_days: 365,
+            max_run_mb: 1,
+            push_chunk_kib: 1024,
+            link_degraded_after: 12,
+            link_failed_after: 24,
+        };
+        let agent = Agent::open(config).expect("opens");
+        let period: Period = "2026-W48".parse().expect("period");
+        let summary = agent.collect(period).await.expect("collects");
+        assert_eq!(summary.failed_queries, 1);
+
+        // Spooled whole, within the limit, its digest that of its content, so the
+        // aggregator takes it; the other queries kept their rows.
+        let spooled = agent.spool.pending().await.expect("pending");
+        assert_eq!(spooled.len(), 1);
+        let run = &spooled[0].run;
+        let waiting = agent.spool.waiting().await.expect("waiting");
+        assert!(waiting[0].size <= 1 << 20, "{} bytes", waiting[0].size);
+        assert_eq!(run.digest, hrs_core::digest::run_digest(run));
+        assert_eq!(
+            agent
+                .spool
+                .last_collected()
+                .await
+                .expect("reads")
+                .as_deref(),
+            Some("2026-W48")
+        );
+        let failed: Vec<&pb::ResultSet> =
+            run.results.iter().filter(|s| !s.error.is_empty()).collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].query_id, "F-UPDATE-STATUS");
+        assert!(failed[0].rows.is_empty());
+        assert!(
+            failed[0]
+                .error
+                .contains("limit of 1048576 bytes (max_run_mb)"),
+            "{}",
+            failed[0].error
+        );
+        let kept = |id: &str| {
+            run.results
+                .iter()
+                .find(|s| s.query_id == id)
+                .map_or(0, |s| s.rows.len())
+        };
+        // One before the overflowing query, one after it.
+        assert!(kept("F-UPDATE-ERRORS") > 1_000);
+        assert!(kept("F-ALERTS") > 0);
+        assert_eq!(run.results.len(), summary.queries);
+    }
 
     #[test]
     fn backoff_grows_to_its_cap() {

@@ -1,7 +1,8 @@
 //! The durable spool: a run is written here before any attempt to send it, and removed
 //! only after the upstream has acknowledged its durable commit.
 
-use std::path::Path;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
 
 use hrs_core::digest::RunDigest;
 use hrs_core::link::LinkRecord;
@@ -124,6 +125,87 @@ pub struct Dropped {
     pub period: String,
     /// Which limit it broke.
     pub reason: String,
+}
+
+/// Why a collection could not be written into the spool, or turned into a run there.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectingError {
+    /// The spool failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another collection (the service, or `--once` beside it) holds the spool: only one
+    /// collection at a time may write into a spool, or one could clear the other's sets.
+    #[error(
+        "spool {spool}: another collection is running on it (lock {lock} is held); \
+         wait for it to finish, then collect again"
+    )]
+    Busy {
+        /// The spool file.
+        spool: PathBuf,
+        /// The lock file the other collection holds.
+        lock: PathBuf,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("spool {spool}: cannot take the collection lock {lock}: {source}")]
+    Lock {
+        /// The spool file.
+        spool: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The rows stored for a set are not the bytes recorded for it; the run is not
+    /// spooled, and the collection's pieces are left for the next one to clear.
+    #[error(
+        "run {run_id}: {set} recorded {recorded} bytes of rows but the spool holds {stored}; \
+         the run was not spooled"
+    )]
+    RowBytes {
+        /// The run.
+        run_id: String,
+        /// The set, by query id (or position, for rows without a set).
+        set: String,
+        /// Bytes recorded when the set ended.
+        recorded: u64,
+        /// Bytes of the pieces stored for it.
+        stored: u64,
+    },
+    /// The rows stored for a set are not as many as recorded for it; as for `RowBytes`.
+    #[error(
+        "run {run_id}: {set} recorded {recorded} rows but the spool holds {stored}; \
+         the run was not spooled"
+    )]
+    RowCount {
+        /// The run.
+        run_id: String,
+        /// The set, by query id.
+        set: String,
+        /// Rows recorded when the set ended.
+        recorded: u64,
+        /// Rows decoded from its stored pieces.
+        stored: u64,
+    },
+    /// The run's encoding came out at another size than computed for it; as for
+    /// `RowBytes`.
+    #[error(
+        "run {run_id}: its encoding is {expected} bytes but its parts came to {written}; \
+         the run was not spooled"
+    )]
+    Size {
+        /// The run.
+        run_id: String,
+        /// The size computed from its parts.
+        expected: u64,
+        /// The bytes its parts came to.
+        written: u64,
+    },
+}
+
+impl From<rusqlite::Error> for CollectingError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Store(error.into())
+    }
 }
 
 /// The agent's spool file.
@@ -448,8 +530,13 @@ const ROWS_KEY: u8 = (4 << 3) | 2;
 /// A collection being written into the spool as it is produced: rows go to disk in pieces
 /// of about a MiB, so memory stays flat whatever the run's size. [`Collecting::finish`]
 /// turns the pieces into one spooled run, byte for byte the encoding of the whole run.
+///
+/// It holds the spool's collection lock from [`Spool::begin`] until it is finished or
+/// dropped (or its process dies), so no other collection runs on the spool meanwhile.
 pub struct Collecting {
     store: Store,
+    /// The collection lock; released when this is dropped.
+    lock: File,
     run_id: String,
     set_index: i64,
     piece: i64,
@@ -458,15 +545,77 @@ pub struct Collecting {
     rows_bytes: u64,
 }
 
+/// Returns the collection lock file of the spool at `spool`: beside it, never removed (a
+/// lock file removed while another process waits to open it would let two hold "it").
+fn lock_path(spool: &Path) -> PathBuf {
+    let mut name = spool.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 impl Spool {
-    /// Starts writing a collection for `run_id`, clearing what an interrupted one left.
-    pub fn begin(&self, run_id: &str) -> Result<Collecting, StoreError> {
+    /// Starts writing a collection for `run_id`, clearing what interrupted ones left.
+    ///
+    /// It first takes the spool's collection lock, and fails at once with
+    /// [`CollectingError::Busy`] when another collection (of this or another process)
+    /// holds it. Holding the lock is what makes clearing safe: no other collection is live
+    /// on this spool, so whatever the collecting tables hold is a dead one's.
+    pub fn begin(&self, run_id: &str) -> Result<Collecting, CollectingError> {
+        let spool = self.store.path().to_owned();
+        let lock = lock_path(&spool);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock);
+        let file = match file {
+            Ok(file) => file,
+            Err(source) => {
+                return Err(CollectingError::Lock {
+                    spool,
+                    lock,
+                    source,
+                });
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(CollectingError::Busy { spool, lock }),
+            Err(TryLockError::Error(source)) => {
+                return Err(CollectingError::Lock {
+                    spool,
+                    lock,
+                    source,
+                });
+            }
+        }
         self.store.with(|conn| {
-            conn.execute_batch("DELETE FROM collecting_rows; DELETE FROM collecting_sets;")?;
+            let tx = conn.transaction()?;
+            let leftovers: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT run_id FROM collecting_sets UNION SELECT run_id FROM collecting_rows",
+                )?;
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            for leftover in &leftovers {
+                tracing::info!(run_id = %leftover, "clearing the pieces of an interrupted collection");
+                tx.execute(
+                    "DELETE FROM collecting_rows WHERE run_id = ?1",
+                    params![leftover],
+                )?;
+                tx.execute(
+                    "DELETE FROM collecting_sets WHERE run_id = ?1",
+                    params![leftover],
+                )?;
+            }
+            tx.commit()?;
             Ok(())
         })?;
         Ok(Collecting {
             store: self.store.clone(),
+            lock: file,
             run_id: run_id.to_owned(),
             set_index: 0,
             piece: 0,
@@ -497,105 +646,195 @@ impl Collecting {
 
     /// Writes the gathered pieces into the spool as one run, its digest computed from
     /// them, together with the period it collected; returns the digest and the run's size.
+    ///
+    /// It first checks that the pieces are what was recorded of them (bytes and rows of
+    /// every set) and that the run comes out at the size computed for it; on a mismatch
+    /// nothing is spooled and the pieces stay for the next [`Spool::begin`] to clear.
     pub fn finish(
         self,
         header: &pb::Run,
         collected_at: String,
-    ) -> Result<(String, u64), StoreError> {
-        let Collecting { store, run_id, .. } = self;
-        store.with(|conn| {
-            let tx = conn.transaction()?;
-            let sets = collected_sets(&tx, &run_id)?;
-
-            let mut digest = RunDigest::new(header, sets.len() as u64);
-            let mut sorted: Vec<&CollectedSet> = sets.iter().collect();
-            sorted.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
-            for set in sorted {
-                digest.set(&set.fields, set.rows);
-                for_each_piece(&tx, &run_id, set.index, |piece| {
-                    let mut rest = piece;
-                    while !rest.is_empty() {
-                        rest = rest.get(1..).unwrap_or_default();
-                        let row = pb::Row::decode_length_delimited(&mut rest)
-                            .map_err(|e| StoreError::Corrupt(format!("collected row: {e}")))?;
-                        digest.row(&row);
-                    }
-                    Ok(())
-                })?;
-            }
-            let digest = digest.finish();
-
-            // The run's fields 1 to 9, its results, then fields 11 and 12: prost's order,
-            // so the spooled bytes are exactly the whole run's encoding.
-            let opening = pb::Run {
-                results: Vec::new(),
-                digest: String::new(),
-                hash_key_id: String::new(),
-                ..header.clone()
-            }
-            .encode_to_vec();
-            let closing = pb::Run {
-                digest: digest.clone(),
-                hash_key_id: header.hash_key_id.clone(),
-                ..Default::default()
-            }
-            .encode_to_vec();
-            let set_len = |set: &CollectedSet| {
-                set.opening.len() as u64 + set.rows_bytes + set.closing.len() as u64
-            };
-            let size = opening.len() as u64
-                + closing.len() as u64
-                + sets
-                    .iter()
-                    .map(|set| 1 + encoded_len_varint(set_len(set)) as u64 + set_len(set))
-                    .sum::<u64>();
-
-            tx.execute(
-                "INSERT INTO runs (run_id, sequence, period, digest, collected_at, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, zeroblob(?6))",
-                params![
-                    run_id,
-                    i64::try_from(header.sequence).unwrap_or(i64::MAX),
-                    header.period,
-                    digest,
-                    collected_at,
-                    i64::try_from(size).unwrap_or(i64::MAX)
-                ],
-            )?;
-            {
-                let rowid = tx.last_insert_rowid();
-                let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, false)?;
-                let io = |e: std::io::Error| StoreError::Corrupt(format!("writing the run: {e}"));
-                blob.write_all(&opening).map_err(io)?;
-                for set in &sets {
-                    let mut prefix = vec![RESULTS_KEY];
-                    encode_varint(set_len(set), &mut prefix);
-                    blob.write_all(&prefix).map_err(io)?;
-                    blob.write_all(&set.opening).map_err(io)?;
-                    for_each_piece(&tx, &run_id, set.index, |piece| {
-                        blob.write_all(piece).map_err(io)
-                    })?;
-                    blob.write_all(&set.closing).map_err(io)?;
-                }
-                blob.write_all(&closing).map_err(io)?;
-            }
-            tx.execute(
-                "INSERT INTO state (key, value) VALUES ('last_period', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![header.period],
-            )?;
-            tx.execute(
-                "DELETE FROM collecting_rows WHERE run_id = ?1",
-                params![run_id],
-            )?;
-            tx.execute(
-                "DELETE FROM collecting_sets WHERE run_id = ?1",
-                params![run_id],
-            )?;
-            tx.commit()?;
-            Ok((digest, size))
-        })
+    ) -> Result<(String, u64), CollectingError> {
+        let Collecting {
+            store,
+            lock,
+            run_id,
+            ..
+        } = self;
+        let finished = store.with(|conn| Ok(write_run(conn, &run_id, header, collected_at)))?;
+        // Released only once the run is committed (or left as it was).
+        drop(lock);
+        finished
     }
+}
+
+/// Turns the collection `run_id` into a spooled run, in one transaction; see
+/// [`Collecting::finish`].
+fn write_run(
+    conn: &mut rusqlite::Connection,
+    run_id: &str,
+    header: &pb::Run,
+    collected_at: String,
+) -> Result<(String, u64), CollectingError> {
+    let tx = conn.transaction()?;
+    let sets = collected_sets(&tx, run_id)?;
+    check_pieces(&tx, run_id, &sets)?;
+
+    let mut digest = RunDigest::new(header, sets.len() as u64);
+    let mut sorted: Vec<&CollectedSet> = sets.iter().collect();
+    sorted.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
+    for set in sorted {
+        digest.set(&set.fields, set.rows);
+        let mut rows = 0u64;
+        for_each_piece(&tx, run_id, set.index, |piece| {
+            let mut rest = piece;
+            while let Some((&key, after)) = rest.split_first() {
+                if key != ROWS_KEY {
+                    return Err(StoreError::Corrupt(format!(
+                        "collected row: key {key} where a row's is {ROWS_KEY}"
+                    )));
+                }
+                rest = after;
+                let row = pb::Row::decode_length_delimited(&mut rest)
+                    .map_err(|e| StoreError::Corrupt(format!("collected row: {e}")))?;
+                digest.row(&row);
+                rows += 1;
+            }
+            Ok(())
+        })?;
+        if rows != set.rows {
+            return Err(CollectingError::RowCount {
+                run_id: run_id.to_owned(),
+                set: set.fields.query_id.clone(),
+                recorded: set.rows,
+                stored: rows,
+            });
+        }
+    }
+    let digest = digest.finish();
+
+    // The run's fields 1 to 9, its results, then fields 11 and 12: prost's order, so the
+    // spooled bytes are exactly the whole run's encoding.
+    let opening = pb::Run {
+        results: Vec::new(),
+        digest: String::new(),
+        hash_key_id: String::new(),
+        ..header.clone()
+    }
+    .encode_to_vec();
+    let closing = pb::Run {
+        digest: digest.clone(),
+        hash_key_id: header.hash_key_id.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let set_len =
+        |set: &CollectedSet| set.opening.len() as u64 + set.rows_bytes + set.closing.len() as u64;
+    let size = opening.len() as u64
+        + closing.len() as u64
+        + sets
+            .iter()
+            .map(|set| 1 + encoded_len_varint(set_len(set)) as u64 + set_len(set))
+            .sum::<u64>();
+
+    tx.execute(
+        "INSERT INTO runs (run_id, sequence, period, digest, collected_at, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, zeroblob(?6))",
+        params![
+            run_id,
+            i64::try_from(header.sequence).unwrap_or(i64::MAX),
+            header.period,
+            digest,
+            collected_at,
+            i64::try_from(size).unwrap_or(i64::MAX)
+        ],
+    )?;
+    let written = {
+        let rowid = tx.last_insert_rowid();
+        let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, false)?;
+        // Every part is counted, and written only while it fits: a run whose parts do not
+        // come to its size is refused below rather than spooled cut or padded with zeros.
+        let mut written = 0u64;
+        let mut put = |bytes: &[u8]| -> Result<(), StoreError> {
+            written += bytes.len() as u64;
+            if written <= size {
+                blob.write_all(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("writing the run: {e}")))?;
+            }
+            Ok(())
+        };
+        put(&opening)?;
+        for set in &sets {
+            let mut prefix = vec![RESULTS_KEY];
+            encode_varint(set_len(set), &mut prefix);
+            put(&prefix)?;
+            put(&set.opening)?;
+            for_each_piece(&tx, run_id, set.index, &mut put)?;
+            put(&set.closing)?;
+        }
+        put(&closing)?;
+        written
+    };
+    if written != size {
+        return Err(CollectingError::Size {
+            run_id: run_id.to_owned(),
+            expected: size,
+            written,
+        });
+    }
+    tx.execute(
+        "INSERT INTO state (key, value) VALUES ('last_period', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![header.period],
+    )?;
+    tx.execute(
+        "DELETE FROM collecting_rows WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    tx.execute(
+        "DELETE FROM collecting_sets WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    tx.commit()?;
+    Ok((digest, size))
+}
+
+/// Checks that the pieces stored for each set of `run_id` add up to the bytes recorded
+/// for it, and that no rows are stored for a set that was never recorded.
+fn check_pieces(
+    conn: &rusqlite::Connection,
+    run_id: &str,
+    sets: &[CollectedSet],
+) -> Result<(), CollectingError> {
+    let mut stored: std::collections::BTreeMap<i64, u64> = {
+        let mut stmt = conn.prepare(
+            "SELECT set_index, SUM(LENGTH(data)) FROM collecting_rows WHERE run_id = ?1
+             GROUP BY set_index",
+        )?;
+        stmt.query_map(params![run_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let mismatch = |set: String, recorded: u64, stored: u64| CollectingError::RowBytes {
+        run_id: run_id.to_owned(),
+        set,
+        recorded,
+        stored,
+    };
+    for set in sets {
+        let bytes = stored.remove(&set.index).unwrap_or(0);
+        if bytes != set.rows_bytes {
+            return Err(mismatch(set.fields.query_id.clone(), set.rows_bytes, bytes));
+        }
+    }
+    if let Some((index, bytes)) = stored.pop_first() {
+        return Err(mismatch(format!("set #{index} (never recorded)"), 0, bytes));
+    }
+    Ok(())
 }
 
 impl crate::collect::Sink for Collecting {
@@ -853,6 +1092,200 @@ mod tests {
             bytes == encoded,
             "the spooled bytes differ from the run's encoding"
         );
+    }
+
+    /// A run header as the agent makes one, for collections written by hand.
+    fn header(run_id: &str, sequence: u64) -> pb::Run {
+        pb::Run {
+            run_id: run_id.into(),
+            sequence,
+            period: "2026-W48".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `sets` sets of `rows` rows each into `sink`; returns them as the run should
+    /// record them.
+    fn write_sets(
+        sink: &mut Collecting,
+        tag: &str,
+        sets: usize,
+        rows: usize,
+    ) -> Vec<pb::ResultSet> {
+        use crate::collect::Sink as _;
+        (0..sets)
+            .map(|s| {
+                let rows: Vec<pb::Row> = (0..rows)
+                    .map(|n| pb::Row {
+                        values: vec![pb::Value {
+                            kind: Some(pb::value::Kind::Text(format!("{tag}-{s}-{n:0>200}"))),
+                        }],
+                    })
+                    .collect();
+                for row in &rows {
+                    sink.row(row).expect("row");
+                }
+                let set = pb::ResultSet {
+                    query_id: format!("{tag}-Q{s}"),
+                    level: "Basic".into(),
+                    duration_ms: 1,
+                    ..Default::default()
+                };
+                sink.end_set(&set).expect("set");
+                pb::ResultSet { rows, ..set }
+            })
+            .collect()
+    }
+
+    /// Runs `work` to its end, for the tests that drive collections by hand.
+    fn block<T>(work: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    }
+
+    /// Returns the run spooled as `run_id`, decoded.
+    fn spooled_run(spool: &Spool, run_id: &str) -> pb::Run {
+        block(spool.pending())
+            .expect("pending")
+            .into_iter()
+            .find(|s| s.run_id == run_id)
+            .unwrap_or_else(|| panic!("run {run_id} is not spooled"))
+            .run
+    }
+
+    /// Counts what the collecting tables hold, in sets and pieces.
+    fn collecting(spool: &Spool) -> (i64, i64) {
+        spool
+            .store
+            .with(|conn| {
+                Ok(conn.query_row(
+                    "SELECT (SELECT COUNT(*) FROM collecting_sets),
+                            (SELECT COUNT(*) FROM collecting_rows)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .expect("counts")
+    }
+
+    #[test]
+    fn a_second_collection_on_one_spool_fails_at_once_and_neither_loses_sets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.sqlite");
+        // Two handles, as the service and `--once` beside it each open the spool.
+        let service = Spool::open(&path).expect("opens");
+        let once = Spool::open(&path).expect("opens again");
+
+        let mut first = service.begin("run-service").expect("begins");
+        let first_sets = write_sets(&mut first, "S", 3, 3_000);
+
+        // From another thread, on the other handle, while the first is live: refused at
+        // once, naming the spool, without touching the first's sets.
+        let refused = std::thread::scope(|scope| {
+            scope
+                .spawn(|| once.begin("run-once").err())
+                .join()
+                .expect("joins")
+        });
+        match refused {
+            Some(CollectingError::Busy { spool, lock }) => {
+                assert_eq!(spool, path);
+                assert_eq!(lock, dir.path().join("spool.sqlite.lock"));
+            }
+            other => panic!("expected the spool to be busy, got {other:?}"),
+        }
+        let message = once
+            .begin("run-once")
+            .err()
+            .expect("still busy")
+            .to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains("another collection is running"),
+            "{message}"
+        );
+
+        // The first goes on and finishes whole.
+        let more = write_sets(&mut first, "T", 1, 10);
+        first
+            .finish(&header("run-service", 1), rfc3339(at(1)))
+            .expect("finishes");
+        let run = spooled_run(&once, "run-service");
+        assert_eq!(run.results, [first_sets, more].concat());
+        assert_eq!(run.digest, hrs_core::digest::run_digest(&run));
+
+        // Once it is done, the second collects in turn, and both runs stay.
+        let mut second = once.begin("run-once").expect("begins after the first");
+        let second_sets = write_sets(&mut second, "O", 2, 50);
+        second
+            .finish(&header("run-once", 2), rfc3339(at(1)))
+            .expect("finishes");
+        assert_eq!(spooled_run(&service, "run-once").results, second_sets);
+        assert_eq!(spooled_run(&service, "run-service").results.len(), 4);
+        assert_eq!(collecting(&service), (0, 0));
+    }
+
+    #[test]
+    fn the_next_collection_clears_what_an_interrupted_one_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
+        let mut crashed = spool.begin("run-crashed").expect("begins");
+        write_sets(&mut crashed, "C", 2, 5_000);
+        // Dropped unfinished, as when the process dies: the lock goes with it.
+        drop(crashed);
+        assert!(collecting(&spool).1 > 0);
+
+        let mut next = spool.begin("run-next").expect("begins");
+        assert_eq!(collecting(&spool), (0, 0));
+        let sets = write_sets(&mut next, "N", 1, 3);
+        next.finish(&header("run-next", 2), rfc3339(at(1)))
+            .expect("finishes");
+        assert_eq!(spooled_run(&spool, "run-next").results, sets);
+        assert_eq!(block(spooled(&spool)).len(), 1);
+    }
+
+    #[test]
+    fn finish_spools_nothing_when_the_pieces_are_not_what_was_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
+        let tamperings = [
+            "UPDATE collecting_sets SET rows_bytes = rows_bytes + 1 WHERE set_index = 1",
+            "UPDATE collecting_sets SET rows = rows - 1 WHERE set_index = 0",
+            "INSERT INTO collecting_rows (run_id, set_index, piece, data)
+             VALUES ('run-1', 7, 0, x'2200')",
+        ];
+        for (n, tampering) in tamperings.iter().enumerate() {
+            let mut sink = spool.begin("run-1").expect("begins");
+            write_sets(&mut sink, "X", 2, 2_000);
+            spool
+                .store
+                .with(|conn| Ok(conn.execute(tampering, [])?))
+                .expect("tampers");
+            let error = sink
+                .finish(&header("run-1", 1), rfc3339(at(1)))
+                .expect_err("refuses");
+            match (n, &error) {
+                (0, CollectingError::RowBytes { set, .. }) => assert_eq!(set, "X-Q1"),
+                (1, CollectingError::RowCount { set, .. }) => assert_eq!(set, "X-Q0"),
+                (2, CollectingError::RowBytes { set, stored, .. }) => {
+                    assert!(set.contains("#7"), "{set}");
+                    assert_eq!(*stored, 2);
+                }
+                _ => panic!("tampering {n}: unexpected {error:?}"),
+            }
+            assert!(error.to_string().contains("not spooled"), "{error}");
+            // Nothing spooled, the period not marked collected, the pieces left for the
+            // next collection, which may begin: the lock was released.
+            assert!(block(spooled(&spool)).is_empty());
+            assert_eq!(block(spool.last_collected()).expect("reads"), None);
+            assert!(collecting(&spool).1 > 0);
+        }
+        let next = spool.begin("run-2").expect("begins");
+        assert_eq!(collecting(&spool), (0, 0));
+        next.finish(&header("run-2", 2), rfc3339(at(1)))
+            .expect("an empty run finishes");
     }
 
     #[tokio::test]

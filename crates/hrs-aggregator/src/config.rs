@@ -59,16 +59,24 @@ pub struct AggregatorConfig {
     #[serde(default = "default_max_run_mb")]
     pub max_run_mb: u64,
     /// Largest single message (a unary push, a chunk), in MiB; larger ones are refused
-    /// with `ResourceExhausted` before they are read.
-    #[serde(default = "default_max_message_mb")]
+    /// with `OutOfRange` before they are read. At least 5: a chunk is up to 4 MiB.
+    #[serde(default = "config::default_max_message_mb")]
     pub max_message_mb: u64,
+    /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
+    /// textfile collector; none when unset.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// Connections served at once; calls on a connection beyond it are refused with
+    /// `ResourceExhausted`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// Runs one site may be sending at once; another is refused with `ResourceExhausted`
     /// until one finishes.
     #[serde(default = "default_max_runs_in_flight")]
     pub max_runs_in_flight: u32,
     /// Longest a call may take, in seconds, before it is cancelled (a broken-off upload
     /// resumes where it stopped).
-    #[serde(default = "default_request_timeout_seconds")]
+    #[serde(default = "config::default_request_timeout_seconds")]
     pub request_timeout_seconds: u64,
     /// This aggregator's certificate, its key, and the hierarchy's CA (all three, or none
     /// for plaintext): sites must then connect with a certificate from that CA, and each
@@ -102,16 +110,12 @@ fn default_site_check_minutes() -> u64 {
     60
 }
 
-fn default_max_message_mb() -> u64 {
-    64
+fn default_max_connections() -> u32 {
+    512
 }
 
 fn default_max_runs_in_flight() -> u32 {
     2
-}
-
-fn default_request_timeout_seconds() -> u64 {
-    600
 }
 
 /// The largest run the store can hold: SQLite's blob limit, 10^9 bytes, in MiB.
@@ -147,18 +151,28 @@ impl AggregatorConfig {
         }
     }
 
+    /// The limits on the aggregator's callers.
+    pub fn limits(&self) -> config::ServerLimits {
+        config::ServerLimits {
+            max_connections: self.max_connections,
+            max_message_mb: self.max_message_mb,
+            request_timeout_seconds: self.request_timeout_seconds,
+        }
+    }
+
     /// Reads the file, resolves its paths against the file's folder, and checks its values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = config::load(path)?;
         cfg.store = config::resolve(path, &cfg.store);
-        for (field, value) in [
-            ("max_message_mb", cfg.max_message_mb),
-            ("max_runs_in_flight", u64::from(cfg.max_runs_in_flight)),
-            ("request_timeout_seconds", cfg.request_timeout_seconds),
-        ] {
-            if value == 0 {
-                return Err(config::invalid(path, field, "must be at least 1"));
-            }
+        cfg.metrics_file = cfg.metrics_file.map(|file| config::resolve(path, &file));
+        // A chunk of up to 4 MiB, with its framing, must fit in one message.
+        cfg.limits().check(path, 5)?;
+        if cfg.max_runs_in_flight == 0 {
+            return Err(config::invalid(
+                path,
+                "max_runs_in_flight",
+                "must be at least 1",
+            ));
         }
         // SQLite keeps a run in one blob, which it caps at 10^9 bytes.
         if cfg.max_run_mb == 0 || cfg.max_run_mb > MAX_RUN_MB {

@@ -13,15 +13,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_proto::refusals::Refusals;
 use hrs_proto::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::AggregatorConfig;
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
 pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged};
 
-/// Largest message accepted or sent; a site's weekly run is far smaller.
+/// Largest message sent upstream (a merged period, a relayed run); the receiving role
+/// enforces its own `max_message_mb`.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Calls one connection may have open at once; a site needs two (a resume and a push).
@@ -56,6 +59,7 @@ pub async fn serve(
     let config = Arc::new(config);
     let merged = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_metrics = stop_rx.clone();
     let forwarder = tokio::spawn(forward::run(
         Arc::clone(&config),
         Arc::clone(&store),
@@ -65,32 +69,52 @@ pub async fn serve(
     ));
     // Periods already complete at startup are forwarded without waiting for a push.
     merged.notify_one();
-    let max_message =
-        usize::try_from(config.max_message_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let settings = config.limits();
+    let limits = hrs_proto::serve::Limits::from_settings(
+        settings.max_connections,
+        CALLS_PER_CONNECTION,
+        settings.request_timeout_seconds,
+        settings.max_message_mb,
+    );
     let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
-    let mut server = tonic::transport::Server::builder()
-        .timeout(std::time::Duration::from_secs(
-            config.request_timeout_seconds,
-        ))
-        .concurrency_limit_per_connection(CALLS_PER_CONNECTION);
-    match config.tls() {
+    let tls = match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert);
-            server = server.tls_config(tls.server()?)?;
+            Some(tls.server()?)
         }
-        None => tracing::warn!("serving without TLS: any client can claim any site"),
-    }
-    let router = server.add_service(
-        AggregatorServer::new(service)
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
-    );
-    let result =
-        hrs_proto::serve::serve_until(router, listener, shutdown, hrs_proto::serve::DRAIN_DEADLINE)
-            .await;
+        None => {
+            tracing::warn!("serving without TLS: any client can claim any site");
+            None
+        }
+    };
+    let gate = hrs_proto::serve::Gate::new("aggregator", limits.max_connections);
+    let refusals = Refusals::new("aggregator");
+    let metrics = config
+        .metrics_file
+        .clone()
+        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_rx_metrics)));
+    let router = limits
+        .server(tls, &refusals)?
+        .add_service(InterceptedService::new(
+            AggregatorServer::new(service)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes),
+            gate.clone(),
+        ));
+    let result = hrs_proto::serve::serve_gated(
+        router,
+        listener,
+        gate,
+        shutdown,
+        hrs_proto::serve::DRAIN_DEADLINE,
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = forwarder.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     tracing::info!("aggregator stopped");
     Ok(result?)
 }

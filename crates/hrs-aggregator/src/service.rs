@@ -104,6 +104,22 @@ pub enum PushError {
     /// The bytes of a chunked run are not what was offered.
     #[error("{0}")]
     Corrupt(String),
+    /// The stream carried a message that cannot be read (malformed, or over
+    /// `max_message_mb`): answered with the stream's own status, as resending the same
+    /// message would meet the same fate.
+    #[error("{}", .0.message())]
+    Unreadable(Status),
+}
+
+impl PushError {
+    /// Why a chunk stream failed: a message that cannot be read is refused as such; any
+    /// other failure (the link broke) is `otherwise`, left for the sender's resume.
+    fn from_stream(status: Status, otherwise: impl FnOnce(Status) -> Self) -> Self {
+        match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Self::Unreadable(status),
+            _ => otherwise(status),
+        }
+    }
 }
 
 impl From<PushError> for Status {
@@ -117,6 +133,7 @@ impl From<PushError> for Status {
                 Status::invalid_argument(error.to_string())
             }
             PushError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+            PushError::Unreadable(status) => status.clone(),
             PushError::OutOfOrder { .. } | PushError::Incomplete { .. } | PushError::Broken(_) => {
                 Status::aborted(error.to_string())
             }
@@ -423,7 +440,11 @@ impl AggregatorService {
         let first = chunks
             .message()
             .await
-            .map_err(|status| PushError::Broken(status.message().to_owned()))?
+            .map_err(|status| {
+                PushError::from_stream(status, |status| {
+                    PushError::Broken(status.message().to_owned())
+                })
+            })?
             .ok_or_else(|| Invalid::Field {
                 field: "chunk".into(),
                 problem: "the stream has no chunk".into(),
@@ -441,85 +462,21 @@ impl AggregatorService {
             return Ok((outcome, self.reinit_for(&site).await));
         }
         let mut held = staged.held;
-        let mut next = Some(first);
-        loop {
-            let chunk = match next.take() {
-                Some(chunk) => chunk,
-                None => match chunks.message().await {
-                    Ok(Some(chunk)) if chunk.offer.is_some() => {
-                        return Err(Invalid::Field {
-                            field: "chunk.offer".into(),
-                            problem: "set on a chunk after the first".into(),
-                        }
-                        .into());
-                    }
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    // The sender went away; what it sent is held for its resume.
-                    Err(status) => {
-                        return Err(PushError::Incomplete {
-                            held,
-                            size: offer.size,
-                        })
-                        .inspect_err(|_| {
-                            tracing::debug!(run_id = %offer.run_id, error = %status.message(), "chunk stream broke")
-                        });
-                    }
-                },
-            };
-            if chunk.data.len() > hrs_proto::chunks::MAX_CHUNK_BYTES {
-                return Err(Invalid::Field {
-                    field: "chunk.data".into(),
-                    problem: format!(
-                        "{} bytes; a chunk holds at most {}",
-                        chunk.data.len(),
-                        hrs_proto::chunks::MAX_CHUNK_BYTES
-                    ),
-                }
-                .into());
-            }
-            if chunk.offset != held {
-                return Err(PushError::OutOfOrder {
-                    offset: chunk.offset,
-                    held,
-                });
-            }
-            if held + chunk.data.len() as u64 > offer.size {
-                return Err(Invalid::Field {
-                    field: "chunk.data".into(),
-                    problem: format!("runs past the offered size of {} bytes", offer.size),
-                }
-                .into());
-            }
-            if chunk.data.is_empty() {
-                continue;
-            }
+        let received = self.receive_chunks(chunks, first, &offer, &mut held).await;
+        // A stream refused before a byte of it was kept leaves no trace: the staging this
+        // offer started goes with it.
+        if let Err(error) = &received
+            && held == 0
+            && staged.created
+            && !matches!(
+                error,
+                PushError::Merge(MergeError::Store(_)) | PushError::Task(_)
+            )
+        {
             let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
-            let offset = chunk.offset;
-            let appended = tokio::task::spawn_blocking(move || {
-                store.stage_append(&run_id, chunk.offset, &chunk.data)
-            })
-            .await
-            .map_err(|e| PushError::Task(e.to_string()))?
-            .map_err(MergeError::from)?;
-            held = match appended {
-                Appended::Held(after) => after,
-                Appended::Elsewhere(actual) => {
-                    return Err(PushError::OutOfOrder {
-                        offset,
-                        held: actual,
-                    });
-                }
-                // Another stream of the same run finished it, or a newer offer of the
-                // site evicted it: the sender's resume finds out which.
-                Appended::Gone => {
-                    return Err(PushError::Incomplete {
-                        held,
-                        size: offer.size,
-                    });
-                }
-            };
+            let _ = tokio::task::spawn_blocking(move || store.stage_discard(&run_id)).await;
         }
+        received?;
         if held < offer.size {
             return Err(PushError::Incomplete {
                 held,
@@ -690,15 +647,10 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.answer(
-            request,
-            "heartbeat refused",
-            |service, caller, request| async move {
-                let reinit_periods =
-                    AggregatorService::heartbeat(&service, request, &caller).await?;
-                Ok(pb::HeartbeatResponse { reinit_periods })
-            },
-        )
+        self.answer(request, |service, caller, request| async move {
+            let reinit_periods = AggregatorService::heartbeat(&service, request, &caller).await?;
+            Ok(pb::HeartbeatResponse { reinit_periods })
+        })
         .await
     }
 
@@ -706,11 +658,9 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::ResumeRunRequest>,
     ) -> Result<Response<pb::ResumeRunResponse>, Status> {
-        self.answer(
-            request,
-            "resume refused",
-            |service, caller, request| async move { service.resume(request, &caller).await },
-        )
+        self.answer(request, |service, caller, request| async move {
+            service.resume(request, &caller).await
+        })
         .await
     }
 
@@ -718,13 +668,9 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<tonic::Streaming<pb::RunChunk>>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
-        self.answer(
-            request,
-            "push refused",
-            |service, caller, chunks| async move {
-                service.push_chunks(chunks, &caller).await.map(pushed)
-            },
-        )
+        self.answer(request, |service, caller, chunks| async move {
+            service.push_chunks(chunks, &caller).await.map(pushed)
+        })
         .await
     }
 
@@ -732,7 +678,7 @@ impl Aggregator for AggregatorService {
         &self,
         request: Request<pb::PushRunRequest>,
     ) -> Result<Response<pb::PushRunResponse>, Status> {
-        self.answer(request, "push refused", |service, caller, request| async move {
+        self.answer(request, |service, caller, request| async move {
             service.push(request, &caller).await.map(pushed)
         })
         .await
@@ -749,12 +695,102 @@ fn pushed((commit, reinit_periods): (Commit, Vec<String>)) -> pb::PushRunRespons
 }
 
 impl AggregatorService {
-    /// Answers one call: reads the caller's identity, runs `work` to completion even if the
-    /// caller goes away, and logs a refusal once (an upload that broke off is routine).
+    /// Stores the chunks of an offered run as they arrive, starting with `first`, and
+    /// keeps `held` at the bytes held durably, also when it stops early.
+    async fn receive_chunks(
+        &self,
+        mut chunks: tonic::Streaming<pb::RunChunk>,
+        first: pb::RunChunk,
+        offer: &pb::RunOffer,
+        held: &mut u64,
+    ) -> Result<(), PushError> {
+        let mut next = Some(first);
+        loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => match chunks.message().await {
+                    Ok(Some(chunk)) if chunk.offer.is_some() => {
+                        return Err(Invalid::Field {
+                            field: "chunk.offer".into(),
+                            problem: "set on a chunk after the first".into(),
+                        }
+                        .into());
+                    }
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    // The sender went away; what it sent is held for its resume.
+                    Err(status) => {
+                        return Err(PushError::from_stream(status, |status| {
+                            tracing::debug!(run_id = %offer.run_id, error = %status.message(), "chunk stream broke");
+                            PushError::Incomplete {
+                                held: *held,
+                                size: offer.size,
+                            }
+                        }));
+                    }
+                },
+            };
+            if chunk.data.len() > hrs_proto::chunks::MAX_CHUNK_BYTES {
+                return Err(Invalid::Field {
+                    field: "chunk.data".into(),
+                    problem: format!(
+                        "{} bytes; a chunk holds at most {}",
+                        chunk.data.len(),
+                        hrs_proto::chunks::MAX_CHUNK_BYTES
+                    ),
+                }
+                .into());
+            }
+            if chunk.offset != *held {
+                return Err(PushError::OutOfOrder {
+                    offset: chunk.offset,
+                    held: *held,
+                });
+            }
+            if *held + chunk.data.len() as u64 > offer.size {
+                return Err(Invalid::Field {
+                    field: "chunk.data".into(),
+                    problem: format!("runs past the offered size of {} bytes", offer.size),
+                }
+                .into());
+            }
+            if chunk.data.is_empty() {
+                continue;
+            }
+            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
+            let offset = chunk.offset;
+            let appended = tokio::task::spawn_blocking(move || {
+                store.stage_append(&run_id, chunk.offset, &chunk.data)
+            })
+            .await
+            .map_err(|e| PushError::Task(e.to_string()))?
+            .map_err(MergeError::from)?;
+            *held = match appended {
+                Appended::Held(after) => after,
+                Appended::Elsewhere(actual) => {
+                    return Err(PushError::OutOfOrder {
+                        offset,
+                        held: actual,
+                    });
+                }
+                // Another stream of the same run finished it, or a newer offer of the
+                // site evicted it: the sender's resume finds out which.
+                Appended::Gone => {
+                    return Err(PushError::Incomplete {
+                        held: *held,
+                        size: offer.size,
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Answers one call: reads the caller's identity and runs `work` to completion even if
+    /// the caller goes away.
     async fn answer<Req, Resp, Work, Fut>(
         &self,
         request: Request<Req>,
-        refused: &'static str,
         work: Work,
     ) -> Result<Response<Resp>, Status>
     where
@@ -763,7 +799,6 @@ impl AggregatorService {
         Work: FnOnce(AggregatorService, Caller, Req) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Resp, PushError>> + Send + 'static,
     {
-        let peer = request.remote_addr();
         let caller = self.caller(&request);
         let service = self.clone();
         hrs_proto::serve::detached(async move {
@@ -771,14 +806,8 @@ impl AggregatorService {
                 Ok(caller) => work(service, caller, request.into_inner()).await,
                 Err(error) => Err(error),
             };
-            outcome.map(Response::new).map_err(|error| {
-                if matches!(error, PushError::Incomplete { .. }) {
-                    tracing::info!(?peer, %error, "chunked run incomplete");
-                } else {
-                    tracing::warn!(?peer, %error, "{refused}");
-                }
-                error.into()
-            })
+            // Refusals are logged and counted once, by `hrs_proto::refusals`.
+            outcome.map(Response::new).map_err(Status::from)
         })
         .await
     }

@@ -108,6 +108,8 @@ pub struct Staged {
     pub held: u64,
     /// Set once the run was committed: what the commit did.
     pub committed: Option<Commit>,
+    /// True when this offer started the staging (nothing of the run was held before).
+    pub created: bool,
 }
 
 /// What appending a chunk to a staged run did.
@@ -567,6 +569,7 @@ impl MergeStore for SqliteMergeStore {
                     Staged {
                         held: u64::try_from(held).unwrap_or(0),
                         committed: outcome.as_deref().and_then(Commit::parse),
+                        created: false,
                     }
                 }
                 Some((_, sha256, _, Some(_))) => {
@@ -608,6 +611,7 @@ impl MergeStore for SqliteMergeStore {
                     Staged {
                         held: 0,
                         committed: None,
+                        created: true,
                     }
                 }
             };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::Hasher;
+use hrs_core::token::Token;
 use hrs_core::{HierarchyId, Level};
 use serde::Deserialize;
 
@@ -77,9 +78,33 @@ pub struct ConnectionPointConfig {
     /// See `tls_cert`.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// The CA the intake's certificate must come from, for an `https://` intake; defaults
+    /// to `tls_ca`. Set it when the intake is not part of the hierarchy's PKI.
+    #[serde(default)]
+    pub intake_ca: Option<PathBuf>,
+    /// A file holding this hierarchy's intake token, for a connection point that cannot
+    /// hold a client certificate: sent with every submission, over `https://` only.
+    #[serde(default)]
+    pub intake_token_file: Option<PathBuf>,
+    /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
+    /// textfile collector; none when unset.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// Connections served at once (only aggregators connect here).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Largest message received or sent, in MiB: a merged period.
+    #[serde(default = "config::default_max_message_mb")]
+    pub max_message_mb: u64,
+    /// Longest a call may take, in seconds.
+    #[serde(default = "config::default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
     /// How site codes are hashed on the way out; loaded from `hash_key_file`.
     #[serde(skip)]
     pub hasher: Hasher,
+    /// The intake token, loaded from `intake_token_file`.
+    #[serde(skip)]
+    pub intake_token: Option<Token>,
     /// The file this configuration was read from, so messages can point at it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -93,16 +118,32 @@ fn default_retry_seconds() -> u64 {
     30
 }
 
+fn default_max_connections() -> u32 {
+    64
+}
+
 impl ConnectionPointConfig {
     /// Reads, resolves and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut this: Self = config::load(path)?;
         this.store = config::resolve(path, &this.store);
+        this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
         this.outbox = this.outbox.map(|outbox| config::resolve(path, &outbox));
         this.source = Some(path.to_owned());
         this.hash_key_file = this.hash_key_file.map(|file| config::resolve(path, &file));
         this.hasher = Hasher::from_key_file(this.hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
+        this.intake_ca = this.intake_ca.map(|file| config::resolve(path, &file));
+        this.intake_token_file = this
+            .intake_token_file
+            .map(|file| config::resolve(path, &file));
+        this.intake_token = match &this.intake_token_file {
+            Some(file) => Some(
+                Token::load(file)
+                    .map_err(|e| config::invalid(path, "intake_token_file", e.to_string()))?,
+            ),
+            None => None,
+        };
         // The intake's scheme is not tied to these settings: a vendor's intake may serve
         // TLS under a public certificate that needs no client certificate.
         config::tls_settings(
@@ -127,8 +168,32 @@ impl ConnectionPointConfig {
         )
     }
 
+    /// The limits on this connection point's callers.
+    pub fn limits(&self) -> config::ServerLimits {
+        config::ServerLimits {
+            max_connections: self.max_connections,
+            max_message_mb: self.max_message_mb,
+            request_timeout_seconds: self.request_timeout_seconds,
+        }
+    }
+
+    /// How the intake is reached over TLS: `None` for an `http://` intake; otherwise its
+    /// certificate is verified against `intake_ca` (or `tls_ca`), and this connection
+    /// point's certificate is presented when it has one.
+    pub fn intake_tls(&self) -> Option<hrs_proto::tls::ClientTls> {
+        let url = self.intake.as_deref()?;
+        if !url.starts_with("https://") {
+            return None;
+        }
+        Some(hrs_proto::tls::ClientTls {
+            ca: self.intake_ca.clone().or_else(|| self.tls_ca.clone())?,
+            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+        })
+    }
+
     /// Checks values that parse but cannot work together, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        self.limits().check(path, 1)?;
         if self.store.as_os_str().is_empty() {
             return Err(config::invalid(path, "store", "is empty"));
         }
@@ -145,6 +210,20 @@ impl ConnectionPointConfig {
                     ));
                 };
                 check_url(url).map_err(|problem| config::invalid(path, "intake", problem))?;
+                if url.starts_with("https://") && self.intake_tls().is_none() {
+                    return Err(config::invalid(
+                        path,
+                        "intake_ca",
+                        "is required for an https:// intake when tls_ca is not set (the CA the intake's certificate comes from)",
+                    ));
+                }
+                if self.intake_token.is_some() && !url.starts_with("https://") {
+                    return Err(config::invalid(
+                        path,
+                        "intake_token_file",
+                        "needs an https:// intake: a token must not cross the network in clear",
+                    ));
+                }
             }
             Mode::Offline => {
                 let Some(outbox) = &self.outbox else {

@@ -42,7 +42,9 @@ pub(crate) struct Delivery {
     target: Target,
     policy: Policy,
     retry: Duration,
-    tls: Option<hrs_proto::tls::TlsFiles>,
+    tls: Option<hrs_proto::tls::ClientTls>,
+    /// Sent with every submission when set (`intake_token_file`).
+    token: Option<hrs_core::token::Token>,
 }
 
 impl Delivery {
@@ -57,7 +59,8 @@ impl Delivery {
             target,
             policy: Policy::of(config),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
-            tls: config.tls(),
+            tls: config.intake_tls(),
+            token: config.intake_token.clone(),
         })
     }
 }
@@ -118,9 +121,9 @@ async fn deliver_pending<S: OutboxStore>(delivery: &Delivery, store: &S) -> usiz
 
 async fn connect(
     url: &str,
-    tls: Option<&hrs_proto::tls::TlsFiles>,
+    tls: Option<&hrs_proto::tls::ClientTls>,
 ) -> Result<IntakeClient<Channel>, hrs_proto::tls::TlsError> {
-    let channel = hrs_proto::tls::endpoint(url, tls)?
+    let channel = hrs_proto::tls::endpoint_with(url, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(SUBMIT_TIMEOUT)
         .connect()
@@ -152,10 +155,19 @@ async fn submit_all<S: OutboxStore>(
     let mut left = 0;
     for period in pending {
         let sent = outbound(&period, &delivery.policy);
-        let request = pb::SubmitRequest {
+        let mut request = tonic::Request::new(pb::SubmitRequest {
             period: Some(sent.clone()),
             client_version: hrs_core::VERSION.to_owned(),
-        };
+        });
+        if let Some(token) = &delivery.token {
+            match format!("Bearer {}", token.expose()).parse() {
+                Ok(value) => {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                // Checked at load: a token is visible ASCII, so this cannot happen.
+                Err(_) => error!("the intake token is not a valid header value"),
+            }
+        }
         let answer = match client.submit(request).await {
             Ok(answer) => answer.into_inner(),
             Err(status) => {

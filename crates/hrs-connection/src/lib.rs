@@ -18,11 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hrs_core::validate::{Invalid, check_merged};
+use hrs_proto::refusals::Refusals;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info, warn};
 
@@ -32,8 +34,12 @@ pub use outbound::{Policy, outbound};
 pub use store::{Offered, OutboxStore, PeriodState, SqliteOutbox, State};
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 
-/// Largest message accepted or sent: a whole hierarchy's period in one message.
+/// Largest message sent to the intake: a whole hierarchy's period in one message (the
+/// intake enforces its own `max_message_mb`).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Calls one connection may have open at once; an aggregator offers one period at a time.
+const CALLS_PER_CONNECTION: usize = 8;
 
 /// Why the connection point refused a period, or a connection tool step failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,18 +96,12 @@ pub enum ConnectionError {
 impl From<ConnectionError> for Status {
     fn from(e: ConnectionError) -> Self {
         match e {
+            // Refusals are logged and counted once, by `hrs_proto::refusals`.
             ConnectionError::Invalid(Invalid::UnknownCatalog(_)) => {
-                warn!(error = %e, "period refused");
                 Status::failed_precondition(e.to_string())
             }
-            ConnectionError::Invalid(_) => {
-                warn!(error = %e, "period refused");
-                Status::invalid_argument(e.to_string())
-            }
-            ConnectionError::WrongHierarchy { .. } => {
-                warn!(error = %e, "period refused");
-                Status::permission_denied(e.to_string())
-            }
+            ConnectionError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            ConnectionError::WrongHierarchy { .. } => Status::permission_denied(e.to_string()),
             ConnectionError::Store(_)
             | ConnectionError::NoStore { .. }
             | ConnectionError::Tls(_)
@@ -187,7 +187,6 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
             if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
                 let caller =
                     caller.map_or("a client without an identity".into(), |c| c.to_string());
-                warn!(%caller, "offer refused: not the aggregator's certificate");
                 return Err(Status::permission_denied(format!(
                     "{caller} may not offer periods: only the aggregator's certificate may"
                 )));
@@ -246,29 +245,46 @@ pub async fn serve(
         store = %store.path().display(),
         "connection point listening"
     );
+    let settings = config.limits();
+    let limits = hrs_proto::serve::Limits::from_settings(
+        settings.max_connections,
+        CALLS_PER_CONNECTION,
+        settings.request_timeout_seconds,
+        settings.max_message_mb,
+    );
     let service = ConnectionPointServer::new(PointService {
         store,
         hierarchy_hash: config.hierarchy_id.hashed(),
         wake,
         tls: config.tls().is_some(),
     })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(limits.max_message_bytes)
+    .max_encoding_message_size(limits.max_message_bytes);
     let signal = stop_tx.clone();
-    let mut server = tonic::transport::Server::builder();
-    match config.tls() {
+    let tls = match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert);
-            server = server
-                .tls_config(tls.server()?)
-                .map_err(hrs_proto::tls::TlsError::from)?;
+            Some(tls.server()?)
         }
-        None => warn!("serving without TLS: any client can offer periods"),
-    }
-    let router = server.add_service(service);
-    let result = hrs_proto::serve::serve_until(
+        None => {
+            warn!("serving without TLS: any client can offer periods");
+            None
+        }
+    };
+    let gate = hrs_proto::serve::Gate::new("connection point", limits.max_connections);
+    let refusals = Refusals::new("connection point");
+    let metrics = config
+        .metrics_file
+        .clone()
+        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_tx.subscribe())));
+    let router = limits
+        .server(tls, &refusals)
+        .map_err(hrs_proto::tls::TlsError::from)?
+        .add_service(InterceptedService::new(service, gate.clone()));
+    let result = hrs_proto::serve::serve_gated(
         router,
         listener,
+        gate,
         async move {
             shutdown.await;
             info!("connection point shutting down");
@@ -278,6 +294,9 @@ pub async fn serve(
     )
     .await;
     stop_tx.send_replace(true);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Err(e) = delivering.await {
         warn!(error = %e, "delivery task ended abnormally");
     }

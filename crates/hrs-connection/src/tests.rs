@@ -147,14 +147,7 @@ async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("local addr");
     let store = dir.join("intake.sqlite");
-    let config = IntakeConfig {
-        listen: addr,
-        store: store.clone(),
-        retention_days: 365,
-        tls_cert: None,
-        tls_key: None,
-        tls_ca: None,
-    };
+    let config = IntakeConfig::new(addr, store.clone());
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(hrs_intake::serve(config, listener, async {
         drop(rx.await);
@@ -185,6 +178,13 @@ fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> Connectio
         tls_cert: None,
         tls_key: None,
         tls_ca: None,
+        intake_ca: None,
+        intake_token_file: None,
+        intake_token: None,
+        metrics_file: None,
+        max_connections: 64,
+        max_message_mb: 64,
+        request_timeout_seconds: 600,
         hasher: Hasher::Plain,
         source: None,
     }
@@ -360,14 +360,7 @@ async fn online_retries_until_the_intake_appears() {
     let intake_store = dir.path().join("intake.sqlite");
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(hrs_intake::serve(
-        IntakeConfig {
-            listen: intake_addr,
-            store: intake_store.clone(),
-            retention_days: 365,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-        },
+        IntakeConfig::new(intake_addr, intake_store.clone()),
         listener,
         async {
             drop(rx.await);

@@ -165,3 +165,54 @@ pub fn tls_settings(
     }
     Ok(tls)
 }
+
+/// The limits every server role takes from its configuration, checked in one place so
+/// each role names its fields the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `max_connections`: connections served at once.
+    pub max_connections: u32,
+    /// `max_message_mb`: largest message received or sent, in MiB.
+    pub max_message_mb: u64,
+    /// `request_timeout_seconds`: longest a call may take.
+    pub request_timeout_seconds: u64,
+}
+
+/// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
+pub fn default_max_message_mb() -> u64 {
+    64
+}
+
+/// Default `request_timeout_seconds` of every server role: room for a large upload on a
+/// slow link (a cut upload resumes where it stopped).
+pub fn default_request_timeout_seconds() -> u64 {
+    600
+}
+
+/// Largest `max_message_mb` any role accepts: 1 GiB, beyond any legitimate message.
+pub const MAX_MESSAGE_MB: u64 = 1024;
+
+impl ServerLimits {
+    /// Checks the limits of the file at `path`; `min_message_mb` is the smallest message
+    /// limit the role can work with.
+    pub fn check(&self, path: &Path, min_message_mb: u64) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid(path, "max_connections", "must be at least 1"));
+        }
+        if !(min_message_mb..=MAX_MESSAGE_MB).contains(&self.max_message_mb) {
+            return Err(invalid(
+                path,
+                "max_message_mb",
+                format!("must be between {min_message_mb} and {MAX_MESSAGE_MB}"),
+            ));
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err(invalid(
+                path,
+                "request_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -11,6 +11,7 @@ pub mod hash;
 pub mod ids;
 pub mod link;
 pub mod report;
+pub mod token;
 pub mod validate;
 pub mod value;
 

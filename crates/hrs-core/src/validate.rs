@@ -71,6 +71,20 @@ pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
     Ok(header)
 }
 
+/// Longest name-like field (a hashed hierarchy ID or site code, a mode), in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest timestamp field, in bytes: RFC 3339 with room to spare.
+pub const MAX_TIMESTAMP_BYTES: usize = 64;
+
+/// Refuses a field longer than `max` bytes, naming it.
+fn bounded(path: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.len() > max {
+        return Err(field(path, format!("{} bytes; at most {max}", value.len())));
+    }
+    Ok(())
+}
+
 /// Checks a run's own fields (not its results) and finds the catalog it names.
 pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), Invalid> {
     let run_id =
@@ -94,6 +108,8 @@ pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), In
     if run.sequence == 0 {
         return Err(field("run.sequence", "must be at least 1"));
     }
+    bounded("run.started_at", &run.started_at, MAX_TIMESTAMP_BYTES)?;
+    bounded("run.finished_at", &run.finished_at, MAX_TIMESTAMP_BYTES)?;
     let catalog = Catalog::by_version(&run.catalog_version)
         .ok_or_else(|| Invalid::UnknownCatalog(run.catalog_version.clone()))?;
     Ok((
@@ -113,6 +129,18 @@ pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invali
     if period.hierarchy_hash.is_empty() {
         return Err(field("period.hierarchy_hash", "is empty"));
     }
+    bounded(
+        "period.hierarchy_hash",
+        &period.hierarchy_hash,
+        MAX_NAME_BYTES,
+    )?;
+    bounded("period.mode", &period.mode, MAX_NAME_BYTES)?;
+    for (i, site) in period.missing_sites.iter().enumerate() {
+        if site.is_empty() {
+            return Err(field(format!("period.missing_sites[{i}]"), "is empty"));
+        }
+        bounded(&format!("period.missing_sites[{i}]"), site, MAX_NAME_BYTES)?;
+    }
     let when: Period = period
         .period
         .parse()
@@ -130,6 +158,26 @@ pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invali
         }
         if !seen.insert(site.site.as_str()) {
             return Err(field(format!("period.sites[{i}].site"), "appears twice"));
+        }
+        bounded(
+            &format!("period.sites[{i}].site"),
+            &site.site,
+            MAX_NAME_BYTES,
+        )?;
+        bounded(
+            &format!("period.sites[{i}].run_id"),
+            &site.run_id,
+            MAX_NAME_BYTES,
+        )?;
+        for (name, value) in [
+            ("started_at", &site.started_at),
+            ("finished_at", &site.finished_at),
+        ] {
+            bounded(
+                &format!("period.sites[{i}].{name}"),
+                value,
+                MAX_TIMESTAMP_BYTES,
+            )?;
         }
         check_results(
             &format!("period.sites[{i}].results"),

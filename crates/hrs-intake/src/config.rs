@@ -31,6 +31,37 @@ pub struct IntakeConfig {
     /// See `tls_cert`.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// Hierarchies whose connection point may present a token instead of a client
+    /// certificate (TLS is then still required, client certificates become optional).
+    #[serde(default)]
+    pub hierarchy_tokens: Vec<HierarchyToken>,
+    /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
+    /// textfile collector; none when unset.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// Connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Largest message received or sent, in MiB: a hierarchy's merged period.
+    #[serde(default = "config::default_max_message_mb")]
+    pub max_message_mb: u64,
+    /// Longest a call may take, in seconds.
+    #[serde(default = "config::default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+}
+
+/// One hierarchy's token, as the intake keeps it: never the token, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HierarchyToken {
+    /// The hashed hierarchy ID, as the hierarchy's submissions carry it.
+    pub hierarchy: String,
+    /// SHA-256 of the token in lowercase hex (`hrs intake token` prints it).
+    pub token_sha256: String,
+}
+
+fn default_max_connections() -> u32 {
+    1024
 }
 
 fn default_retention_days() -> u32 {
@@ -38,10 +69,29 @@ fn default_retention_days() -> u32 {
 }
 
 impl IntakeConfig {
+    /// An intake listening on `listen` and storing in `store`, every other setting at its
+    /// default (plaintext): for tests and demos that build configurations in code.
+    pub fn new(listen: SocketAddr, store: PathBuf) -> Self {
+        Self {
+            listen,
+            store,
+            retention_days: default_retention_days(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            hierarchy_tokens: Vec::new(),
+            metrics_file: None,
+            max_connections: default_max_connections(),
+            max_message_mb: config::default_max_message_mb(),
+            request_timeout_seconds: config::default_request_timeout_seconds(),
+        }
+    }
+
     /// Reads, resolves and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut this: Self = config::load(path)?;
         this.store = config::resolve(path, &this.store);
+        this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
         config::tls_settings(
             path,
             config::TlsSettings {
@@ -64,8 +114,63 @@ impl IntakeConfig {
         )
     }
 
+    /// The limits on the intake's callers.
+    pub fn limits(&self) -> config::ServerLimits {
+        config::ServerLimits {
+            max_connections: self.max_connections,
+            max_message_mb: self.max_message_mb,
+            request_timeout_seconds: self.request_timeout_seconds,
+        }
+    }
+
+    /// The fingerprint of the token configured for `hierarchy`, if any.
+    pub fn token_for(&self, hierarchy: &str) -> Option<&str> {
+        self.hierarchy_tokens
+            .iter()
+            .find(|t| t.hierarchy == hierarchy)
+            .map(|t| t.token_sha256.as_str())
+    }
+
     /// Checks values that parse but are out of range, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        self.limits().check(path, 1)?;
+        if !self.hierarchy_tokens.is_empty() && self.tls().is_none() {
+            return Err(config::invalid(
+                path,
+                "hierarchy_tokens",
+                "need TLS (tls_cert, tls_key, tls_ca): a token must not cross the network in clear",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, token) in self.hierarchy_tokens.iter().enumerate() {
+            let field = format!("hierarchy_tokens[{i}]");
+            if token.hierarchy.is_empty() {
+                return Err(config::invalid(
+                    path,
+                    &format!("{field}.hierarchy"),
+                    "is empty",
+                ));
+            }
+            if !seen.insert(&token.hierarchy) {
+                return Err(config::invalid(
+                    path,
+                    &format!("{field}.hierarchy"),
+                    format!("{} has a token already", token.hierarchy),
+                ));
+            }
+            let hex = token.token_sha256.len() == 64
+                && token
+                    .token_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(config::invalid(
+                    path,
+                    &format!("{field}.token_sha256"),
+                    "must be 64 lowercase hex digits (the SHA-256 `hrs intake token` prints)",
+                ));
+            }
+        }
         if self.retention_days == 0 {
             return Err(config::invalid(
                 path,

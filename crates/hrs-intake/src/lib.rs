@@ -8,25 +8,29 @@
 mod config;
 mod store;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_core::validate::{Invalid, check_merged};
+use hrs_proto::refusals::Refusals;
+use hrs_proto::tls::ClientCertificates;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info, warn};
 
-pub use config::IntakeConfig;
+pub use config::{HierarchyToken, IntakeConfig};
 pub use store::{Accepted, IntakeStore, SqliteIntake, SubmissionSummary, submission_id};
 
-/// Largest message the intake accepts or sends: a whole hierarchy's period in one message.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Calls one connection may have open at once.
+const CALLS_PER_CONNECTION: usize = 8;
 
 /// How often retention is applied while the intake runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -51,14 +55,11 @@ pub enum IntakeError {
 impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Self {
         match e {
+            // Refusals are logged and counted once, by `hrs_proto::refusals`.
             IntakeError::Invalid(Invalid::UnknownCatalog(_)) => {
-                warn!(error = %e, "submission refused");
                 Status::failed_precondition(e.to_string())
             }
-            IntakeError::Invalid(_) => {
-                warn!(error = %e, "submission refused");
-                Status::invalid_argument(e.to_string())
-            }
+            IntakeError::Invalid(_) => Status::invalid_argument(e.to_string()),
             IntakeError::Store(_) | IntakeError::Transport(_) | IntakeError::Tls(_) => {
                 error!(error = %e, "intake store failed");
                 Status::internal("the intake could not store the submission; retry later")
@@ -70,8 +71,10 @@ impl From<IntakeError> for Status {
 /// The gRPC service over a store.
 struct IntakeService<S> {
     store: Arc<S>,
-    /// With TLS, only connection points' certificates may submit.
+    /// With TLS, only connection points' certificates (or a hierarchy's token) may submit.
     tls: bool,
+    /// Hashed hierarchy ID → SHA-256 of its token.
+    tokens: Arc<HashMap<String, String>>,
 }
 
 impl<S> Clone for IntakeService<S> {
@@ -79,8 +82,69 @@ impl<S> Clone for IntakeService<S> {
         Self {
             store: Arc::clone(&self.store),
             tls: self.tls,
+            tokens: Arc::clone(&self.tokens),
         }
     }
+}
+
+/// Who submitted, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Submitter {
+    /// Plaintext: nobody is authenticated.
+    Anyone,
+    /// A connection point's certificate.
+    Certificate,
+    /// A hierarchy's token.
+    Token,
+}
+
+impl<S> IntakeService<S> {
+    /// Decides whether the caller may submit this request's period.
+    fn authenticate(&self, request: &Request<pb::SubmitRequest>) -> Result<Submitter, Status> {
+        if !self.tls {
+            return Ok(Submitter::Anyone);
+        }
+        if let Some(der) = hrs_proto::tls::peer_certificate(request) {
+            return match hrs_pki::identity(&der) {
+                Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
+                    Ok(Submitter::Certificate)
+                }
+                Ok(other) => Err(Status::permission_denied(format!(
+                    "{other} may not submit: only a connection point's certificate may"
+                ))),
+                Err(_) => Err(Status::permission_denied(
+                    "a client certificate without an HRS identity may not submit",
+                )),
+            };
+        }
+        let Some(token) = bearer(request) else {
+            return Err(Status::unauthenticated(
+                "no client certificate and no token: a connection point presents its certificate or its hierarchy's token (authorization: Bearer)",
+            ));
+        };
+        let hierarchy = request
+            .get_ref()
+            .period
+            .as_ref()
+            .map_or("", |p| p.hierarchy_hash.as_str());
+        match self.tokens.get(hierarchy) {
+            Some(expected) if *expected == hrs_core::token::fingerprint(token) => {
+                Ok(Submitter::Token)
+            }
+            _ => Err(Status::unauthenticated(format!(
+                "the token is not valid for hierarchy {hierarchy:?}"
+            ))),
+        }
+    }
+}
+
+/// The token of an `authorization: Bearer` header, if the request carries one.
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 impl<S: IntakeStore> IntakeService<S> {
@@ -116,19 +180,13 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let span = tracing::info_span!("submit", peer = ?request.remote_addr());
-        if self.tls {
-            let caller = hrs_proto::tls::peer_certificate(&request)
-                .and_then(|der| hrs_pki::identity(&der).ok());
-            if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) {
-                let caller =
-                    caller.map_or("a client without an identity".into(), |c| c.to_string());
-                warn!(%caller, "submission refused: not a connection point's certificate");
-                return Err(Status::permission_denied(format!(
-                    "{caller} may not submit: only a connection point's certificate may"
-                )));
-            }
-        }
+        let span = tracing::info_span!(
+            "submit",
+            peer = ?request.remote_addr(),
+            submitter = tracing::field::Empty
+        );
+        let submitter = self.authenticate(&request)?;
+        span.record("submitter", tracing::field::debug(&submitter));
         let request = request.into_inner();
         let service = self.clone();
         hrs_proto::serve::detached(
@@ -182,25 +240,55 @@ pub async fn serve(
         retention_days = config.retention_days,
         "intake listening"
     );
+    let settings = config.limits();
+    let limits = hrs_proto::serve::Limits::from_settings(
+        settings.max_connections,
+        CALLS_PER_CONNECTION,
+        settings.request_timeout_seconds,
+        settings.max_message_mb,
+    );
+    let tokens = config
+        .hierarchy_tokens
+        .iter()
+        .map(|t| (t.hierarchy.clone(), t.token_sha256.clone()))
+        .collect();
     let service = IntakeServer::new(IntakeService {
         store,
         tls: config.tls().is_some(),
+        tokens: Arc::new(tokens),
     })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(limits.max_message_bytes)
+    .max_encoding_message_size(limits.max_message_bytes);
     let signal = stop_tx.clone();
-    let mut server = tonic::transport::Server::builder();
-    match config.tls() {
+    let tls = match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert);
-            server = server.tls_config(tls.server()?)?;
+            // A hierarchy with a token may connect without a client certificate.
+            let clients = if config.hierarchy_tokens.is_empty() {
+                ClientCertificates::Required
+            } else {
+                ClientCertificates::Optional
+            };
+            Some(tls.server_with(clients)?)
         }
-        None => warn!("serving without TLS"),
-    }
-    let router = server.add_service(service);
-    let result = hrs_proto::serve::serve_until(
+        None => {
+            warn!("serving without TLS");
+            None
+        }
+    };
+    let gate = hrs_proto::serve::Gate::new("intake", limits.max_connections);
+    let refusals = Refusals::new("intake");
+    let metrics = config
+        .metrics_file
+        .clone()
+        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_tx.subscribe())));
+    let router = limits
+        .server(tls, &refusals)?
+        .add_service(InterceptedService::new(service, gate.clone()));
+    let result = hrs_proto::serve::serve_gated(
         router,
         listener,
+        gate,
         async move {
             shutdown.await;
             info!("intake shutting down");
@@ -210,6 +298,9 @@ pub async fn serve(
     )
     .await;
     stop_tx.send_replace(true);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Err(e) = pruner.await {
         warn!(error = %e, "retention task ended abnormally");
     }

@@ -88,14 +88,7 @@ async fn start() -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("local addr");
-    let config = IntakeConfig {
-        listen: addr,
-        store: dir.path().join("intake.sqlite"),
-        retention_days: 365,
-        tls_cert: None,
-        tls_key: None,
-        tls_ca: None,
-    };
+    let config = IntakeConfig::new(addr, dir.path().join("intake.sqlite"));
     let store = config.store.clone();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(config, listener, async {

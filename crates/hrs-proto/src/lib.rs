@@ -4,6 +4,8 @@
 //! Generated code is fenced off from the workspace lints here and nowhere else.
 
 pub mod chunks;
+pub mod codec;
+pub mod refusals;
 pub mod serve;
 pub mod tls;
 

@@ -1,30 +1,40 @@
 //! Serving a role's gRPC services until shutdown, the same way for every server role.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, Router, TcpConnectInfo};
+use tower_layer::Stack;
+
+use crate::refusals::{RefusalLayer, Refusals};
 
 /// How long requests in flight may take to finish once shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight
+/// Serves `router` on `incoming` until `shutdown` resolves, then lets requests in flight
 /// finish for at most `drain`. Stopping at the deadline loses nothing acknowledged: every
 /// role commits durably before it answers, and its callers retry what was not answered.
-pub async fn serve_until(
-    router: Router,
-    listener: TcpListener,
+async fn serve_incoming(
+    router: CountedRouter,
+    incoming: ReceiverStream<io::Result<GatedStream>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            let _ = draining.send(());
-        });
+    let server = router.serve_with_incoming_shutdown(incoming, async move {
+        shutdown.await;
+        let _ = draining.send(());
+    });
     tokio::pin!(server);
     let deadline = async {
         match drain_started.await {
@@ -60,4 +70,263 @@ where
         tracing::error!(%error, "request handler failed");
         Err(tonic::Status::internal("the request could not be handled"))
     })
+}
+
+/// What a server role allows its callers: each limit is a setting of the role's
+/// configuration, and each answers a clear status when exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (`max_connections`); beyond it, calls are answered
+    /// `RESOURCE_EXHAUSTED` and the connection is closed shortly after.
+    pub max_connections: usize,
+    /// Calls one connection may have open at once.
+    pub calls_per_connection: usize,
+    /// How long one call may take (`request_timeout_seconds`); beyond it, `CANCELLED`.
+    pub request_timeout: Duration,
+    /// Largest message received or sent (`max_message_mb`); beyond it, `OUT_OF_RANGE`.
+    pub max_message_bytes: usize,
+}
+
+impl Limits {
+    /// Limits from a role's settings in their configured units.
+    pub fn from_settings(
+        max_connections: u32,
+        calls_per_connection: usize,
+        request_timeout_seconds: u64,
+        max_message_mb: u64,
+    ) -> Self {
+        Self {
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            calls_per_connection,
+            request_timeout: Duration::from_secs(request_timeout_seconds),
+            max_message_bytes: usize::try_from(max_message_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// A server builder with these limits, every refusal logged and counted in
+    /// `refusals`, and, when given, TLS.
+    pub fn server(
+        &self,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        refusals: &Arc<Refusals>,
+    ) -> Result<CountedServer, tonic::transport::Error> {
+        let mut server = tonic::transport::Server::builder()
+            .timeout(self.request_timeout)
+            .concurrency_limit_per_connection(self.calls_per_connection);
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        Ok(server.layer(refusals.layer()))
+    }
+}
+
+/// A server whose refusals are counted: what [`Limits::server`] builds.
+pub type CountedServer = tonic::transport::Server<Stack<RefusalLayer, tower_layer::Identity>>;
+
+/// The routes of a [`CountedServer`], served by [`serve_gated`].
+pub type CountedRouter = Router<Stack<RefusalLayer, tower_layer::Identity>>;
+
+/// How long a connection beyond `max_connections` stays open to carry its refusal.
+const OVERFLOW_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Bounds the connections a role serves at once.
+///
+/// A connection within the limit is served as usual. One beyond it is still accepted, so
+/// its caller hears why (every call answered `RESOURCE_EXHAUSTED` naming the setting)
+/// instead of a bare reset, and is closed after [`OVERFLOW_LIFETIME`]. Beyond twice the
+/// limit, connections are closed at once. Install the gate on every service with
+/// [`tonic::service::interceptor::InterceptedService`] and serve with [`serve_gated`].
+#[derive(Clone)]
+pub struct Gate {
+    role: &'static str,
+    max: usize,
+    permits: Arc<Semaphore>,
+    /// Remote addresses of the connections beyond the limit that are still open.
+    overflow: Arc<Mutex<HashSet<SocketAddr>>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("role", &self.role)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// A gate for `role` (named in refusals) serving at most `max` connections.
+    pub fn new(role: &'static str, max: usize) -> Self {
+        Self {
+            role,
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+            overflow: Arc::default(),
+        }
+    }
+
+    fn overflow(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
+        // The set holds plain addresses; a panic elsewhere cannot leave it inconsistent.
+        self.overflow.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits an accepted connection within the limit, or marks it as overflow.
+    fn admit(&self, stream: TcpStream) -> Option<GatedStream> {
+        let _ = stream.set_nodelay(true);
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(GatedStream {
+                stream,
+                admitted: Admitted::Within(permit),
+            });
+        }
+        let peer = stream.peer_addr().ok()?;
+        let mut overflow = self.overflow();
+        if overflow.len() >= self.max.max(1) {
+            tracing::warn!(role = self.role, %peer, max_connections = self.max, "connection closed: far beyond max_connections");
+            return None;
+        }
+        overflow.insert(peer);
+        drop(overflow);
+        tracing::warn!(role = self.role, %peer, max_connections = self.max, "connection beyond max_connections: its calls are refused");
+        Some(GatedStream {
+            stream,
+            admitted: Admitted::Beyond {
+                gate: self.clone(),
+                peer,
+                closes: Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)),
+            },
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Gate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        match request.remote_addr() {
+            Some(peer) if self.overflow().contains(&peer) => {
+                Err(tonic::Status::resource_exhausted(format!(
+                    "the {} is serving its maximum of {} connections (max_connections); retry later",
+                    self.role, self.max
+                )))
+            }
+            _ => Ok(request),
+        }
+    }
+}
+
+/// Whether a connection was admitted within the limit.
+enum Admitted {
+    /// Holds one of the limit's places until the connection closes.
+    Within(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Beyond the limit: refused call by call, and closed when `closes` elapses.
+    Beyond {
+        gate: Gate,
+        peer: SocketAddr,
+        closes: Pin<Box<tokio::time::Sleep>>,
+    },
+}
+
+/// An accepted connection and its place under the gate.
+pub struct GatedStream {
+    stream: TcpStream,
+    admitted: Admitted,
+}
+
+impl Drop for GatedStream {
+    fn drop(&mut self) {
+        if let Admitted::Beyond { gate, peer, .. } = &self.admitted {
+            gate.overflow().remove(peer);
+        }
+    }
+}
+
+impl GatedStream {
+    /// True once an overflow connection's time is up: it then reads as closed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.admitted {
+            Admitted::Within(_) => false,
+            Admitted::Beyond { closes, .. } => closes.as_mut().poll(cx).is_ready(),
+        }
+    }
+}
+
+impl AsyncRead for GatedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GatedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for GatedStream {
+    // The TCP stream's own information, so peer addresses and certificates read as usual.
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Accepts connections on `listener` through `gate` until the server stops taking them.
+fn gated_incoming(listener: TcpListener, gate: Gate) -> ReceiverStream<io::Result<GatedStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let item = match accepted {
+                Ok((stream, _)) => match gate.admit(stream) {
+                    Some(gated) => Ok(gated),
+                    None => continue,
+                },
+                Err(error) => {
+                    // Out of file descriptors and the like: the next accept may succeed.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Serves `router` on `listener`, admitting connections through `gate`, until `shutdown`
+/// resolves; then lets requests in flight finish for at most `drain`.
+pub async fn serve_gated(
+    router: CountedRouter,
+    listener: TcpListener,
+    gate: Gate,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error> {
+    serve_incoming(router, gated_incoming(listener, gate), shutdown, drain).await
 }

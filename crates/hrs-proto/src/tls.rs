@@ -75,10 +75,15 @@ impl TlsFiles {
     /// The server side: this role's certificate, and a client certificate from the CA
     /// required of every caller.
     pub fn server(&self) -> Result<ServerTlsConfig, TlsError> {
+        self.server_with(ClientCertificates::Required)
+    }
+
+    /// The server side, with client certificates required or only verified when given.
+    pub fn server_with(&self, clients: ClientCertificates) -> Result<ServerTlsConfig, TlsError> {
         Ok(ServerTlsConfig::new()
             .identity(self.identity()?)
             .client_ca_root(Certificate::from_pem(read(&self.ca)?))
-            .client_auth_optional(false))
+            .client_auth_optional(clients == ClientCertificates::Optional))
     }
 
     /// The client side: this role's certificate, and the CA the server must be signed by.
@@ -89,12 +94,53 @@ impl TlsFiles {
     }
 }
 
+/// Whether a server requires a certificate of every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// Every client presents one from the CA (mutual TLS).
+    Required,
+    /// A client may connect without one and authenticate otherwise (the intake's token);
+    /// a certificate it does present must still come from the CA.
+    Optional,
+}
+
+/// How a client verifies a server it reaches over TLS, and whether it presents a
+/// certificate of its own: the connection point's way to an intake that may accept a
+/// token instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA the server's certificate must come from (PEM).
+    pub ca: PathBuf,
+    /// This client's certificate and key (PEM), when it has them.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    /// The client side of these settings.
+    pub fn config(&self) -> Result<ClientTlsConfig, TlsError> {
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca)?));
+        Ok(match &self.identity {
+            Some((cert, key)) => config.identity(Identity::from_pem(read(cert)?, read(key)?)),
+            None => config,
+        })
+    }
+}
+
 /// The endpoint of a role at `url`: `https://` with TLS (the server must present a
 /// certificate from the CA naming the URL's host), `http://` without.
 pub fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint, TlsError> {
     let endpoint = Endpoint::from_shared(url.to_owned())?;
     Ok(match tls {
         Some(tls) => endpoint.tls_config(tls.client()?)?,
+        None => endpoint,
+    })
+}
+
+/// The endpoint at `url` reached with `tls` when given; see [`ClientTls`].
+pub fn endpoint_with(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, TlsError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?;
+    Ok(match tls {
+        Some(tls) => endpoint.tls_config(tls.config()?)?,
         None => endpoint,
     })
 }

@@ -35,8 +35,8 @@ pub enum Command {
     Aggregator(Serve),
     /// Run the connection point: submit merged periods, or bundle them when offline.
     ConnectionPoint(Serve),
-    /// Run the reference intake: the service that receives submissions.
-    Intake(Serve),
+    /// Run the reference intake (the service that receives submissions), or manage it.
+    Intake(IntakeArgs),
     /// The connection tool, for offline hierarchies.
     #[command(subcommand)]
     ConnectionTool(ToolCommand),
@@ -189,6 +189,38 @@ pub struct Serve {
     /// Write the address actually bound here once listening (useful with port 0).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+}
+
+/// `hrs intake`: runs the intake with `--config`, or one of its subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct IntakeArgs {
+    /// What to do instead of running the intake.
+    #[command(subcommand)]
+    pub command: Option<IntakeCommand>,
+    /// The intake's configuration file.
+    #[arg(long, required = true)]
+    pub config: Option<PathBuf>,
+    /// Write the address actually bound here once listening (useful with port 0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Intake subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IntakeCommand {
+    /// Make a hierarchy's token, for a connection point that cannot hold a client
+    /// certificate: writes the token to an owner-only file and prints the lines to add to
+    /// the intake's configuration (which keeps only the token's SHA-256).
+    Token {
+        /// The hierarchy: its ID (a GUID, hashed here) or its hashed ID as submissions
+        /// carry it.
+        #[arg(long)]
+        hierarchy: String,
+        /// The new token file, handed to the connection point as `intake_token_file`.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Connection tool subcommands.

@@ -14,7 +14,7 @@ mod view;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use cli::{CatalogCommand, Cli, Command, SitedbCommand, ToolCommand};
+use cli::{CatalogCommand, Cli, Command, IntakeCommand, SitedbCommand, ToolCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,7 +35,20 @@ fn main() -> ExitCode {
             } => roles::agent(&config, once, deadline_seconds).await,
             Command::Aggregator(args) => roles::aggregator(args).await,
             Command::ConnectionPoint(args) => roles::connection_point(args).await,
-            Command::Intake(args) => roles::intake(args).await,
+            Command::Intake(args) => match (args.command, args.config) {
+                (Some(IntakeCommand::Token { hierarchy, out }), _) => {
+                    pki::intake_token(&hierarchy, &out)
+                }
+                (None, Some(config)) => {
+                    roles::intake(cli::Serve {
+                        config,
+                        ready_file: args.ready_file,
+                    })
+                    .await
+                }
+                // clap requires --config when no subcommand is given.
+                (None, None) => Err(anyhow::anyhow!("hrs intake needs --config FILE")),
+            },
             Command::ConnectionTool(ToolCommand::Export { config, dest }) => {
                 roles::export(&config, &dest)
             }

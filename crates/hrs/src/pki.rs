@@ -48,3 +48,27 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `hrs intake token`: a new token for `hierarchy` (its ID or hashed ID) in `out`.
+pub fn intake_token(hierarchy: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let hashed = match hierarchy.parse::<hrs_core::HierarchyId>() {
+        Ok(id) => id.hashed(),
+        Err(_) => hierarchy.to_owned(),
+    };
+    anyhow::ensure!(
+        !hashed.trim().is_empty(),
+        "--hierarchy is empty: give the hierarchy's ID or its hashed ID"
+    );
+    let token = hrs_core::token::Token::generate();
+    hrs_core::files::write_owner_only(out, format!("{}\n", token.expose()).as_bytes())
+        .with_context(|| format!("cannot write the token file {}", out.display()))?;
+    println!(
+        "token written to {} (owner-only): give it to the hierarchy's connection point as intake_token_file",
+        out.display()
+    );
+    println!("add to the intake's configuration (it keeps only the token's SHA-256):\n");
+    println!("[[hierarchy_tokens]]");
+    println!("hierarchy = {hashed:?}");
+    println!("token_sha256 = \"{}\"", token.fingerprint());
+    Ok(())
+}

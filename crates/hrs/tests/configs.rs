@@ -1,0 +1,75 @@
+//! A configuration file with an unknown key or a bad value stops a role before it starts,
+//! with a message naming the file and the key, for every role. The examples in
+//! `deploy/config` are the starting point.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn example(role: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/config")
+        .join(format!("{role}.toml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `hrs <role> --config <file with text>` and returns its exit success and stderr.
+fn run(dir: &Path, role: &str, text: &str) -> (bool, String, PathBuf) {
+    let file = dir.join(format!("{role}.toml"));
+    std::fs::write(&file, text).expect("writes the config");
+    let mut args = vec![role.to_owned()];
+    if role == "agent" {
+        args.push("--once".into());
+    }
+    args.extend(["--config".into(), file.display().to_string()]);
+    let output = Command::new(env!("CARGO_BIN_EXE_hrs"))
+        .args(&args)
+        .output()
+        .expect("hrs runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        file,
+    )
+}
+
+#[test]
+fn an_unknown_key_or_a_bad_value_names_the_file_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (role, key) in [
+        ("agent", "max_run_mb"),
+        ("aggregator", "max_connections"),
+        ("connection-point", "max_message_mb"),
+        ("intake", "request_timeout_seconds"),
+    ] {
+        let example = example(role);
+        assert!(
+            !example.lines().any(|l| l.starts_with(key)),
+            "{role}: the example already sets {key}"
+        );
+        for (what, extra, key) in [
+            (
+                "an unknown key",
+                "no_such_setting = 1".to_owned(),
+                "no_such_setting",
+            ),
+            ("a value out of range", format!("{key} = 0"), key),
+            (
+                "a value of the wrong type",
+                format!("{key} = \"many\""),
+                key,
+            ),
+        ] {
+            // Top-level keys go before the first table, so they stay top-level.
+            let text = match example.find("\n[") {
+                Some(at) => format!("{}\n{extra}\n{}", &example[..at], &example[at..]),
+                None => format!("{example}\n{extra}\n"),
+            };
+            let (ok, stderr, file) = run(dir.path(), role, &text);
+            assert!(!ok, "{role} with {what} started");
+            assert!(
+                stderr.contains(&file.display().to_string()) && stderr.contains(key),
+                "{role} with {what}: the error names neither the file nor {key}:\n{stderr}"
+            );
+        }
+    }
+}
