@@ -99,6 +99,7 @@ impl AgentError {
         matches!(
             status.code(),
             Code::InvalidArgument
+                | Code::OutOfRange
                 | Code::PermissionDenied
                 | Code::FailedPrecondition
                 | Code::AlreadyExists

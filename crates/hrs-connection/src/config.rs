@@ -282,6 +282,49 @@ mod tests {
     }
 
     #[test]
+    fn a_token_goes_only_over_https_to_a_verified_intake_and_is_never_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = Token::generate();
+        std::fs::write(dir.path().join("intake.token"), token.expose()).expect("writes");
+        let write = |text: &str| {
+            let path = dir.path().join("cp.toml");
+            std::fs::write(&path, text).expect("writes config");
+            ConnectionPointConfig::load(&path)
+        };
+        let online = format!("{BASE}mode = \"online\"\nintake_token_file = \"intake.token\"\n");
+
+        let err = write(&format!("{online}intake = \"http://127.0.0.1:7400\"\n"))
+            .expect_err("a token in clear")
+            .to_string();
+        assert!(err.contains("intake_token_file"), "{err}");
+        let err = write(&format!("{online}intake = \"https://127.0.0.1:7400\"\n"))
+            .expect_err("no CA for the intake")
+            .to_string();
+        assert!(err.contains("intake_ca"), "{err}");
+
+        let config = write(&format!(
+            "{online}intake = \"https://127.0.0.1:7400\"\nintake_ca = \"intake-ca.pem\"\n"
+        ))
+        .expect("loads");
+        assert_eq!(config.intake_token.as_ref(), Some(&token));
+        let tls = config.intake_tls().expect("https");
+        assert_eq!(tls.ca, dir.path().join("intake-ca.pem"));
+        assert_eq!(tls.identity, None, "no client certificate to present");
+        assert!(!format!("{config:?}").contains(token.expose()));
+
+        std::fs::write(dir.path().join("intake.token"), "short").expect("writes");
+        let err = write(&format!(
+            "{online}intake = \"https://127.0.0.1:7400\"\nintake_ca = \"intake-ca.pem\"\n"
+        ))
+        .expect_err("a short token")
+        .to_string();
+        assert!(
+            err.contains("intake_token_file") && !err.contains("short"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn online_needs_an_intake_and_offline_an_outbox() {
         let (_dir, err) = load(&format!("{BASE}mode = \"online\"\n"));
         let err = err.expect_err("no intake").to_string();

@@ -228,4 +228,45 @@ mod tests {
             .to_string();
         assert!(err.contains("retention"), "{err}");
     }
+
+    #[test]
+    fn tokens_need_tls_and_a_sha256_and_one_per_hierarchy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["i.pem", "i.key", "ca.pem"] {
+            std::fs::write(dir.path().join(file), "x").expect("writes");
+        }
+        let base = "listen = \"127.0.0.1:7400\"\nstore = \"i.sqlite\"\n";
+        let tls = "tls_cert = \"i.pem\"\ntls_key = \"i.key\"\ntls_ca = \"ca.pem\"\n";
+        let token = |hierarchy: &str, sha: &str| {
+            format!("[[hierarchy_tokens]]\nhierarchy = \"{hierarchy}\"\ntoken_sha256 = \"{sha}\"\n")
+        };
+        let good = "a".repeat(64);
+        for (text, field) in [
+            (format!("{base}{}", token("H", &good)), "hierarchy_tokens"),
+            (
+                format!("{base}{tls}{}", token("H", "ABC")),
+                "hierarchy_tokens[0].token_sha256",
+            ),
+            (
+                format!("{base}{tls}{}", token("", &good)),
+                "hierarchy_tokens[0].hierarchy",
+            ),
+            (
+                format!("{base}{tls}{}{}", token("H", &good), token("H", &good)),
+                "hierarchy_tokens[1].hierarchy",
+            ),
+        ] {
+            let err = IntakeConfig::load(&write(dir.path(), &text))
+                .expect_err(field)
+                .to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let config = IntakeConfig::load(&write(
+            dir.path(),
+            &format!("{base}{tls}{}", token("H", &good)),
+        ))
+        .expect("loads");
+        assert_eq!(config.token_for("H"), Some(good.as_str()));
+        assert_eq!(config.token_for("other"), None);
+    }
 }

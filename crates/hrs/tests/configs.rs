@@ -73,3 +73,60 @@ fn an_unknown_key_or_a_bad_value_names_the_file_and_the_key() {
         }
     }
 }
+
+#[test]
+fn an_intake_token_is_written_owner_only_and_only_its_fingerprint_is_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("hierarchy.token");
+    let output = Command::new(env!("CARGO_BIN_EXE_hrs"))
+        .args([
+            "intake",
+            "token",
+            "--hierarchy",
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "--out",
+            &out.display().to_string(),
+        ])
+        .output()
+        .expect("hrs runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = std::fs::read_to_string(&out).expect("reads the token");
+    let token = token.trim();
+    assert!(
+        !stdout.contains(token),
+        "the token itself is printed:\n{stdout}"
+    );
+    let fingerprint = hrs_core::token::fingerprint(token);
+    assert!(
+        stdout.contains(&format!("token_sha256 = \"{fingerprint}\"")),
+        "{stdout}"
+    );
+    let hashed = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        .parse::<hrs_core::HierarchyId>()
+        .expect("id")
+        .hashed();
+    assert!(
+        stdout.contains(&format!("hierarchy = \"{hashed}\"")),
+        "{stdout}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is owner-only");
+    }
+    // A second token never replaces the first.
+    let again = Command::new(env!("CARGO_BIN_EXE_hrs"))
+        .args([
+            "intake",
+            "token",
+            "--hierarchy",
+            "x",
+            "--out",
+            &out.display().to_string(),
+        ])
+        .output()
+        .expect("hrs runs");
+    assert!(!again.status.success());
+}
