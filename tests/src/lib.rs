@@ -6,12 +6,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_agent::spool::Spool;
 use hrs_agent::{Agent, AgentConfig, SiteType};
 use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
 use hrs_connection::{ConnectionPointConfig, Mode, PeriodState, State};
+use hrs_core::clock::Clock;
 use hrs_core::{HierarchyId, Level, Period, SiteCode, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
 use hrs_proto::v1 as pb;
@@ -124,6 +126,10 @@ pub struct HierarchyBuilder {
     primaries: u32,
     level: Level,
     offline: bool,
+    clock: Option<Arc<dyn Clock>>,
+    update_catalog: Option<PathBuf>,
+    hierarchy_id: HierarchyId,
+    intake_proxy: Option<hrs_proto::proxy::Proxy>,
 }
 
 impl Default for HierarchyBuilder {
@@ -132,6 +138,10 @@ impl Default for HierarchyBuilder {
             primaries: 3,
             level: Level::Enhanced,
             offline: false,
+            clock: None,
+            update_catalog: None,
+            hierarchy_id: HIERARCHY_ID.parse().expect("valid hierarchy id"),
+            intake_proxy: None,
         }
     }
 }
@@ -149,9 +159,33 @@ impl HierarchyBuilder {
         self
     }
 
-    /// Makes the connection point write bundles instead of submitting to the intake.
+    /// Makes the connection point offline: periods leave only with the connection tool.
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = offline;
+        self
+    }
+
+    /// Runs the connection point's update checks on `clock` instead of the wall clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Uses this hierarchy ID instead of [`HIERARCHY_ID`], for tests with two hierarchies.
+    pub fn hierarchy_id(mut self, id: HierarchyId) -> Self {
+        self.hierarchy_id = id;
+        self
+    }
+
+    /// Makes the connection point reach the intake through this HTTP proxy.
+    pub fn intake_proxy(mut self, proxy: hrs_proto::proxy::Proxy) -> Self {
+        self.intake_proxy = Some(proxy);
+        self
+    }
+
+    /// Gives the intake this update catalog.
+    pub fn update_catalog(mut self, catalog: PathBuf) -> Self {
+        self.update_catalog = Some(catalog);
         self
     }
 
@@ -220,7 +254,7 @@ impl Hierarchy {
 
     async fn start(options: HierarchyBuilder) -> Self {
         let dir = tempfile::tempdir().expect("creates a temporary folder");
-        let hierarchy_id: HierarchyId = HIERARCHY_ID.parse().expect("valid hierarchy id");
+        let hierarchy_id = options.hierarchy_id;
         let mut sites = vec![site("CAS")];
         sites.extend((1..=options.primaries).map(|n| site(&format!("P{n:02}"))));
         for code in &sites {
@@ -241,6 +275,7 @@ impl Hierarchy {
             dir.path().join("intake.sqlite"),
         );
         intake_config.metrics_file = Some(dir.path().join("intake.prom"));
+        intake_config.update_catalog = options.update_catalog.clone();
         let config = intake_config.clone();
         let stop = stop_signal(&mut stops);
         tasks.push(tokio::spawn(async move {
@@ -260,7 +295,8 @@ impl Hierarchy {
             },
             store: dir.path().join("connection-point.sqlite"),
             intake: Some(format!("http://{intake_addr}")),
-            outbox: options.offline.then(|| dir.path().join("outbox")),
+            check_hours: 24,
+            recheck_minutes: 60,
             retry_seconds: 1,
             hash_key_file: None,
             hasher: hrs_core::hash::Hasher::Plain,
@@ -270,6 +306,11 @@ impl Hierarchy {
             intake_ca: None,
             intake_token_file: None,
             intake_token: None,
+            intake_proxy: options.intake_proxy.clone(),
+            proxy: options.intake_proxy.as_ref().map(|p| p.url().to_owned()),
+            proxy_user: None,
+            proxy_password_env: None,
+            proxy_password_file: None,
             metrics_file: None,
             max_connections: 64,
             max_message_mb: 64,
@@ -278,8 +319,12 @@ impl Hierarchy {
         };
         let config = connection_point.clone();
         let stop = stop_signal(&mut stops);
+        let clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(hrs_core::clock::SystemClock));
         tasks.push(tokio::spawn(async move {
-            hrs_connection::serve(config, cp_listener, stop)
+            hrs_connection::serve_with_clock(config, cp_listener, stop, clock)
                 .await
                 .expect("connection point serves");
         }));
@@ -418,6 +463,27 @@ impl Hierarchy {
     /// Waits (polling every 20 ms, at most 30 s) until the connection point has delivered
     /// `period`, and returns its state; panics on timeout.
     pub async fn wait_delivered(&self, period: &str) -> PeriodState {
+        self.wait_state(period, |s| s.state == State::Submitted)
+            .await
+    }
+
+    /// Waits until the connection point holds `period` from every site (offline, it then
+    /// waits there for the connection tool), and returns its state.
+    pub async fn wait_received(&self, period: &str) -> PeriodState {
+        let sites = self.sites.len();
+        self.wait_state(period, |s| {
+            hrs_connection::SqliteOutbox::open_existing(&self.connection_point.store)
+                .ok()
+                .flatten()
+                .and_then(|store| store.stored_blocking().ok())
+                .into_iter()
+                .flatten()
+                .any(|p| p.period == s.period && p.digest == s.digest && p.sites.len() == sites)
+        })
+        .await
+    }
+
+    async fn wait_state(&self, period: &str, done: impl Fn(&PeriodState) -> bool) -> PeriodState {
         let started = tokio::time::Instant::now();
         let mut last = None;
         while started.elapsed() < DELIVERY_TIMEOUT {
@@ -425,14 +491,14 @@ impl Hierarchy {
                 let states = hrs_connection::periods(&self.connection_point)
                     .expect("reads the connection point's periods");
                 last = states.into_iter().find(|s| s.period == period);
-                if let Some(state) = last.as_ref().filter(|s| s.state != State::Pending) {
+                if let Some(state) = last.as_ref().filter(|s| done(s)) {
                     return state.clone();
                 }
             }
             tokio::time::sleep(POLL).await;
         }
         panic!(
-            "period {period} was not delivered within {} s; last state: {last:?}",
+            "period {period} did not get there within {} s; last state: {last:?}",
             DELIVERY_TIMEOUT.as_secs()
         );
     }

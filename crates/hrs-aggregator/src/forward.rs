@@ -12,14 +12,13 @@ use hrs_proto::chunks::ChunkedPushError;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_proto::v1::connection_point_client::ConnectionPointClient;
-use prost::Message as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, watch};
 
 use crate::config::AggregatorConfig;
 use crate::merge::merge;
-use crate::store::MergeStore;
+use crate::store::{MergeStore, StoredRun};
 
 /// How often ready periods are re-examined when nothing else happens, so deadlines pass.
 const RECHECK: Duration = Duration::from_secs(15 * 60);
@@ -40,7 +39,7 @@ pub async fn run(
     };
     loop {
         let result = if relay {
-            relay_ready(&store, &upstream, config.tls().as_ref()).await
+            relay_ready(&store, &upstream, &config).await
         } else {
             forward_ready(&config, &store, &catalog, &upstream).await
         };
@@ -59,12 +58,32 @@ pub async fn run(
     }
 }
 
-/// Pushes every current run the upstream aggregator has not committed yet. A run it
-/// refuses is logged and tried again next time without holding back the others.
+/// A stored run's encoding, read piece by piece from the merge store as it is relayed, so
+/// a run of hundreds of megabytes never sits in memory whole.
+struct StoredBytes {
+    store: Arc<dyn MergeStore>,
+    run_id: String,
+    size: u64,
+}
+
+impl hrs_proto::chunks::RunBytes for StoredBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store
+            .payload_range(&self.run_id, offset, len)
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// Pushes every current run the upstream aggregator has not committed yet, as stored. A
+/// run it refuses is logged and tried again next time without holding back the others.
 async fn relay_ready(
     store: &Arc<dyn MergeStore>,
     upstream: &str,
-    tls: Option<&hrs_proto::tls::TlsFiles>,
+    config: &AggregatorConfig,
 ) -> Result<(), String> {
     let reader = Arc::clone(store);
     let runs = tokio::task::spawn_blocking(move || reader.unrelayed())
@@ -74,24 +93,35 @@ async fn relay_ready(
     if runs.is_empty() {
         return Ok(());
     }
-    let channel = hrs_proto::tls::connect(upstream, tls)
+    let channel = hrs_proto::tls::connect(upstream, config.tls().as_ref())
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut client = AggregatorClient::new(channel)
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
         .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
     for run in runs {
-        let (run_id, site, period) = (run.run_id.clone(), run.site.clone(), run.period.clone());
+        let StoredRun {
+            run_id,
+            site,
+            period,
+            size,
+        } = run;
         let outgoing = hrs_proto::chunks::Outgoing {
-            run_id: run.run_id.clone(),
-            site: run.site.clone(),
-            hierarchy_id: run.hierarchy_id.clone(),
+            run_id: run_id.clone(),
+            site: site.clone(),
+            // Every stored run was checked to be of this hierarchy when it arrived.
+            hierarchy_id: config.hierarchy_id.to_string(),
+        };
+        let bytes = StoredBytes {
+            store: Arc::clone(store),
+            run_id: run_id.clone(),
+            size,
         };
         let pushed = hrs_proto::chunks::push_run_chunks(
             &mut client,
             outgoing,
             pb::LinkReport::default(),
-            Arc::new(run.encode_to_vec()),
+            Arc::new(bytes),
             hrs_proto::chunks::DEFAULT_CHUNK_BYTES,
         )
         .await;
@@ -108,15 +138,7 @@ async fn relay_ready(
                     .map_err(|e| e.to_string())?;
                 tracing::info!(run_id, site, period, "run relayed upstream");
             }
-            Err(ChunkedPushError::Status(status))
-                if matches!(
-                    status.code(),
-                    tonic::Code::InvalidArgument
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::FailedPrecondition
-                        | tonic::Code::AlreadyExists
-                ) =>
-            {
+            Err(ChunkedPushError::Status(status)) if refused(&status) => {
                 tracing::error!(run_id, site, period, error = %status.message(), "upstream refused a relayed run");
             }
             // Anything else is the link or the upstream failing: try again later, from
@@ -125,6 +147,19 @@ async fn relay_ready(
         }
     }
     Ok(())
+}
+
+/// True when the upstream refused what was sent, rather than failed to take it: sending it
+/// again unchanged cannot succeed, so it must not hold back what comes after it.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
+            | tonic::Code::OutOfRange
+    )
 }
 
 fn past_deadline(period: &str, hours: u64) -> bool {
@@ -147,6 +182,7 @@ async fn forward_ready(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let mut client: Option<ConnectionPointClient<tonic::transport::Channel>> = None;
+    let mut failed = Vec::new();
     for period in periods {
         let reader = Arc::clone(store);
         let key = period.clone();
@@ -187,12 +223,22 @@ async fn forward_ready(
         };
         let digest = merged.period.digest.clone();
         let missing = merged.period.missing_sites.len();
-        client
+        let offered = client
             .offer_period(pb::OfferPeriodRequest {
                 period: Some(merged.period),
             })
-            .await
-            .map_err(|s| format!("period {period} refused: {}", s.message()))?;
+            .await;
+        match offered {
+            Ok(_) => {}
+            // A period the connection point refuses must not hold back the periods after
+            // it; it is offered again at the next retry.
+            Err(status) if refused(&status) => {
+                tracing::error!(period, digest, error = %status.message(), "the connection point refused a period");
+                failed.push(period.clone());
+                continue;
+            }
+            Err(status) => return Err(format!("period {period} not taken: {}", status.message())),
+        }
         let writer = Arc::clone(store);
         let at = OffsetDateTime::now_utc()
             .format(&Rfc3339)
@@ -204,5 +250,12 @@ async fn forward_ready(
             .map_err(|e| e.to_string())?;
         tracing::info!(period, digest, missing, "period forwarded");
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the connection point refused {}",
+            failed.join(", ")
+        ))
+    }
 }

@@ -21,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use config::AggregatorConfig;
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
-pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged};
+pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged, StoredRun};
 
 /// Largest message sent upstream (a merged period, a relayed run); the receiving role
 /// enforces its own `max_message_mb`.

@@ -112,6 +112,19 @@ pub struct Staged {
     pub created: bool,
 }
 
+/// A stored run, named without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRun {
+    /// The run.
+    pub run_id: String,
+    /// Its site.
+    pub site: String,
+    /// Its period.
+    pub period: String,
+    /// Size of its encoding.
+    pub size: u64,
+}
+
 /// What appending a chunk to a staged run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -184,8 +197,12 @@ pub trait MergeStore: Send + Sync + 'static {
     fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError>;
 
     /// Returns the current runs not yet committed by the upstream aggregator, by period
-    /// and site (a region aggregator relays every site's runs up as they are).
-    fn unrelayed(&self) -> Result<Vec<pb::Run>, StoreError>;
+    /// and site (a region aggregator relays every site's runs up as they are): what they
+    /// are, not their payloads, which [`MergeStore::payload_range`] reads piece by piece.
+    fn unrelayed(&self) -> Result<Vec<StoredRun>, StoreError>;
+
+    /// Reads `len` bytes at `offset` of a stored run's encoding.
+    fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
 
     /// Records that the upstream aggregator committed a run.
     fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError>;
@@ -505,14 +522,42 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn unrelayed(&self) -> Result<Vec<pb::Run>, StoreError> {
+    fn unrelayed(&self) -> Result<Vec<StoredRun>, StoreError> {
         self.store.with(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT r.run_id, r.payload FROM current_runs c JOIN runs r ON r.run_id = c.run_id
+                "SELECT r.run_id, r.site, r.period, length(r.payload)
+                 FROM current_runs c JOIN runs r ON r.run_id = c.run_id
                  WHERE r.run_id NOT IN (SELECT run_id FROM relayed)
                  ORDER BY c.period, c.site",
             )?;
-            decode_rows(&mut stmt, [])
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredRun {
+                        run_id: r.get(0)?,
+                        site: r.get(1)?,
+                        period: r.get(2)?,
+                        size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        self.store.with(|conn| {
+            let rowid: i64 = conn.query_row(
+                "SELECT rowid FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )?;
+            let blob = conn.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, true)?;
+            let offset = usize::try_from(offset)
+                .map_err(|e| StoreError::Corrupt(format!("run {run_id}: offset {e}")))?;
+            let mut data = vec![0u8; len];
+            blob.read_at_exact(&mut data, offset)
+                .map_err(|e| StoreError::Corrupt(format!("run {run_id}: {e}")))?;
+            Ok(data)
         })
     }
 
@@ -658,15 +703,21 @@ impl MergeStore for SqliteMergeStore {
     fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let (start, end) = (offset, offset + len as u64);
         self.store.with(|conn| {
+            // No chunk is longer than a chunk may be, so only those starting that far before
+            // the range can reach into it: the key's range scan stays short however many
+            // chunks came before.
             let mut stmt = conn.prepare(
                 "SELECT offset, data FROM staged_chunks
-                 WHERE run_id = ?1 AND offset < ?3 AND offset + LENGTH(data) > ?2
+                 WHERE run_id = ?1 AND offset >= ?4 AND offset < ?3
+                   AND offset + LENGTH(data) > ?2
                  ORDER BY offset",
             )?;
+            let earliest = start.saturating_sub(hrs_proto::chunks::MAX_CHUNK_BYTES as u64);
             let mut rows = stmt.query(params![
                 run_id,
                 i64::try_from(start).unwrap_or(i64::MAX),
-                i64::try_from(end).unwrap_or(i64::MAX)
+                i64::try_from(end).unwrap_or(i64::MAX),
+                i64::try_from(earliest).unwrap_or(i64::MAX)
             ])?;
             let mut out = Vec::with_capacity(len);
             while let Some(row) = rows.next()? {

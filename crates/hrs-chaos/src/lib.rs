@@ -3,6 +3,13 @@
 //!
 //! Everything random comes from one seeded generator, so a failing run can be replayed
 //! with the same seed. The proxy listens on loopback only.
+//!
+//! [`ConnectProxy`] is the other kind: an HTTP proxy that opens tunnels with `CONNECT`,
+//! for tests of the roles that reach the intake through one.
+
+pub mod connect;
+
+pub use connect::{ConnectCounters, ConnectProxy};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

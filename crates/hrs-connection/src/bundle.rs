@@ -260,7 +260,7 @@ pub fn file_name(period: &pb::MergedPeriod) -> String {
     format!("hrs-bundle-{}-{short}.json", period.period)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -271,6 +271,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// atomically, and returns the file's path.
 pub fn write_bundle(folder: &Path, period: &pb::MergedPeriod) -> Result<PathBuf, BundleError> {
     let path = folder.join(file_name(period));
+    let bytes = encode_period(period)?;
+    write_atomic(&path, &bytes).map_err(|source| BundleError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Encodes `period` (already filtered by [`crate::outbound`]) as one period's bundle
+/// document, refusing a period whose values would not survive JSON.
+pub fn encode_period(period: &pb::MergedPeriod) -> Result<Vec<u8>, BundleError> {
     let payload = BundlePayload::from(period);
     let unrepresentable = |problem: String| BundleError::Unrepresentable {
         period: period.period.clone(),
@@ -302,11 +313,7 @@ pub fn write_bundle(folder: &Path, period: &pb::MergedPeriod) -> Result<PathBuf,
     let mut bytes =
         serde_json::to_vec_pretty(&document).map_err(|e| unrepresentable(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(&path, &bytes).map_err(|source| BundleError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
+    Ok(bytes)
 }
 
 /// Reads a bundle file, verifying its payload checksum and digest, and returns the merged
@@ -316,6 +323,12 @@ pub fn read_bundle(path: &Path) -> Result<pb::MergedPeriod, BundleError> {
         path: path.to_owned(),
         source,
     })?;
+    decode_period(&bytes, path)
+}
+
+/// Decodes one period's bundle document (named `path` in errors), verifying its payload
+/// checksum and digest, and returns the merged period it carries.
+pub fn decode_period(bytes: &[u8], path: &Path) -> Result<pb::MergedPeriod, BundleError> {
     let parse = |source| BundleError::Parse {
         path: path.to_owned(),
         source,
@@ -324,7 +337,7 @@ pub fn read_bundle(path: &Path) -> Result<pb::MergedPeriod, BundleError> {
         path: path.to_owned(),
         problem,
     };
-    let document: BundleFile = serde_json::from_slice(&bytes).map_err(parse)?;
+    let document: BundleFile = serde_json::from_slice(bytes).map_err(parse)?;
     if document.format != FORMAT {
         return Err(BundleError::Format {
             path: path.to_owned(),

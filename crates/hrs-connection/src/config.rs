@@ -57,12 +57,15 @@ pub struct ConnectionPointConfig {
     /// URL of the intake, e.g. `http://127.0.0.1:7400`; required when online.
     #[serde(default)]
     pub intake: Option<String>,
-    /// Folder bundles are written to; required when offline.
-    #[serde(default)]
-    pub outbox: Option<PathBuf>,
-    /// Seconds to wait before retrying a delivery that failed.
+    /// Seconds to wait before retrying an update check that could not submit everything.
     #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
+    /// Hours between update checks (online); each check submits every unsent period.
+    #[serde(default = "default_check_hours")]
+    pub check_hours: u64,
+    /// Minutes until the next check after one that found no applicable update.
+    #[serde(default = "default_recheck_minutes")]
+    pub recheck_minutes: u64,
     /// The hierarchy's hash key file: site codes leaving below Full are then hashed keyed
     /// (HMAC-SHA-256) instead of plain SHA-256, so they cannot be guessed outside.
     #[serde(default)]
@@ -90,6 +93,18 @@ pub struct ConnectionPointConfig {
     /// textfile collector; none when unset.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
+    /// An HTTP proxy the intake is reached through (CONNECT), `http://host:port`.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// The proxy's user, for a proxy that asks for Basic authentication.
+    #[serde(default)]
+    pub proxy_user: Option<String>,
+    /// The environment variable holding the proxy user's password.
+    #[serde(default)]
+    pub proxy_password_env: Option<String>,
+    /// Or a file holding it (one line).
+    #[serde(default)]
+    pub proxy_password_file: Option<PathBuf>,
     /// Connections served at once (only aggregators connect here).
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -105,6 +120,9 @@ pub struct ConnectionPointConfig {
     /// The intake token, loaded from `intake_token_file`.
     #[serde(skip)]
     pub intake_token: Option<Token>,
+    /// The proxy, with its password, from the `proxy*` settings.
+    #[serde(skip)]
+    pub intake_proxy: Option<hrs_proto::proxy::Proxy>,
     /// The file this configuration was read from, so messages can point at it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -122,13 +140,20 @@ fn default_max_connections() -> u32 {
     64
 }
 
+fn default_check_hours() -> u64 {
+    24
+}
+
+fn default_recheck_minutes() -> u64 {
+    60
+}
+
 impl ConnectionPointConfig {
     /// Reads, resolves and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut this: Self = config::load(path)?;
         this.store = config::resolve(path, &this.store);
         this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
-        this.outbox = this.outbox.map(|outbox| config::resolve(path, &outbox));
         this.source = Some(path.to_owned());
         this.hash_key_file = this.hash_key_file.map(|file| config::resolve(path, &file));
         this.hasher = Hasher::from_key_file(this.hash_key_file.as_deref())
@@ -137,6 +162,39 @@ impl ConnectionPointConfig {
         this.intake_token_file = this
             .intake_token_file
             .map(|file| config::resolve(path, &file));
+        this.proxy_password_file = this
+            .proxy_password_file
+            .map(|file| config::resolve(path, &file));
+        let password = match (&this.proxy_password_env, &this.proxy_password_file) {
+            (Some(_), Some(_)) => {
+                return Err(config::invalid(
+                    path,
+                    "proxy_password_file",
+                    "give proxy_password_env or proxy_password_file, not both",
+                ));
+            }
+            (Some(env), None) => Some(hrs_proto::proxy::PasswordSource::Env(env.clone())),
+            (None, Some(file)) => Some(hrs_proto::proxy::PasswordSource::File(file.clone())),
+            (None, None) => None,
+        };
+        this.intake_proxy = match &this.proxy {
+            Some(url) => Some(
+                hrs_proto::proxy::Proxy::from_settings(
+                    url,
+                    this.proxy_user.as_deref(),
+                    password.as_ref(),
+                )
+                .map_err(|e| config::invalid(path, "proxy", e.to_string()))?,
+            ),
+            None if this.proxy_user.is_some() || password.is_some() => {
+                return Err(config::invalid(
+                    path,
+                    "proxy",
+                    "is required when proxy_user or a proxy password is set",
+                ));
+            }
+            None => None,
+        };
         this.intake_token = match &this.intake_token_file {
             Some(file) => Some(
                 Token::load(file)
@@ -197,8 +255,14 @@ impl ConnectionPointConfig {
         if self.store.as_os_str().is_empty() {
             return Err(config::invalid(path, "store", "is empty"));
         }
-        if self.retry_seconds == 0 {
-            return Err(config::invalid(path, "retry_seconds", "must be at least 1"));
+        for (field, value) in [
+            ("retry_seconds", self.retry_seconds),
+            ("check_hours", self.check_hours),
+            ("recheck_minutes", self.recheck_minutes),
+        ] {
+            if value == 0 {
+                return Err(config::invalid(path, field, "must be at least 1"));
+            }
         }
         match self.mode {
             Mode::Online => {
@@ -225,18 +289,8 @@ impl ConnectionPointConfig {
                     ));
                 }
             }
-            Mode::Offline => {
-                let Some(outbox) = &self.outbox else {
-                    return Err(config::invalid(
-                        path,
-                        "outbox",
-                        "is required when mode = \"offline\" (the folder bundles are written to)",
-                    ));
-                };
-                if outbox.as_os_str().is_empty() {
-                    return Err(config::invalid(path, "outbox", "is empty"));
-                }
-            }
+            // Offline, the connection tool carries periods out; nothing to check here.
+            Mode::Offline => {}
         }
         Ok(())
     }
@@ -325,14 +379,13 @@ mod tests {
     }
 
     #[test]
-    fn online_needs_an_intake_and_offline_an_outbox() {
+    fn online_needs_an_intake() {
         let (_dir, err) = load(&format!("{BASE}mode = \"online\"\n"));
         let err = err.expect_err("no intake").to_string();
         assert!(err.contains("intake"), "{err}");
 
-        let (_dir, err) = load(&format!("{BASE}mode = \"offline\"\n"));
-        let err = err.expect_err("no outbox").to_string();
-        assert!(err.contains("outbox"), "{err}");
+        let (_dir, config) = load(&format!("{BASE}mode = \"offline\"\n"));
+        config.expect("offline needs nothing more: the connection tool carries periods out");
 
         let (_dir, err) = load(&format!(
             "{BASE}mode = \"online\"\nintake = \"127.0.0.1:7400\"\n"
@@ -346,10 +399,10 @@ mod tests {
 
     #[test]
     fn resolves_paths_and_applies_defaults() {
-        let (dir, config) = load(&format!("{BASE}mode = \"offline\"\noutbox = \"media\"\n"));
+        let (dir, config) = load(&format!("{BASE}mode = \"offline\"\n"));
         let config = config.expect("loads");
         assert_eq!(config.store, dir.path().join("cp.sqlite"));
-        assert_eq!(config.outbox, Some(dir.path().join("media")));
+        assert_eq!((config.check_hours, config.recheck_minutes), (24, 60));
         assert_eq!(config.level, Level::Enhanced);
         assert_eq!(config.retry_seconds, 30);
         assert_eq!(config.mode, Mode::Offline);

@@ -1,67 +1,64 @@
-//! The delivery task: takes each pending period out of the hierarchy, online to the intake
-//! or offline into a bundle file, and records the outcome.
+//! The update check: online, the connection point checks for updates on a schedule, and
+//! with each check submits every merged period the intake has not acknowledged, then asks
+//! which updates apply and keeps the answer (the update manifest).
 //!
-//! It runs once at startup, whenever a new period is offered, and every `retry_seconds`
-//! while anything is still pending, so an intake that is away for weeks only delays
-//! delivery. Delivery is at-least-once: a period is marked delivered only after the intake
-//! answered (or the bundle was renamed into place), and the intake is idempotent.
+//! Checks run at startup, whenever a new period is offered (usage data leaves after the
+//! queries), every `check_hours` after a check that found updates, and `recheck_minutes`
+//! after one that found none. A check that could not submit everything retries after
+//! `retry_seconds`, so an intake that is away for weeks only delays delivery. Delivery is
+//! at-least-once: a period is marked sent only after the intake answered, and the intake
+//! is idempotent.
+//!
+//! Offline, nothing leaves here: the connection tool carries periods out (`prepare`,
+//! `connect`, `import`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_client::IntakeClient;
+use hrs_core::clock::{Clock, rfc3339};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
-use crate::bundle::write_bundle;
+use crate::intake::{IntakeCallError, IntakeLink};
 use crate::outbound::{Policy, outbound};
-use crate::store::OutboxStore;
-use crate::{ConnectionPointConfig, MAX_MESSAGE_BYTES, Mode};
+use crate::store::{CheckRecord, ManifestSource, OutboxStore};
+use crate::{ConnectionPointConfig, Mode};
 
-/// How long to wait for the intake to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Which updates an online check asks for: everything that applies, for `hrs status`.
+const CHECK_DOWNLOAD: &str = "all";
 
-/// How long one submission may take, for a period of up to [`MAX_MESSAGE_BYTES`].
-const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Where delivered periods go.
-#[derive(Debug, Clone)]
-enum Target {
-    /// Submit to the intake at this URL.
-    Intake(String),
-    /// Write bundles into this folder.
-    Outbox(PathBuf),
-}
-
-/// What the delivery task needs from the configuration.
+/// What the update check needs from the configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
-    target: Target,
+    /// The intake, when online.
+    intake: Option<IntakeLink>,
     policy: Policy,
+    hierarchy_hash: String,
     retry: Duration,
-    tls: Option<hrs_proto::tls::ClientTls>,
-    /// Sent with every submission when set (`intake_token_file`).
-    token: Option<hrs_core::token::Token>,
+    every: Duration,
+    recheck: Duration,
 }
 
 impl Delivery {
-    /// Returns the delivery settings of a checked configuration; `None` when the mode's
-    /// destination is missing (which [`ConnectionPointConfig::load`] refuses).
-    pub(crate) fn of(config: &ConnectionPointConfig) -> Option<Self> {
-        let target = match config.mode {
-            Mode::Online => Target::Intake(config.intake.clone()?),
-            Mode::Offline => Target::Outbox(config.outbox.clone()?),
+    /// The update-check settings of a checked configuration.
+    pub(crate) fn of(config: &ConnectionPointConfig) -> Self {
+        let intake = match (config.mode, &config.intake) {
+            (Mode::Online, Some(url)) => Some(IntakeLink {
+                url: url.clone(),
+                tls: config.intake_tls(),
+                token: config.intake_token.clone(),
+                proxy: config.intake_proxy.clone(),
+            }),
+            _ => None,
         };
-        Some(Self {
-            target,
+        Self {
+            intake,
             policy: Policy::of(config),
+            hierarchy_hash: config.hierarchy_id.hashed(),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
-            tls: config.intake_tls(),
-            token: config.intake_token.clone(),
-        })
+            every: Duration::from_secs(config.check_hours.max(1) * 3600),
+            recheck: Duration::from_secs(config.recheck_minutes.max(1) * 60),
+        }
     }
 }
 
@@ -81,105 +78,94 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Delivers pending periods until `stop` turns true.
+/// Runs update checks until `stop` turns true (online); offline, only waits for `stop`.
 pub(crate) async fn run<S: OutboxStore>(
     delivery: Delivery,
     store: Arc<S>,
     wake: Arc<Notify>,
+    clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Some(intake) = delivery.intake.clone() else {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        return;
+    };
+    let mut next = clock.now();
     loop {
-        let left = tokio::select! {
-            left = deliver_pending(&delivery, &*store) => left,
+        tokio::select! {
+            () = clock.sleep_until(next) => {}
+            () = wake.notified() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        next = tokio::select! {
+            next = check(&intake, &delivery, &*store, &*clock) => next,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(delivery.retry), if left > 0 => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
     }
 }
 
-/// Tries every pending period once; returns how many are still pending.
-async fn deliver_pending<S: OutboxStore>(delivery: &Delivery, store: &S) -> usize {
-    let pending = match store.pending().await {
-        Ok(pending) => pending,
-        Err(e) => {
-            error!(error = %e, "cannot read pending periods, will retry");
-            return 1;
-        }
-    };
-    if pending.is_empty() {
-        return 0;
-    }
-    match &delivery.target {
-        Target::Intake(url) => submit_all(url, delivery, store, pending).await,
-        Target::Outbox(folder) => bundle_all(folder, delivery, store, pending).await,
-    }
-}
-
-async fn connect(
-    url: &str,
-    tls: Option<&hrs_proto::tls::ClientTls>,
-) -> Result<IntakeClient<Channel>, hrs_proto::tls::TlsError> {
-    let channel = hrs_proto::tls::endpoint_with(url, tls)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(SUBMIT_TIMEOUT)
-        .connect()
-        .await?;
-    Ok(IntakeClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-async fn submit_all<S: OutboxStore>(
-    url: &str,
+/// One update check: submits what is unsent, asks for the manifest, records both; returns
+/// when the next is due, counted from when this one started (as recorded).
+async fn check<S: OutboxStore>(
+    intake: &IntakeLink,
     delivery: &Delivery,
     store: &S,
-    pending: Vec<pb::MergedPeriod>,
-) -> usize {
-    let mut client = match connect(url, delivery.tls.as_ref()).await {
-        Ok(client) => client,
-        Err(e) => {
-            warn!(
-                intake = %url,
-                pending = pending.len(),
-                retry_seconds = delivery.retry.as_secs(),
-                error = %chain(&e),
-                "intake unreachable, will retry"
-            );
-            return pending.len();
-        }
+    clock: &dyn Clock,
+) -> time::OffsetDateTime {
+    let started = clock.now();
+    let outcome = submit_and_ask(intake, delivery, store, &rfc3339(started)).await;
+    let (wait, last_error) = match &outcome {
+        Ok(0) => (delivery.recheck, None),
+        Ok(_) => (delivery.every, None),
+        Err(e) => (delivery.retry, Some(e.clone())),
     };
-    let mut left = 0;
+    let record = CheckRecord {
+        last_check_at: rfc3339(started),
+        last_error,
+        next_check_at: rfc3339(started + wait),
+    };
+    if let Err(e) = store.record_check(&record).await {
+        error!(error = %e, "cannot record the update check");
+    }
+    match outcome {
+        Ok(applicable) => info!(
+            applicable,
+            next_check_at = %record.next_check_at,
+            "update check done"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            retry_seconds = delivery.retry.as_secs(),
+            "update check incomplete, will retry"
+        ),
+    }
+    started + wait
+}
+
+/// Submits every unacknowledged period, then fetches and keeps the manifest; returns how
+/// many updates apply, or why the check is incomplete.
+async fn submit_and_ask<S: OutboxStore>(
+    intake: &IntakeLink,
+    delivery: &Delivery,
+    store: &S,
+    now: &str,
+) -> Result<usize, String> {
+    let pending = store
+        .pending()
+        .await
+        .map_err(|e| format!("cannot read unsent periods: {e}"))?;
+    let mut session = intake.connect().await.map_err(|e| e.to_string())?;
+    let mut failed = Vec::new();
     for period in pending {
         let sent = outbound(&period, &delivery.policy);
-        let mut request = tonic::Request::new(pb::SubmitRequest {
-            period: Some(sent.clone()),
-            client_version: hrs_core::VERSION.to_owned(),
-        });
-        if let Some(token) = &delivery.token {
-            match format!("Bearer {}", token.expose()).parse() {
-                Ok(value) => {
-                    request.metadata_mut().insert("authorization", value);
+        let answer = match session.submit(&sent).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(period = %period.period, intake = %intake.url, error = %e, "submission failed");
+                failed.push(format!("{}: {e}", period.period));
+                if matches!(e, IntakeCallError::Unreachable { .. }) {
+                    break;
                 }
-                // Checked at load: a token is visible ASCII, so this cannot happen.
-                Err(_) => error!("the intake token is not a valid header value"),
-            }
-        }
-        let answer = match client.submit(request).await {
-            Ok(answer) => answer.into_inner(),
-            Err(status) => {
-                warn!(
-                    period = %period.period,
-                    intake = %url,
-                    code = ?status.code(),
-                    error = %status.message(),
-                    retry_seconds = delivery.retry.as_secs(),
-                    "submission failed, will retry"
-                );
-                left += 1;
                 continue;
             }
         };
@@ -201,58 +187,25 @@ async fn submit_all<S: OutboxStore>(
             ),
             Err(e) => {
                 // The intake has it; the re-send after the retry is answered as a duplicate.
-                error!(period = %period.period, error = %e, "cannot record submission, will retry");
-                left += 1;
+                error!(period = %period.period, error = %e, "cannot record submission");
+                failed.push(format!(
+                    "{}: cannot record its submission: {e}",
+                    period.period
+                ));
             }
         }
     }
-    left
-}
-
-async fn bundle_all<S: OutboxStore>(
-    folder: &std::path::Path,
-    delivery: &Delivery,
-    store: &S,
-    pending: Vec<pb::MergedPeriod>,
-) -> usize {
-    let mut left = 0;
-    for period in pending {
-        let sent = outbound(&period, &delivery.policy);
-        let dir = folder.to_owned();
-        let written = tokio::task::spawn_blocking(move || write_bundle(&dir, &sent)).await;
-        let path = match written {
-            Ok(Ok(path)) => path,
-            Ok(Err(e)) => {
-                warn!(period = %period.period, error = %e, "cannot write bundle, will retry");
-                left += 1;
-                continue;
-            }
-            Err(e) => {
-                error!(period = %period.period, error = %e, "bundle writer failed, will retry");
-                left += 1;
-                continue;
-            }
-        };
-        match store
-            .mark_bundled(&period.period, &period.digest, &path)
-            .await
-        {
-            Ok(true) => info!(
-                period = %period.period,
-                level = %delivery.policy.level,
-                path = %path.display(),
-                "bundle written"
-            ),
-            Ok(false) => info!(
-                period = %period.period,
-                path = %path.display(),
-                "bundle written, but a newer version arrived meanwhile and will be bundled too"
-            ),
-            Err(e) => {
-                error!(period = %period.period, error = %e, "cannot record bundle, will retry");
-                left += 1;
-            }
-        }
+    if !failed.is_empty() {
+        return Err(format!("not submitted: {}", failed.join("; ")));
     }
-    left
+    let manifest = session
+        .check_updates(&delivery.hierarchy_hash, CHECK_DOWNLOAD)
+        .await
+        .map_err(|e| e.to_string())?;
+    let applicable = manifest.updates.len();
+    store
+        .record_manifest(&manifest, ManifestSource::Online, now)
+        .await
+        .map_err(|e| format!("cannot keep the update manifest: {e}"))?;
+    Ok(applicable)
 }

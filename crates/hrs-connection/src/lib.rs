@@ -1,14 +1,17 @@
 //! The connection point: the one role that may send a hierarchy's data out of it.
 //!
 //! The top-level aggregator offers it merged periods; it checks and commits each one, then
-//! delivers it: online by submitting to the intake, offline by writing a bundle file for the
-//! connection tool to carry out. Whatever leaves goes through [`outbound`], the single
+//! delivers it: online with its next update check, which submits to the intake and keeps
+//! the update manifest the intake answers; offline, the connection tool carries it out
+//! (`prepare`, `connect`, `import`). Whatever leaves goes through [`outbound`], the single
 //! definition of what the configured level lets out; the connection tool's
 //! [`export_csv`] shows exactly that for review.
 
 pub mod bundle;
 mod config;
 mod deliver;
+pub mod intake;
+pub mod offline;
 mod outbound;
 mod store;
 mod tool;
@@ -17,6 +20,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hrs_core::clock::{Clock, SystemClock};
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::refusals::Refusals;
 use hrs_proto::v1 as pb;
@@ -31,7 +35,10 @@ use tracing::{Instrument as _, error, info, warn};
 pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
 pub use outbound::{Policy, outbound};
-pub use store::{Offered, OutboxStore, PeriodState, SqliteOutbox, State};
+pub use store::{
+    Acknowledged, CheckRecord, ImportOutcome, ImportedPackage, ManifestSource, Offered,
+    OutboxStore, PeriodState, SqliteOutbox, State, StoredManifest,
+};
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 
 /// Largest message sent to the intake: a whole hierarchy's period in one message (the
@@ -203,28 +210,23 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
 }
 
 /// Runs the connection point on `listener` until `shutdown` completes: receives periods
-/// and delivers them in the background, then drains in-flight calls.
+/// and checks for updates in the background, then drains in-flight calls.
 pub async fn serve(
     config: ConnectionPointConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ConnectionError> {
-    let delivery = deliver::Delivery::of(&config).ok_or_else(|| {
-        ConnectionError::Config(format!(
-            "mode {} needs {}",
-            config.mode,
-            match config.mode {
-                Mode::Online => "intake",
-                Mode::Offline => "outbox",
-            }
-        ))
-    })?;
-    if let (Mode::Offline, Some(outbox)) = (config.mode, &config.outbox) {
-        std::fs::create_dir_all(outbox).map_err(|source| ConnectionError::Io {
-            path: outbox.clone(),
-            source,
-        })?;
-    }
+    serve_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`serve`] with the update-check schedule kept by `clock` (tests move it by hand).
+pub async fn serve_with_clock(
+    config: ConnectionPointConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+) -> Result<(), ConnectionError> {
+    let delivery = deliver::Delivery::of(&config);
     let path = config.store.clone();
     let store = tokio::task::spawn_blocking(move || SqliteOutbox::open(&path))
         .await
@@ -234,14 +236,19 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
-    let delivering = tokio::spawn(deliver::run(delivery, store.clone(), wake.clone(), stop_rx));
+    let delivering = tokio::spawn(deliver::run(
+        delivery,
+        store.clone(),
+        wake.clone(),
+        clock,
+        stop_rx,
+    ));
 
     info!(
         listen = ?listener.local_addr().ok(),
         mode = %config.mode,
         level = %config.level,
         intake = config.intake.as_deref().unwrap_or(""),
-        outbox = %config.outbox.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         store = %store.path().display(),
         "connection point listening"
     );

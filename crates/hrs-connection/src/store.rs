@@ -28,6 +28,31 @@ CREATE TABLE IF NOT EXISTS periods (
     bundle_path   TEXT,
     answered_at   TEXT
 );
+-- Every update manifest the intake answered, online or carried back by the connection
+-- tool; the newest is what `hrs status` shows.
+CREATE TABLE IF NOT EXISTS manifests (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('online', 'import')),
+    manifest    BLOB NOT NULL
+);
+-- The update-check schedule: one row.
+CREATE TABLE IF NOT EXISTS update_checks (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    last_check_at TEXT NOT NULL,
+    last_error    TEXT,
+    next_check_at TEXT NOT NULL
+);
+-- Update packages imported by the connection tool.
+CREATE TABLE IF NOT EXISTS packages (
+    update_id   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    PRIMARY KEY (update_id, name)
+);
 ";
 
 /// How far a period's delivery got.
@@ -37,7 +62,8 @@ pub enum State {
     Pending,
     /// Accepted by the intake (online).
     Submitted,
-    /// Written to a bundle file (offline).
+    /// Written to a bundle by the connection tool (offline); still unsent until the
+    /// intake's acknowledgement is imported.
     Bundled,
 }
 
@@ -109,7 +135,8 @@ pub trait OutboxStore: Send + Sync + 'static {
         period: &pb::MergedPeriod,
     ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
 
-    /// Returns the merged periods not yet delivered, as received, oldest period first.
+    /// Returns the merged periods the intake has not acknowledged (pending or only
+    /// bundled), as received, oldest period first.
     fn pending(&self) -> impl Future<Output = Result<Vec<pb::MergedPeriod>, StoreError>> + Send;
 
     /// Records that the intake accepted `period` at `digest`; returns false when a newer
@@ -135,6 +162,103 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// Returns every stored merged period as received, in period order.
     fn stored(&self) -> impl Future<Output = Result<Vec<pb::MergedPeriod>, StoreError>> + Send;
+
+    /// Keeps an update manifest the intake answered, from `source`.
+    fn record_manifest(
+        &self,
+        manifest: &pb::UpdateManifest,
+        source: ManifestSource,
+        received_at: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records an update check: when it ran, why it failed if it did, and when the next
+    /// one is due.
+    fn record_check(
+        &self,
+        check: &CheckRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The last update check, if any ran.
+    fn last_check(&self) -> impl Future<Output = Result<Option<CheckRecord>, StoreError>> + Send;
+}
+
+/// Where a manifest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestSource {
+    /// The connection point's own update check.
+    Online,
+    /// Carried back by the connection tool and imported.
+    Import,
+}
+
+impl ManifestSource {
+    /// The source's name as stored and shown.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Import => "import",
+        }
+    }
+}
+
+/// The newest manifest kept, with when and how it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredManifest {
+    /// RFC 3339 time it arrived.
+    pub received_at: String,
+    /// `online` or `import`.
+    pub source: String,
+    /// The manifest itself.
+    pub manifest: pb::UpdateManifest,
+}
+
+/// One update check, as `hrs status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRecord {
+    /// RFC 3339 time it ran.
+    pub last_check_at: String,
+    /// Why it failed, when it did.
+    pub last_error: Option<String>,
+    /// RFC 3339 time the next check is due.
+    pub next_check_at: String,
+}
+
+/// An update package the connection tool imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedPackage {
+    /// The update it belongs to.
+    pub update_id: String,
+    /// Its file name.
+    pub name: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where it was put.
+    pub path: PathBuf,
+}
+
+/// One period the intake acknowledged, as the connection tool carried it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// The period.
+    pub period: String,
+    /// Digest of the period as this connection point received it (not as sent).
+    pub received_digest: String,
+    /// The intake's identifier of the submission.
+    pub submission_id: String,
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Periods marked accepted now.
+    pub accepted: Vec<String>,
+    /// Periods acknowledged for a version this store no longer holds (a newer version
+    /// arrived since `prepare`), left unsent.
+    pub stale: Vec<String>,
+    /// Periods that were already accepted.
+    pub already: Vec<String>,
 }
 
 /// The outbox in an embedded SQLite file.
@@ -175,6 +299,186 @@ impl SqliteOutbox {
     pub fn stored_blocking(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
         self.store.with(read_stored)
     }
+
+    /// Opens an existing outbox for writing, for the connection tool's `prepare` and
+    /// `import`; `None` when the file does not exist.
+    pub fn open_existing_writable(path: &Path) -> Result<Option<Self>, StoreError> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Self::open(path).map(Some)
+    }
+
+    /// Returns the unacknowledged periods, on the calling thread.
+    pub fn pending_blocking(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
+        self.store.with(read_pending)
+    }
+
+    /// Records, on the calling thread, that `periods` at their digests went into the
+    /// bundle at `path`; returns the periods recorded (a newer version is left pending).
+    pub fn mark_bundled_blocking(
+        &self,
+        periods: &[(String, String)],
+        path: &Path,
+    ) -> Result<Vec<String>, StoreError> {
+        let path = path.to_string_lossy().into_owned();
+        let at = now();
+        self.store.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut marked = Vec::new();
+            for (period, digest) in periods {
+                let changed = tx.execute(
+                    "UPDATE periods SET state = 'bundled', bundle_path = ?3, answered_at = ?4
+                     WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
+                    params![period, digest, path, at],
+                )?;
+                if changed == 1 {
+                    marked.push(period.clone());
+                }
+            }
+            tx.commit()?;
+            Ok(marked)
+        })
+    }
+
+    /// Applies what the connection tool carried back, all or nothing, on the calling
+    /// thread: marks each acknowledged period accepted (if this store still holds the
+    /// version that was sent), keeps the manifest, and records the imported packages.
+    pub fn import_blocking(
+        &self,
+        acknowledged: &[Acknowledged],
+        manifest: &pb::UpdateManifest,
+        packages: &[ImportedPackage],
+    ) -> Result<ImportOutcome, StoreError> {
+        let at = now();
+        let manifest = manifest.encode_to_vec();
+        self.store.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut outcome = ImportOutcome::default();
+            for ack in acknowledged {
+                let stored: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT digest, state FROM periods WHERE period = ?1",
+                        params![ack.period],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match stored {
+                    Some((digest, state)) if digest == ack.received_digest => {
+                        if state == "submitted" {
+                            outcome.already.push(ack.period.clone());
+                        } else {
+                            tx.execute(
+                                "UPDATE periods SET state = 'submitted', submission_id = ?2,
+                                     answered_at = ?3
+                                 WHERE period = ?1",
+                                params![ack.period, ack.submission_id, at],
+                            )?;
+                            outcome.accepted.push(ack.period.clone());
+                        }
+                    }
+                    _ => outcome.stale.push(ack.period.clone()),
+                }
+            }
+            tx.execute(
+                "INSERT INTO manifests (received_at, source, manifest) VALUES (?1, 'import', ?2)",
+                params![at, manifest],
+            )?;
+            for package in packages {
+                tx.execute(
+                    "INSERT INTO packages (update_id, name, sha256, size, path, imported_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (update_id, name) DO UPDATE SET
+                         sha256 = excluded.sha256, size = excluded.size, path = excluded.path,
+                         imported_at = excluded.imported_at",
+                    params![
+                        package.update_id,
+                        package.name,
+                        package.sha256,
+                        i64::try_from(package.size).unwrap_or(i64::MAX),
+                        package.path.to_string_lossy(),
+                        at
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    /// The newest manifest kept, on the calling thread.
+    pub fn latest_manifest_blocking(&self) -> Result<Option<StoredManifest>, StoreError> {
+        self.store.with(|conn| {
+            let row: Option<(String, String, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT received_at, source, manifest FROM manifests ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            row.map(|(received_at, source, bytes)| {
+                Ok(StoredManifest {
+                    received_at,
+                    source,
+                    manifest: pb::UpdateManifest::decode(bytes.as_slice())
+                        .map_err(|e| StoreError::Corrupt(format!("manifest: {e}")))?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// The imported packages, on the calling thread.
+    pub fn packages_blocking(&self) -> Result<Vec<ImportedPackage>, StoreError> {
+        self.store.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT update_id, name, sha256, size, path FROM packages ORDER BY update_id, name",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ImportedPackage {
+                        update_id: r.get(0)?,
+                        name: r.get(1)?,
+                        sha256: r.get(2)?,
+                        size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        path: PathBuf::from(r.get::<_, String>(4)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The last update check, on the calling thread.
+    pub fn last_check_blocking(&self) -> Result<Option<CheckRecord>, StoreError> {
+        self.store.with(read_check)
+    }
+}
+
+fn read_check(conn: &mut Connection) -> Result<Option<CheckRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT last_check_at, last_error, next_check_at FROM update_checks WHERE id = 1",
+            [],
+            |r| {
+                Ok(CheckRecord {
+                    last_check_at: r.get(0)?,
+                    last_error: r.get(1)?,
+                    next_check_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT payload FROM periods WHERE state IN ('pending', 'bundled') ORDER BY period",
+    )?;
+    let payloads = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    payloads.iter().map(|p| decode(p)).collect()
 }
 
 /// Formats the current UTC time as RFC 3339 with whole seconds.
@@ -290,19 +594,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn pending(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
-        let payloads: Vec<Vec<u8>> = self
-            .store
-            .call(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT payload FROM periods WHERE state = 'pending' ORDER BY period",
-                )?;
-                let rows = stmt
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })
-            .await?;
-        payloads.iter().map(|p| decode(p)).collect()
+        self.store.call(read_pending).await
     }
 
     async fn mark_submitted(
@@ -321,7 +613,7 @@ impl OutboxStore for SqliteOutbox {
             .call(move |conn| {
                 let changed = conn.execute(
                     "UPDATE periods SET state = 'submitted', submission_id = ?3, answered_at = ?4
-                     WHERE period = ?1 AND digest = ?2 AND state = 'pending'",
+                     WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
                     params![period, digest, id, at],
                 )?;
                 Ok(changed == 1)
@@ -342,7 +634,7 @@ impl OutboxStore for SqliteOutbox {
             .call(move |conn| {
                 let changed = conn.execute(
                     "UPDATE periods SET state = 'bundled', bundle_path = ?3, answered_at = ?4
-                     WHERE period = ?1 AND digest = ?2 AND state = 'pending'",
+                     WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
                     params![period, digest, path, at],
                 )?;
                 Ok(changed == 1)
@@ -356,5 +648,47 @@ impl OutboxStore for SqliteOutbox {
 
     async fn stored(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
         self.store.call(read_stored).await
+    }
+
+    async fn record_manifest(
+        &self,
+        manifest: &pb::UpdateManifest,
+        source: ManifestSource,
+        received_at: &str,
+    ) -> Result<(), StoreError> {
+        let (bytes, source, at) = (
+            manifest.encode_to_vec(),
+            source.as_str(),
+            received_at.to_owned(),
+        );
+        self.store
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO manifests (received_at, source, manifest) VALUES (?1, ?2, ?3)",
+                    params![at, source, bytes],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_check(&self, check: &CheckRecord) -> Result<(), StoreError> {
+        let check = check.clone();
+        self.store
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO update_checks (id, last_check_at, last_error, next_check_at)
+                     VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET last_check_at = excluded.last_check_at,
+                         last_error = excluded.last_error, next_check_at = excluded.next_check_at",
+                    params![check.last_check_at, check.last_error, check.next_check_at],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn last_check(&self) -> Result<Option<CheckRecord>, StoreError> {
+        self.store.call(read_check).await
     }
 }

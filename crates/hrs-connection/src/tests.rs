@@ -172,8 +172,9 @@ fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> Connectio
         mode,
         store: dir.join("cp.sqlite"),
         intake: intake.map(|a| format!("http://{a}")),
-        outbox: Some(dir.join("outbox")),
         retry_seconds: 1,
+        check_hours: 24,
+        recheck_minutes: 60,
         hash_key_file: None,
         tls_cert: None,
         tls_key: None,
@@ -181,6 +182,11 @@ fn point_config(dir: &Path, mode: Mode, intake: Option<SocketAddr>) -> Connectio
         intake_ca: None,
         intake_token_file: None,
         intake_token: None,
+        intake_proxy: None,
+        proxy: None,
+        proxy_user: None,
+        proxy_password_env: None,
+        proxy_password_file: None,
         metrics_file: None,
         max_connections: 64,
         max_message_mb: 64,
@@ -382,54 +388,73 @@ async fn online_retries_until_the_intake_appears() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_writes_a_bundle_that_round_trips_and_detects_tampering() {
+async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = point_config(dir.path(), Mode::Offline, None);
     let point = start_point(&config).await;
     let mut client = point_client(point.addr).await;
     let period = catalog_period("2026-W48");
     client.offer_period(offer(&period)).await.expect("accepted");
-
-    let state = delivered(&config, "2026-W48", &period.digest, State::Bundled).await;
-    let path = state.bundle_path.expect("bundle path recorded");
-    let expected = outbound(&period, &Policy::of(&config));
+    drop(client);
+    point.stop().await;
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states.len(), 1);
     assert_eq!(
-        path,
-        dir.path().join("outbox").join(format!(
-            "hrs-bundle-2026-W48-{}.json",
-            &expected.digest[..12]
-        ))
+        states[0].state,
+        State::Pending,
+        "offline, nothing leaves by itself"
     );
-    let read = read_bundle(&path).expect("reads its own bundle");
-    assert_eq!(read, expected);
+
+    let media = dir.path().join("media");
+    let prepared =
+        crate::offline::prepare(&config, &media, &crate::offline::Silent).expect("prepares");
+    let path = prepared.path.expect("a bundle");
+    assert_eq!(prepared.periods, ["2026-W48"]);
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states[0].state, State::Bundled);
+    assert_eq!(states[0].bundle_path.as_deref(), Some(path.as_path()));
+
+    let bundle = crate::offline::read_bundle_file(&path).expect("verifies");
+    let expected = outbound(&period, &Policy::of(&config));
+    assert_eq!(bundle.periods, [expected]);
+    assert_eq!(bundle.manifest.periods[0].received_digest, period.digest);
+    assert_eq!(bundle.manifest.hierarchy_hash, hierarchy().hashed());
     let bytes = std::fs::read(&path).expect("reads file");
     for site in ["P01", "P02", "P03"] {
         assert!(!contains(&bytes, site), "{site} written in clear");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
-        .expect("lists outbox")
+    let leftovers: Vec<_> = std::fs::read_dir(&media)
+        .expect("lists media")
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
-    drop(client);
-    point.stop().await;
+    // A second prepare bundles the same unsent period again.
+    let again =
+        crate::offline::prepare(&config, &media, &crate::offline::Silent).expect("prepares again");
+    assert_eq!(again.periods, ["2026-W48"]);
 
-    // Change one byte inside the payload: the period's name in the payload.
-    let text = String::from_utf8(bytes).expect("utf-8");
-    let payload_at = text.find("\"payload\"").expect("payload key");
-    let inside = payload_at
-        + text[payload_at..]
-            .find("2026-W48")
-            .expect("period in payload");
-    let mut tampered = text.into_bytes();
-    tampered[inside + 7] = b'9';
-    let copy = dir.path().join("tampered.json");
+    // One byte changed inside a period's file is found, whichever check catches it.
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"2026-W48")
+        .expect("the period is in the bundle");
+    let mut tampered = bytes.clone();
+    let inside = at
+        + bytes[at..]
+            .windows(9)
+            .position(|w| w == b"\"payload\"")
+            .unwrap_or(0);
+    tampered[inside + 12] ^= 1;
+    let copy = dir.path().join("hrs-tampered.tar");
     std::fs::write(&copy, &tampered).expect("writes copy");
-    let err = read_bundle(&copy).expect_err("tampered bundle refused");
-    assert!(matches!(err, BundleError::Tampered { .. }), "{err}");
-    assert!(err.to_string().contains("tampered.json"), "{err}");
+    let err = crate::offline::read_bundle_file(&copy).expect_err("tampered bundle refused");
+    assert!(
+        matches!(err, crate::offline::OfflineError::Tampered { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("hrs-tampered.tar"), "{err}");
 }
 
 #[test]

@@ -107,7 +107,11 @@ impl FromStr for Period {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || IdError::Period(s.to_owned());
         let (year, week) = s.split_once("-W").ok_or_else(bad)?;
-        if year.len() != 4 || week.len() != 2 {
+        // Digits only: `u8::from_str` would also take "+1", and a period spelt two ways
+        // would be filed under one and merged under the other.
+        let digits =
+            |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(week, 2) {
             return Err(bad());
         }
         let year: i32 = year.parse().map_err(|_| bad())?;

@@ -3,6 +3,7 @@
 //! identifying values inside the hierarchy.
 
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod encoded;

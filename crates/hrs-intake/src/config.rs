@@ -1,11 +1,15 @@
-//! The intake's configuration file: where it listens, where it keeps submissions, and how
-//! long it keeps them. Checked in full before any port is bound.
+//! The intake's configuration file: where it listens, where it keeps submissions, how
+//! long it keeps them, and which updates it offers. Checked in full (the update catalog
+//! too) before any port is bound.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hrs_core::config::{self, ConfigError};
 use serde::Deserialize;
+
+use crate::updates::UpdateCatalog;
 
 /// How the intake runs, read from a TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +52,14 @@ pub struct IntakeConfig {
     /// Longest a call may take, in seconds.
     #[serde(default = "config::default_request_timeout_seconds")]
     pub request_timeout_seconds: u64,
+    /// The update catalog (TOML) the intake decides update manifests from and serves
+    /// packages of; relative to the config file's folder. None: nothing ever applies.
+    #[serde(default)]
+    pub update_catalog: Option<PathBuf>,
+    /// The catalog as `load` read it, with the file it came from, so `serve` does not
+    /// hash every package again.
+    #[serde(skip)]
+    loaded_updates: Option<(PathBuf, Arc<UpdateCatalog>)>,
 }
 
 /// One hierarchy's token, as the intake keeps it: never the token, only its SHA-256.
@@ -84,6 +96,8 @@ impl IntakeConfig {
             max_connections: default_max_connections(),
             max_message_mb: config::default_max_message_mb(),
             request_timeout_seconds: config::default_request_timeout_seconds(),
+            update_catalog: None,
+            loaded_updates: None,
         }
     }
 
@@ -92,6 +106,12 @@ impl IntakeConfig {
         let mut this: Self = config::load(path)?;
         this.store = config::resolve(path, &this.store);
         this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
+        if let Some(catalog) = &this.update_catalog {
+            if catalog.as_os_str().is_empty() {
+                return Err(config::invalid(path, "update_catalog", "is empty"));
+            }
+            this.update_catalog = Some(config::resolve(path, catalog));
+        }
         config::tls_settings(
             path,
             config::TlsSettings {
@@ -102,7 +122,32 @@ impl IntakeConfig {
             &[],
         )?;
         this.check(path)?;
+        if let Some(catalog) = this.update_catalog.clone() {
+            // Last: hashing the packages is the slow part, and pointless if the rest is wrong.
+            let updates = UpdateCatalog::load(&catalog).map_err(|e| match e {
+                ConfigError::Read { path: file, source } => config::invalid(
+                    path,
+                    "update_catalog",
+                    format!("cannot read {}: {source}", file.display()),
+                ),
+                other => other,
+            })?;
+            this.loaded_updates = Some((catalog, Arc::new(updates)));
+        }
         Ok(this)
+    }
+
+    /// Returns the update catalog: the one `load` read while `update_catalog` still names
+    /// it, else read now (hashing every package: run it off the async runtime); empty when
+    /// `update_catalog` is unset.
+    pub fn updates(&self) -> Result<Arc<UpdateCatalog>, ConfigError> {
+        let Some(catalog) = &self.update_catalog else {
+            return Ok(Arc::new(UpdateCatalog::empty()));
+        };
+        match &self.loaded_updates {
+            Some((file, loaded)) if file == catalog => Ok(Arc::clone(loaded)),
+            _ => Ok(Arc::new(UpdateCatalog::load(catalog)?)),
+        }
     }
 
     /// The TLS files, when TLS is configured.
@@ -227,6 +272,62 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("retention"), "{err}");
+    }
+
+    #[test]
+    fn update_catalog_is_resolved_loaded_and_named_in_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "listen = \"127.0.0.1:7400\"\nstore = \"i.sqlite\"\n";
+        let config = IntakeConfig::load(&write(dir.path(), base)).expect("loads");
+        assert!(config.update_catalog.is_none());
+        assert!(config.updates().expect("empty").updates().is_empty());
+
+        let updates = dir.path().join("updates");
+        std::fs::create_dir_all(&updates).expect("folder");
+        std::fs::write(updates.join("a.cab"), "a").expect("package");
+        std::fs::write(
+            updates.join("updates.toml"),
+            "[[updates]]\nid = \"2026.12\"\nversion = \"5.00.9135.1000\"\nkind = \"update\"\ntitle = \"HRS 2026.12\"\nreleased = \"2026-12-01\"\npackages = [\"a.cab\"]\n",
+        )
+        .expect("catalog");
+        let path = write(
+            dir.path(),
+            &format!("{base}update_catalog = \"updates/updates.toml\"\n"),
+        );
+        let config = IntakeConfig::load(&path).expect("loads");
+        assert_eq!(
+            config.update_catalog.as_deref(),
+            Some(updates.join("updates.toml").as_path())
+        );
+        let loaded = config.updates().expect("loaded");
+        assert_eq!(loaded.updates()[0].packages[0].path, updates.join("a.cab"));
+        assert!(
+            Arc::ptr_eq(&loaded, &config.updates().expect("again")),
+            "read once"
+        );
+
+        for (line, field) in [
+            ("update_catalog = \"missing.toml\"\n", "update_catalog"),
+            ("update_catalog = \"\"\n", "update_catalog"),
+        ] {
+            let err = IntakeConfig::load(&write(dir.path(), &format!("{base}{line}")))
+                .expect_err(line)
+                .to_string();
+            assert!(err.contains(field) && err.contains("intake.toml"), "{err}");
+        }
+        // The loop above rewrote the file; a package gone from the catalog's folder is named.
+        let path = write(
+            dir.path(),
+            &format!("{base}update_catalog = \"updates/updates.toml\"\n"),
+        );
+        std::fs::remove_file(updates.join("a.cab")).expect("removes");
+        let err = IntakeConfig::load(&path)
+            .expect_err("package gone")
+            .to_string();
+        assert!(
+            err.contains("updates[0].packages[0]") && err.contains("updates.toml"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,17 +3,21 @@
 //!
 //! It checks every submission as strictly as a real receiver would (shape, catalog, digest),
 //! commits it before answering, answers a re-send with the stored record, and prunes what
-//! is older than its retention.
+//! is older than its retention. It also tells each hierarchy which updates of its update
+//! catalog apply, decided from the site versions of its latest submission, and serves
+//! their packages.
 
 mod config;
 mod store;
+mod updates;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hrs_core::validate::{Invalid, check_merged};
+use hrs_core::config::ConfigError;
+use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::refusals::Refusals;
 use hrs_proto::tls::ClientCertificates;
 use hrs_proto::v1 as pb;
@@ -21,13 +25,17 @@ use hrs_proto::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info, warn};
 
 pub use config::{HierarchyToken, IntakeConfig};
 pub use store::{Accepted, IntakeStore, SqliteIntake, SubmissionSummary, submission_id};
+pub use updates::{
+    BadVersion, CatalogUpdate, Download, PACKAGE_CHUNK_BYTES, PackageFile, SITE_LIST_QUERY,
+    SITE_VERSION_COLUMN, UpdateCatalog, UpdateError, UpdateKind, Version, site_versions,
+};
 
 /// Calls one connection may have open at once.
 const CALLS_PER_CONNECTION: usize = 8;
@@ -35,12 +43,22 @@ const CALLS_PER_CONNECTION: usize = 8;
 /// How often retention is applied while the intake runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Why the intake refused a submission or could not run.
+/// Room a package chunk's message needs beyond its data (field tag and length).
+const CHUNK_FRAMING_BYTES: usize = 16;
+
+/// Why the intake refused a call or could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// The submission is malformed, names an unknown catalog, or its digest is wrong.
+    /// The request is malformed (a submission's shape or digest, a download filter), or a
+    /// submission names an unknown catalog.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// A package cannot be served.
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    /// The update catalog could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The store could not be opened or written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,9 +78,20 @@ impl From<IntakeError> for Status {
                 Status::failed_precondition(e.to_string())
             }
             IntakeError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            IntakeError::Store(_) | IntakeError::Transport(_) | IntakeError::Tls(_) => {
+            IntakeError::Update(UpdateError::NotFound { .. }) => Status::not_found(e.to_string()),
+            IntakeError::Update(UpdateError::Changed { .. }) => {
+                Status::failed_precondition(e.to_string())
+            }
+            IntakeError::Update(UpdateError::Read { .. }) => {
+                error!(error = %e, "intake cannot read a package");
+                Status::internal("the intake could not read the package; retry later")
+            }
+            IntakeError::Store(_)
+            | IntakeError::Config(_)
+            | IntakeError::Transport(_)
+            | IntakeError::Tls(_) => {
                 error!(error = %e, "intake store failed");
-                Status::internal("the intake could not store the submission; retry later")
+                Status::internal("the intake's store failed; retry later")
             }
         }
     }
@@ -75,6 +104,10 @@ struct IntakeService<S> {
     tls: bool,
     /// Hashed hierarchy ID → SHA-256 of its token.
     tokens: Arc<HashMap<String, String>>,
+    /// The updates manifests are decided from and packages served of.
+    updates: Arc<UpdateCatalog>,
+    /// Data bytes per package chunk: at most 1 MiB, and within the message limit.
+    chunk_bytes: usize,
 }
 
 impl<S> Clone for IntakeService<S> {
@@ -83,13 +116,41 @@ impl<S> Clone for IntakeService<S> {
             store: Arc::clone(&self.store),
             tls: self.tls,
             tokens: Arc::clone(&self.tokens),
+            updates: Arc::clone(&self.updates),
+            chunk_bytes: self.chunk_bytes,
         }
     }
 }
 
-/// Who submitted, once authenticated.
+/// A request that acts for one hierarchy, so every call is authenticated the same way.
+trait ForHierarchy {
+    /// The hashed hierarchy ID the request acts for ("" when it names none).
+    fn hierarchy(&self) -> &str;
+}
+
+impl ForHierarchy for pb::SubmitRequest {
+    fn hierarchy(&self) -> &str {
+        self.period
+            .as_ref()
+            .map_or("", |p| p.hierarchy_hash.as_str())
+    }
+}
+
+impl ForHierarchy for pb::CheckUpdatesRequest {
+    fn hierarchy(&self) -> &str {
+        &self.hierarchy_hash
+    }
+}
+
+impl ForHierarchy for pb::DownloadPackageRequest {
+    fn hierarchy(&self) -> &str {
+        &self.hierarchy_hash
+    }
+}
+
+/// Who called, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Submitter {
+enum Caller {
     /// Plaintext: nobody is authenticated.
     Anyone,
     /// A connection point's certificate.
@@ -99,21 +160,22 @@ enum Submitter {
 }
 
 impl<S> IntakeService<S> {
-    /// Decides whether the caller may submit this request's period.
-    fn authenticate(&self, request: &Request<pb::SubmitRequest>) -> Result<Submitter, Status> {
+    /// Decides whether the caller may act for the request's hierarchy: with TLS, a
+    /// connection point's certificate may for any, a token for its own hierarchy only.
+    fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if !self.tls {
-            return Ok(Submitter::Anyone);
+            return Ok(Caller::Anyone);
         }
         if let Some(der) = hrs_proto::tls::peer_certificate(request) {
             return match hrs_pki::identity(&der) {
                 Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
-                    Ok(Submitter::Certificate)
+                    Ok(Caller::Certificate)
                 }
                 Ok(other) => Err(Status::permission_denied(format!(
-                    "{other} may not submit: only a connection point's certificate may"
+                    "{other} may not call the intake: only a connection point's certificate may"
                 ))),
                 Err(_) => Err(Status::permission_denied(
-                    "a client certificate without an HRS identity may not submit",
+                    "a client certificate without an HRS identity may not call the intake",
                 )),
             };
         }
@@ -122,15 +184,9 @@ impl<S> IntakeService<S> {
                 "no client certificate and no token: a connection point presents its certificate or its hierarchy's token (authorization: Bearer)",
             ));
         };
-        let hierarchy = request
-            .get_ref()
-            .period
-            .as_ref()
-            .map_or("", |p| p.hierarchy_hash.as_str());
+        let hierarchy = request.get_ref().hierarchy();
         match self.tokens.get(hierarchy) {
-            Some(expected) if *expected == hrs_core::token::fingerprint(token) => {
-                Ok(Submitter::Token)
-            }
+            Some(expected) if *expected == hrs_core::token::fingerprint(token) => Ok(Caller::Token),
             _ => Err(Status::unauthenticated(format!(
                 "the token is not valid for hierarchy {hierarchy:?}"
             ))),
@@ -172,10 +228,135 @@ impl<S: IntakeStore> IntakeService<S> {
             accepted_at: accepted.accepted_at,
         })
     }
+
+    /// Decides a hierarchy's update manifest from its latest submission.
+    async fn manifest(
+        &self,
+        request: pb::CheckUpdatesRequest,
+    ) -> Result<pb::UpdateManifest, IntakeError> {
+        check_hierarchy(&request.hierarchy_hash)?;
+        let download: Download = request.download.parse()?;
+        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        let manifest = self.updates.manifest(
+            &request.hierarchy_hash,
+            latest.as_ref(),
+            &download,
+            OffsetDateTime::now_utc(),
+        );
+        info!(
+            hierarchy = %request.hierarchy_hash,
+            download = %request.download,
+            submitted = latest.is_some(),
+            site_versions = ?manifest.site_versions,
+            updates = ?manifest.updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            client_version = %request.client_version,
+            "update manifest served"
+        );
+        Ok(manifest)
+    }
+
+    /// Finds a package the hierarchy may download and opens it, checked against the
+    /// catalog; the stream reads it as the client takes it.
+    async fn package(
+        &self,
+        request: pb::DownloadPackageRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::PackageChunk, Status>>, IntakeError> {
+        check_hierarchy(&request.hierarchy_hash)?;
+        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        let not_found = || UpdateError::NotFound {
+            update: request.update_id.clone(),
+            package: request.name.clone(),
+            hierarchy: request.hierarchy_hash.clone(),
+        };
+        let (update, package) = self
+            .updates
+            .package(latest.as_ref(), &request.update_id, &request.name)
+            .map(|(u, p)| (u.id.clone(), p.clone()))
+            .ok_or_else(not_found)?;
+        let (file, package) = {
+            let update = update.clone();
+            tokio::task::spawn_blocking(move || {
+                package.open_verified(&update).map(|file| (file, package))
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??
+        };
+        info!(
+            hierarchy = %request.hierarchy_hash,
+            update = %update,
+            package = %package.name,
+            size = package.size,
+            "package download started"
+        );
+        Ok(updates::stream_package(
+            file,
+            package,
+            update,
+            self.chunk_bytes,
+        ))
+    }
+}
+
+/// Refuses a request naming no hierarchy, or an oversize name, before any store read.
+fn check_hierarchy(hierarchy_hash: &str) -> Result<(), Invalid> {
+    let problem = if hierarchy_hash.is_empty() {
+        "is empty".to_owned()
+    } else if hierarchy_hash.len() > MAX_NAME_BYTES {
+        format!("{} bytes; at most {MAX_NAME_BYTES}", hierarchy_hash.len())
+    } else {
+        return Ok(());
+    };
+    Err(Invalid::Field {
+        field: "hierarchy_hash".into(),
+        problem,
+    })
 }
 
 #[tonic::async_trait]
 impl<S: IntakeStore> Intake for IntakeService<S> {
+    type DownloadPackageStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::PackageChunk, Status>>;
+
+    async fn check_updates(
+        &self,
+        request: Request<pb::CheckUpdatesRequest>,
+    ) -> Result<Response<pb::UpdateManifest>, Status> {
+        let span = tracing::info_span!(
+            "check_updates",
+            peer = ?request.remote_addr(),
+            caller = tracing::field::Empty
+        );
+        let caller = self.authenticate(&request)?;
+        span.record("caller", tracing::field::debug(&caller));
+        let request = request.into_inner();
+        let service = self.clone();
+        hrs_proto::serve::detached(
+            async move { service.manifest(request).await.map_err(Status::from) }.instrument(span),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn download_package(
+        &self,
+        request: Request<pb::DownloadPackageRequest>,
+    ) -> Result<Response<Self::DownloadPackageStream>, Status> {
+        let span = tracing::info_span!(
+            "download_package",
+            peer = ?request.remote_addr(),
+            caller = tracing::field::Empty
+        );
+        let caller = self.authenticate(&request)?;
+        span.record("caller", tracing::field::debug(&caller));
+        let request = request.into_inner();
+        let service = self.clone();
+        hrs_proto::serve::detached(
+            async move { service.package(request).await.map_err(Status::from) }.instrument(span),
+        )
+        .await
+        .map(|rx| Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn submit(
         &self,
         request: Request<pb::SubmitRequest>,
@@ -183,10 +364,10 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         let span = tracing::info_span!(
             "submit",
             peer = ?request.remote_addr(),
-            submitter = tracing::field::Empty
+            caller = tracing::field::Empty
         );
-        let submitter = self.authenticate(&request)?;
-        span.record("submitter", tracing::field::debug(&submitter));
+        let caller = self.authenticate(&request)?;
+        span.record("caller", tracing::field::debug(&caller));
         let request = request.into_inner();
         let service = self.clone();
         hrs_proto::serve::detached(
@@ -228,6 +409,12 @@ pub async fn serve(
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
     let store = Arc::new(store);
+    let updates = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || config.updates())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -238,6 +425,8 @@ pub async fn serve(
         listen = ?local,
         store = %store.path().display(),
         retention_days = config.retention_days,
+        update_catalog = ?updates.path(),
+        updates = updates.updates().len(),
         "intake listening"
     );
     let settings = config.limits();
@@ -256,6 +445,13 @@ pub async fn serve(
         store,
         tls: config.tls().is_some(),
         tokens: Arc::new(tokens),
+        updates,
+        chunk_bytes: PACKAGE_CHUNK_BYTES.min(
+            limits
+                .max_message_bytes
+                .saturating_sub(CHUNK_FRAMING_BYTES)
+                .max(1),
+        ),
     })
     .max_decoding_message_size(limits.max_message_bytes)
     .max_encoding_message_size(limits.max_message_bytes);

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     UNIQUE (hierarchy_hash, period, digest)
 );
 CREATE INDEX IF NOT EXISTS submissions_accepted_at ON submissions (accepted_at);
+CREATE INDEX IF NOT EXISTS submissions_hierarchy ON submissions (hierarchy_hash, accepted_at);
 ";
 
 /// The outcome of storing one submission.
@@ -89,6 +90,13 @@ pub trait IntakeStore: Send + Sync + 'static {
         &self,
         hierarchy_hash: &str,
         period: &str,
+    ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
+
+    /// Returns the merged period a hierarchy submitted most recently (by acceptance, over
+    /// all periods): what the intake knows of the hierarchy now, which decides its updates.
+    fn last_accepted(
+        &self,
+        hierarchy_hash: &str,
     ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
 
     /// Deletes submissions accepted before `older_than`; returns how many went.
@@ -272,6 +280,28 @@ impl IntakeStore for SqliteIntake {
                         "SELECT payload FROM submissions WHERE hierarchy_hash = ?1 AND period = ?2
                          ORDER BY accepted_at DESC, rowid DESC LIMIT 1",
                         params![hierarchy_hash, period],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        bytes.as_deref().map(decode).transpose()
+    }
+
+    async fn last_accepted(
+        &self,
+        hierarchy_hash: &str,
+    ) -> Result<Option<pb::MergedPeriod>, StoreError> {
+        let hierarchy_hash = hierarchy_hash.to_owned();
+        let bytes: Option<Vec<u8>> = self
+            .store
+            .call(move |conn| {
+                // Acceptance times have whole seconds: the row id orders those of one second.
+                Ok(conn
+                    .query_row(
+                        "SELECT payload FROM submissions WHERE hierarchy_hash = ?1
+                         ORDER BY accepted_at DESC, rowid DESC LIMIT 1",
+                        params![hierarchy_hash],
                         |r| r.get(0),
                     )
                     .optional()?)

@@ -5,6 +5,7 @@
 
 pub mod chunks;
 pub mod codec;
+pub mod proxy;
 pub mod refusals;
 pub mod serve;
 pub mod tls;

@@ -178,7 +178,15 @@ impl MssqlSpec {
     pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
         let ado: AdoNetString = text
             .parse()
-            .map_err(|e| SiteDbError::Spec(format!("not an ADO.NET connection string: {e}")))?;
+            // The parser's own message can quote a character of the string, which may be
+            // a password's: say what to check instead.
+            .map_err(|_| {
+                SiteDbError::Spec(
+                    "not an ADO.NET connection string: check its keyword=value pairs, and quote \
+                     a value holding ';', '=', quotes or non-ASCII characters, e.g. password='...'"
+                        .to_owned(),
+                )
+            })?;
         let keys: HashMap<String, String> = ado
             .iter()
             .map(|(k, v)| (k.trim().to_owned(), v.clone()))
@@ -591,6 +599,20 @@ impl SiteDb for MssqlSiteDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_string_that_does_not_parse_shows_nothing_of_itself() {
+        let err = MssqlSpec::parse("server=cm01;password=Sécret-Pw", PasswordSource::InSpec)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        if let Err(err) = err {
+            assert!(!err.contains('é') && !err.contains("cret"), "{err}");
+        }
+        let quoted = MssqlSpec::parse("server=cm01;password='Sécret-Pw'", PasswordSource::InSpec);
+        if let Err(err) = quoted {
+            assert!(!err.to_string().contains('é'), "{err}");
+        }
+    }
 
     #[test]
     fn parses_a_site_server_connection_string() {

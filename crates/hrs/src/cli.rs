@@ -221,11 +221,43 @@ pub enum IntakeCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// List the hierarchies the intake holds submissions of, with their last submissions.
+    List {
+        /// The intake's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
 }
 
 /// Connection tool subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ToolCommand {
+    /// On the connection point: write every period not yet accepted by the intake into one
+    /// bundle file in DEST (removable media).
+    Prepare {
+        /// The connection point's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write the bundle to.
+        #[arg(long)]
+        dest: PathBuf,
+    },
+    /// On an internet-facing machine: upload every bundle in SOURCE to the intake and
+    /// download each hierarchy's update manifest and packages into UPDATES_DEST.
+    Connect(ConnectArgs),
+    /// On the connection point: verify and import what `connect` downloaded, and mark the
+    /// uploaded periods as accepted.
+    Import {
+        /// The connection point's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder `connect` downloaded into.
+        #[arg(long)]
+        source: PathBuf,
+    },
     /// Write exactly what would leave the hierarchy, as CSV, for review.
     Export {
         /// The connection point's configuration file.
@@ -235,6 +267,36 @@ pub enum ToolCommand {
         #[arg(long)]
         dest: PathBuf,
     },
+}
+
+/// `hrs connection-tool connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The folder holding the bundles (several hierarchies' bundles may share it).
+    #[arg(long)]
+    pub source: PathBuf,
+    /// The folder to download update manifests and packages into.
+    #[arg(long)]
+    pub updates_dest: PathBuf,
+    /// Which updates to download: latest, all, hotfixes or version=V.
+    #[arg(long, default_value = "latest")]
+    pub download: String,
+    /// An HTTP proxy to reach the intake through (CONNECT), e.g. http://proxy:3128.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// The proxy's user; the password comes from HRS_PROXY_PASSWORD.
+    #[arg(long)]
+    pub proxy_user: Option<String>,
+    /// The intake's URL, instead of the one each bundle names.
+    #[arg(long)]
+    pub intake: Option<String>,
+    /// The CA the intake's certificate comes from, for an https:// intake.
+    #[arg(long)]
+    pub intake_ca: Option<PathBuf>,
+    /// A hierarchy's intake token file, when the intake asks for one (one bundle's
+    /// hierarchy at a time).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Site database subcommands.

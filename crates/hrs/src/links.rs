@@ -17,10 +17,13 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
     if table.contains_key("sites") {
         return aggregator(config, format);
     }
+    if table.contains_key("mode") {
+        return connection_point(config, format);
+    }
     if !table.contains_key("upstream") {
         anyhow::bail!(
-            "{}: hrs status reads an agent's configuration (with `upstream`) or an \
-             aggregator's (with `sites`)",
+            "{}: hrs status reads an agent's configuration (with `upstream`), an \
+             aggregator's (with `sites`) or a connection point's (with `mode`)",
             config.display()
         );
     }
@@ -169,4 +172,159 @@ pub fn reinit(
         config.site_check_minutes
     ))?;
     Ok(())
+}
+
+/// A connection point's status, as `hrs status` prints it in JSON.
+#[derive(Debug, serde::Serialize)]
+struct PointStatus {
+    mode: String,
+    level: String,
+    intake: Option<String>,
+    periods: Vec<PointPeriod>,
+    last_check_at: Option<String>,
+    last_check_error: Option<String>,
+    next_check_at: Option<String>,
+    manifest_received_at: Option<String>,
+    manifest_source: Option<String>,
+    site_versions: Vec<String>,
+    updates: Vec<hrs_connection::offline::UpdateJson>,
+    imported_packages: Vec<String>,
+}
+
+/// One period at the connection point.
+#[derive(Debug, serde::Serialize)]
+struct PointPeriod {
+    period: String,
+    state: String,
+    digest: String,
+    submission_id: Option<String>,
+    bundle: Option<String>,
+}
+
+/// Prints what a connection point holds: each period and whether the intake acknowledged
+/// it, the update-check schedule, and the updates available to the hierarchy.
+fn connection_point(config: &Path, format: &str) -> anyhow::Result<()> {
+    let config = hrs_connection::ConnectionPointConfig::load(config)?;
+    let store = hrs_connection::SqliteOutbox::open_existing(&config.store)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the connection point has not started yet (no store at {})",
+            config.describe(),
+            config.store.display()
+        )
+    })?;
+    let check = store.last_check_blocking()?;
+    let manifest = store.latest_manifest_blocking()?;
+    let status = PointStatus {
+        mode: config.mode.as_str().to_owned(),
+        level: config.level.as_str().to_owned(),
+        intake: config.intake.clone(),
+        periods: store
+            .states_blocking()?
+            .into_iter()
+            .map(|s| PointPeriod {
+                period: s.period,
+                state: match s.state {
+                    hrs_connection::State::Submitted => "sent".to_owned(),
+                    hrs_connection::State::Bundled => "bundled, awaiting import".to_owned(),
+                    hrs_connection::State::Pending => "unsent".to_owned(),
+                },
+                digest: s.digest,
+                submission_id: s.submission_id,
+                bundle: s.bundle_path.map(|p| p.display().to_string()),
+            })
+            .collect(),
+        last_check_at: check.as_ref().map(|c| c.last_check_at.clone()),
+        last_check_error: check.as_ref().and_then(|c| c.last_error.clone()),
+        next_check_at: check.as_ref().map(|c| c.next_check_at.clone()),
+        manifest_received_at: manifest.as_ref().map(|m| m.received_at.clone()),
+        manifest_source: manifest.as_ref().map(|m| m.source.clone()),
+        site_versions: manifest
+            .as_ref()
+            .map(|m| m.manifest.site_versions.clone())
+            .unwrap_or_default(),
+        updates: manifest
+            .as_ref()
+            .map(|m| hrs_connection::offline::ManifestJson::from(&m.manifest).updates)
+            .unwrap_or_default(),
+        imported_packages: store
+            .packages_blocking()?
+            .into_iter()
+            .map(|p| p.path.display().to_string())
+            .collect(),
+    };
+    if format == "json" {
+        return Ok(emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&status)?
+        ))?);
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "connection point ({}, level {}){}",
+        status.mode,
+        status.level,
+        status
+            .intake
+            .as_deref()
+            .map(|i| format!(" -> {i}"))
+            .unwrap_or_default()
+    )?;
+    for p in &status.periods {
+        writeln!(
+            out,
+            "  {:<10} {:<26} {}",
+            p.period,
+            p.state,
+            p.submission_id
+                .as_deref()
+                .map(|id| format!("submission {id}"))
+                .or_else(|| p.bundle.clone())
+                .unwrap_or_default()
+        )?;
+    }
+    if status.periods.is_empty() {
+        writeln!(out, "  no period received yet")?;
+    }
+    match (&status.last_check_at, &status.next_check_at) {
+        (Some(last), Some(next)) => {
+            writeln!(out, "update check  last {last}, next {next}")?;
+            if let Some(error) = &status.last_check_error {
+                writeln!(out, "              incomplete: {error}")?;
+            }
+        }
+        _ if status.mode == "offline" => writeln!(
+            out,
+            "update check  offline: with the connection tool (prepare, connect, import)"
+        )?,
+        _ => writeln!(out, "update check  none yet")?,
+    }
+    match &status.manifest_received_at {
+        None => writeln!(out, "updates       none known yet")?,
+        Some(at) if status.updates.is_empty() => writeln!(
+            out,
+            "updates       none applicable (as of {at}, {})",
+            status.manifest_source.as_deref().unwrap_or_default()
+        )?,
+        Some(at) => {
+            writeln!(
+                out,
+                "updates       {} available (as of {at}, {}; sites at {})",
+                status.updates.len(),
+                status.manifest_source.as_deref().unwrap_or_default(),
+                status.site_versions.join(", ")
+            )?;
+            for update in &status.updates {
+                writeln!(
+                    out,
+                    "  {:<12} {:<8} {:<18} {} ({})",
+                    update.id, update.kind, update.version, update.title, update.released
+                )?;
+            }
+        }
+    }
+    for package in &status.imported_packages {
+        writeln!(out, "  imported {package}")?;
+    }
+    Ok(emit(&out)?)
 }

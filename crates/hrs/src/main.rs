@@ -4,11 +4,13 @@ mod catalog;
 mod cli;
 mod collect;
 mod demo;
+mod intake;
 mod links;
 mod output;
 mod pki;
 mod roles;
 mod stress;
+mod tool;
 mod view;
 
 use std::process::ExitCode;
@@ -39,6 +41,9 @@ fn main() -> ExitCode {
                 (Some(IntakeCommand::Token { hierarchy, out }), _) => {
                     pki::intake_token(&hierarchy, &out)
                 }
+                (Some(IntakeCommand::List { config, format }), _) => {
+                    intake::list(&config, &format).await
+                }
                 (None, Some(config)) => {
                     roles::intake(cli::Serve {
                         config,
@@ -50,7 +55,14 @@ fn main() -> ExitCode {
                 (None, None) => Err(anyhow::anyhow!("hrs intake needs --config FILE")),
             },
             Command::ConnectionTool(ToolCommand::Export { config, dest }) => {
-                roles::export(&config, &dest)
+                tool::export(&config, &dest)
+            }
+            Command::ConnectionTool(ToolCommand::Prepare { config, dest }) => {
+                tool::prepare(&config, &dest).await
+            }
+            Command::ConnectionTool(ToolCommand::Connect(args)) => tool::connect(args).await,
+            Command::ConnectionTool(ToolCommand::Import { config, source }) => {
+                tool::import(&config, &source).await
             }
             Command::Sitedb(SitedbCommand::Seed {
                 db,

@@ -114,20 +114,6 @@ pub async fn intake(args: Serve) -> anyhow::Result<()> {
     Ok(hrs_intake::serve(config, listener, shutdown_signal()).await?)
 }
 
-/// `hrs connection-tool export`.
-pub fn export(config: &Path, dest: &Path) -> anyhow::Result<()> {
-    let config = hrs_connection::ConnectionPointConfig::load(config)?;
-    let summary = hrs_connection::export_csv(&config, dest)?;
-    println!(
-        "wrote {} rows of {} period(s) at level {} to {}",
-        summary.rows,
-        summary.periods,
-        config.level,
-        dest.display()
-    );
-    Ok(())
-}
-
 /// `hrs sitedb seed`.
 pub async fn seed(
     db: Option<PathBuf>,

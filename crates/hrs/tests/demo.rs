@@ -83,15 +83,62 @@ fn demo_online_and_offline_deterministic_and_viewable() {
     assert_eq!(online["delivered"], "intake");
     assert!(tmp.path().join("on/logs/aggregator.log").exists());
 
+    // The intake lists the hierarchy with its one submission; the connection point shows
+    // the period sent and its last update check.
+    let intake_config = tmp.path().join("on/intake/intake.toml");
+    let out = hrs(&[
+        "intake",
+        "list",
+        "--config",
+        &intake_config.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed[0]["hierarchy"], online["hierarchy_hash"]);
+    assert_eq!(listed[0]["submissions"], 1);
+    let point_config = tmp.path().join("on/connection-point/connection-point.toml");
+    let out = hrs(&[
+        "status",
+        "--config",
+        &point_config.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["periods"][0]["state"], "sent");
+    assert!(status["last_check_at"].is_string(), "{status}");
+
     // The same flags give the same data, whatever the run ids and timestamps.
     let again = demo(&tmp.path().join("again"), &[]);
     assert_eq!(online["digest"], again["digest"]);
     assert_eq!(online["hierarchy_id"], again["hierarchy_id"]);
 
+    // Offline, the connection tool carries the period out and the intake's answer back.
     let offline = demo(&tmp.path().join("off"), &["--offline"]);
-    assert_eq!(offline["delivered"], "bundle");
+    assert_eq!(offline["delivered"], "connection tool");
     assert!(Path::new(offline["bundle"].as_str().expect("bundle path")).exists());
+    assert!(offline["submission_id"].is_string(), "{offline}");
     assert_eq!(offline["digest"], online["digest"]);
+    assert_eq!(offline["periods"][0]["intake_submissions"], 1);
+    // Each step wrote its log next to its output.
+    for (folder, step) in [
+        ("media", "prepare"),
+        ("downloads", "connect"),
+        ("downloads", "import"),
+    ] {
+        let logs: Vec<_> = std::fs::read_dir(tmp.path().join("off").join(folder))
+            .expect("lists")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("hrs-connection-tool-{step}-")) && name.ends_with(".log")
+            })
+            .collect();
+        assert_eq!(logs.len(), 1, "{step} log in {folder}");
+    }
 
     // hrs view --site P02 prints only P02's rows.
     let store = tmp.path().join("on/aggregator/merge.sqlite");

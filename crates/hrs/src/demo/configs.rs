@@ -76,8 +76,21 @@ pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub(crate) fn intake(security: &Security) -> String {
+/// The intake's file; `token` is a hierarchy's hashed ID and its token's SHA-256, for the
+/// connection tool, which carries no client certificate.
+pub(crate) fn intake(security: &Security, token: Option<(&str, &str)>) -> String {
     let tls = security.settings("intake");
+    let tokens = token
+        .map(|(hierarchy, sha256)| {
+            format!(
+                r#"# The hierarchy whose connection tool presents a token instead of a certificate.
+[[hierarchy_tokens]]
+hierarchy = "{hierarchy}"
+token_sha256 = "{sha256}"
+"#
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"# HRS intake: the service that receives each hierarchy's merged periods.
 listen = "{LISTEN_ANY}"
@@ -85,7 +98,7 @@ listen = "{LISTEN_ANY}"
 store = "intake.sqlite"
 # How long submissions are kept.
 retention_days = 365
-{tls}"#
+{tls}{tokens}"#
     )
 }
 
@@ -113,11 +126,11 @@ listen = "{LISTEN_ANY}"
 hierarchy_id = "{hierarchy}"
 # What leaves the hierarchy never exceeds this level (Basic, Enhanced or Full).
 level = "{level}"
-# online: submit to the intake; offline: write bundles to the outbox for the connection tool.
+# online: submit to the intake with each update check; offline: the connection tool carries
+# periods out (prepare, connect, import).
 mode = "{mode}"
 store = "connection-point.sqlite"
 intake = "{scheme}://{intake}"
-outbox = "outbox"
 retry_seconds = {retry}
 {tls}"#
     )

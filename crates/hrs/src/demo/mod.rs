@@ -167,8 +167,29 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
         security: &security,
     };
     let mut processes = Processes::new(exe.clone(), dir.join("logs"))?;
+    // The connection tool runs on a machine with no certificate: under TLS it presents
+    // the hierarchy's token, which the intake knows by its SHA-256.
+    let token = match &security {
+        Security::Tls(pki) => {
+            let token = hrs_core::token::Token::generate();
+            let file = pki.join("intake.token");
+            hrs_core::files::write_owner_only(&file, token.expose().as_bytes())
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            Some((token.fingerprint(), file))
+        }
+        Security::Insecure => None,
+    };
     let intake_config = dir.join("intake").join("intake.toml");
-    configs::write(&intake_config, &configs::intake(&security))?;
+    let hierarchy_hash = hierarchy.hashed();
+    configs::write(
+        &intake_config,
+        &configs::intake(
+            &security,
+            token
+                .as_ref()
+                .map(|(sha256, _)| (hierarchy_hash.as_str(), sha256.as_str())),
+        ),
+    )?;
     let intake = processes.start_server("intake", &intake_config).await?;
     let intake = faulty_link(&mut chaos, "intake", intake).await?;
 
@@ -193,6 +214,18 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     let aggregator = faulty_link(&mut chaos, "aggregator", aggregator).await?;
 
     let cp_settings = hrs_connection::ConnectionPointConfig::load(&cp_config)?;
+    let trip = args.offline.then(|| OfflineTrip {
+        exe: exe.clone(),
+        config: cp_config.clone(),
+        media: dir.join("media"),
+        downloads: dir.join("downloads"),
+        intake_ca: match &security {
+            Security::Tls(pki) => Some(pki.join("ca.pem")),
+            Security::Insecure => None,
+        },
+        token_file: token.as_ref().map(|(_, file)| file.clone()),
+        log: dir.join("logs").join("connection-tool.log"),
+    });
     let mut delivered = Vec::new();
     for &period in &periods {
         for (code, site_type) in &layout.sites {
@@ -214,6 +247,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
                     period,
                     &mut processes,
                     None,
+                    trip.as_ref(),
                 )
                 .await?
             }
@@ -231,6 +265,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
                     period,
                     &mut processes,
                     Some(chaos),
+                    trip.as_ref(),
                 )
                 .await?;
                 processes.stop_agents().await;
@@ -362,9 +397,83 @@ fn prepare_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(&dir)?)
 }
 
+/// The offline round trip the demo runs for an offline hierarchy, with the connection
+/// tool as an operator would: prepare onto "media", connect from there, import back.
+struct OfflineTrip {
+    exe: PathBuf,
+    config: PathBuf,
+    media: PathBuf,
+    downloads: PathBuf,
+    intake_ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    log: PathBuf,
+}
+
+impl OfflineTrip {
+    /// Runs `hrs connection-tool prepare`, `connect` and `import`, their output in `log`.
+    async fn carry_out(&self) -> anyhow::Result<()> {
+        let config = self.config.display().to_string();
+        let media = self.media.display().to_string();
+        let downloads = self.downloads.display().to_string();
+        let mut connect = vec![
+            "connect".to_owned(),
+            "--source".into(),
+            media.clone(),
+            "--updates-dest".into(),
+            downloads.clone(),
+        ];
+        if let Some(ca) = &self.intake_ca {
+            connect.extend(["--intake-ca".into(), ca.display().to_string()]);
+        }
+        if let Some(token) = &self.token_file {
+            connect.extend(["--token-file".into(), token.display().to_string()]);
+        }
+        for step in [
+            vec![
+                "prepare".to_owned(),
+                "--config".into(),
+                config.clone(),
+                "--dest".into(),
+                media.clone(),
+            ],
+            connect,
+            vec![
+                "import".to_owned(),
+                "--config".into(),
+                config.clone(),
+                "--source".into(),
+                downloads.clone(),
+            ],
+        ] {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)?;
+            let status = tokio::process::Command::new(&self.exe)
+                .arg("connection-tool")
+                .args(&step)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .status()
+                .await?;
+            if !status.success() {
+                bail!(
+                    "hrs connection-tool {} failed; see {}",
+                    step[0],
+                    self.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Waits until `period` is complete in the merge store (every site's run current) and the
-/// connection point has delivered exactly that merged period: submitted to the intake when
-/// online, written as a bundle when offline. Under faults, kills roles while it waits.
+/// intake has acknowledged exactly that merged period: online by the connection point's
+/// update check, offline once the connection tool's round trip (`trip`) carried it out and
+/// back. Under faults, kills roles while it waits.
+#[allow(clippy::too_many_arguments)]
 async fn wait_delivered(
     layout: &Layout,
     config: &hrs_connection::ConnectionPointConfig,
@@ -372,6 +481,7 @@ async fn wait_delivered(
     period: Period,
     processes: &mut Processes,
     mut chaos: Option<&mut Chaos>,
+    trip: Option<&OfflineTrip>,
 ) -> anyhow::Result<(Merged, hrs_connection::PeriodState)> {
     let started = tokio::time::Instant::now();
     let name = period.to_string();
@@ -387,11 +497,18 @@ async fn wait_delivered(
         if spent && config.store.exists() {
             let state = hrs_connection::periods(config)?
                 .into_iter()
-                .find(|s| s.period == name && s.state != hrs_connection::State::Pending);
+                .find(|s| s.period == name);
             if let Some(state) = state {
                 let merged = merged_period(layout, level, period)?;
                 if merged.complete && merged.period.digest == state.digest {
-                    return Ok((merged, state));
+                    match (state.state, trip) {
+                        (hrs_connection::State::Submitted, _) => return Ok((merged, state)),
+                        (_, Some(trip)) => {
+                            trip.carry_out().await?;
+                            continue;
+                        }
+                        (_, None) => {}
+                    }
                 }
             }
         }
@@ -479,7 +596,7 @@ fn summarize(
         level: level.to_string(),
         merged_rows: periods.iter().map(|p| p.merged_rows).sum(),
         sites,
-        delivered: if offline { "bundle" } else { "intake" },
+        delivered: if offline { "connection tool" } else { "intake" },
         bundle: state.bundle_path.map(|p| p.display().to_string()),
         submission_id: state.submission_id,
         digest: store_digest(&periods),

@@ -1,0 +1,220 @@
+//! The way to the intake, shared by the connection point's update checks and the
+//! connection tool's `connect`: how to reach it (URL, TLS, token) and the three calls it
+//! answers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hrs_core::token::Token;
+use hrs_proto::tls::{ClientTls, TlsError};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::intake_client::IntakeClient;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+use tonic::transport::Channel;
+
+use crate::MAX_MESSAGE_BYTES;
+
+/// How long to wait for the intake to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one call may take, for a period of up to [`MAX_MESSAGE_BYTES`].
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where the intake is and how to prove who is calling.
+#[derive(Debug, Clone)]
+pub struct IntakeLink {
+    /// The intake's URL.
+    pub url: String,
+    /// TLS to an `https://` intake.
+    pub tls: Option<ClientTls>,
+    /// The hierarchy's token, for a caller without a client certificate.
+    pub token: Option<Token>,
+    /// An HTTP proxy to reach it through.
+    pub proxy: Option<hrs_proto::proxy::Proxy>,
+}
+
+/// Why a call to the intake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeCallError {
+    /// The intake could not be reached (or TLS to it could not be set up).
+    #[error("the intake at {url} cannot be reached: {cause}")]
+    Unreachable {
+        /// The intake's URL.
+        url: String,
+        /// What failed, with its causes.
+        cause: String,
+    },
+    /// The intake answered with an error.
+    #[error("the intake refused: {}", .0.message())]
+    Refused(tonic::Status),
+    /// A downloaded package is not what the manifest says.
+    #[error("package {name} downloaded with SHA-256 {actual}, the manifest says {expected}")]
+    Corrupt {
+        /// The package.
+        name: String,
+        /// What the manifest says.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
+    /// A downloaded package could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl IntakeCallError {
+    /// True when nothing is wrong with what was sent: trying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Internal
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted
+            ),
+            Self::Corrupt { .. } | Self::Io { .. } => false,
+        }
+    }
+}
+
+/// An open connection to the intake.
+#[derive(Debug, Clone)]
+pub struct IntakeSession {
+    client: IntakeClient<Channel>,
+    token: Option<Token>,
+}
+
+impl IntakeLink {
+    /// Connects to the intake.
+    pub async fn connect(&self) -> Result<IntakeSession, IntakeCallError> {
+        let unreachable = |cause: String| IntakeCallError::Unreachable {
+            url: self.url.clone(),
+            cause,
+        };
+        let endpoint = hrs_proto::tls::endpoint_with(&self.url, self.tls.as_ref())
+            .map_err(|e: TlsError| unreachable(crate::deliver::chain(&e)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT);
+        let channel = hrs_proto::proxy::connect(endpoint, self.proxy.as_ref())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(IntakeSession {
+            client: IntakeClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            token: self.token.clone(),
+        })
+    }
+}
+
+impl IntakeSession {
+    /// A request carrying the token, when there is one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {}", token.expose()).parse()
+        {
+            // A token is visible ASCII (checked when it was read), so it always parses.
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    /// Submits one period as it leaves the hierarchy.
+    pub async fn submit(
+        &mut self,
+        period: &pb::MergedPeriod,
+    ) -> Result<pb::SubmitResponse, IntakeCallError> {
+        let request = self.request(pb::SubmitRequest {
+            period: Some(period.clone()),
+            client_version: hrs_core::VERSION.to_owned(),
+        });
+        self.client
+            .submit(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(IntakeCallError::Refused)
+    }
+
+    /// Asks which updates apply to `hierarchy_hash`, filtered by `download`.
+    pub async fn check_updates(
+        &mut self,
+        hierarchy_hash: &str,
+        download: &str,
+    ) -> Result<pb::UpdateManifest, IntakeCallError> {
+        let request = self.request(pb::CheckUpdatesRequest {
+            hierarchy_hash: hierarchy_hash.to_owned(),
+            client_version: hrs_core::VERSION.to_owned(),
+            download: download.to_owned(),
+        });
+        self.client
+            .check_updates(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(IntakeCallError::Refused)
+    }
+
+    /// Downloads one package to `dest`, checking its SHA-256 against the manifest's;
+    /// `progress` is told the bytes received so far. The file appears only when whole.
+    pub async fn download(
+        &mut self,
+        hierarchy_hash: &str,
+        update: &pb::Update,
+        package: &pb::Package,
+        dest: &Path,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), IntakeCallError> {
+        let io = |source| IntakeCallError::Io {
+            path: dest.to_owned(),
+            source,
+        };
+        let request = self.request(pb::DownloadPackageRequest {
+            hierarchy_hash: hierarchy_hash.to_owned(),
+            update_id: update.id.clone(),
+            name: package.name.clone(),
+        });
+        let mut stream = self
+            .client
+            .download_package(request)
+            .await
+            .map_err(IntakeCallError::Refused)?
+            .into_inner();
+        let partial = dest.with_extension("partial");
+        let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = stream.message().await.map_err(IntakeCallError::Refused)? {
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).await.map_err(io)?;
+            received += chunk.data.len() as u64;
+            progress(received);
+        }
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let actual: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if actual != package.sha256 || received != package.size {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(IntakeCallError::Corrupt {
+                name: package.name.clone(),
+                expected: package.sha256.clone(),
+                actual,
+            });
+        }
+        tokio::fs::rename(&partial, dest).await.map_err(io)
+    }
+}

@@ -1,0 +1,1089 @@
+//! The connection tool's offline round trip, for hierarchies with no way out:
+//!
+//! 1. [`prepare`], on the connection point: every period the intake has not acknowledged
+//!    goes into one bundle file on removable media;
+//! 2. [`connect`], on any internet-facing machine (no other part of HRS needed): every
+//!    bundle in a folder is verified and uploaded, and each hierarchy's update manifest and
+//!    packages are downloaded next to a receipt of what the intake acknowledged;
+//! 3. [`import`], back on the connection point: the receipt and packages are verified, the
+//!    updates imported, and the acknowledged periods marked sent.
+//!
+//! A bundle is a plain tar file: `manifest.json` (what it holds: hierarchy, level, tool
+//! version, each period's file, digest and SHA-256), one `periods/<period>.json` per period
+//! (the same self-checking document as a single-period bundle), and `SHA256SUMS`, so
+//! `tar -xf` and `sha256sum -c SHA256SUMS` are enough to review it. Nothing is trusted
+//! that does not verify: a bundle or receipt that was altered is refused whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use hrs_core::token::Token;
+use hrs_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{decode_period, encode_period, sha256_hex, write_atomic};
+use crate::intake::{IntakeCallError, IntakeLink};
+use crate::outbound::{Policy, outbound};
+use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, SqliteOutbox};
+use crate::{ConnectionError, ConnectionPointConfig};
+
+/// The format tag of bundles written by this version.
+pub const BUNDLE_FORMAT: &str = "hrs-bundle/2";
+
+/// The format tag of receipts written by this version.
+pub const RECEIPT_FORMAT: &str = "hrs-receipt/1";
+
+/// The file a bundle describes itself in.
+const MANIFEST: &str = "manifest.json";
+
+/// The checksums of a bundle's other files, in `sha256sum` format.
+const SUMS: &str = "SHA256SUMS";
+
+/// The receipt `connect` writes per hierarchy.
+const RECEIPT: &str = "receipt.json";
+
+/// Largest file a bundle may hold: a merged period well above the intake's message limit.
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// Why a step of the round trip failed; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// The connection point's configuration or store is unusable.
+    #[error(transparent)]
+    Point(#[from] ConnectionError),
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The folder holds no bundle.
+    #[error(
+        "no HRS bundle (hrs-*.tar) in {0}: is this the folder `hrs connection-tool prepare` wrote to?"
+    )]
+    NoBundles(PathBuf),
+    /// A file is not a bundle this version reads.
+    #[error("{path} is not an HRS bundle this version reads: {problem}")]
+    NotABundle {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// A bundle was changed after `prepare` wrote it.
+    #[error(
+        "bundle {path} was altered after it was prepared ({problem}); it is refused: prepare a new bundle on the connection point"
+    )]
+    Tampered {
+        /// The bundle.
+        path: PathBuf,
+        /// Which check failed.
+        problem: String,
+    },
+    /// The intake could not be reached or refused.
+    #[error(
+        "{0}: check the intake's address, the network or the proxy (--proxy), then run connect again"
+    )]
+    Intake(#[from] IntakeCallError),
+    /// A bundle names no intake and none was given.
+    #[error("bundle {0} names no intake: give --intake URL")]
+    NoIntake(PathBuf),
+    /// The folder holds no downloads.
+    #[error(
+        "no downloads in {0}: run `hrs connection-tool connect --source <bundles> --updates-dest {0}` first (wrong folder?)"
+    )]
+    NoDownloads(PathBuf),
+    /// The folder holds downloads of other hierarchies only.
+    #[error(
+        "{dir} holds downloads for {others} but not for this connection point's hierarchy ({expected}): bring the folder `connect` wrote for this hierarchy"
+    )]
+    OtherHierarchy {
+        /// The folder.
+        dir: PathBuf,
+        /// The hierarchies it does hold.
+        others: String,
+        /// This hierarchy's hashed ID.
+        expected: String,
+    },
+    /// A receipt or a downloaded package was changed after `connect` wrote it.
+    #[error(
+        "{path} was altered after `connect` wrote it ({problem}); nothing was imported: run connect again"
+    )]
+    ReceiptTampered {
+        /// The receipt or package.
+        path: PathBuf,
+        /// Which check failed.
+        problem: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OfflineError + '_ {
+    move |source| OfflineError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where a step tells its operator what it does: lines for the log and the terminal, and
+/// progress for long steps.
+pub trait Report: Send + Sync {
+    /// One line of what happened.
+    fn line(&self, text: &str);
+    /// Starts a long step of `total` units (bytes or items).
+    fn progress(&self, label: &str, total: u64) -> Box<dyn Progress>;
+}
+
+/// A long step's progress.
+pub trait Progress: Send {
+    /// `done` of the total units are done.
+    fn set(&mut self, done: u64);
+    /// The step is over.
+    fn finish(&mut self);
+}
+
+/// A report that says nothing, for callers that only want the outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Report for Silent {
+    fn line(&self, _text: &str) {}
+    fn progress(&self, _label: &str, _total: u64) -> Box<dyn Progress> {
+        Box::new(Silent)
+    }
+}
+
+impl Progress for Silent {
+    fn set(&mut self, _done: u64) {}
+    fn finish(&mut self) {}
+}
+
+/// What a bundle says it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Version of the tool that prepared it.
+    pub tool_version: String,
+    /// The hierarchy's hashed ID: bundles of several hierarchies can share a folder.
+    pub hierarchy_hash: String,
+    /// RFC 3339 time it was prepared.
+    pub created_at: String,
+    /// The level configured when it was prepared (what it holds is at most this).
+    pub level: String,
+    /// The intake the connection point is configured with, if any: `connect` uses it.
+    pub intake: Option<String>,
+    /// The periods, oldest first.
+    pub periods: Vec<BundlePeriod>,
+}
+
+/// One period in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePeriod {
+    /// The period (ISO week).
+    pub period: String,
+    /// Its file in the bundle.
+    pub file: String,
+    /// SHA-256 of that file, lowercase hex.
+    pub sha256: String,
+    /// Size of that file.
+    pub bytes: u64,
+    /// Merged digest of the period as it leaves.
+    pub digest: String,
+    /// Merged digest of the period as the connection point received it: `import` marks
+    /// that version sent.
+    pub received_digest: String,
+    /// Result rows, over all sites and queries.
+    pub rows: u64,
+}
+
+/// A bundle read back and verified.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The file.
+    pub path: PathBuf,
+    /// What it says it holds.
+    pub manifest: BundleManifest,
+    /// Each period as it leaves, in manifest order.
+    pub periods: Vec<pb::MergedPeriod>,
+}
+
+/// What `prepare` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The bundle written; none when every period was already acknowledged.
+    pub path: Option<PathBuf>,
+    /// The periods it holds.
+    pub periods: Vec<String>,
+}
+
+/// A file-name-safe form of a hashed hierarchy ID (Base64 with `/` and `+`).
+pub fn hierarchy_dir_name(hierarchy_hash: &str) -> String {
+    hierarchy_hash
+        .chars()
+        .filter(|c| *c != '=')
+        .map(|c| match c {
+            '/' => '_',
+            '+' => '-',
+            c => c,
+        })
+        .collect()
+}
+
+fn rows_of(period: &pb::MergedPeriod) -> u64 {
+    period
+        .sites
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| r.rows.len() as u64)
+        .sum()
+}
+
+fn append(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    bytes: &[u8],
+    mtime: u64,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, name, bytes)
+}
+
+/// Writes every period the intake has not acknowledged into one bundle in `dest`, as it
+/// would leave at the level configured now, and records that it was bundled (it stays
+/// unsent until `import` brings the intake's acknowledgement back).
+pub fn prepare(
+    config: &ConnectionPointConfig,
+    dest: &Path,
+    report: &dyn Report,
+) -> Result<Prepared, OfflineError> {
+    let store = SqliteOutbox::open_existing_writable(&config.store)
+        .map_err(ConnectionError::from)?
+        .ok_or_else(|| ConnectionError::NoStore {
+            store: config.store.clone(),
+            config: config.describe(),
+        })?;
+    let unsent = store.pending_blocking().map_err(ConnectionError::from)?;
+    if unsent.is_empty() {
+        report.line("nothing to prepare: the intake has acknowledged every period");
+        return Ok(Prepared {
+            path: None,
+            periods: Vec::new(),
+        });
+    }
+    let policy = Policy::of(config);
+    let hierarchy_hash = config.hierarchy_id.hashed();
+    let now = time::OffsetDateTime::now_utc();
+    let created_at = hrs_core::clock::rfc3339(now);
+    let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut entries = Vec::new();
+    let mut sums = String::new();
+    let mut progress = report.progress("bundling periods", unsent.len() as u64);
+    for (i, period) in unsent.iter().enumerate() {
+        let sent = outbound(period, &policy);
+        let bytes = encode_period(&sent).map_err(|e| OfflineError::NotABundle {
+            path: dest.to_owned(),
+            problem: e.to_string(),
+        })?;
+        let file = format!("periods/{}.json", sent.period);
+        let sha256 = sha256_hex(&bytes);
+        append(&mut builder, &file, &bytes, mtime).map_err(io(dest))?;
+        sums.push_str(&format!("{sha256}  {file}\n"));
+        entries.push(BundlePeriod {
+            period: sent.period.clone(),
+            file,
+            sha256,
+            bytes: bytes.len() as u64,
+            digest: sent.digest.clone(),
+            received_digest: period.digest.clone(),
+            rows: rows_of(&sent),
+        });
+        progress.set(i as u64 + 1);
+    }
+    progress.finish();
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT.to_owned(),
+        tool_version: hrs_core::VERSION.to_owned(),
+        hierarchy_hash: hierarchy_hash.clone(),
+        created_at: created_at.clone(),
+        level: config.level.as_str().to_owned(),
+        intake: config.intake.clone(),
+        periods: entries,
+    };
+    let mut manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| OfflineError::NotABundle {
+            path: dest.to_owned(),
+            problem: e.to_string(),
+        })?;
+    manifest_bytes.push(b'\n');
+    sums.insert_str(0, &format!("{}  {MANIFEST}\n", sha256_hex(&manifest_bytes)));
+    append(&mut builder, MANIFEST, &manifest_bytes, mtime).map_err(io(dest))?;
+    append(&mut builder, SUMS, sums.as_bytes(), mtime).map_err(io(dest))?;
+    let archive = builder.into_inner().map_err(io(dest))?;
+    let stamp: String = created_at
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    // The content's hash keeps two bundles of one second apart.
+    let path = dest.join(format!(
+        "hrs-{}-{stamp}-{}.tar",
+        hierarchy_dir_name(&hierarchy_hash),
+        &sha256_hex(&archive)[..8]
+    ));
+    write_atomic(&path, &archive).map_err(io(&path))?;
+    let marked = store
+        .mark_bundled_blocking(
+            &unsent
+                .iter()
+                .map(|p| (p.period.clone(), p.digest.clone()))
+                .collect::<Vec<_>>(),
+            &path,
+        )
+        .map_err(ConnectionError::from)?;
+    for period in &manifest.periods {
+        report.line(&format!(
+            "bundled {} at level {} ({} rows, digest {})",
+            period.period, manifest.level, period.rows, period.digest
+        ));
+    }
+    report.line(&format!(
+        "wrote {} ({} period(s), {} bytes): carry it to an internet-facing machine and run `hrs connection-tool connect`",
+        path.display(),
+        manifest.periods.len(),
+        archive.len()
+    ));
+    Ok(Prepared {
+        path: Some(path),
+        periods: marked,
+    })
+}
+
+/// Every bundle in `dir` (files named `hrs-*.tar`), in name order.
+pub fn find_bundles(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|name| name.starts_with("hrs-") && name.ends_with(".tar"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(OfflineError::NoBundles(dir.to_owned()));
+    }
+    Ok(found)
+}
+
+/// Reads a bundle and verifies everything in it: its format, every file's SHA-256 against
+/// the manifest and `SHA256SUMS`, no file more or less, and each period's own checksum and
+/// digest. Anything that fails refuses the whole bundle.
+pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
+    let tampered = |problem: String| OfflineError::Tampered {
+        path: path.to_owned(),
+        problem,
+    };
+    let not_a_bundle = |problem: String| OfflineError::NotABundle {
+        path: path.to_owned(),
+        problem,
+    };
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut archive = tar::Archive::new(file);
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in archive.entries().map_err(|e| not_a_bundle(e.to_string()))? {
+        let mut entry = entry.map_err(|e| not_a_bundle(e.to_string()))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(tampered("it holds something other than plain files".into()));
+        }
+        let name = entry
+            .path()
+            .map_err(|e| not_a_bundle(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| not_a_bundle(e.to_string()))?;
+        if size > MAX_ENTRY_BYTES {
+            return Err(tampered(format!("{name} is {size} bytes")));
+        }
+        let mut bytes = Vec::new();
+        entry
+            .by_ref()
+            .take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| not_a_bundle(e.to_string()))?;
+        if files.insert(name.clone(), bytes).is_some() {
+            return Err(tampered(format!("{name} appears twice")));
+        }
+    }
+    let manifest_bytes = files
+        .get(MANIFEST)
+        .ok_or_else(|| not_a_bundle(format!("it has no {MANIFEST}")))?;
+    let manifest: BundleManifest = serde_json::from_slice(manifest_bytes)
+        .map_err(|e| tampered(format!("{MANIFEST} does not read: {e}")))?;
+    if manifest.format != BUNDLE_FORMAT {
+        return Err(not_a_bundle(format!(
+            "format {:?}; this version reads {BUNDLE_FORMAT:?}",
+            manifest.format
+        )));
+    }
+    // SHA256SUMS covers the manifest too, so a manifest edited to match edited periods
+    // still shows unless both were rewritten.
+    let sums = files
+        .get(SUMS)
+        .ok_or_else(|| tampered(format!("{SUMS} is missing")))?;
+    let sums = String::from_utf8_lossy(sums);
+    let mut listed = BTreeSet::new();
+    for line in sums.lines() {
+        let (sum, name) = line
+            .split_once("  ")
+            .ok_or_else(|| tampered(format!("{SUMS} has a malformed line")))?;
+        let bytes = files
+            .get(name)
+            .ok_or_else(|| tampered(format!("{name} is listed but missing")))?;
+        if sha256_hex(bytes) != sum {
+            return Err(tampered(format!("{name} does not match its SHA-256")));
+        }
+        listed.insert(name.to_owned());
+    }
+    let mut periods = Vec::new();
+    for entry in &manifest.periods {
+        let bytes = files
+            .get(&entry.file)
+            .ok_or_else(|| tampered(format!("{} is missing", entry.file)))?;
+        if sha256_hex(bytes) != entry.sha256 || bytes.len() as u64 != entry.bytes {
+            return Err(tampered(format!(
+                "{} does not match the manifest",
+                entry.file
+            )));
+        }
+        if !listed.contains(&entry.file) {
+            return Err(tampered(format!("{} is not in {SUMS}", entry.file)));
+        }
+        let period =
+            decode_period(bytes, &path.join(&entry.file)).map_err(|e| tampered(e.to_string()))?;
+        if period.period != entry.period
+            || period.digest != entry.digest
+            || period.hierarchy_hash != manifest.hierarchy_hash
+        {
+            return Err(tampered(format!(
+                "{} holds another period, digest or hierarchy than the manifest says",
+                entry.file
+            )));
+        }
+        periods.push(period);
+    }
+    let expected: BTreeSet<String> = manifest
+        .periods
+        .iter()
+        .map(|p| p.file.clone())
+        .chain([MANIFEST.to_owned(), SUMS.to_owned()])
+        .collect();
+    if let Some(extra) = files.keys().find(|name| !expected.contains(*name)) {
+        return Err(tampered(format!(
+            "it holds {extra}, which the manifest does not list"
+        )));
+    }
+    if !listed.contains(MANIFEST) {
+        return Err(tampered(format!("{MANIFEST} is not in {SUMS}")));
+    }
+    Ok(Bundle {
+        path: path.to_owned(),
+        manifest,
+        periods,
+    })
+}
+
+/// How `connect` reaches the intake and what it downloads.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Where manifests, packages and receipts go, one folder per hierarchy.
+    pub updates_dest: PathBuf,
+    /// Which updates: `latest`, `all`, `hotfixes` or `version=V`.
+    pub download: String,
+    /// The intake's URL, instead of each bundle's.
+    pub intake: Option<String>,
+    /// The CA of an `https://` intake's certificate.
+    pub intake_ca: Option<PathBuf>,
+    /// A hierarchy's token, when the intake asks for one.
+    pub token: Option<Token>,
+    /// An HTTP proxy to reach the intake through.
+    pub proxy: Option<hrs_proto::proxy::Proxy>,
+}
+
+/// What `connect` did for one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    /// The hierarchy's hashed ID.
+    pub hierarchy_hash: String,
+    /// Periods the intake acknowledged.
+    pub acknowledged: Vec<String>,
+    /// Updates downloaded.
+    pub updates: Vec<String>,
+    /// The receipt written.
+    pub receipt: PathBuf,
+}
+
+/// What `connect` did.
+#[derive(Debug, Default)]
+pub struct ConnectSummary {
+    /// Hierarchies done.
+    pub connected: Vec<Connected>,
+    /// Bundles or hierarchies that failed, and why.
+    pub failed: Vec<(PathBuf, OfflineError)>,
+}
+
+/// The receipt `connect` writes per hierarchy: what the intake acknowledged and what was
+/// downloaded, for `import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// Always [`RECEIPT_FORMAT`].
+    pub format: String,
+    /// Version of the tool that wrote it.
+    pub tool_version: String,
+    /// The hierarchy's hashed ID.
+    pub hierarchy_hash: String,
+    /// RFC 3339 time of the connection.
+    pub connected_at: String,
+    /// The intake's URL.
+    pub intake: String,
+    /// The bundles uploaded.
+    pub bundles: Vec<String>,
+    /// What the intake acknowledged.
+    pub submissions: Vec<ReceiptSubmission>,
+    /// The update manifest it answered.
+    pub manifest: ManifestJson,
+    /// The packages downloaded, relative to the receipt's folder.
+    pub packages: Vec<ReceiptPackage>,
+}
+
+/// One acknowledged period in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptSubmission {
+    /// The period.
+    pub period: String,
+    /// Digest as sent.
+    pub digest: String,
+    /// Digest as the connection point received it.
+    pub received_digest: String,
+    /// The intake's identifier.
+    pub submission_id: String,
+    /// RFC 3339 time the intake first accepted it.
+    pub accepted_at: String,
+    /// The intake had it already.
+    pub duplicate: bool,
+}
+
+/// One downloaded package in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptPackage {
+    /// The update it belongs to.
+    pub update_id: String,
+    /// File name.
+    pub name: String,
+    /// Path relative to the receipt's folder.
+    pub file: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An update manifest as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestJson {
+    /// The hierarchy's hashed ID.
+    pub hierarchy_hash: String,
+    /// RFC 3339 time the intake decided it.
+    pub generated_at: String,
+    /// The site versions it was decided from.
+    pub site_versions: Vec<String>,
+    /// The updates that apply.
+    pub updates: Vec<UpdateJson>,
+}
+
+/// An update as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateJson {
+    /// Identifier.
+    pub id: String,
+    /// Version sites reach.
+    pub version: String,
+    /// `update` or `hotfix`.
+    pub kind: String,
+    /// Title.
+    pub title: String,
+    /// Release date.
+    pub released: String,
+    /// Its files.
+    pub packages: Vec<PackageJson>,
+}
+
+/// A package as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageJson {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+impl From<&pb::UpdateManifest> for ManifestJson {
+    fn from(m: &pb::UpdateManifest) -> Self {
+        Self {
+            hierarchy_hash: m.hierarchy_hash.clone(),
+            generated_at: m.generated_at.clone(),
+            site_versions: m.site_versions.clone(),
+            updates: m
+                .updates
+                .iter()
+                .map(|u| UpdateJson {
+                    id: u.id.clone(),
+                    version: u.version.clone(),
+                    kind: u.kind.clone(),
+                    title: u.title.clone(),
+                    released: u.released.clone(),
+                    packages: u
+                        .packages
+                        .iter()
+                        .map(|p| PackageJson {
+                            name: p.name.clone(),
+                            size: p.size,
+                            sha256: p.sha256.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&ManifestJson> for pb::UpdateManifest {
+    fn from(m: &ManifestJson) -> Self {
+        Self {
+            hierarchy_hash: m.hierarchy_hash.clone(),
+            generated_at: m.generated_at.clone(),
+            site_versions: m.site_versions.clone(),
+            updates: m
+                .updates
+                .iter()
+                .map(|u| pb::Update {
+                    id: u.id.clone(),
+                    version: u.version.clone(),
+                    kind: u.kind.clone(),
+                    title: u.title.clone(),
+                    released: u.released.clone(),
+                    packages: u
+                        .packages
+                        .iter()
+                        .map(|p| pb::Package {
+                            name: p.name.clone(),
+                            size: p.size,
+                            sha256: p.sha256.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A package name safe to use as a file name: no folders, nothing hidden.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']) && name != ".."
+}
+
+/// Uploads every bundle in `source` to the intake and downloads each hierarchy's update
+/// manifest and packages into `options.updates_dest/<hierarchy>/`, with a receipt of what
+/// the intake acknowledged. A bundle that does not verify is refused whole and the others
+/// go on; the summary lists both.
+pub async fn connect(
+    source: &Path,
+    options: &ConnectOptions,
+    report: &dyn Report,
+) -> Result<ConnectSummary, OfflineError> {
+    let mut summary = ConnectSummary::default();
+    let mut by_hierarchy: BTreeMap<String, Vec<Bundle>> = BTreeMap::new();
+    for path in find_bundles(source)? {
+        match read_bundle_file(&path) {
+            Ok(bundle) => {
+                report.line(&format!(
+                    "verified {} ({} period(s) of hierarchy {})",
+                    path.display(),
+                    bundle.periods.len(),
+                    bundle.manifest.hierarchy_hash
+                ));
+                by_hierarchy
+                    .entry(bundle.manifest.hierarchy_hash.clone())
+                    .or_default()
+                    .push(bundle);
+            }
+            Err(e) => {
+                report.line(&format!("refused: {e}"));
+                summary.failed.push((path, e));
+            }
+        }
+    }
+    for (hierarchy_hash, bundles) in by_hierarchy {
+        let first = bundles[0].path.clone();
+        match connect_hierarchy(&hierarchy_hash, &bundles, options, report).await {
+            Ok(connected) => summary.connected.push(connected),
+            Err(e) => {
+                report.line(&format!("hierarchy {hierarchy_hash}: {e}"));
+                summary.failed.push((first, e));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+async fn connect_hierarchy(
+    hierarchy_hash: &str,
+    bundles: &[Bundle],
+    options: &ConnectOptions,
+    report: &dyn Report,
+) -> Result<Connected, OfflineError> {
+    let url = options
+        .intake
+        .clone()
+        .or_else(|| bundles.iter().find_map(|b| b.manifest.intake.clone()))
+        .ok_or_else(|| OfflineError::NoIntake(bundles[0].path.clone()))?;
+    let tls = url
+        .starts_with("https://")
+        .then(|| options.intake_ca.clone())
+        .flatten()
+        .map(|ca| hrs_proto::tls::ClientTls { ca, identity: None });
+    let link = IntakeLink {
+        url: url.clone(),
+        tls,
+        token: options.token.clone(),
+        proxy: options.proxy.clone(),
+    };
+    let mut session = link.connect().await?;
+    let dir = options
+        .updates_dest
+        .join(hierarchy_dir_name(hierarchy_hash));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+
+    // Periods already acknowledged by an earlier connect stay in the receipt.
+    let mut submissions: BTreeMap<(String, String), ReceiptSubmission> = read_receipt(&dir)
+        .ok()
+        .flatten()
+        .filter(|r| r.hierarchy_hash == hierarchy_hash)
+        .map(|r| {
+            r.submissions
+                .into_iter()
+                .map(|s| ((s.period.clone(), s.digest.clone()), s))
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = bundles.iter().map(|b| b.periods.len() as u64).sum();
+    let mut progress = report.progress("uploading periods", total);
+    let mut done = 0;
+    let mut acknowledged = Vec::new();
+    for bundle in bundles {
+        for (entry, period) in bundle.manifest.periods.iter().zip(&bundle.periods) {
+            let answer = session.submit(period).await?;
+            done += 1;
+            progress.set(done);
+            acknowledged.push(period.period.clone());
+            submissions.insert(
+                (period.period.clone(), period.digest.clone()),
+                ReceiptSubmission {
+                    period: period.period.clone(),
+                    digest: period.digest.clone(),
+                    received_digest: entry.received_digest.clone(),
+                    submission_id: answer.submission_id,
+                    accepted_at: answer.accepted_at,
+                    duplicate: answer.duplicate,
+                },
+            );
+        }
+    }
+    progress.finish();
+    for period in &acknowledged {
+        report.line(&format!("uploaded {period}: acknowledged by the intake"));
+    }
+
+    let manifest = session
+        .check_updates(hierarchy_hash, &options.download)
+        .await?;
+    let mut packages = Vec::new();
+    let bytes: u64 = manifest
+        .updates
+        .iter()
+        .flat_map(|u| &u.packages)
+        .map(|p| p.size)
+        .sum();
+    let mut progress = report.progress("downloading updates", bytes);
+    let mut downloaded = 0;
+    for update in &manifest.updates {
+        if !safe_name(&update.id) {
+            return Err(OfflineError::ReceiptTampered {
+                path: dir.clone(),
+                problem: format!("the intake named an update {:?}", update.id),
+            });
+        }
+        let folder = dir.join("packages").join(&update.id);
+        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        for package in &update.packages {
+            if !safe_name(&package.name) {
+                return Err(OfflineError::ReceiptTampered {
+                    path: folder.clone(),
+                    problem: format!("the intake named a package {:?}", package.name),
+                });
+            }
+            let dest = folder.join(&package.name);
+            let before = downloaded;
+            session
+                .download(hierarchy_hash, update, package, &dest, |received| {
+                    progress.set(before + received);
+                })
+                .await?;
+            downloaded += package.size;
+            packages.push(ReceiptPackage {
+                update_id: update.id.clone(),
+                name: package.name.clone(),
+                file: format!("packages/{}/{}", update.id, package.name),
+                sha256: package.sha256.clone(),
+                size: package.size,
+            });
+        }
+    }
+    progress.finish();
+    let updates: Vec<String> = manifest.updates.iter().map(|u| u.id.clone()).collect();
+    report.line(&format!(
+        "hierarchy {hierarchy_hash}: {} update(s) apply{}",
+        updates.len(),
+        if updates.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}), downloaded", updates.join(", "))
+        }
+    ));
+    let receipt = Receipt {
+        format: RECEIPT_FORMAT.to_owned(),
+        tool_version: hrs_core::VERSION.to_owned(),
+        hierarchy_hash: hierarchy_hash.to_owned(),
+        connected_at: hrs_core::clock::rfc3339(time::OffsetDateTime::now_utc()),
+        intake: url,
+        bundles: bundles
+            .iter()
+            .filter_map(|b| b.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
+        submissions: submissions.into_values().collect(),
+        manifest: ManifestJson::from(&manifest),
+        packages,
+    };
+    let path = dir.join(RECEIPT);
+    let mut bytes = serde_json::to_vec_pretty(&receipt).map_err(|e| OfflineError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(&path, &bytes).map_err(io(&path))?;
+    report.line(&format!(
+        "wrote {}: bring {} back to the connection point and run `hrs connection-tool import`",
+        path.display(),
+        options.updates_dest.display()
+    ));
+    Ok(Connected {
+        hierarchy_hash: hierarchy_hash.to_owned(),
+        acknowledged,
+        updates,
+        receipt: path,
+    })
+}
+
+fn read_receipt(dir: &Path) -> Result<Option<Receipt>, OfflineError> {
+    let path = dir.join(RECEIPT);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let receipt: Receipt =
+        serde_json::from_slice(&bytes).map_err(|e| OfflineError::ReceiptTampered {
+            path: path.clone(),
+            problem: format!("it does not read: {e}"),
+        })?;
+    if receipt.format != RECEIPT_FORMAT {
+        return Err(OfflineError::ReceiptTampered {
+            path,
+            problem: format!(
+                "format {:?}; this version reads {RECEIPT_FORMAT:?}",
+                receipt.format
+            ),
+        });
+    }
+    Ok(Some(receipt))
+}
+
+/// What `import` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// What changed in the connection point's store.
+    pub outcome: ImportOutcome,
+    /// The update packages now held, where they were put.
+    pub packages: Vec<ImportedPackage>,
+    /// The updates the manifest lists.
+    pub updates: Vec<String>,
+}
+
+/// Verifies what `connect` downloaded for this connection point's hierarchy into `source`
+/// and imports it: the update packages are copied under `updates/` beside the store, the
+/// manifest is kept for `hrs status`, and each acknowledged period is marked sent. Nothing
+/// changes unless everything verifies.
+pub fn import(
+    config: &ConnectionPointConfig,
+    source: &Path,
+    report: &dyn Report,
+) -> Result<Imported, OfflineError> {
+    let expected = config.hierarchy_id.hashed();
+    let dir = source.join(hierarchy_dir_name(&expected));
+    let Some(receipt) = read_receipt(&dir)? else {
+        let others: Vec<String> = std::fs::read_dir(source)
+            .map_err(io(source))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(RECEIPT).is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if others.is_empty() {
+            return Err(OfflineError::NoDownloads(source.to_owned()));
+        }
+        return Err(OfflineError::OtherHierarchy {
+            dir: source.to_owned(),
+            others: others.join(", "),
+            expected,
+        });
+    };
+    let receipt_path = dir.join(RECEIPT);
+    let tampered = |path: &Path, problem: String| OfflineError::ReceiptTampered {
+        path: path.to_owned(),
+        problem,
+    };
+    if receipt.hierarchy_hash != expected {
+        return Err(tampered(
+            &receipt_path,
+            format!(
+                "it is for hierarchy {}, in the folder of {expected}",
+                receipt.hierarchy_hash
+            ),
+        ));
+    }
+    // Every package: listed by the manifest, safe to name, and the bytes it says.
+    let manifest = pb::UpdateManifest::from(&receipt.manifest);
+    let mut progress = report.progress(
+        "verifying packages",
+        receipt.packages.iter().map(|p| p.size).sum(),
+    );
+    let mut verified = 0;
+    for package in &receipt.packages {
+        let listed = manifest.updates.iter().any(|u| {
+            u.id == package.update_id
+                && u.packages
+                    .iter()
+                    .any(|p| p.name == package.name && p.sha256 == package.sha256)
+        });
+        let file = dir.join(&package.file);
+        if !listed
+            || !safe_name(&package.update_id)
+            || !safe_name(&package.name)
+            || package.file != format!("packages/{}/{}", package.update_id, package.name)
+        {
+            return Err(tampered(
+                &receipt_path,
+                format!("package {} is not what the manifest lists", package.name),
+            ));
+        }
+        let bytes = std::fs::read(&file).map_err(io(&file))?;
+        if sha256_hex(&bytes) != package.sha256 || bytes.len() as u64 != package.size {
+            return Err(tampered(&file, "its SHA-256 is not the manifest's".into()));
+        }
+        verified += package.size;
+        progress.set(verified);
+    }
+    progress.finish();
+
+    let store = SqliteOutbox::open_existing_writable(&config.store)
+        .map_err(ConnectionError::from)?
+        .ok_or_else(|| ConnectionError::NoStore {
+            store: config.store.clone(),
+            config: config.describe(),
+        })?;
+    let updates_root = config
+        .store
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("updates");
+    let mut imported = Vec::new();
+    for package in &receipt.packages {
+        let folder = updates_root.join(&package.update_id);
+        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        let to = folder.join(&package.name);
+        let bytes = std::fs::read(dir.join(&package.file)).map_err(io(&dir))?;
+        write_atomic(&to, &bytes).map_err(io(&to))?;
+        imported.push(ImportedPackage {
+            update_id: package.update_id.clone(),
+            name: package.name.clone(),
+            sha256: package.sha256.clone(),
+            size: package.size,
+            path: to,
+        });
+    }
+    let acknowledged: Vec<Acknowledged> = receipt
+        .submissions
+        .iter()
+        .map(|s| Acknowledged {
+            period: s.period.clone(),
+            received_digest: s.received_digest.clone(),
+            submission_id: s.submission_id.clone(),
+        })
+        .collect();
+    let outcome = store
+        .import_blocking(&acknowledged, &manifest, &imported)
+        .map_err(ConnectionError::from)?;
+    for period in &outcome.accepted {
+        report.line(&format!(
+            "{period}: acknowledged by the intake, marked sent"
+        ));
+    }
+    for period in &outcome.stale {
+        report.line(&format!(
+            "{period}: a newer version arrived since prepare; it stays unsent for the next bundle"
+        ));
+    }
+    for package in &imported {
+        report.line(&format!(
+            "imported update {} package {} to {}",
+            package.update_id,
+            package.name,
+            package.path.display()
+        ));
+    }
+    Ok(Imported {
+        outcome,
+        packages: imported,
+        updates: manifest.updates.iter().map(|u| u.id.clone()).collect(),
+    })
+}

@@ -1,0 +1,597 @@
+//! One fuzz target per decoder: each takes any bytes, feeds them to the decoder and the
+//! validator the receiving role applies, and panics when an invariant breaks (never for a
+//! refusal: refusing bad input is their job). A panic inside a decoder is a finding too.
+//!
+//! Every target is a plain `fn(&[u8])`, so any engine can drive it: the stable driver of
+//! this crate under `cargo test`, or a coverage-guided fuzzer (see the crate docs).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use hrs_aggregator::service::AggregatorService;
+use hrs_aggregator::{AggregatorConfig, MergeStore, SqliteMergeStore};
+use hrs_connection::{Mode, Policy};
+use hrs_core::catalog::Catalog;
+use hrs_core::config::ConfigError;
+use hrs_core::digest::{merged_digest, run_digest};
+use hrs_core::encoded::check_run_encoded;
+use hrs_core::validate::{check_merged, check_run};
+use hrs_core::{HierarchyId, Level, Period, SiteCode};
+use hrs_proto::v1 as pb;
+use hrs_proto::v1::aggregator_server::Aggregator as _;
+use hrs_sitedb::{PasswordSource, SiteDbSpec};
+use prost::Message as _;
+
+use crate::seeds;
+use crate::wire::streaming_gap;
+
+/// A scratch folder per test thread, so file-based targets never share a file.
+fn scratch() -> PathBuf {
+    thread_local! {
+        static DIR: RefCell<Option<tempfile::TempDir>> = const { RefCell::new(None) };
+    }
+    DIR.with(|dir| {
+        let mut dir = dir.borrow_mut();
+        if dir.is_none() {
+            let made = tempfile::tempdir().expect("a scratch folder for file targets");
+            // Keyed configurations name this file; its presence lets them load.
+            std::fs::write(made.path().join("hierarchy.key"), seeds::HASH_KEY)
+                .expect("the hash key file");
+            *dir = Some(made);
+        }
+        dir.as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// Checks an encoded run with the streaming check the aggregator applies to chunked runs,
+/// and holds it to the decoded check: whenever the streaming check accepts, prost decodes
+/// the run and `check_run` accepts it with the same header and digest; whenever prost and
+/// `check_run` accept, the streaming check accepts too, unless the encoding uses what it
+/// refuses by design ([`streaming_gap`]).
+pub fn run_encoded(data: &[u8]) {
+    let streamed = check_run_encoded(&data.to_vec());
+    let decoded = pb::Run::decode(data).ok();
+    let checked = decoded.as_ref().map(check_run);
+    match (&streamed, decoded.as_ref(), checked) {
+        (Ok((header, fields)), Some(run), Some(Ok(expected))) => {
+            assert_eq!(header.run_id, expected.run_id, "run ids differ");
+            assert_eq!(header.site, expected.site, "sites differ");
+            assert_eq!(header.period, expected.period, "periods differ");
+            assert_eq!(header.level, expected.level, "levels differ");
+            assert_eq!(
+                header.hierarchy_id, expected.hierarchy_id,
+                "hierarchies differ"
+            );
+            assert_eq!(fields.digest, run_digest(run), "the digests differ");
+            let own = pb::Run {
+                results: Vec::new(),
+                ..run.clone()
+            };
+            assert_eq!(fields, &own, "the run's own fields differ");
+        }
+        (Ok(_), None, _) => panic!("the streaming check accepted a run prost cannot decode"),
+        (Ok(_), Some(_), Some(Err(refusal))) => {
+            panic!("the streaming check accepted a run check_run refuses: {refusal}")
+        }
+        (Err(error), Some(_), Some(Ok(_))) if streaming_gap(data).is_none() => {
+            panic!("the streaming check refused a run check_run accepts: {error}");
+        }
+        _ => {}
+    }
+}
+
+/// Decodes a run with prost and checks it as a unary push is checked. An accepted run must
+/// carry its own digest, decode again from its canonical encoding, pass the streaming check
+/// too, and flow downstream: merged alone into a period, and sent out of the hierarchy at
+/// every level, it is a period the connection point and the intake accept.
+pub fn run_decoded(data: &[u8]) {
+    let Ok(run) = pb::Run::decode(data) else {
+        return;
+    };
+    let Ok(header) = check_run(&run) else {
+        return;
+    };
+    assert_eq!(run_digest(&run), run.digest);
+    assert_eq!(header.site.as_str(), run.site);
+    let canonical = run.encode_to_vec();
+    let again = pb::Run::decode(canonical.as_slice()).expect("a canonical encoding decodes");
+    // Compared as encodings: a NaN value is not equal to itself.
+    assert!(
+        again.encode_to_vec() == canonical,
+        "the canonical encoding decodes to another run"
+    );
+    if let Err(error) = check_run_encoded(&canonical)
+        && streaming_gap(&canonical).is_none()
+    {
+        panic!("the streaming check refuses the canonical encoding of an accepted run: {error}");
+    }
+    flows_downstream(&run, header.hierarchy_id, header.level);
+}
+
+/// Merges an accepted run alone and sends it out at every level: each step must give a
+/// period `check_merged` accepts.
+fn flows_downstream(run: &pb::Run, hierarchy: HierarchyId, level: Level) {
+    let catalog = Catalog::by_version(&run.catalog_version).expect("check_run found this catalog");
+    let Ok(site) = run.site.parse::<SiteCode>() else {
+        panic!("check_run accepted site {:?}", run.site);
+    };
+    let merged = hrs_aggregator::merge::merge(
+        hierarchy,
+        level,
+        &catalog,
+        &[site],
+        &run.period,
+        vec![run.clone()],
+    )
+    .period;
+    if let Err(error) = check_merged(&merged) {
+        panic!("an accepted run merges into a period check_merged refuses: {error}");
+    }
+    sent_out_is_accepted(&merged);
+}
+
+/// The seed hierarchy's hashers, plain and keyed, made once: a keyed one reads a file.
+fn hasher(keyed: bool) -> hrs_core::hash::Hasher {
+    static HASHERS: OnceLock<[hrs_core::hash::Hasher; 2]> = OnceLock::new();
+    let [plain, keyed_one] = HASHERS
+        .get_or_init(|| [false, true].map(|keyed| seeds::hasher(keyed).expect("the seed hasher")));
+    if keyed {
+        keyed_one.clone()
+    } else {
+        plain.clone()
+    }
+}
+
+/// Sends an accepted merged period out under each level and hash mode, as the connection
+/// point does: the intake must accept every one.
+fn sent_out_is_accepted(period: &pb::MergedPeriod) {
+    for (level, keyed) in [
+        (Level::Basic, true),
+        (Level::Enhanced, false),
+        (Level::Full, false),
+    ] {
+        let policy = Policy {
+            level,
+            mode: Mode::Online,
+            hasher: hasher(keyed),
+        };
+        let out = hrs_connection::outbound(period, &policy);
+        if let Err(error) = check_merged(&out) {
+            panic!("an accepted period sent out at {level} is refused: {error}");
+        }
+    }
+}
+
+/// Checks an accepted merged period: it carries its own digest and what the connection
+/// point makes of it is accepted downstream.
+fn accepted_period(period: &pb::MergedPeriod) {
+    assert_eq!(merged_digest(period), period.digest);
+    sent_out_is_accepted(period);
+}
+
+/// Decodes a merged period with prost and checks it as the connection point and the
+/// intake do; an accepted one must be accepted downstream too.
+pub fn merged_period(data: &[u8]) {
+    let Ok(period) = pb::MergedPeriod::decode(data) else {
+        return;
+    };
+    if check_merged(&period).is_ok() {
+        accepted_period(&period);
+    }
+}
+
+/// Reads bytes as a single-period bundle file (`hrs-bundle/1`, JSON). A bundle that is read
+/// must carry its digest, and writing what was read as a bundle again must read back the
+/// same period.
+pub fn bundle(data: &[u8]) {
+    let dir = scratch();
+    let path = dir.join("fuzzed-bundle.json");
+    std::fs::write(&path, data).expect("writes the scratch bundle");
+    let Ok(period) = hrs_connection::read_bundle(&path) else {
+        return;
+    };
+    assert_eq!(
+        merged_digest(&period),
+        period.digest,
+        "a bundle read with a wrong digest"
+    );
+    let outbox = dir.join("rewritten");
+    // A period JSON cannot hold (NaN) is refused on writing; then there is nothing to
+    // compare, and the reader already refused no such file.
+    if let Ok(written) = hrs_connection::write_bundle(&outbox, &period) {
+        let again = hrs_connection::read_bundle(&written).expect("a bundle just written reads");
+        assert!(
+            again.encode_to_vec() == period.encode_to_vec(),
+            "a bundle rewritten reads back another period"
+        );
+        let _ = std::fs::remove_file(written);
+    }
+}
+
+/// Reads bytes as an offline bundle (a tar file of periods, a manifest and checksums), as
+/// the connection tool's `connect` does. A bundle that is read must hold exactly the
+/// periods its manifest lists, each carrying its digest and the manifest's hierarchy.
+pub fn offline_bundle(data: &[u8]) {
+    let path = scratch().join("fuzzed-bundle.tar");
+    std::fs::write(&path, data).expect("writes the scratch bundle");
+    let Ok(bundle) = hrs_connection::offline::read_bundle_file(&path) else {
+        return;
+    };
+    assert_eq!(bundle.periods.len(), bundle.manifest.periods.len());
+    for (period, entry) in bundle.periods.iter().zip(&bundle.manifest.periods) {
+        assert_eq!(
+            merged_digest(period),
+            period.digest,
+            "a period with a wrong digest"
+        );
+        assert_eq!(period.digest, entry.digest);
+        assert_eq!(period.period, entry.period);
+        assert_eq!(period.hierarchy_hash, bundle.manifest.hierarchy_hash);
+    }
+}
+
+/// Decodes a unary push and checks its run as the aggregator does; a run it accepts must
+/// be accepted when sent in chunks as well.
+pub fn push_run_request(data: &[u8]) {
+    let Ok(request) = pb::PushRunRequest::decode(data) else {
+        return;
+    };
+    let Some(run) = request.run else {
+        return;
+    };
+    if check_run(&run).is_ok() {
+        run_encoded(&run.encode_to_vec());
+    }
+}
+
+/// Decodes a chunk of a chunked push; the run it carries goes through the streaming check
+/// and its agreement with the decoded check ([`run_encoded`]).
+pub fn run_chunk(data: &[u8]) {
+    let Ok(chunk) = pb::RunChunk::decode(data) else {
+        return;
+    };
+    run_encoded(&chunk.data);
+}
+
+/// An aggregator service in this process, over a store in a temporary folder, serving the
+/// seed hierarchy; calls go straight to its handlers, without a network.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    service: AggregatorService,
+    config: Arc<AggregatorConfig>,
+    _dir: tempfile::TempDir,
+}
+
+fn aggregator() -> &'static InProcess {
+    static SERVICE: OnceLock<InProcess> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a folder for the aggregator's store");
+        let path = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nhierarchy_id = \"{}\"\nstore = \"merge.sqlite\"\n\
+                 sites = [\"CAS\", \"P01\", \"P02\"]\nmax_run_mb = 1\n",
+                seeds::HIERARCHY_ID
+            ),
+        )
+        .expect("writes the aggregator's configuration");
+        let config =
+            Arc::new(AggregatorConfig::load(&path).expect("the aggregator's configuration"));
+        let store: Arc<dyn MergeStore> =
+            Arc::new(SqliteMergeStore::open(&config.store).expect("opens the merge store"));
+        let service = AggregatorService::new(
+            Arc::clone(&config),
+            store,
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the aggregator");
+        InProcess {
+            runtime,
+            service,
+            config,
+            _dir: dir,
+        }
+    })
+}
+
+/// Answers that say the caller sent something wrong, as every refusal of bad input must.
+fn is_clear_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument | FailedPrecondition | PermissionDenied | AlreadyExists | ResourceExhausted
+    )
+}
+
+/// Sends a request to an aggregator in this process. The input is an envelope: its first
+/// length-delimited field is the request, and the field's number picks the call (1 a unary
+/// push, 2 a resume, 3 a heartbeat; others modulo 3). Every refusal must be a clear status
+/// naming the problem (never `INTERNAL`), and what is accepted must pass the checks: a
+/// push's run `check_run` and the sender checks, a resume's offer, a heartbeat's site and
+/// hierarchy.
+pub fn aggregator_service(data: &[u8]) {
+    if let Some(Err(status)) = aggregator_call(data) {
+        assert!(
+            is_clear_refusal(status.code()),
+            "answered {:?}: {}",
+            status.code(),
+            status.message()
+        );
+        assert!(!status.message().is_empty(), "a refusal without a message");
+    }
+}
+
+/// Makes the call an [`aggregator_service`] input describes and checks what was accepted;
+/// returns the answer, or None when the input holds no request prost decodes.
+pub fn aggregator_call(data: &[u8]) -> Option<Result<(), tonic::Status>> {
+    let fields = crate::wire::parse(data, None)?;
+    let (call, body) = fields.iter().find_map(|f| match &f.payload {
+        crate::wire::Payload::Bytes(body) => Some((f.number, body.as_slice())),
+        _ => None,
+    })?;
+    let aggregator = aggregator();
+    let config = &aggregator.config;
+    let service = &aggregator.service;
+    let ours = |site: &str, hierarchy: &str| {
+        site.parse::<SiteCode>()
+            .is_ok_and(|s| config.sites.contains(&s))
+            && hierarchy
+                .parse::<HierarchyId>()
+                .is_ok_and(|h| h == config.hierarchy_id)
+    };
+    let runtime = &aggregator.runtime;
+    match call % 3 {
+        1 => {
+            let request = pb::PushRunRequest::decode(body).ok()?;
+            let run = request.run.clone();
+            let answer = runtime.block_on(service.push_run(tonic::Request::new(request)));
+            if answer.is_ok() {
+                let run = run.expect("a push without a run was accepted");
+                if let Err(error) = check_run(&run) {
+                    panic!("the aggregator accepted a run check_run refuses: {error}");
+                }
+                assert!(
+                    ours(&run.site, &run.hierarchy_id),
+                    "accepted a run of another site"
+                );
+                assert_eq!(
+                    run.hash_key_id, config.hash_key_id,
+                    "accepted another hash key"
+                );
+            }
+            Some(answer.map(drop))
+        }
+        2 => {
+            let request = pb::ResumeRunRequest::decode(body).ok()?;
+            let offer = request.offer.clone();
+            let answer = runtime.block_on(service.resume_run(tonic::Request::new(request)));
+            if answer.is_ok() {
+                let offer = offer.expect("a resume without an offer was answered");
+                assert!(
+                    uuid::Uuid::parse_str(&offer.run_id).is_ok(),
+                    "accepted run id {:?}",
+                    offer.run_id
+                );
+                assert!(
+                    ours(&offer.site, &offer.hierarchy_id),
+                    "accepted an offer of another site"
+                );
+                assert!(
+                    offer.size > 0 && offer.size <= 1 << 20,
+                    "accepted size {}",
+                    offer.size
+                );
+                assert!(
+                    offer.sha256.len() == 64 && offer.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "accepted sha256 {:?}",
+                    offer.sha256
+                );
+            }
+            Some(answer.map(drop))
+        }
+        _ => {
+            let request = pb::HeartbeatRequest::decode(body).ok()?;
+            let (site, hierarchy) = (request.site.clone(), request.hierarchy_id.clone());
+            let answer = runtime.block_on(service.heartbeat(tonic::Request::new(request)));
+            if answer.is_ok() {
+                assert!(
+                    ours(&site, &hierarchy),
+                    "accepted a heartbeat of another site"
+                );
+            }
+            Some(answer.map(drop))
+        }
+    }
+}
+
+/// Decodes a period offered to the connection point and checks it as the connection point
+/// does (present, valid, of its hierarchy); an accepted one must be accepted downstream.
+pub fn offer_period_request(data: &[u8]) {
+    let Ok(request) = pb::OfferPeriodRequest::decode(data) else {
+        return;
+    };
+    let Some(period) = request.period else {
+        return;
+    };
+    let ours = seeds::HIERARCHY_ID
+        .parse::<HierarchyId>()
+        .map(|h| h.hashed())
+        .expect("the seed hierarchy");
+    if check_merged(&period).is_ok() && period.hierarchy_hash == ours {
+        accepted_period(&period);
+    }
+}
+
+/// Decodes a submission to the intake and checks it as the intake does.
+pub fn submit_request(data: &[u8]) {
+    let Ok(request) = pb::SubmitRequest::decode(data) else {
+        return;
+    };
+    let Some(period) = request.period else {
+        return;
+    };
+    if check_merged(&period).is_ok() {
+        accepted_period(&period);
+    }
+}
+
+/// Returns whether an error message says where the problem is: a line and column of the
+/// file, a field as serde names one, or a field as the checks after parsing name one
+/// (`field: problem`, see `hrs_core::config::invalid`).
+pub fn names_a_place(message: &str) -> bool {
+    let checked_field = message.split_once(": ").is_some_and(|(field, _)| {
+        !field.is_empty()
+            && field
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    });
+    message.starts_with("line ") || message.contains("field") || checked_field
+}
+
+/// Loads bytes as a configuration file of one role: it loads, or the error names the file
+/// and, unless the file could not be read as text, a field or a line of it.
+fn config<T>(data: &[u8], name: &str, load: fn(&Path) -> Result<T, ConfigError>) -> Option<T> {
+    let path = scratch().join(name);
+    std::fs::write(&path, data).expect("writes the scratch configuration");
+    match load(&path) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            let text = error.to_string();
+            assert!(
+                text.contains(&path.display().to_string()),
+                "the error does not name the file: {text}"
+            );
+            if let ConfigError::Invalid { message, .. } = &error {
+                assert!(
+                    names_a_place(message),
+                    "the error names no field or line: {text}"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Returns the password a site database setting carries when it is an ADO.NET connection
+/// string (a `sqlite:` setting or a bare path holds none: all of it is the path), if it
+/// appears exactly once in `text`, so it can be told apart from the rest.
+pub fn password_in(text: &str) -> Option<String> {
+    if text.starts_with("sqlite:") || !text.contains('=') {
+        return None;
+    }
+    let pairs: connection_string::AdoNetString = text.parse().ok()?;
+    let password = pairs
+        .get("password")
+        .or_else(|| pairs.get("pwd"))?
+        .trim()
+        .to_owned();
+    (!password.is_empty() && text.matches(password.as_str()).count() == 1).then_some(password)
+}
+
+/// A password that appears nowhere else: put in place of the one an input carries, any
+/// output that holds it shows the password, whatever the password was (a password such as
+/// `tls_ca` or `database` may appear in an output for other reasons).
+pub const MARKER: &str = "HrsFuzzPw7Qz";
+
+/// Returns `text` with its password, if it has one, replaced by [`MARKER`].
+pub fn marked(text: &str, password: &str) -> Option<String> {
+    (!text.contains(MARKER)).then(|| text.replacen(password, MARKER, 1))
+}
+
+/// Loads bytes as an agent configuration. When it loads with a SQL Server password in
+/// `site_db`, the same file with that password replaced by [`MARKER`] must not show it:
+/// not in its `Debug`, its summary, or its error.
+pub fn agent_config(data: &[u8]) {
+    let Some(loaded) = config(data, "agent.toml", hrs_agent::AgentConfig::load) else {
+        return;
+    };
+    let _ = format!("{loaded:?} {}", loaded.site_db_summary());
+    let text = String::from_utf8_lossy(data);
+    let Some(marked) = password_in(&loaded.site_db)
+        .filter(|password| text.matches(password.as_str()).count() == 1)
+        .and_then(|password| marked(&text, &password))
+    else {
+        return;
+    };
+    let path = scratch().join("agent-marked.toml");
+    std::fs::write(&path, marked).expect("writes the scratch configuration");
+    let shown = match hrs_agent::AgentConfig::load(&path) {
+        Ok(config) => format!("{config:?} {}", config.site_db_summary()),
+        Err(error) => error.to_string(),
+    };
+    assert!(!shown.contains(MARKER), "shows the password: {shown}");
+}
+
+/// Loads bytes as an aggregator configuration.
+pub fn aggregator_config(data: &[u8]) {
+    config(data, "aggregator.toml", AggregatorConfig::load);
+}
+
+/// Loads bytes as a connection point configuration.
+pub fn connection_point_config(data: &[u8]) {
+    config(
+        data,
+        "connection-point.toml",
+        hrs_connection::ConnectionPointConfig::load,
+    );
+}
+
+/// Loads bytes as an intake configuration.
+pub fn intake_config(data: &[u8]) {
+    config(data, "intake.toml", hrs_intake::IntakeConfig::load);
+}
+
+/// Parses text as a site database setting (`sqlite:PATH` or an ADO.NET connection string),
+/// with the password in the string and from a variable: never a panic, and with the
+/// string's password replaced by [`MARKER`], no error, summary or public reason shows it.
+pub fn connection_string(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let marked = password_in(&text).and_then(|password| marked(&text, &password));
+    for source in [
+        PasswordSource::InSpec,
+        PasswordSource::Env("HRS_FUZZ_NO_SUCH_VARIABLE".into()),
+    ] {
+        let shown = |text: &str| match SiteDbSpec::parse(text, source.clone()) {
+            Ok(spec) => format!("{spec} {spec:?}"),
+            Err(error) => format!("{error} {error:?} {}", error.public_reason()),
+        };
+        shown(&text);
+        // The SQL Server parser on its own too, for what the setting would send elsewhere.
+        let _ = hrs_sitedb::MssqlSpec::parse(&text, source.clone());
+        if let Some(marked) = &marked {
+            let shown = shown(marked);
+            assert!(!shown.contains(MARKER), "shows the password: {shown}");
+        }
+    }
+}
+
+/// Parses text as each kind of identifier: what parses must print as something that
+/// parses back to the same value.
+pub fn ids(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(site) = text.parse::<SiteCode>() {
+        assert_eq!(site.as_str(), text, "a site code is kept as written");
+    }
+    if let Ok(level) = text.parse::<Level>() {
+        assert!(level.as_str().eq_ignore_ascii_case(text));
+    }
+    if let Ok(id) = text.parse::<HierarchyId>() {
+        assert_eq!(id.to_string().parse::<HierarchyId>().ok(), Some(id));
+    }
+    if let Ok(period) = text.parse::<Period>() {
+        assert_eq!(period.to_string().parse::<Period>().ok(), Some(period));
+        assert!(period.start() < period.end());
+        assert_eq!(Period::containing(period.start()), period);
+        assert_eq!(Period::containing(period.end()), period);
+    }
+}
