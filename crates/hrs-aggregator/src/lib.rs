@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
-use hrs_proto::refusals::Refusals;
+use hrs_proto::serve::Serving;
 use hrs_proto::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -59,7 +59,6 @@ pub async fn serve(
     let config = Arc::new(config);
     let merged = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_rx_metrics = stop_rx.clone();
     let forwarder = tokio::spawn(forward::run(
         Arc::clone(&config),
         Arc::clone(&store),
@@ -88,33 +87,18 @@ pub async fn serve(
             None
         }
     };
-    let gate = hrs_proto::serve::Gate::new("aggregator", limits.max_connections);
-    let refusals = Refusals::new("aggregator");
-    let metrics = config
-        .metrics_file
-        .clone()
-        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_rx_metrics)));
-    let router = limits
-        .server(tls, &refusals)?
-        .add_service(InterceptedService::new(
-            AggregatorServer::new(service)
-                .max_decoding_message_size(limits.max_message_bytes)
-                .max_encoding_message_size(limits.max_message_bytes),
-            gate.clone(),
-        ));
-    let result = hrs_proto::serve::serve_gated(
-        router,
-        listener,
-        gate,
-        shutdown,
-        hrs_proto::serve::DRAIN_DEADLINE,
-    )
-    .await;
+    let serving = Serving::new("aggregator", limits, config.metrics_file.clone());
+    let router = serving.server(tls)?.add_service(InterceptedService::new(
+        AggregatorServer::new(service)
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes),
+        serving.gate(),
+    ));
+    let result = serving
+        .serve(router, listener, shutdown, hrs_proto::serve::DRAIN_DEADLINE)
+        .await;
     let _ = stop_tx.send(true);
     let _ = forwarder.await;
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
     tracing::info!("aggregator stopped");
     Ok(result?)
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use hrs_core::clock::{Clock, SystemClock};
 use hrs_core::validate::{Invalid, check_merged};
-use hrs_proto::refusals::Refusals;
+use hrs_proto::serve::Serving;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
@@ -278,32 +278,24 @@ pub async fn serve_with_clock(
             None
         }
     };
-    let gate = hrs_proto::serve::Gate::new("connection point", limits.max_connections);
-    let refusals = Refusals::new("connection point");
-    let metrics = config
-        .metrics_file
-        .clone()
-        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_tx.subscribe())));
-    let router = limits
-        .server(tls, &refusals)
+    let serving = Serving::new("connection point", limits, config.metrics_file.clone());
+    let router = serving
+        .server(tls)
         .map_err(hrs_proto::tls::TlsError::from)?
-        .add_service(InterceptedService::new(service, gate.clone()));
-    let result = hrs_proto::serve::serve_gated(
-        router,
-        listener,
-        gate,
-        async move {
-            shutdown.await;
-            info!("connection point shutting down");
-            signal.send_replace(true);
-        },
-        hrs_proto::serve::DRAIN_DEADLINE,
-    )
-    .await;
+        .add_service(InterceptedService::new(service, serving.gate()));
+    let result = serving
+        .serve(
+            router,
+            listener,
+            async move {
+                shutdown.await;
+                info!("connection point shutting down");
+                signal.send_replace(true);
+            },
+            hrs_proto::serve::DRAIN_DEADLINE,
+        )
+        .await;
     stop_tx.send_replace(true);
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
     if let Err(e) = delivering.await {
         warn!(error = %e, "delivery task ended abnormally");
     }

@@ -483,16 +483,7 @@ fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErr
 
 /// Formats the current UTC time as RFC 3339 with whole seconds.
 pub(crate) fn now() -> String {
-    let at = OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    hrs_core::clock::rfc3339(OffsetDateTime::now_utc())
 }
 
 fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
-use hrs_proto::refusals::Refusals;
+use hrs_proto::serve::Serving;
 use hrs_proto::tls::ClientCertificates;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_server::{Intake, IntakeServer};
@@ -312,6 +312,32 @@ fn check_hierarchy(hierarchy_hash: &str) -> Result<(), Invalid> {
     })
 }
 
+impl<S: IntakeStore> IntakeService<S> {
+    /// Answers one call: authenticates the caller for the request's hierarchy, then runs
+    /// `work` to completion even if the caller goes away, inside `span`.
+    async fn answer<Req, Resp, Work, Fut>(
+        &self,
+        span: tracing::Span,
+        request: Request<Req>,
+        work: Work,
+    ) -> Result<Resp, Status>
+    where
+        Req: ForHierarchy + Send + 'static,
+        Resp: Send + 'static,
+        Work: FnOnce(Self, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
+    {
+        let caller = self.authenticate(&request)?;
+        span.record("caller", tracing::field::debug(&caller));
+        let service = self.clone();
+        let request = request.into_inner();
+        hrs_proto::serve::detached(
+            async move { work(service, request).await.map_err(Status::from) }.instrument(span),
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl<S: IntakeStore> Intake for IntakeService<S> {
     type DownloadPackageStream =
@@ -321,18 +347,10 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         &self,
         request: Request<pb::CheckUpdatesRequest>,
     ) -> Result<Response<pb::UpdateManifest>, Status> {
-        let span = tracing::info_span!(
-            "check_updates",
-            peer = ?request.remote_addr(),
-            caller = tracing::field::Empty
-        );
-        let caller = self.authenticate(&request)?;
-        span.record("caller", tracing::field::debug(&caller));
-        let request = request.into_inner();
-        let service = self.clone();
-        hrs_proto::serve::detached(
-            async move { service.manifest(request).await.map_err(Status::from) }.instrument(span),
-        )
+        let span = tracing::info_span!("check_updates", peer = ?request.remote_addr(), caller = tracing::field::Empty);
+        self.answer(span, request, |service, request| async move {
+            service.manifest(request).await
+        })
         .await
         .map(Response::new)
     }
@@ -341,18 +359,10 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         &self,
         request: Request<pb::DownloadPackageRequest>,
     ) -> Result<Response<Self::DownloadPackageStream>, Status> {
-        let span = tracing::info_span!(
-            "download_package",
-            peer = ?request.remote_addr(),
-            caller = tracing::field::Empty
-        );
-        let caller = self.authenticate(&request)?;
-        span.record("caller", tracing::field::debug(&caller));
-        let request = request.into_inner();
-        let service = self.clone();
-        hrs_proto::serve::detached(
-            async move { service.package(request).await.map_err(Status::from) }.instrument(span),
-        )
+        let span = tracing::info_span!("download_package", peer = ?request.remote_addr(), caller = tracing::field::Empty);
+        self.answer(span, request, |service, request| async move {
+            service.package(request).await
+        })
         .await
         .map(|rx| Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
@@ -361,18 +371,10 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let span = tracing::info_span!(
-            "submit",
-            peer = ?request.remote_addr(),
-            caller = tracing::field::Empty
-        );
-        let caller = self.authenticate(&request)?;
-        span.record("caller", tracing::field::debug(&caller));
-        let request = request.into_inner();
-        let service = self.clone();
-        hrs_proto::serve::detached(
-            async move { service.handle(request).await.map_err(Status::from) }.instrument(span),
-        )
+        let span = tracing::info_span!("submit", peer = ?request.remote_addr(), caller = tracing::field::Empty);
+        self.answer(span, request, |service, request| async move {
+            service.handle(request).await
+        })
         .await
         .map(Response::new)
     }
@@ -472,31 +474,23 @@ pub async fn serve(
             None
         }
     };
-    let gate = hrs_proto::serve::Gate::new("intake", limits.max_connections);
-    let refusals = Refusals::new("intake");
-    let metrics = config
-        .metrics_file
-        .clone()
-        .map(|file| tokio::spawn(Arc::clone(&refusals).keep_written(file, stop_tx.subscribe())));
-    let router = limits
-        .server(tls, &refusals)?
-        .add_service(InterceptedService::new(service, gate.clone()));
-    let result = hrs_proto::serve::serve_gated(
-        router,
-        listener,
-        gate,
-        async move {
-            shutdown.await;
-            info!("intake shutting down");
-            signal.send_replace(true);
-        },
-        hrs_proto::serve::DRAIN_DEADLINE,
-    )
-    .await;
+    let serving = Serving::new("intake", limits, config.metrics_file.clone());
+    let router = serving
+        .server(tls)?
+        .add_service(InterceptedService::new(service, serving.gate()));
+    let result = serving
+        .serve(
+            router,
+            listener,
+            async move {
+                shutdown.await;
+                info!("intake shutting down");
+                signal.send_replace(true);
+            },
+            hrs_proto::serve::DRAIN_DEADLINE,
+        )
+        .await;
     stop_tx.send_replace(true);
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
     if let Err(e) = pruner.await {
         warn!(error = %e, "retention task ended abnormally");
     }

@@ -136,16 +136,7 @@ pub fn submission_id(hierarchy_hash: &str, period: &str, digest: &str) -> String
 /// Formats a UTC time as RFC 3339 with whole seconds: fixed width, so stored times order
 /// correctly as text.
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    hrs_core::clock::rfc3339(at)
 }
 
 fn count_rows(period: &pb::MergedPeriod) -> u64 {

@@ -868,6 +868,13 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_catalog_in_deploy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/updates/updates.toml");
+        let loaded = UpdateCatalog::load(&path).expect("the sample loads");
+        assert!(!loaded.updates().is_empty());
+    }
+
+    #[test]
     fn catalog_errors_name_the_file_and_the_field() {
         let ok = entry("2026.12", "5.00.9135.1000", "update", "\"a.cab\"");
         let files = [("a.cab", "a"), ("b.cab", "b"), ("sub/a.cab", "a")];

@@ -1,5 +1,5 @@
 //! The HRS wire contract: message types and gRPC services generated from `proto/hrs/v1`,
-//! and the one way every role serves them ([`serve::serve_until`]).
+//! and the one way every role serves them ([`serve::Serving`]).
 //!
 //! Generated code is fenced off from the workspace lints here and nowhere else.
 

@@ -124,7 +124,7 @@ impl Limits {
 /// A server whose refusals are counted: what [`Limits::server`] builds.
 pub type CountedServer = tonic::transport::Server<Stack<RefusalLayer, tower_layer::Identity>>;
 
-/// The routes of a [`CountedServer`], served by [`serve_gated`].
+/// The routes of a [`CountedServer`], served by [`Serving::serve`].
 pub type CountedRouter = Router<Stack<RefusalLayer, tower_layer::Identity>>;
 
 /// How long a connection beyond `max_connections` stays open to carry its refusal.
@@ -134,9 +134,9 @@ const OVERFLOW_LIFETIME: Duration = Duration::from_secs(5);
 ///
 /// A connection within the limit is served as usual. One beyond it is still accepted, so
 /// its caller hears why (every call answered `RESOURCE_EXHAUSTED` naming the setting)
-/// instead of a bare reset, and is closed after [`OVERFLOW_LIFETIME`]. Beyond twice the
+/// instead of a bare reset, and is closed after a few seconds. Beyond twice the
 /// limit, connections are closed at once. Install the gate on every service with
-/// [`tonic::service::interceptor::InterceptedService`] and serve with [`serve_gated`].
+/// [`tonic::service::interceptor::InterceptedService`]; [`Serving`] does the rest.
 #[derive(Clone)]
 pub struct Gate {
     role: &'static str,
@@ -321,7 +321,7 @@ fn gated_incoming(listener: TcpListener, gate: Gate) -> ReceiverStream<io::Resul
 
 /// Serves `router` on `listener`, admitting connections through `gate`, until `shutdown`
 /// resolves; then lets requests in flight finish for at most `drain`.
-pub async fn serve_gated(
+async fn serve_gated(
     router: CountedRouter,
     listener: TcpListener,
     gate: Gate,
@@ -329,4 +329,64 @@ pub async fn serve_gated(
     drain: Duration,
 ) -> Result<(), tonic::transport::Error> {
     serve_incoming(router, gated_incoming(listener, gate), shutdown, drain).await
+}
+
+/// What every server role sets up the same way around its services: its limits, the gate
+/// on its connections, and its refusal counts, kept in its `metrics_file` while it serves.
+#[derive(Debug)]
+pub struct Serving {
+    limits: Limits,
+    gate: Gate,
+    refusals: Arc<Refusals>,
+    metrics_file: Option<std::path::PathBuf>,
+}
+
+impl Serving {
+    /// The serving of `role` (named in refusals and metrics) under `limits`.
+    pub fn new(
+        role: &'static str,
+        limits: Limits,
+        metrics_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        Self {
+            gate: Gate::new(role, limits.max_connections),
+            refusals: Refusals::new(role),
+            limits,
+            metrics_file,
+        }
+    }
+
+    /// The gate, to install on every service.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
+    /// A server builder with the limits, refusal counting and, when given, TLS.
+    pub fn server(
+        &self,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Result<CountedServer, tonic::transport::Error> {
+        self.limits.server(tls, &self.refusals)
+    }
+
+    /// Serves `router` on `listener` until `shutdown` resolves and requests in flight
+    /// finish (at most `drain`), keeping the metrics file meanwhile and once more at the end.
+    pub async fn serve(
+        self,
+        router: CountedRouter,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        drain: Duration,
+    ) -> Result<(), tonic::transport::Error> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics = self
+            .metrics_file
+            .map(|file| tokio::spawn(Arc::clone(&self.refusals).keep_written(file, stopped)));
+        let result = serve_gated(router, listener, self.gate, shutdown, drain).await;
+        stop.send_replace(true);
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
+        result
+    }
 }
