@@ -174,6 +174,19 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
     let states = hrs_connection::periods(&h.connection_point).expect("reads");
     assert_eq!(states[0].state, State::Bundled, "still unsent");
 
+    // A token goes only to an https:// intake named on the command line.
+    let token = Some(hrs_core::token::Token::generate());
+    for (intake, named) in [(None, "--intake"), (Some(intake.clone()), "https://")] {
+        let mut with_token = options(downloads.path(), &intake.clone().unwrap_or_default());
+        with_token.intake = intake;
+        with_token.token = token.clone();
+        let err = offline::connect(media.path(), &with_token, &Silent)
+            .await
+            .expect_err("the token is kept back");
+        assert!(matches!(err, OfflineError::TokenRefused(_)), "{err}");
+        assert!(err.to_string().contains(named), "{err}");
+    }
+
     // A folder without bundles says so.
     let empty = tempfile::tempdir().expect("empty");
     let err = offline::connect(empty.path(), &options(downloads.path(), &intake), &Silent)

@@ -19,7 +19,7 @@ use hrs_core::clock::{Clock, rfc3339};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use crate::intake::{IntakeCallError, IntakeLink};
+use crate::intake::IntakeLink;
 use crate::outbound::{Policy, outbound};
 use crate::store::{CheckRecord, ManifestSource, OutboxStore};
 use crate::{ConnectionPointConfig, Mode};
@@ -163,9 +163,11 @@ async fn submit_and_ask<S: OutboxStore>(
             Err(e) => {
                 warn!(period = %period.period, intake = %intake.url, error = %e, "submission failed");
                 failed.push(format!("{}: {e}", period.period));
-                if matches!(e, IntakeCallError::Unreachable { .. }) {
-                    break;
+                if e.is_transient() {
+                    // The intake is away or overloaded: the whole check is tried again.
+                    return Err(format!("not submitted: {}", failed.join("; ")));
                 }
+                // Refused for good: it must not keep the others, or the update check, back.
                 continue;
             }
         };
@@ -195,9 +197,6 @@ async fn submit_and_ask<S: OutboxStore>(
             }
         }
     }
-    if !failed.is_empty() {
-        return Err(format!("not submitted: {}", failed.join("; ")));
-    }
     let manifest = session
         .check_updates(&delivery.hierarchy_hash, CHECK_DOWNLOAD)
         .await
@@ -207,5 +206,8 @@ async fn submit_and_ask<S: OutboxStore>(
         .record_manifest(&manifest, ManifestSource::Online, now)
         .await
         .map_err(|e| format!("cannot keep the update manifest: {e}"))?;
+    if !failed.is_empty() {
+        return Err(format!("refused by the intake: {}", failed.join("; ")));
+    }
     Ok(applicable)
 }

@@ -11,8 +11,10 @@
 //! A bundle is a plain tar file: `manifest.json` (what it holds: hierarchy, level, tool
 //! version, each period's file, digest and SHA-256), one `periods/<period>.json` per period
 //! (the same self-checking document as a single-period bundle), and `SHA256SUMS`, so
-//! `tar -xf` and `sha256sum -c SHA256SUMS` are enough to review it. Nothing is trusted
-//! that does not verify: a bundle or receipt that was altered is refused whole.
+//! `tar -xf` and `sha256sum -c SHA256SUMS` are enough to review it. Nothing is used that
+//! does not verify: a bundle whose files no longer match their checksums and digests
+//! (damaged media, an edit that did not also rewrite them) is refused whole. Checksums are
+//! not signatures: they catch damage and careless edits, not a forger who rewrites them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
@@ -91,6 +93,19 @@ pub enum OfflineError {
     /// A bundle names no intake and none was given.
     #[error("bundle {0} names no intake: give --intake URL")]
     NoIntake(PathBuf),
+    /// Part of a hierarchy's periods or updates did not go through.
+    #[error(
+        "hierarchy {hierarchy}: {problems}; what the intake acknowledged is in the receipt: import it, then connect again for the rest"
+    )]
+    Incomplete {
+        /// The hierarchy's hashed ID.
+        hierarchy: String,
+        /// What went wrong.
+        problems: String,
+    },
+    /// A token would go where it must not.
+    #[error("{0}")]
+    TokenRefused(String),
     /// The folder holds no downloads.
     #[error(
         "no downloads in {0}: run `hrs connection-tool connect --source <bundles> --updates-dest {0}` first (wrong folder?)"
@@ -234,6 +249,15 @@ pub fn hierarchy_dir_name(hierarchy_hash: &str) -> String {
         .collect()
 }
 
+/// True for a hashed hierarchy ID as HRS writes it: Base64 of a SHA-256, 44 characters.
+fn is_hierarchy_hash(text: &str) -> bool {
+    text.len() == 44
+        && text.ends_with('=')
+        && text[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 fn rows_of(period: &pb::MergedPeriod) -> u64 {
     period
         .sites
@@ -290,10 +314,16 @@ pub fn prepare(
     let mut progress = report.progress("bundling periods", unsent.len() as u64);
     for (i, period) in unsent.iter().enumerate() {
         let sent = outbound(period, &policy);
-        let bytes = encode_period(&sent).map_err(|e| OfflineError::NotABundle {
-            path: dest.to_owned(),
-            problem: e.to_string(),
-        })?;
+        // A period JSON cannot carry (NaN, infinity) is reported and left unsent; it must
+        // not keep the others from leaving.
+        let bytes = match encode_period(&sent) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.line(&format!("{} left out of the bundle: {e}", sent.period));
+                progress.set(i as u64 + 1);
+                continue;
+            }
+        };
         let file = format!("periods/{}.json", sent.period);
         let sha256 = sha256_hex(&bytes);
         append(&mut builder, &file, &bytes, mtime).map_err(io(dest))?;
@@ -310,6 +340,12 @@ pub fn prepare(
         progress.set(i as u64 + 1);
     }
     progress.finish();
+    if entries.is_empty() {
+        return Err(OfflineError::NotABundle {
+            path: dest.to_owned(),
+            problem: "no unsent period can be written as a bundle (see the lines above)".into(),
+        });
+    }
     let manifest = BundleManifest {
         format: BUNDLE_FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
@@ -342,9 +378,10 @@ pub fn prepare(
     write_atomic(&path, &archive).map_err(io(&path))?;
     let marked = store
         .mark_bundled_blocking(
-            &unsent
+            &manifest
+                .periods
                 .iter()
-                .map(|p| (p.period.clone(), p.digest.clone()))
+                .map(|p| (p.period.clone(), p.received_digest.clone()))
                 .collect::<Vec<_>>(),
             &path,
         )
@@ -438,6 +475,12 @@ pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
         return Err(not_a_bundle(format!(
             "format {:?}; this version reads {BUNDLE_FORMAT:?}",
             manifest.format
+        )));
+    }
+    // The hash names a folder on the connecting machine: only its one form is accepted.
+    if !is_hierarchy_hash(&manifest.hierarchy_hash) {
+        return Err(tampered(format!(
+            "{MANIFEST} names no hashed hierarchy ID (44 Base64 characters)"
         )));
     }
     // SHA256SUMS covers the manifest too, so a manifest edited to match edited periods
@@ -535,6 +578,9 @@ pub struct Connected {
     pub updates: Vec<String>,
     /// The receipt written.
     pub receipt: PathBuf,
+    /// What went wrong (periods not acknowledged, updates not downloaded); empty when
+    /// everything went through.
+    pub problems: Vec<String>,
 }
 
 /// What `connect` did.
@@ -565,8 +611,8 @@ pub struct Receipt {
     pub bundles: Vec<String>,
     /// What the intake acknowledged.
     pub submissions: Vec<ReceiptSubmission>,
-    /// The update manifest it answered.
-    pub manifest: ManifestJson,
+    /// The update manifest it answered, unless the update check did not complete.
+    pub manifest: Option<ManifestJson>,
     /// The packages downloaded, relative to the receipt's folder.
     pub packages: Vec<ReceiptPackage>,
 }
@@ -723,6 +769,23 @@ pub async fn connect(
     options: &ConnectOptions,
     report: &dyn Report,
 ) -> Result<ConnectSummary, OfflineError> {
+    if options.token.is_some() {
+        // A bundle's intake URL is whatever the media says: a token goes only to an intake
+        // named by the operator, and only encrypted.
+        match &options.intake {
+            Some(url) if url.starts_with("https://") => {}
+            Some(url) => {
+                return Err(OfflineError::TokenRefused(format!(
+                    "--token-file needs an https:// intake; {url} would carry the token in clear"
+                )));
+            }
+            None => {
+                return Err(OfflineError::TokenRefused(
+                    "--token-file needs --intake: a token goes only to an intake named on the command line, never to the one a bundle names".into(),
+                ));
+            }
+        }
+    }
     let mut summary = ConnectSummary::default();
     let mut by_hierarchy: BTreeMap<String, Vec<Bundle>> = BTreeMap::new();
     for path in find_bundles(source)? {
@@ -748,7 +811,18 @@ pub async fn connect(
     for (hierarchy_hash, bundles) in by_hierarchy {
         let first = bundles[0].path.clone();
         match connect_hierarchy(&hierarchy_hash, &bundles, options, report).await {
-            Ok(connected) => summary.connected.push(connected),
+            Ok(connected) => {
+                if !connected.problems.is_empty() {
+                    summary.failed.push((
+                        first.clone(),
+                        OfflineError::Incomplete {
+                            hierarchy: hierarchy_hash.clone(),
+                            problems: connected.problems.join("; "),
+                        },
+                    ));
+                }
+                summary.connected.push(connected);
+            }
             Err(e) => {
                 report.line(&format!("hierarchy {hierarchy_hash}: {e}"));
                 summary.failed.push((first, e));
@@ -798,13 +872,26 @@ async fn connect_hierarchy(
                 .collect()
         })
         .unwrap_or_default();
-    let total: u64 = bundles.iter().map(|b| b.periods.len() as u64).sum();
+    let total = bundles.iter().map(|b| b.periods.len() as u64).sum();
     let mut progress = report.progress("uploading periods", total);
     let mut done = 0;
     let mut acknowledged = Vec::new();
-    for bundle in bundles {
+    // What went wrong; what was acknowledged before or after still goes into the receipt.
+    let mut problems = Vec::new();
+    'bundles: for bundle in bundles {
         for (entry, period) in bundle.manifest.periods.iter().zip(&bundle.periods) {
-            let answer = session.submit(period).await?;
+            let answer = match session.submit(period).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let transient = e.is_transient();
+                    report.line(&format!("{}: not acknowledged: {e}", period.period));
+                    problems.push(format!("{}: {e}", period.period));
+                    if transient {
+                        break 'bundles;
+                    }
+                    continue;
+                }
+            };
             done += 1;
             progress.set(done);
             acknowledged.push(period.period.clone());
@@ -826,62 +913,34 @@ async fn connect_hierarchy(
         report.line(&format!("uploaded {period}: acknowledged by the intake"));
     }
 
-    let manifest = session
-        .check_updates(hierarchy_hash, &options.download)
-        .await?;
-    let mut packages = Vec::new();
-    let bytes: u64 = manifest
-        .updates
-        .iter()
-        .flat_map(|u| &u.packages)
-        .map(|p| p.size)
-        .sum();
-    let mut progress = report.progress("downloading updates", bytes);
-    let mut downloaded = 0;
-    for update in &manifest.updates {
-        if !safe_name(&update.id) {
-            return Err(OfflineError::ReceiptTampered {
-                path: dir.clone(),
-                problem: format!("the intake named an update {:?}", update.id),
-            });
-        }
-        let folder = dir.join("packages").join(&update.id);
-        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
-        for package in &update.packages {
-            if !safe_name(&package.name) {
-                return Err(OfflineError::ReceiptTampered {
-                    path: folder.clone(),
-                    problem: format!("the intake named a package {:?}", package.name),
-                });
+    let (manifest, packages) = if problems.is_empty() {
+        match download_updates(&mut session, hierarchy_hash, &dir, options, report).await {
+            Ok((manifest, packages)) => (Some(manifest), packages),
+            Err(e) => {
+                report.line(&format!("updates not downloaded: {e}"));
+                problems.push(format!("updates: {e}"));
+                (None, Vec::new())
             }
-            let dest = folder.join(&package.name);
-            let before = downloaded;
-            session
-                .download(hierarchy_hash, update, package, &dest, |received| {
-                    progress.set(before + received);
-                })
-                .await?;
-            downloaded += package.size;
-            packages.push(ReceiptPackage {
-                update_id: update.id.clone(),
-                name: package.name.clone(),
-                file: format!("packages/{}/{}", update.id, package.name),
-                sha256: package.sha256.clone(),
-                size: package.size,
-            });
         }
+    } else {
+        (None, Vec::new())
+    };
+    let updates: Vec<String> = manifest
+        .iter()
+        .flat_map(|m| &m.updates)
+        .map(|u| u.id.clone())
+        .collect();
+    if manifest.is_some() {
+        report.line(&format!(
+            "hierarchy {hierarchy_hash}: {} update(s) apply{}",
+            updates.len(),
+            if updates.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}), downloaded", updates.join(", "))
+            }
+        ));
     }
-    progress.finish();
-    let updates: Vec<String> = manifest.updates.iter().map(|u| u.id.clone()).collect();
-    report.line(&format!(
-        "hierarchy {hierarchy_hash}: {} update(s) apply{}",
-        updates.len(),
-        if updates.is_empty() {
-            String::new()
-        } else {
-            format!(" ({}), downloaded", updates.join(", "))
-        }
-    ));
     let receipt = Receipt {
         format: RECEIPT_FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
@@ -893,7 +952,7 @@ async fn connect_hierarchy(
             .filter_map(|b| b.path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect(),
         submissions: submissions.into_values().collect(),
-        manifest: ManifestJson::from(&manifest),
+        manifest: manifest.as_ref().map(ManifestJson::from),
         packages,
     };
     let path = dir.join(RECEIPT);
@@ -913,7 +972,64 @@ async fn connect_hierarchy(
         acknowledged,
         updates,
         receipt: path,
+        problems,
     })
+}
+
+/// Asks which updates apply and downloads their packages into `dir/packages/`.
+async fn download_updates(
+    session: &mut crate::intake::IntakeSession,
+    hierarchy_hash: &str,
+    dir: &Path,
+    options: &ConnectOptions,
+    report: &dyn Report,
+) -> Result<(pb::UpdateManifest, Vec<ReceiptPackage>), OfflineError> {
+    let manifest = session
+        .check_updates(hierarchy_hash, &options.download)
+        .await?;
+    let mut packages = Vec::new();
+    let bytes = manifest
+        .updates
+        .iter()
+        .flat_map(|u| &u.packages)
+        .fold(0u64, |sum, p| sum.saturating_add(p.size));
+    let mut progress = report.progress("downloading updates", bytes);
+    let mut downloaded = 0u64;
+    for update in &manifest.updates {
+        if !safe_name(&update.id) {
+            return Err(OfflineError::ReceiptTampered {
+                path: dir.to_owned(),
+                problem: format!("the intake named an update {:?}", update.id),
+            });
+        }
+        let folder = dir.join("packages").join(&update.id);
+        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        for package in &update.packages {
+            if !safe_name(&package.name) {
+                return Err(OfflineError::ReceiptTampered {
+                    path: folder.clone(),
+                    problem: format!("the intake named a package {:?}", package.name),
+                });
+            }
+            let dest = folder.join(&package.name);
+            let before = downloaded;
+            session
+                .download(hierarchy_hash, update, package, &dest, |received| {
+                    progress.set(before.saturating_add(received));
+                })
+                .await?;
+            downloaded = downloaded.saturating_add(package.size);
+            packages.push(ReceiptPackage {
+                update_id: update.id.clone(),
+                name: package.name.clone(),
+                file: format!("packages/{}/{}", update.id, package.name),
+                sha256: package.sha256.clone(),
+                size: package.size,
+            });
+        }
+    }
+    progress.finish();
+    Ok((manifest, packages))
 }
 
 fn read_receipt(dir: &Path) -> Result<Option<Receipt>, OfflineError> {
@@ -992,14 +1108,25 @@ pub fn import(
         ));
     }
     // Every package: listed by the manifest, safe to name, and the bytes it says.
-    let manifest = pb::UpdateManifest::from(&receipt.manifest);
+    let manifest = receipt.manifest.as_ref().map(pb::UpdateManifest::from);
+    if let Some(m) = &manifest
+        && m.hierarchy_hash != expected
+    {
+        return Err(tampered(
+            &receipt_path,
+            format!("its manifest is for hierarchy {}", m.hierarchy_hash),
+        ));
+    }
     let mut progress = report.progress(
         "verifying packages",
-        receipt.packages.iter().map(|p| p.size).sum(),
+        receipt
+            .packages
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size)),
     );
-    let mut verified = 0;
+    let mut verified = 0u64;
     for package in &receipt.packages {
-        let listed = manifest.updates.iter().any(|u| {
+        let listed = manifest.iter().flat_map(|m| &m.updates).any(|u| {
             u.id == package.update_id
                 && u.packages
                     .iter()
@@ -1020,7 +1147,7 @@ pub fn import(
         if sha256_hex(&bytes) != package.sha256 || bytes.len() as u64 != package.size {
             return Err(tampered(&file, "its SHA-256 is not the manifest's".into()));
         }
-        verified += package.size;
+        verified = verified.saturating_add(package.size);
         progress.set(verified);
     }
     progress.finish();
@@ -1061,7 +1188,7 @@ pub fn import(
         })
         .collect();
     let outcome = store
-        .import_blocking(&acknowledged, &manifest, &imported)
+        .import_blocking(&acknowledged, manifest.as_ref(), &imported)
         .map_err(ConnectionError::from)?;
     for period in &outcome.accepted {
         report.line(&format!(
@@ -1084,6 +1211,10 @@ pub fn import(
     Ok(Imported {
         outcome,
         packages: imported,
-        updates: manifest.updates.iter().map(|u| u.id.clone()).collect(),
+        updates: manifest
+            .iter()
+            .flat_map(|m| &m.updates)
+            .map(|u| u.id.clone())
+            .collect(),
     })
 }

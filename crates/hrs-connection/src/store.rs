@@ -343,15 +343,16 @@ impl SqliteOutbox {
 
     /// Applies what the connection tool carried back, all or nothing, on the calling
     /// thread: marks each acknowledged period accepted (if this store still holds the
-    /// version that was sent), keeps the manifest, and records the imported packages.
+    /// version that was sent), keeps the manifest (when the update check completed), and
+    /// records the imported packages.
     pub fn import_blocking(
         &self,
         acknowledged: &[Acknowledged],
-        manifest: &pb::UpdateManifest,
+        manifest: Option<&pb::UpdateManifest>,
         packages: &[ImportedPackage],
     ) -> Result<ImportOutcome, StoreError> {
         let at = now();
-        let manifest = manifest.encode_to_vec();
+        let manifest = manifest.map(|m| m.encode_to_vec());
         self.store.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut outcome = ImportOutcome::default();
@@ -380,10 +381,12 @@ impl SqliteOutbox {
                     _ => outcome.stale.push(ack.period.clone()),
                 }
             }
-            tx.execute(
-                "INSERT INTO manifests (received_at, source, manifest) VALUES (?1, 'import', ?2)",
-                params![at, manifest],
-            )?;
+            if let Some(manifest) = &manifest {
+                tx.execute(
+                    "INSERT INTO manifests (received_at, source, manifest) VALUES (?1, 'import', ?2)",
+                    params![at, manifest],
+                )?;
+            }
             for package in packages {
                 tx.execute(
                     "INSERT INTO packages (update_id, name, sha256, size, path, imported_at)

@@ -187,6 +187,14 @@ impl<S> IntakeService<S> {
         let hierarchy = request.get_ref().hierarchy();
         match self.tokens.get(hierarchy) {
             Some(expected) if *expected == hrs_core::token::fingerprint(token) => Ok(Caller::Token),
+            // A hierarchy no token is configured for may be anything the caller sent:
+            // quote it only when it is as short as a real one.
+            _ if hierarchy.len() > hrs_core::validate::MAX_NAME_BYTES => {
+                Err(Status::unauthenticated(format!(
+                    "the token is not valid for the hierarchy named ({} bytes)",
+                    hierarchy.len()
+                )))
+            }
             _ => Err(Status::unauthenticated(format!(
                 "the token is not valid for hierarchy {hierarchy:?}"
             ))),

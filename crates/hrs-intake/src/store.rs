@@ -92,8 +92,9 @@ pub trait IntakeStore: Send + Sync + 'static {
         period: &str,
     ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
 
-    /// Returns the merged period a hierarchy submitted most recently (by acceptance, over
-    /// all periods): what the intake knows of the hierarchy now, which decides its updates.
+    /// Returns the newest period a hierarchy submitted (its latest accepted version): what
+    /// the intake knows of the hierarchy now, which decides its updates; a late re-send of an
+    /// older period does not turn its versions back.
     fn last_accepted(
         &self,
         hierarchy_hash: &str,
@@ -287,11 +288,12 @@ impl IntakeStore for SqliteIntake {
         let bytes: Option<Vec<u8>> = self
             .store
             .call(move |conn| {
-                // Acceptance times have whole seconds: the row id orders those of one second.
+                // Periods (YYYY-Www) order as text; acceptance times have whole seconds, so
+                // the row id orders the versions of one period accepted in one second.
                 Ok(conn
                     .query_row(
                         "SELECT payload FROM submissions WHERE hierarchy_hash = ?1
-                         ORDER BY accepted_at DESC, rowid DESC LIMIT 1",
+                         ORDER BY period DESC, accepted_at DESC, rowid DESC LIMIT 1",
                         params![hierarchy_hash],
                         |r| r.get(0),
                     )

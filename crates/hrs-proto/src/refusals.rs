@@ -160,18 +160,41 @@ where
             if let Some(status) = tonic::Status::from_header_map(response.headers())
                 && status.code() != Code::Ok
             {
+                // A path no service answers is the caller's invention: one label for all of
+                // them, so callers cannot grow the counts without bound.
+                let method = if status.code() == Code::Unimplemented {
+                    "unknown".to_owned()
+                } else {
+                    method
+                };
                 refusals.count(&method, status.code());
                 let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                let error = bounded(status.message());
                 if status.code() == Code::Aborted {
                     // An upload broken off by its link: routine, resumed by the caller.
-                    tracing::info!(role = refusals.role, %method, %peer, code = ?status.code(), error = %status.message(), "call not completed");
+                    tracing::info!(role = refusals.role, %method, %peer, code = ?status.code(), %error, "call not completed");
                 } else {
-                    tracing::warn!(role = refusals.role, %method, %peer, code = ?status.code(), error = %status.message(), "call refused");
+                    tracing::warn!(role = refusals.role, %method, %peer, code = ?status.code(), %error, "call refused");
                 }
             }
             Ok(response)
         })
     }
+}
+
+/// Longest refusal message logged: a message may quote what the caller sent.
+const MAX_LOGGED: usize = 1024;
+
+/// `message` cut to [`MAX_LOGGED`] bytes on a character boundary.
+fn bounded(message: &str) -> &str {
+    if message.len() <= MAX_LOGGED {
+        return message;
+    }
+    let mut end = MAX_LOGGED;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 /// The caller's address, over TCP or TLS.

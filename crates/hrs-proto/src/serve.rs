@@ -111,9 +111,13 @@ impl Limits {
         tls: Option<tonic::transport::ServerTlsConfig>,
         refusals: &Arc<Refusals>,
     ) -> Result<CountedServer, tonic::transport::Error> {
+        // HTTP/2 pings find peers that vanished without closing, so their connections do
+        // not hold places under `max_connections` for ever.
         let mut server = tonic::transport::Server::builder()
             .timeout(self.request_timeout)
-            .concurrency_limit_per_connection(self.calls_per_connection);
+            .concurrency_limit_per_connection(self.calls_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
         if let Some(tls) = tls {
             server = server.tls_config(tls)?;
         }

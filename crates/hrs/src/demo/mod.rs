@@ -224,6 +224,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
             Security::Insecure => None,
         },
         token_file: token.as_ref().map(|(_, file)| file.clone()),
+        intake: format!("{}://{intake}", security.scheme()),
         log: dir.join("logs").join("connection-tool.log"),
     });
     let mut delivered = Vec::new();
@@ -406,6 +407,8 @@ struct OfflineTrip {
     downloads: PathBuf,
     intake_ca: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    /// The intake, named on the command line as a token requires.
+    intake: String,
     log: PathBuf,
 }
 
@@ -421,6 +424,8 @@ impl OfflineTrip {
             media.clone(),
             "--updates-dest".into(),
             downloads.clone(),
+            "--intake".into(),
+            self.intake.clone(),
         ];
         if let Some(ca) = &self.intake_ca {
             connect.extend(["--intake-ca".into(), ca.display().to_string()]);
