@@ -118,7 +118,7 @@ fn demo_online_and_offline_deterministic_and_viewable() {
 
     // Offline, the connection tool carries the period out and the intake's answer back.
     let offline = demo(&tmp.path().join("off"), &["--offline"]);
-    assert_eq!(offline["delivered"], "connection tool");
+    assert_eq!(offline["delivered"], "bundle");
     assert!(Path::new(offline["bundle"].as_str().expect("bundle path")).exists());
     assert!(offline["submission_id"].is_string(), "{offline}");
     assert_eq!(offline["digest"], online["digest"]);

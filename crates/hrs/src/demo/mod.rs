@@ -601,7 +601,8 @@ fn summarize(
         level: level.to_string(),
         merged_rows: periods.iter().map(|p| p.merged_rows).sum(),
         sites,
-        delivered: if offline { "connection tool" } else { "intake" },
+        // Offline, the data left as a bundle the connection tool carried to the intake.
+        delivered: if offline { "bundle" } else { "intake" },
         bundle: state.bundle_path.map(|p| p.display().to_string()),
         submission_id: state.submission_id,
         digest: store_digest(&periods),
