@@ -672,7 +672,10 @@ fn print_table(summary: &Summary) {
         );
     }
     match (&summary.bundle, &summary.submission_id) {
-        (Some(bundle), _) => println!("delivered: bundle {bundle}"),
+        (Some(bundle), Some(id)) => {
+            println!("delivered: bundle {bundle}, carried by the connection tool, submission {id}")
+        }
+        (Some(bundle), None) => println!("delivered: bundle {bundle}"),
         (None, Some(id)) => println!("delivered: to the intake, submission {id}"),
         (None, None) => println!("delivered: {}", summary.delivered),
     }
