@@ -28,7 +28,7 @@ use processes::Processes;
 
 /// How long the agents may take to collect and deliver.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a merged period may take to reach the intake or the outbox.
+/// How long a merged period may take to reach the intake, online or with the connection tool.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the demo looks at a store it is waiting on.
 const POLL: Duration = Duration::from_millis(100);
