@@ -304,20 +304,7 @@ async fn refuse(shared: &Shared, client: &mut BufReader<TcpStream>, status: &str
 mod tests {
     use super::*;
 
-    /// An echo server on loopback, returning its address.
-    async fn echo() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        addr
-    }
+    use crate::test_support::echo;
 
     /// Sends `request` to the proxy and returns its answer head's status line, with the
     /// stream for whatever follows.

@@ -255,12 +255,15 @@ async fn pipe(
     }
 }
 
+/// What this crate's tests share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod test_support {
+    use std::net::SocketAddr;
+
+    use tokio::net::TcpListener;
 
     /// An echo server on loopback, returning its address.
-    async fn echo() -> SocketAddr {
+    pub(crate) async fn echo() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -273,6 +276,13 @@ mod tests {
         });
         addr
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_support::echo;
 
     /// Sends `bytes` through `addr` and returns what came back before the connection ended.
     async fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {

@@ -62,22 +62,6 @@ impl Delivery {
     }
 }
 
-/// Returns an error with all its causes, for logs: transport errors hide the useful part
-/// in their sources.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Runs update checks until `stop` turns true (online); offline, only waits for `stop`.
 pub(crate) async fn run<S: OutboxStore>(
     delivery: Delivery,

@@ -103,7 +103,7 @@ impl IntakeLink {
             cause,
         };
         let endpoint = hrs_proto::tls::endpoint_with(&self.url, self.tls.as_ref())
-            .map_err(|e: TlsError| unreachable(crate::deliver::chain(&e)))?
+            .map_err(|e: TlsError| unreachable(hrs_proto::proxy::chain(&e)))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
         let channel = hrs_proto::proxy::connect(endpoint, self.proxy.as_ref())

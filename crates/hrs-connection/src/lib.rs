@@ -116,7 +116,7 @@ impl From<ConnectionError> for Status {
             | ConnectionError::Io { .. }
             | ConnectionError::Config(_)
             | ConnectionError::Transport(_) => {
-                error!(error = %deliver::chain(&e), "connection point failed");
+                error!(error = %hrs_proto::proxy::chain(&e), "connection point failed");
                 Status::internal("the connection point could not store the period; retry later")
             }
         }

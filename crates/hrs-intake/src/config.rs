@@ -168,14 +168,6 @@ impl IntakeConfig {
         }
     }
 
-    /// The fingerprint of the token configured for `hierarchy`, if any.
-    pub fn token_for(&self, hierarchy: &str) -> Option<&str> {
-        self.hierarchy_tokens
-            .iter()
-            .find(|t| t.hierarchy == hierarchy)
-            .map(|t| t.token_sha256.as_str())
-    }
-
     /// Checks values that parse but are out of range, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         self.limits().check(path, 1)?;
@@ -367,7 +359,12 @@ mod tests {
             &format!("{base}{tls}{}", token("H", &good)),
         ))
         .expect("loads");
-        assert_eq!(config.token_for("H"), Some(good.as_str()));
-        assert_eq!(config.token_for("other"), None);
+        assert_eq!(
+            config.hierarchy_tokens,
+            [HierarchyToken {
+                hierarchy: "H".into(),
+                token_sha256: good.clone(),
+            }]
+        );
     }
 }

@@ -88,9 +88,16 @@ impl TlsFiles {
 
     /// The client side: this role's certificate, and the CA the server must be signed by.
     pub fn client(&self) -> Result<ClientTlsConfig, TlsError> {
-        Ok(ClientTlsConfig::new()
-            .identity(self.identity()?)
-            .ca_certificate(Certificate::from_pem(read(&self.ca)?)))
+        ClientTls::from(self).config()
+    }
+}
+
+impl From<&TlsFiles> for ClientTls {
+    fn from(files: &TlsFiles) -> Self {
+        Self {
+            ca: files.ca.clone(),
+            identity: Some((files.cert.clone(), files.key.clone())),
+        }
     }
 }
 
@@ -129,11 +136,7 @@ impl ClientTls {
 /// The endpoint of a role at `url`: `https://` with TLS (the server must present a
 /// certificate from the CA naming the URL's host), `http://` without.
 pub fn endpoint(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint, TlsError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?;
-    Ok(match tls {
-        Some(tls) => endpoint.tls_config(tls.client()?)?,
-        None => endpoint,
-    })
+    endpoint_with(url, tls.map(ClientTls::from).as_ref())
 }
 
 /// The endpoint at `url` reached with `tls` when given; see [`ClientTls`].
