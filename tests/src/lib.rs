@@ -2,18 +2,22 @@
 //! starts a whole hierarchy in this process, in a temporary folder — intake, connection
 //! point and aggregator as real gRPC servers on 127.0.0.1, and one agent per site, each
 //! collecting from its own seeded site database.
+//!
+//! Every role of a test hierarchy reads the time from one [`ManualClock`], pinned at
+//! [`NOW`] unless a test chooses another start, so the suite passes on any date; a test
+//! moves it to pass deadlines and schedules. Certificates are the exception: TLS checks
+//! their validity against the system's clock, so tests issue them from [`wall_clock`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_agent::spool::Spool;
 use hrs_agent::{Agent, AgentConfig, SiteType};
 use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
 use hrs_connection::{ConnectionPointConfig, Mode, PeriodState, State};
-use hrs_core::clock::Clock;
+use hrs_core::clock::{ManualClock, SharedClock};
 use hrs_core::{HierarchyId, Level, Period, SiteCode, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
 use hrs_proto::v1 as pb;
@@ -26,6 +30,26 @@ use tonic::transport::Channel;
 
 /// The period every agent of a test hierarchy collects.
 pub const PERIOD: &str = "2026-W48";
+
+/// Where a test hierarchy's clock starts: Monday after [`PERIOD`], 06:00 UTC, when that
+/// week is the one due and its deadline is days away.
+pub const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-30 06:00 UTC);
+
+/// Returns a clock pinned at [`NOW`].
+pub fn pinned_clock() -> ManualClock {
+    ManualClock::new(NOW)
+}
+
+/// Returns the system's clock, for what is checked against it outside HRS: certificates,
+/// whose validity TLS judges by the real date.
+pub fn wall_clock() -> SharedClock {
+    hrs_core::clock::system()
+}
+
+/// Returns the real time, to issue certificates from (see [`wall_clock`]).
+pub fn wall_now() -> time::OffsetDateTime {
+    wall_clock().now()
+}
 
 /// The hierarchy every test hierarchy belongs to.
 pub const HIERARCHY_ID: &str = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47";
@@ -41,6 +65,10 @@ pub fn seed_of(site: &SiteCode) -> u64 {
         code => code[1..].parse::<u64>().map_or(1, |n| n + 1),
     }
 }
+
+/// Minutes a test aggregator waits for quiet before forwarding a change (its
+/// `period_settle_minutes`); tests pass it by moving the clock.
+pub const SETTLE_MINUTES: u64 = 5;
 
 /// Longest [`Hierarchy::wait_delivered`] waits.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,7 +154,7 @@ pub struct HierarchyBuilder {
     primaries: u32,
     level: Level,
     offline: bool,
-    clock: Option<Arc<dyn Clock>>,
+    clock: ManualClock,
     update_catalog: Option<PathBuf>,
     hierarchy_id: HierarchyId,
     intake_proxy: Option<hrs_proto::proxy::Proxy>,
@@ -138,7 +166,7 @@ impl Default for HierarchyBuilder {
             primaries: 3,
             level: Level::Enhanced,
             offline: false,
-            clock: None,
+            clock: pinned_clock(),
             update_catalog: None,
             hierarchy_id: HIERARCHY_ID.parse().expect("valid hierarchy id"),
             intake_proxy: None,
@@ -165,9 +193,9 @@ impl HierarchyBuilder {
         self
     }
 
-    /// Runs the connection point's update checks on `clock` instead of the wall clock.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+    /// Runs every role on `clock` instead of one pinned at [`NOW`].
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -214,6 +242,8 @@ pub struct Hierarchy {
     pub intake_config: IntakeConfig,
     /// The connection point's configuration, for the connection tool's functions.
     pub connection_point: ConnectionPointConfig,
+    /// The clock every role and agent of the hierarchy reads; tests move it.
+    pub clock: ManualClock,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -278,8 +308,9 @@ impl Hierarchy {
         intake_config.update_catalog = options.update_catalog.clone();
         let config = intake_config.clone();
         let stop = stop_signal(&mut stops);
+        let clock = options.clock.shared();
         tasks.push(tokio::spawn(async move {
-            hrs_intake::serve(config, intake_listener, stop)
+            hrs_intake::serve_with_clock(config, intake_listener, stop, clock)
                 .await
                 .expect("intake serves");
         }));
@@ -319,10 +350,7 @@ impl Hierarchy {
         };
         let config = connection_point.clone();
         let stop = stop_signal(&mut stops);
-        let clock = options
-            .clock
-            .clone()
-            .unwrap_or_else(|| Arc::new(hrs_core::clock::SystemClock));
+        let clock = options.clock.shared();
         tasks.push(tokio::spawn(async move {
             hrs_connection::serve_with_clock(config, cp_listener, stop, clock)
                 .await
@@ -338,6 +366,7 @@ impl Hierarchy {
             connection_point: Some(format!("http://{cp_addr}")),
             upstream: None,
             period_deadline_hours: 72,
+            period_settle_minutes: SETTLE_MINUTES,
             retry_seconds: 1,
             site_check_minutes: 60,
             link_degraded_after: 12,
@@ -356,8 +385,9 @@ impl Hierarchy {
         };
         let config = aggregator_config.clone();
         let stop = stop_signal(&mut stops);
+        let clock = options.clock.shared();
         tasks.push(tokio::spawn(async move {
-            hrs_aggregator::serve(config, aggregator_listener, stop)
+            hrs_aggregator::serve_with_clock(config, aggregator_listener, stop, clock)
                 .await
                 .expect("aggregator serves");
         }));
@@ -371,6 +401,7 @@ impl Hierarchy {
             aggregator_config,
             intake_config,
             connection_point,
+            clock: options.clock,
             stops,
             tasks,
         }
@@ -415,9 +446,10 @@ impl Hierarchy {
         }
     }
 
-    /// Opens a site's agent.
+    /// Opens a site's agent, on the hierarchy's clock.
     pub fn agent(&self, site: &SiteCode) -> Agent {
-        Agent::open(self.agent_config(site)).unwrap_or_else(|e| panic!("agent {site}: {e}"))
+        Agent::open(self.agent_config(site), self.clock.shared())
+            .unwrap_or_else(|e| panic!("agent {site}: {e}"))
     }
 
     /// Collects [`PERIOD`] at `site` into its spool without sending it, and returns the

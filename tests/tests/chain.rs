@@ -35,7 +35,7 @@ async fn a_region_aggregator_relays_its_sites_to_the_cas() {
     for code in ["P01", "P02"] {
         let mut config = h.agent_config(&site(code));
         config.upstream = format!("http://{region_addr}");
-        hrs_agent::Agent::open(config)
+        hrs_agent::Agent::open(config, h.clock.shared())
             .expect("agent opens")
             .run_once(Duration::from_secs(30))
             .await

@@ -90,7 +90,7 @@ async fn a_run_larger_than_any_connection_carries_arrives_by_resuming() {
     let mut config = h.agent_config(&p01);
     config.upstream = format!("http://{}", proxy.addr());
     config.push_chunk_kib = 4;
-    let agent = Agent::open(config).expect("agent opens");
+    let agent = Agent::open(config, h.clock.shared()).expect("agent opens");
 
     let mut attempts = 0;
     while agent.status().await.expect("status").backlog_runs > 0 {

@@ -14,12 +14,13 @@ use hrs_proto::tls::{ClientTls, TlsFiles};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
 use hrs_proto::v1::intake_client::IntakeClient;
-use hrs_tests::{Hierarchy, PERIOD, site};
+use hrs_tests::{Hierarchy, PERIOD, site, wall_now};
 use tonic::Code;
 use tonic::transport::Channel;
 
 fn issue(dir: &Path, identity: Identity) -> TlsFiles {
-    let issued = hrs_pki::issue(dir, &identity, &["127.0.0.1".into()], 30).expect("issues");
+    let issued =
+        hrs_pki::issue(dir, &identity, &["127.0.0.1".into()], 30, wall_now()).expect("issues");
     TlsFiles {
         cert: issued.cert,
         key: issued.key,
@@ -97,7 +98,7 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
     other_hierarchy.hierarchy_hash = hrs_core::HierarchyId::new(uuid::Uuid::new_v4()).hashed();
 
     let pki = h.dir.path().join("pki");
-    hrs_pki::init(&pki, "test", 30).expect("CA");
+    hrs_pki::init(&pki, "test", 30, wall_now()).expect("CA");
     let server = issue(&pki, Identity::Role(Role::Intake));
     let point = issue(&pki, Identity::Role(Role::ConnectionPoint));
     let a_site = issue(&pki, Identity::Site(site("P01")));

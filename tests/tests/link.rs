@@ -1,6 +1,7 @@
 //! An agent's link to its upstream goes active → degraded → failed as deliveries keep
 //! failing, and back to active with the first success; its backlog is kept meanwhile.
 
+use hrs_core::clock::Clock as _;
 use std::sync::atomic::Ordering;
 
 use hrs_agent::Agent;
@@ -21,7 +22,7 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
     config.upstream = format!("http://{}", proxy.addr());
     let metrics = h.dir.path().join("agent-P01.prom");
     config.metrics_file = Some(metrics.clone());
-    let agent = Agent::open(config).expect("agent opens");
+    let agent = Agent::open(config, h.clock.shared()).expect("agent opens");
     let metric = |line: &str| {
         std::fs::read_to_string(&metrics)
             .expect("the metrics file is written")
@@ -82,7 +83,7 @@ async fn the_aggregator_sees_each_sites_link_from_its_contacts() {
     }
     let store = hrs_aggregator::SqliteMergeStore::open_read_only(&h.aggregator_config.store)
         .expect("opens the merge store");
-    let now = time::OffsetDateTime::now_utc();
+    let now = h.clock.now();
     let links = hrs_aggregator::site_links(&h.aggregator_config, &store, now).expect("links");
     let of = |links: &[hrs_aggregator::SiteLink], code: &str| {
         links
@@ -143,21 +144,11 @@ async fn a_reinitialised_site_sends_its_period_again_and_the_result_is_unchanged
     };
     let before = current(&h);
 
-    let asked = hrs_aggregator::request_reinit(
-        &h.aggregator_config,
-        &p01,
-        None,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("reinit requested");
+    let asked = hrs_aggregator::request_reinit(&h.aggregator_config, &p01, None, h.clock.now())
+        .expect("reinit requested");
     assert_eq!(asked, [hrs_tests::PERIOD]);
     assert!(matches!(
-        hrs_aggregator::request_reinit(
-            &h.aggregator_config,
-            &site("P77"),
-            None,
-            time::OffsetDateTime::now_utc()
-        ),
+        hrs_aggregator::request_reinit(&h.aggregator_config, &site("P77"), None, h.clock.now()),
         Err(hrs_aggregator::ReinitError::UnknownSite(_))
     ));
 
@@ -185,12 +176,8 @@ async fn a_reinitialised_site_sends_its_period_again_and_the_result_is_unchanged
     assert_eq!(run_of(&before, "CAS"), run_of(&after, "CAS"));
     let store = hrs_aggregator::SqliteMergeStore::open_read_only(&h.aggregator_config.store)
         .expect("opens");
-    let links = hrs_aggregator::site_links(
-        &h.aggregator_config,
-        &store,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("links");
+    let links =
+        hrs_aggregator::site_links(&h.aggregator_config, &store, h.clock.now()).expect("links");
     assert!(
         links.iter().all(|l| l.reinit_pending.is_empty()),
         "{links:?}"

@@ -66,8 +66,8 @@ async fn two_hierarchies_go_out_through_one_folder_and_the_intake_holds_what_onl
 
     let media = tempfile::tempdir().expect("media");
     for h in [&a, &b] {
-        let prepared =
-            offline::prepare(&h.connection_point, media.path(), &Silent).expect("prepares");
+        let prepared = offline::prepare(&h.connection_point, media.path(), &Silent, &h.clock)
+            .expect("prepares");
         assert_eq!(prepared.periods, [PERIOD]);
         let bundle = offline::read_bundle_file(&prepared.path.expect("a bundle"))
             .expect("the bundle verifies");
@@ -81,21 +81,26 @@ async fn two_hierarchies_go_out_through_one_folder_and_the_intake_holds_what_onl
     // One connect, from one folder, to one intake, for both hierarchies.
     let downloads = tempfile::tempdir().expect("downloads");
     let intake = a.connection_point.intake.clone().expect("an intake URL");
-    let summary = offline::connect(media.path(), &options(downloads.path(), &intake), &Silent)
-        .await
-        .expect("connects");
+    let summary = offline::connect(
+        media.path(),
+        &options(downloads.path(), &intake),
+        &Silent,
+        &a.clock,
+    )
+    .await
+    .expect("connects");
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     assert_eq!(summary.connected.len(), 2);
 
     for h in [&a, &b] {
-        let imported =
-            offline::import(&h.connection_point, downloads.path(), &Silent).expect("imports");
+        let imported = offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock)
+            .expect("imports");
         assert_eq!(imported.outcome.accepted, [PERIOD]);
         let state = h.wait_delivered(PERIOD).await;
         assert!(state.submission_id.is_some());
         // Importing again changes nothing.
-        let again =
-            offline::import(&h.connection_point, downloads.path(), &Silent).expect("imports");
+        let again = offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock)
+            .expect("imports");
         assert!(again.outcome.accepted.is_empty());
         assert_eq!(again.outcome.already, [PERIOD]);
     }
@@ -124,7 +129,7 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
     h.collect_everywhere().await;
     h.wait_received(PERIOD).await;
     let media = tempfile::tempdir().expect("media");
-    let path = offline::prepare(&h.connection_point, media.path(), &Silent)
+    let path = offline::prepare(&h.connection_point, media.path(), &Silent, &h.clock)
         .expect("prepares")
         .path
         .expect("a bundle");
@@ -149,9 +154,14 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
 
     let downloads = tempfile::tempdir().expect("downloads");
     let intake = h.connection_point.intake.clone().expect("an intake URL");
-    let summary = offline::connect(media.path(), &options(downloads.path(), &intake), &Silent)
-        .await
-        .expect("connect runs");
+    let summary = offline::connect(
+        media.path(),
+        &options(downloads.path(), &intake),
+        &Silent,
+        &h.clock,
+    )
+    .await
+    .expect("connect runs");
     assert!(summary.connected.is_empty());
     let [(refused, error)] = summary.failed.as_slice() else {
         panic!("one refusal expected: {:?}", summary.failed);
@@ -168,7 +178,7 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
         "nothing of it reached the intake"
     );
 
-    let err = offline::import(&h.connection_point, downloads.path(), &Silent)
+    let err = offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock)
         .expect_err("nothing to import");
     assert!(matches!(err, OfflineError::NoDownloads(_)), "{err}");
     let states = hrs_connection::periods(&h.connection_point).expect("reads");
@@ -180,7 +190,7 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
         let mut with_token = options(downloads.path(), &intake.clone().unwrap_or_default());
         with_token.intake = intake;
         with_token.token = token.clone();
-        let err = offline::connect(media.path(), &with_token, &Silent)
+        let err = offline::connect(media.path(), &with_token, &Silent, &h.clock)
             .await
             .expect_err("the token is kept back");
         assert!(matches!(err, OfflineError::TokenRefused(_)), "{err}");
@@ -189,9 +199,14 @@ async fn a_bundle_altered_on_the_way_is_refused_and_nothing_is_imported() {
 
     // A folder without bundles says so.
     let empty = tempfile::tempdir().expect("empty");
-    let err = offline::connect(empty.path(), &options(downloads.path(), &intake), &Silent)
-        .await
-        .expect_err("no bundles");
+    let err = offline::connect(
+        empty.path(),
+        &options(downloads.path(), &intake),
+        &Silent,
+        &h.clock,
+    )
+    .await
+    .expect_err("no bundles");
     assert!(err.to_string().contains("no HRS bundle"), "{err}");
     h.shutdown().await;
 }

@@ -54,7 +54,7 @@ async fn connect_goes_through_the_proxy_and_a_refusal_says_why() {
     h.collect_everywhere().await;
     h.wait_received(PERIOD).await;
     let media = tempfile::tempdir().expect("media");
-    offline::prepare(&h.connection_point, media.path(), &Silent).expect("prepares");
+    offline::prepare(&h.connection_point, media.path(), &Silent, &h.clock).expect("prepares");
     let downloads = tempfile::tempdir().expect("downloads");
     let options = |password: &str| ConnectOptions {
         updates_dest: downloads.path().to_owned(),
@@ -65,7 +65,7 @@ async fn connect_goes_through_the_proxy_and_a_refusal_says_why() {
         proxy: Some(through(&proxy, password)),
     };
 
-    let refused = offline::connect(media.path(), &options("wrong"), &Silent)
+    let refused = offline::connect(media.path(), &options("wrong"), &Silent, &h.clock)
         .await
         .expect("connect runs");
     let [(_, error)] = refused.failed.as_slice() else {
@@ -79,12 +79,12 @@ async fn connect_goes_through_the_proxy_and_a_refusal_says_why() {
     );
     assert!(h.intake_blobs().is_empty());
 
-    let summary = offline::connect(media.path(), &options("proxy secret"), &Silent)
+    let summary = offline::connect(media.path(), &options("proxy secret"), &Silent, &h.clock)
         .await
         .expect("connects");
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     assert!(proxy.tunnels() >= 1);
-    offline::import(&h.connection_point, downloads.path(), &Silent).expect("imports");
+    offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock).expect("imports");
     h.wait_delivered(PERIOD).await;
     h.shutdown().await;
     proxy.stop().await;

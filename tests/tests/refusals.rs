@@ -134,7 +134,7 @@ async fn an_agent_of_an_unknown_site_is_refused_at_once_and_keeps_its_run() {
     let mut config = h.agent_config(&site("P01"));
     config.site = site("P09");
     let spool = config.spool.clone();
-    let agent = hrs_agent::Agent::open(config).expect("opens");
+    let agent = hrs_agent::Agent::open(config, h.clock.shared()).expect("opens");
     let error = agent
         .run_once(Duration::from_secs(600))
         .await

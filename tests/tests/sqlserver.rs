@@ -58,7 +58,7 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
     let mut config = h.agent_config(&p01);
     config.site_db = engine;
     config.spool = h.site_db(&p01).with_extension("tds-spool");
-    hrs_agent::Agent::open(config)
+    hrs_agent::Agent::open(config, h.clock.shared())
         .expect("agent opens")
         .run_once(std::time::Duration::from_secs(30))
         .await

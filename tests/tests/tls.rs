@@ -11,11 +11,12 @@ use hrs_pki::{Identity, Role};
 use hrs_proto::tls::TlsFiles;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
-use hrs_tests::{Hierarchy, site};
+use hrs_tests::{Hierarchy, site, wall_now};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
 fn issue(dir: &Path, identity: Identity, days: u32) -> TlsFiles {
-    let issued = hrs_pki::issue(dir, &identity, &["127.0.0.1".into()], days).expect("issues");
+    let issued =
+        hrs_pki::issue(dir, &identity, &["127.0.0.1".into()], days, wall_now()).expect("issues");
     TlsFiles {
         cert: issued.cert,
         key: issued.key,
@@ -61,11 +62,11 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
     let h = Hierarchy::builder().primaries(2).start().await;
     let (p01, p02) = (site("P01"), site("P02"));
     let pki = h.dir.path().join("pki");
-    hrs_pki::init(&pki, "test", 30).expect("CA");
+    hrs_pki::init(&pki, "test", 30, wall_now()).expect("CA");
     let p01_tls = issue(&pki, Identity::Site(p01.clone()), 30);
     let server_tls = issue(&pki, Identity::Role(Role::Aggregator), 30);
     let other = h.dir.path().join("other-pki");
-    hrs_pki::init(&other, "another hierarchy", 30).expect("CA");
+    hrs_pki::init(&other, "another hierarchy", 30, wall_now()).expect("CA");
     let stranger = issue(&other, Identity::Site(p01.clone()), 30);
     // An expired certificate from the right CA.
     let stale = h.dir.path().join("stale-pki");
@@ -73,7 +74,7 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
     for file in ["ca.pem", "ca.key"] {
         std::fs::copy(pki.join(file), stale.join(file)).expect("copies the CA");
     }
-    let now = time::OffsetDateTime::now_utc();
+    let now = wall_now();
     let expired = hrs_pki::issue_valid(
         &stale,
         &Identity::Site(p01.clone()),
@@ -112,7 +113,8 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
         agent.tls_cert = Some(tls.cert.clone());
         agent.tls_key = Some(tls.key.clone());
         agent.tls_ca = Some(tls.ca.clone());
-        Agent::open(agent).expect("agent")
+        // On the real clock: the expiry it shows is that of a certificate issued today.
+        Agent::open(agent, hrs_tests::wall_clock()).expect("agent")
     };
     agent_with(&p01, &p01_tls)
         .run_once(std::time::Duration::from_secs(30))

@@ -3,7 +3,6 @@
 //! that found none. Each check submits every unsent period and keeps the intake's update
 //! manifest, which `hrs status` shows. The schedule runs on a clock the test moves.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_connection::{CheckRecord, SqliteOutbox};
@@ -59,7 +58,7 @@ async fn a_check_that_finds_nothing_rechecks_after_an_hour() {
     let clock = ManualClock::new(start);
     let h = Hierarchy::builder()
         .primaries(1)
-        .clock(Arc::new(clock.clone()))
+        .clock(clock.clone())
         .start()
         .await;
     // The check at start finds nothing: no update catalog at this intake.
@@ -90,7 +89,7 @@ async fn a_check_that_finds_updates_keeps_the_manifest_and_checks_again_a_day_la
     let updates = tempfile::tempdir().expect("tempdir");
     let h = Hierarchy::builder()
         .primaries(1)
-        .clock(Arc::new(clock.clone()))
+        .clock(clock.clone())
         .update_catalog(catalog(updates.path()))
         .start()
         .await;

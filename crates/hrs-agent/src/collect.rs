@@ -4,12 +4,11 @@
 use std::time::Instant;
 
 use hrs_core::catalog::{Catalog, QueryDef, Scope};
+use hrs_core::clock::SharedClock;
 use hrs_core::hash::Hasher;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_sitedb::{Dialect, QueryParams, SiteDb, SiteDbError};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::SiteType;
 
@@ -28,6 +27,8 @@ pub struct Collection {
     pub period: Period,
     /// How hashed columns are hashed: plain, or keyed with the hierarchy's key.
     pub hasher: Hasher,
+    /// The clock the run's start and end are read from.
+    pub clock: SharedClock,
 }
 
 fn applies(query: &QueryDef, site_type: SiteType) -> bool {
@@ -35,12 +36,6 @@ fn applies(query: &QueryDef, site_type: SiteType) -> bool {
         (query.scope, site_type),
         (Scope::Both, _) | (Scope::Primary, SiteType::Primary) | (Scope::Cas, SiteType::Cas)
     )
-}
-
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Receives a collection as it is produced: each result set's rows one at a time, then
@@ -260,7 +255,7 @@ where
         period: what.period.to_string(),
         catalog_version: catalog.version.clone(),
         level: what.level.as_str().to_owned(),
-        started_at: now(),
+        started_at: what.clock.stamp(),
         finished_at: String::new(),
         results: Vec::new(),
         digest: String::new(),
@@ -333,7 +328,7 @@ where
             ..set
         })?;
     }
-    header.finished_at = now();
+    header.finished_at = what.clock.stamp();
     Ok(Collected {
         header,
         queries,
@@ -444,6 +439,8 @@ pub(crate) mod tests {
             level: Level::Full,
             period: "2026-W48".parse().expect("period"),
             hasher: Hasher::from_key_file(None).expect("hasher"),
+            clock: hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC))
+                .shared(),
         };
         let catalog = Catalog::builtin().expect("catalog");
         let mut sink = MemorySink::default();

@@ -288,9 +288,10 @@ impl AgentConfig {
         Hasher::from_key_file(self.hash_key_file.as_deref())
     }
 
-    /// Returns the period the next collection covers.
-    pub fn period(&self) -> Period {
-        self.period.unwrap_or_else(Period::current)
+    /// Returns the period a collection at `now` covers: the configured one, else the last
+    /// ISO week to have ended.
+    pub fn period_at(&self, now: time::OffsetDateTime) -> Period {
+        self.period.unwrap_or_else(|| Period::last_ended(now))
     }
 }
 

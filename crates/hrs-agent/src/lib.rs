@@ -11,6 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_core::clock::SharedClock;
 use hrs_core::link::LinkState;
 use hrs_core::{Period, VERSION};
 use hrs_proto::v1 as pb;
@@ -122,25 +123,34 @@ pub struct RunSummary {
     pub rows: usize,
 }
 
-/// One site's agent: its configuration, catalog and spool.
+/// One site's agent: its configuration, catalog, spool and clock.
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
     catalog: Catalog,
     spool: spool::Spool,
+    /// Decides which week is due and stamps every run and attempt.
+    clock: SharedClock,
 }
 
 impl Agent {
     /// Opens the spool and loads the catalog; touches neither the site database nor the
     /// network.
-    pub fn open(config: AgentConfig) -> Result<Self, AgentError> {
+    pub fn open(config: AgentConfig, clock: SharedClock) -> Result<Self, AgentError> {
         let catalog = Catalog::builtin()?;
         let spool = spool::Spool::open(&config.spool)?;
         Ok(Self {
             config,
             catalog,
             spool,
+            clock,
         })
+    }
+
+    /// Returns the period a collection now covers: the configured one, else the last ISO
+    /// week to have ended.
+    pub fn due_period(&self) -> Period {
+        self.config.period_at(self.clock.now())
     }
 
     /// Runs the catalog for `period` and spools the run.
@@ -162,8 +172,9 @@ impl Agent {
             level: self.config.level,
             period,
             hasher: self.config.hasher()?,
+            clock: self.clock.clone(),
         };
-        let sequence = self.spool.next_sequence().await?;
+        let sequence = self.spool.next_sequence(self.clock.now()).await?;
         let collected = collect::collect_into(
             &mut db,
             &self.catalog,
@@ -174,9 +185,7 @@ impl Agent {
             &mut sink,
         )
         .await?;
-        let collected_at = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let collected_at = self.clock.stamp();
         let header = collected.header.clone();
         let (_, bytes) = tokio::task::spawn_blocking(move || sink.finish(&header, collected_at))
             .await
@@ -222,7 +231,7 @@ impl Agent {
             Err(error) if !error.is_refusal() => Err(error.to_string()),
             _ => Ok(()),
         };
-        let record = self.spool.record_attempt(link, now()).await?;
+        let record = self.spool.record_attempt(link, self.clock.stamp()).await?;
         let state = self
             .config
             .link_thresholds()
@@ -386,7 +395,7 @@ impl Agent {
     /// Collects the configured period now and delivers the spool, retrying with backoff
     /// until `deadline`; what is left stays spooled for the service.
     pub async fn run_once(&self, deadline: Duration) -> Result<RunSummary, AgentError> {
-        let summary = self.collect(self.config.period()).await?;
+        let summary = self.collect(self.due_period()).await?;
         let started = tokio::time::Instant::now();
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
         loop {
@@ -414,7 +423,7 @@ impl Agent {
     async fn enforce_limits(&self) -> Result<(), AgentError> {
         let dropped = self
             .spool
-            .enforce(self.config.spool_limits(), OffsetDateTime::now_utc())
+            .enforce(self.config.spool_limits(), self.clock.now())
             .await?;
         for run in &dropped {
             tracing::error!(
@@ -446,6 +455,7 @@ impl Agent {
 
     /// Returns the state of this site's link to its upstream and what waits to cross it.
     pub async fn status(&self) -> Result<AgentStatus, AgentError> {
+        let now = self.clock.now();
         let link = self.spool.link().await?;
         let backlog = self.spool.backlog().await?;
         Ok(AgentStatus {
@@ -466,14 +476,14 @@ impl Agent {
                 .oldest_collected_at
                 .as_deref()
                 .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0)),
+                .map(|t| (now - t).whole_seconds().max(0)),
             oldest_pending_at: backlog.oldest_collected_at,
             last_collected_period: self.spool.last_collected().await?,
             dropped_runs: self.spool.dropped_runs().await?,
             certificate: self
                 .config
                 .tls()
-                .and_then(|tls| hrs_pki::Expiry::of(&tls.cert, OffsetDateTime::now_utc()).ok()),
+                .and_then(|tls| hrs_pki::Expiry::of(&tls.cert, now).ok()),
         })
     }
 
@@ -482,7 +492,7 @@ impl Agent {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tracing::info!(site = %self.config.site, version = VERSION, "agent started");
         if let Some(tls) = self.config.tls() {
-            hrs_pki::warn_if_expiring(&tls.cert);
+            hrs_pki::warn_if_expiring(&tls.cert, self.clock.now());
         }
         let check = Duration::from_secs(self.config.check_minutes * 60);
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
@@ -502,9 +512,13 @@ impl Agent {
                     break;
                 }
             };
+            // The next check comes after `wait`, or as soon as this week ends, so a week
+            // is collected right after it closes.
+            let week_ends = Period::last_ended(self.clock.now()).next().closes_at();
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(wait) => {}
+                () = self.clock.sleep_until(week_ends) => {}
             }
         }
         tracing::info!("agent stopped");
@@ -514,7 +528,7 @@ impl Agent {
     /// One check: collects the period when it is due, delivers (or checks in), and returns
     /// how long to wait before the next check.
     async fn cycle(&self, backoff: &mut Backoff, check: Duration) -> Result<Duration, AgentError> {
-        let period = self.config.period();
+        let period = self.due_period();
         let due = self.spool.last_collected().await?.as_deref() != Some(&period.to_string());
         if due {
             match self.collect(period).await {
@@ -539,12 +553,6 @@ impl Agent {
             }
         })
     }
-}
-
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 /// An agent's view of its link to the upstream, as `hrs status` prints it.
@@ -647,7 +655,9 @@ mod tests {
             link_degraded_after: 12,
             link_failed_after: 24,
         };
-        let agent = Agent::open(config).expect("opens");
+        let clock =
+            hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC));
+        let agent = Agent::open(config, clock.shared()).expect("opens");
         let period: Period = "2026-W48".parse().expect("period");
         let summary = agent.collect(period).await.expect("collects");
         assert_eq!(summary.failed_queries, 1);

@@ -224,11 +224,10 @@ impl Spool {
 
     /// Reserves the next run sequence number.
     ///
-    /// Sequences never go back: the counter is persisted, and starts from the clock (in
+    /// Sequences never go back: the counter is persisted, and starts from `now` (in
     /// milliseconds) so a site whose spool was lost still outranks its earlier runs.
-    pub async fn next_sequence(&self) -> Result<u64, StoreError> {
-        let clock = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let clock = u64::try_from(clock).unwrap_or(0);
+    pub async fn next_sequence(&self, now: time::OffsetDateTime) -> Result<u64, StoreError> {
+        let clock = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         self.store
             .call(move |conn| {
                 let tx = conn.transaction()?;

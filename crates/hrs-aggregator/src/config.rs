@@ -34,9 +34,16 @@ pub struct AggregatorConfig {
     /// relayed to it as they are. Set this or `connection_point`, not both.
     #[serde(default)]
     pub upstream: Option<String>,
-    /// Hours after a period's end after which it is forwarded even with sites missing.
+    /// Hours after a period's end (Monday 00:00 UTC) after which it is forwarded even with
+    /// sites missing.
     #[serde(default = "default_deadline_hours")]
     pub period_deadline_hours: u64,
+    /// Minutes a period must go without a new run before a change is forwarded: a period
+    /// past its deadline, or one already forwarded that a late or re-sending site changed.
+    /// A burst of arrivals so leaves as one submission; 0 forwards every change at once.
+    /// A period's first forward with every site present never waits.
+    #[serde(default = "default_settle_minutes")]
+    pub period_settle_minutes: u64,
     /// Delay between forwarding attempts while the connection point is away, in seconds.
     #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
@@ -102,6 +109,13 @@ fn default_deadline_hours() -> u64 {
     72
 }
 
+fn default_settle_minutes() -> u64 {
+    5
+}
+
+/// Longest deadline or settling time a period may be given: ten years, in hours.
+const MAX_PERIOD_HOURS: u64 = 10 * 366 * 24;
+
 fn default_retry_seconds() -> u64 {
     30
 }
@@ -134,6 +148,16 @@ fn default_failed_after() -> u32 {
 }
 
 impl AggregatorConfig {
+    /// Returns how long after a period closes it is forwarded with sites missing.
+    pub fn period_deadline(&self) -> time::Duration {
+        time::Duration::hours(i64::try_from(self.period_deadline_hours).unwrap_or(i64::MAX / 3600))
+    }
+
+    /// Returns how long a period must be quiet before a change to it is forwarded.
+    pub fn period_settle(&self) -> time::Duration {
+        time::Duration::minutes(i64::try_from(self.period_settle_minutes).unwrap_or(i64::MAX / 60))
+    }
+
     /// The TLS files, when TLS is configured.
     pub fn tls(&self) -> Option<TlsFiles> {
         TlsFiles::of(
@@ -218,6 +242,20 @@ impl AggregatorConfig {
                     format!("{url:?} is not an http:// or https:// address"),
                 ));
             }
+        }
+        if cfg.period_deadline_hours > MAX_PERIOD_HOURS {
+            return Err(config::invalid(
+                path,
+                "period_deadline_hours",
+                format!("must be at most {MAX_PERIOD_HOURS} (ten years)"),
+            ));
+        }
+        if cfg.period_settle_minutes > MAX_PERIOD_HOURS * 60 {
+            return Err(config::invalid(
+                path,
+                "period_settle_minutes",
+                format!("must be at most {} (ten years)", MAX_PERIOD_HOURS * 60),
+            ));
         }
         if cfg.retry_seconds == 0 {
             return Err(config::invalid(path, "retry_seconds", "must be at least 1"));

@@ -1,13 +1,17 @@
-//! Forwarding: each period, once complete (or past its deadline), goes upstream to the
-//! connection point; a newer run for a forwarded period forwards it again. A region
-//! aggregator instead relays every site's current runs, as they are, to the aggregator
-//! above it, so hierarchies deeper than two tiers run the same code.
+//! Forwarding: each period goes upstream to the connection point as soon as every site
+//! has reported, or at its deadline with the sites present; a change to a forwarded period
+//! (a late site, a newer run) forwards it again. Every forward but a complete period's
+//! first waits until the period has been quiet for the settling time, so a burst of
+//! arrivals leaves as one submission (see [`ready_at`]). A region aggregator instead relays
+//! every site's current runs, as they are, to the aggregator above it, so hierarchies
+//! deeper than two tiers run the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hrs_core::Period;
 use hrs_core::catalog::Catalog;
+use hrs_core::clock::{Clock, SharedClock};
 use hrs_proto::chunks::ChunkedPushError;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_client::AggregatorClient;
@@ -20,16 +24,19 @@ use crate::config::AggregatorConfig;
 use crate::merge::merge;
 use crate::store::{MergeStore, StoredRun};
 
-/// How often ready periods are re-examined when nothing else happens, so deadlines pass.
+/// How often periods are re-examined when nothing else happens, in case the wall clock
+/// jumped past a deadline the forwarder was sleeping towards.
 const RECHECK: Duration = Duration::from_secs(15 * 60);
 
-/// Runs until `stop` turns true: forwards every ready period whenever a run is merged,
-/// and retries failures every `retry_seconds`.
+/// Runs until `stop` turns true: forwards every ready period whenever a run is merged or
+/// a period's deadline or settling time passes on `clock`, and retries failures every
+/// `retry_seconds`.
 pub async fn run(
     config: Arc<AggregatorConfig>,
     store: Arc<dyn MergeStore>,
     catalog: Arc<Catalog>,
     merged: Arc<Notify>,
+    clock: SharedClock,
     mut stop: watch::Receiver<bool>,
 ) {
     let (upstream, relay) = match (&config.connection_point, &config.upstream) {
@@ -39,22 +46,67 @@ pub async fn run(
     };
     loop {
         let result = if relay {
-            relay_ready(&store, &upstream, &config).await
+            relay_ready(&store, &upstream, &config, &*clock)
+                .await
+                .map(|()| None)
         } else {
-            forward_ready(&config, &store, &catalog, &upstream).await
+            forward_ready(&config, &store, &catalog, &upstream, &*clock).await
         };
-        let wait = match result {
-            Ok(()) => RECHECK,
+        let (wait, next_due) = match result {
+            Ok(next_due) => (RECHECK, next_due),
             Err(error) => {
                 tracing::warn!(%error, upstream, "forwarding failed");
-                Duration::from_secs(config.retry_seconds)
+                (Duration::from_secs(config.retry_seconds), None)
+            }
+        };
+        let due = async {
+            match next_due {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = stop.changed() => return,
             () = merged.notified() => {}
             () = tokio::time::sleep(wait) => {}
+            () = due => {}
         }
+    }
+}
+
+/// What decides when a merged period may go upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    /// Every expected site has a current run.
+    pub complete: bool,
+    /// Some version of the period was forwarded before.
+    pub forwarded_before: bool,
+    /// When its content last changed: the newest of its current runs arrived.
+    pub last_change: Option<OffsetDateTime>,
+}
+
+/// Returns when a period whose merged content differs from what was last forwarded may be
+/// forwarded: at once when it is complete for the first time; otherwise once it has been
+/// quiet for `settle` and, while sites are missing, once `deadline` after the week closed
+/// has passed. So a complete period leaves the moment its last site reports, a period past
+/// its deadline leaves once with the sites present, and a late site or a re-send forwards
+/// it again, a burst of them as one.
+pub fn ready_at(
+    period: Period,
+    readiness: Readiness,
+    deadline: time::Duration,
+    settle: time::Duration,
+) -> OffsetDateTime {
+    if readiness.complete && !readiness.forwarded_before {
+        return OffsetDateTime::UNIX_EPOCH;
+    }
+    let settled = readiness
+        .last_change
+        .map_or(OffsetDateTime::UNIX_EPOCH, |at| at + settle);
+    if readiness.complete {
+        settled
+    } else {
+        settled.max(period.closes_at() + deadline)
     }
 }
 
@@ -84,6 +136,7 @@ async fn relay_ready(
     store: &Arc<dyn MergeStore>,
     upstream: &str,
     config: &AggregatorConfig,
+    clock: &dyn Clock,
 ) -> Result<(), String> {
     let reader = Arc::clone(store);
     let runs = tokio::task::spawn_blocking(move || reader.unrelayed())
@@ -128,9 +181,7 @@ async fn relay_ready(
         match pushed {
             Ok(_) => {
                 let writer = Arc::clone(store);
-                let at = OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .unwrap_or_default();
+                let at = clock.stamp();
                 let id = run_id.clone();
                 tokio::task::spawn_blocking(move || writer.mark_relayed(&id, &at))
                     .await
@@ -162,20 +213,15 @@ fn refused(status: &tonic::Status) -> bool {
     )
 }
 
-fn past_deadline(period: &str, hours: u64) -> bool {
-    let Ok(period) = period.parse::<Period>() else {
-        return false;
-    };
-    let closes = period.end().midnight().assume_utc() + time::Duration::days(1);
-    OffsetDateTime::now_utc() > closes + time::Duration::hours(hours as i64)
-}
-
+/// Offers every period that is ready (see [`ready_at`]) to the connection point; returns
+/// when the next of those not yet ready will be.
 async fn forward_ready(
     config: &AggregatorConfig,
     store: &Arc<dyn MergeStore>,
     catalog: &Catalog,
     upstream: &str,
-) -> Result<(), String> {
+    clock: &dyn Clock,
+) -> Result<Option<OffsetDateTime>, String> {
     let reader = Arc::clone(store);
     let periods = tokio::task::spawn_blocking(move || reader.periods())
         .await
@@ -183,13 +229,19 @@ async fn forward_ready(
         .map_err(|e| e.to_string())?;
     let mut client: Option<ConnectionPointClient<tonic::transport::Channel>> = None;
     let mut failed = Vec::new();
+    let mut next_due: Option<OffsetDateTime> = None;
     for period in periods {
+        // Stored periods were checked on arrival; one that does not parse never leaves.
+        let Ok(week) = period.parse::<Period>() else {
+            continue;
+        };
         let reader = Arc::clone(store);
         let key = period.clone();
-        let (runs, forwarded) = tokio::task::spawn_blocking(move || {
+        let (runs, forwarded, last_change) = tokio::task::spawn_blocking(move || {
             Ok::<_, hrs_store::StoreError>((
                 reader.current(Some(&key), None)?,
                 reader.forwarded(&key)?,
+                reader.last_change(&key)?,
             ))
         })
         .await
@@ -203,10 +255,22 @@ async fn forward_ready(
             &period,
             runs,
         );
-        if !merged.complete && !past_deadline(&period, config.period_deadline_hours) {
+        if forwarded.as_deref() == Some(merged.period.digest.as_str()) {
             continue;
         }
-        if forwarded.as_deref() == Some(merged.period.digest.as_str()) {
+        let readiness = Readiness {
+            complete: merged.complete,
+            forwarded_before: forwarded.is_some(),
+            last_change: last_change.and_then(|at| OffsetDateTime::parse(&at, &Rfc3339).ok()),
+        };
+        let ready = ready_at(
+            week,
+            readiness,
+            config.period_deadline(),
+            config.period_settle(),
+        );
+        if ready > clock.now() {
+            next_due = Some(next_due.map_or(ready, |due| due.min(ready)));
             continue;
         }
         let client = match &mut client {
@@ -240,9 +304,7 @@ async fn forward_ready(
             Err(status) => return Err(format!("period {period} not taken: {}", status.message())),
         }
         let writer = Arc::clone(store);
-        let at = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let at = clock.stamp();
         let (p, d) = (period.clone(), digest.clone());
         tokio::task::spawn_blocking(move || writer.mark_forwarded(&p, &d, &at))
             .await
@@ -251,7 +313,7 @@ async fn forward_ready(
         tracing::info!(period, digest, missing, "period forwarded");
     }
     if failed.is_empty() {
-        Ok(())
+        Ok(next_due)
     } else {
         Err(format!(
             "the connection point refused {}",

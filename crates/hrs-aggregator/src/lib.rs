@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
+use hrs_core::clock::SharedClock;
 use hrs_proto::serve::Serving;
 use hrs_proto::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
@@ -54,6 +55,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
+    serve_with_clock(config, listener, shutdown, hrs_core::clock::system()).await
+}
+
+/// [`serve`] with arrivals stamped, and deadlines kept, by `clock` (tests pin it).
+pub async fn serve_with_clock(
+    config: AggregatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: SharedClock,
+) -> Result<(), AggregatorError> {
     let catalog = Arc::new(Catalog::builtin()?);
     let store: Arc<dyn MergeStore> = Arc::new(SqliteMergeStore::open(&config.store)?);
     let config = Arc::new(config);
@@ -64,6 +75,7 @@ pub async fn serve(
         Arc::clone(&store),
         catalog,
         Arc::clone(&merged),
+        Arc::clone(&clock),
         stop_rx,
     ));
     // Periods already complete at startup are forwarded without waiting for a push.
@@ -75,11 +87,12 @@ pub async fn serve(
         settings.request_timeout_seconds,
         settings.max_message_mb,
     );
-    let service = service::AggregatorService::new(Arc::clone(&config), store, merged);
+    let service =
+        service::AggregatorService::new(Arc::clone(&config), store, merged, Arc::clone(&clock));
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
     let tls = match config.tls() {
         Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert);
+            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
             Some(tls.server()?)
         }
         None => {

@@ -3,14 +3,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use hrs_core::clock::{SharedClock, rfc3339};
 use hrs_core::encoded::{EncodedError, check_run_encoded};
 use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, RunHeader, check_run};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_server::Aggregator;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
@@ -183,6 +182,8 @@ pub struct AggregatorService {
     config: Arc<AggregatorConfig>,
     store: Arc<dyn MergeStore>,
     merged: Arc<Notify>,
+    /// Stamps every arrival and contact; staging ages by it.
+    clock: SharedClock,
     /// Runs each site is sending now.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<SiteCode, u32>>>,
 }
@@ -211,11 +212,13 @@ impl AggregatorService {
         config: Arc<AggregatorConfig>,
         store: Arc<dyn MergeStore>,
         merged: Arc<Notify>,
+        clock: SharedClock,
     ) -> Self {
         Self {
             config,
             store,
             merged,
+            clock,
             in_flight: Arc::default(),
         }
     }
@@ -252,7 +255,7 @@ impl AggregatorService {
         let _sending = self.start_run(&header.site)?;
         self.check_sender(&header, &run.hash_key_id)?;
         let store = Arc::clone(&self.store);
-        let received_at = received_at_now();
+        let received_at = self.clock.stamp();
         let commit = tokio::task::spawn_blocking(move || {
             store
                 .commit(&run, &header, &received_at)
@@ -294,7 +297,7 @@ impl AggregatorService {
     ) -> (Commit, Vec<String>) {
         self.record_contact(Contact {
             site: header.site.to_string(),
-            at: received_at_now(),
+            at: self.clock.stamp(),
             delivered: Some((header.run_id.to_string(), header.period.to_string())),
             last_delivery_at: None,
             report,
@@ -395,11 +398,8 @@ impl AggregatorService {
 
     /// Finds or starts the staging of an offered run.
     async fn stage(&self, offer: &pb::RunOffer) -> Result<Staged, PushError> {
-        let now = OffsetDateTime::now_utc();
-        let (at, stale_before) = (
-            now.format(&Rfc3339).unwrap_or_default(),
-            (now - STAGING_KEPT).format(&Rfc3339).unwrap_or_default(),
-        );
+        let now = self.clock.now();
+        let (at, stale_before) = (rfc3339(now), rfc3339(now - STAGING_KEPT));
         let (store, offer) = (Arc::clone(&self.store), offer.clone());
         Ok(
             tokio::task::spawn_blocking(move || store.stage(&offer, &at, &stale_before))
@@ -537,7 +537,7 @@ impl AggregatorService {
         }
         self.check_sender(&header, &fields.hash_key_id)?;
         let (store, offer, received_at) =
-            (Arc::clone(&self.store), offer.clone(), received_at_now());
+            (Arc::clone(&self.store), offer.clone(), self.clock.stamp());
         let commit = tokio::task::spawn_blocking(move || {
             store
                 .commit_staged(&fields, &header, &offer, &received_at)
@@ -625,7 +625,7 @@ impl AggregatorService {
         caller.may_write(&site)?;
         self.record_contact(Contact {
             site: site.to_string(),
-            at: received_at_now(),
+            at: self.clock.stamp(),
             delivered: None,
             last_delivery_at: None,
             report: request.link.unwrap_or_default(),
@@ -633,12 +633,6 @@ impl AggregatorService {
         .await;
         Ok(self.reinit_for(&site).await)
     }
-}
-
-fn received_at_now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 #[tonic::async_trait]

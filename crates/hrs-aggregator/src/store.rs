@@ -177,6 +177,10 @@ pub trait MergeStore: Send + Sync + 'static {
     /// Returns the digest last forwarded upstream for a period.
     fn forwarded(&self, period: &str) -> Result<Option<String>, StoreError>;
 
+    /// Returns when the newest of a period's current runs was received (RFC 3339): the
+    /// last time its merged content changed.
+    fn last_change(&self, period: &str) -> Result<Option<String>, StoreError>;
+
     /// Records that the merged period with this digest was committed upstream.
     fn mark_forwarded(&self, period: &str, digest: &str, at: &str) -> Result<(), StoreError>;
 
@@ -414,6 +418,17 @@ impl MergeStore for SqliteMergeStore {
                     |r| r.get(0),
                 )
                 .optional()?)
+        })
+    }
+
+    fn last_change(&self, period: &str) -> Result<Option<String>, StoreError> {
+        self.store.with(|conn| {
+            Ok(conn.query_row(
+                "SELECT MAX(r.received_at) FROM current_runs c
+                 JOIN runs r ON r.run_id = c.run_id WHERE c.period = ?1",
+                params![period],
+                |r| r.get(0),
+            )?)
         })
     }
 

@@ -3,6 +3,8 @@
 //! name checked is the intake's, never the proxy's. (Here rather than in hrs-proto, whose
 //! tests cannot use hrs-pki: hrs-pki depends on hrs-proto.)
 
+// TLS judges certificates by the system's clock, so they are issued by it.
+use hrs_core::clock::{Clock as _, SystemClock};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -60,7 +62,8 @@ impl Intake for WhoIntake {
 
 fn issue(pki: &Path, role: Role, hosts: &[&str]) -> TlsFiles {
     let hosts: Vec<String> = hosts.iter().map(|host| (*host).to_owned()).collect();
-    let issued = hrs_pki::issue(pki, &Identity::Role(role), &hosts, 1).expect("issues");
+    let issued =
+        hrs_pki::issue(pki, &Identity::Role(role), &hosts, 1, SystemClock.now()).expect("issues");
     TlsFiles {
         cert: issued.cert,
         key: issued.key,
@@ -96,7 +99,7 @@ async fn intake(
 async fn mutual_tls_runs_end_to_end_through_an_authenticating_proxy() {
     let dir = tempfile::tempdir().expect("dir");
     let pki = dir.path().join("pki");
-    hrs_pki::init(&pki, "test", 1).expect("CA");
+    hrs_pki::init(&pki, "test", 1, SystemClock.now()).expect("CA");
     // The intake's certificate names "localhost" only: not the proxy's 127.0.0.1.
     let server = issue(&pki, Role::Intake, &["localhost"]);
     let client = issue(&pki, Role::ConnectionPoint, &[]);

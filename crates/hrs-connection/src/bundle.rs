@@ -267,11 +267,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes `period` (already filtered by [`crate::outbound`]) as a bundle into `folder`,
-/// atomically, and returns the file's path.
-pub fn write_bundle(folder: &Path, period: &pb::MergedPeriod) -> Result<PathBuf, BundleError> {
+/// Writes `period` (already filtered by [`crate::outbound`]) as a bundle made `created_at`
+/// into `folder`, atomically, and returns the file's path.
+pub fn write_bundle(
+    folder: &Path,
+    period: &pb::MergedPeriod,
+    created_at: &str,
+) -> Result<PathBuf, BundleError> {
     let path = folder.join(file_name(period));
-    let bytes = encode_period(period)?;
+    let bytes = encode_period(period, created_at)?;
     write_atomic(&path, &bytes).map_err(|source| BundleError::Io {
         path: path.clone(),
         source,
@@ -280,8 +284,8 @@ pub fn write_bundle(folder: &Path, period: &pb::MergedPeriod) -> Result<PathBuf,
 }
 
 /// Encodes `period` (already filtered by [`crate::outbound`]) as one period's bundle
-/// document, refusing a period whose values would not survive JSON.
-pub fn encode_period(period: &pb::MergedPeriod) -> Result<Vec<u8>, BundleError> {
+/// document made `created_at`, refusing a period whose values would not survive JSON.
+pub fn encode_period(period: &pb::MergedPeriod, created_at: &str) -> Result<Vec<u8>, BundleError> {
     let payload = BundlePayload::from(period);
     let unrepresentable = |problem: String| BundleError::Unrepresentable {
         period: period.period.clone(),
@@ -303,7 +307,7 @@ pub fn encode_period(period: &pb::MergedPeriod) -> Result<Vec<u8>, BundleError> 
         format: FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
         hierarchy_hash: period.hierarchy_hash.clone(),
-        created_at: crate::store::now(),
+        created_at: created_at.to_owned(),
         period: period.period.clone(),
         level: period.level.clone(),
         digest: period.digest.clone(),

@@ -97,7 +97,7 @@ async fn check<S: OutboxStore>(
     clock: &dyn Clock,
 ) -> time::OffsetDateTime {
     let started = clock.now();
-    let outcome = submit_and_ask(intake, delivery, store, &rfc3339(started)).await;
+    let outcome = submit_and_ask(intake, delivery, store, clock).await;
     let (wait, last_error) = match &outcome {
         Ok(0) => (delivery.recheck, None),
         Ok(_) => (delivery.every, None),
@@ -132,7 +132,7 @@ async fn submit_and_ask<S: OutboxStore>(
     intake: &IntakeLink,
     delivery: &Delivery,
     store: &S,
-    now: &str,
+    clock: &dyn Clock,
 ) -> Result<usize, String> {
     let pending = store
         .pending()
@@ -156,7 +156,12 @@ async fn submit_and_ask<S: OutboxStore>(
             }
         };
         match store
-            .mark_submitted(&period.period, &period.digest, &answer.submission_id)
+            .mark_submitted(
+                &period.period,
+                &period.digest,
+                &answer.submission_id,
+                &clock.stamp(),
+            )
             .await
         {
             Ok(true) => info!(
@@ -187,7 +192,7 @@ async fn submit_and_ask<S: OutboxStore>(
         .map_err(|e| e.to_string())?;
     let applicable = manifest.updates.len();
     store
-        .record_manifest(&manifest, ManifestSource::Online, now)
+        .record_manifest(&manifest, ManifestSource::Online, &clock.stamp())
         .await
         .map_err(|e| format!("cannot keep the update manifest: {e}"))?;
     if !failed.is_empty() {

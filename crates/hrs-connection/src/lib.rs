@@ -20,7 +20,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hrs_core::clock::{Clock, SystemClock};
+use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::serve::Serving;
 use hrs_proto::v1 as pb;
@@ -132,6 +132,8 @@ struct PointService<S> {
     wake: Arc<Notify>,
     /// With TLS, only the aggregator's certificate may offer periods.
     tls: bool,
+    /// Stamps each period as it arrives.
+    clock: Arc<dyn Clock>,
 }
 
 impl<S> Clone for PointService<S> {
@@ -141,6 +143,7 @@ impl<S> Clone for PointService<S> {
             hierarchy_hash: self.hierarchy_hash.clone(),
             wake: Arc::clone(&self.wake),
             tls: self.tls,
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -162,7 +165,7 @@ impl<S: OutboxStore> PointService<S> {
                 expected: self.hierarchy_hash.clone(),
             });
         }
-        let offered = self.store.offer(&period).await?;
+        let offered = self.store.offer(&period, &self.clock.stamp()).await?;
         info!(
             period = %when,
             %level,
@@ -216,10 +219,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ConnectionError> {
-    serve_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+    serve_with_clock(config, listener, shutdown, hrs_core::clock::system()).await
 }
 
-/// [`serve`] with the update-check schedule kept by `clock` (tests move it by hand).
+/// [`serve`] with periods stamped, and the update-check schedule kept, by `clock` (tests
+/// move it by hand).
 pub async fn serve_with_clock(
     config: ConnectionPointConfig,
     listener: TcpListener,
@@ -240,7 +244,7 @@ pub async fn serve_with_clock(
         delivery,
         store.clone(),
         wake.clone(),
-        clock,
+        Arc::clone(&clock),
         stop_rx,
     ));
 
@@ -264,13 +268,14 @@ pub async fn serve_with_clock(
         hierarchy_hash: config.hierarchy_id.hashed(),
         wake,
         tls: config.tls().is_some(),
+        clock: Arc::clone(&clock),
     })
     .max_decoding_message_size(limits.max_message_bytes)
     .max_encoding_message_size(limits.max_message_bytes);
     let signal = stop_tx.clone();
     let tls = match config.tls() {
         Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert);
+            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
             Some(tls.server()?)
         }
         None => {

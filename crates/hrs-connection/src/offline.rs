@@ -16,6 +16,7 @@
 //! (damaged media, an edit that did not also rewrite them) is refused whole. Checksums are
 //! not signatures: they catch damage and careless edits, not a forger who rewrites them.
 
+use hrs_core::clock::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -288,6 +289,7 @@ pub fn prepare(
     config: &ConnectionPointConfig,
     dest: &Path,
     report: &dyn Report,
+    clock: &dyn Clock,
 ) -> Result<Prepared, OfflineError> {
     let store = SqliteOutbox::open_existing_writable(&config.store)
         .map_err(ConnectionError::from)?
@@ -305,7 +307,7 @@ pub fn prepare(
     }
     let policy = Policy::of(config);
     let hierarchy_hash = config.hierarchy_id.hashed();
-    let now = time::OffsetDateTime::now_utc();
+    let now = clock.now();
     let created_at = hrs_core::clock::rfc3339(now);
     let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let mut builder = tar::Builder::new(Vec::new());
@@ -316,7 +318,7 @@ pub fn prepare(
         let sent = outbound(period, &policy);
         // A period JSON cannot carry (NaN, infinity) is reported and left unsent; it must
         // not keep the others from leaving.
-        let bytes = match encode_period(&sent) {
+        let bytes = match encode_period(&sent, &created_at) {
             Ok(bytes) => bytes,
             Err(e) => {
                 report.line(&format!("{} left out of the bundle: {e}", sent.period));
@@ -384,6 +386,7 @@ pub fn prepare(
                 .map(|p| (p.period.clone(), p.received_digest.clone()))
                 .collect::<Vec<_>>(),
             &path,
+            &created_at,
         )
         .map_err(ConnectionError::from)?;
     for period in &manifest.periods {
@@ -768,6 +771,7 @@ pub async fn connect(
     source: &Path,
     options: &ConnectOptions,
     report: &dyn Report,
+    clock: &dyn Clock,
 ) -> Result<ConnectSummary, OfflineError> {
     if options.token.is_some() {
         // A bundle's intake URL is whatever the media says: a token goes only to an intake
@@ -810,7 +814,7 @@ pub async fn connect(
     }
     for (hierarchy_hash, bundles) in by_hierarchy {
         let first = bundles[0].path.clone();
-        match connect_hierarchy(&hierarchy_hash, &bundles, options, report).await {
+        match connect_hierarchy(&hierarchy_hash, &bundles, options, report, clock).await {
             Ok(connected) => {
                 if !connected.problems.is_empty() {
                     summary.failed.push((
@@ -837,6 +841,7 @@ async fn connect_hierarchy(
     bundles: &[Bundle],
     options: &ConnectOptions,
     report: &dyn Report,
+    clock: &dyn Clock,
 ) -> Result<Connected, OfflineError> {
     let url = options
         .intake
@@ -945,7 +950,7 @@ async fn connect_hierarchy(
         format: RECEIPT_FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
         hierarchy_hash: hierarchy_hash.to_owned(),
-        connected_at: hrs_core::clock::rfc3339(time::OffsetDateTime::now_utc()),
+        connected_at: clock.stamp(),
         intake: url,
         bundles: bundles
             .iter()
@@ -1074,6 +1079,7 @@ pub fn import(
     config: &ConnectionPointConfig,
     source: &Path,
     report: &dyn Report,
+    clock: &dyn Clock,
 ) -> Result<Imported, OfflineError> {
     let expected = config.hierarchy_id.hashed();
     let dir = source.join(hierarchy_dir_name(&expected));
@@ -1188,7 +1194,7 @@ pub fn import(
         })
         .collect();
     let outcome = store
-        .import_blocking(&acknowledged, manifest.as_ref(), &imported)
+        .import_blocking(&acknowledged, manifest.as_ref(), &imported, &clock.stamp())
         .map_err(ConnectionError::from)?;
     for period in &outcome.accepted {
         report.line(&format!(

@@ -13,7 +13,6 @@ use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
-use time::OffsetDateTime;
 
 /// The schema; idempotent so every start can apply it.
 const SCHEMA: &str = "
@@ -129,32 +128,25 @@ pub struct PeriodState {
 
 /// Every read and write the connection point makes to its durable state.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Stores a checked merged period durably for delivery.
+    /// Stores a checked merged period durably for delivery, as received `at`.
     fn offer(
         &self,
         period: &pb::MergedPeriod,
+        at: &str,
     ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
 
     /// Returns the merged periods the intake has not acknowledged (pending or only
     /// bundled), as received, oldest period first.
     fn pending(&self) -> impl Future<Output = Result<Vec<pb::MergedPeriod>, StoreError>> + Send;
 
-    /// Records that the intake accepted `period` at `digest`; returns false when a newer
-    /// version arrived meanwhile (which then stays pending).
+    /// Records that the intake accepted `period` at `digest`, answering `at`; returns false
+    /// when a newer version arrived meanwhile (which then stays pending).
     fn mark_submitted(
         &self,
         period: &str,
         digest: &str,
         submission_id: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Records that `period` at `digest` was written to the bundle at `path`; returns false
-    /// when a newer version arrived meanwhile.
-    fn mark_bundled(
-        &self,
-        period: &str,
-        digest: &str,
-        path: &Path,
+        at: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Returns every stored period's delivery state, in period order.
@@ -320,9 +312,9 @@ impl SqliteOutbox {
         &self,
         periods: &[(String, String)],
         path: &Path,
+        at: &str,
     ) -> Result<Vec<String>, StoreError> {
         let path = path.to_string_lossy().into_owned();
-        let at = now();
         self.store.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut marked = Vec::new();
@@ -350,8 +342,8 @@ impl SqliteOutbox {
         acknowledged: &[Acknowledged],
         manifest: Option<&pb::UpdateManifest>,
         packages: &[ImportedPackage],
+        at: &str,
     ) -> Result<ImportOutcome, StoreError> {
-        let at = now();
         let manifest = manifest.map(|m| m.encode_to_vec());
         self.store.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -484,11 +476,6 @@ fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErr
     payloads.iter().map(|p| decode(p)).collect()
 }
 
-/// Formats the current UTC time as RFC 3339 with whole seconds.
-pub(crate) fn now() -> String {
-    hrs_core::clock::rfc3339(OffsetDateTime::now_utc())
-}
-
 fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {
     pb::MergedPeriod::decode(bytes).map_err(|e| StoreError::Corrupt(format!("period payload: {e}")))
 }
@@ -548,14 +535,14 @@ fn read_stored(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErro
 }
 
 impl OutboxStore for SqliteOutbox {
-    async fn offer(&self, period: &pb::MergedPeriod) -> Result<Offered, StoreError> {
+    async fn offer(&self, period: &pb::MergedPeriod, at: &str) -> Result<Offered, StoreError> {
         let payload = period.encode_to_vec();
         let (when, digest, level) = (
             period.period.clone(),
             period.digest.clone(),
             period.level.clone(),
         );
-        let received_at = now();
+        let received_at = at.to_owned();
         self.store
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -596,40 +583,20 @@ impl OutboxStore for SqliteOutbox {
         period: &str,
         digest: &str,
         submission_id: &str,
+        at: &str,
     ) -> Result<bool, StoreError> {
-        let (period, digest, id) = (
+        let (period, digest, id, at) = (
             period.to_owned(),
             digest.to_owned(),
             submission_id.to_owned(),
+            at.to_owned(),
         );
-        let at = now();
         self.store
             .call(move |conn| {
                 let changed = conn.execute(
                     "UPDATE periods SET state = 'submitted', submission_id = ?3, answered_at = ?4
                      WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
                     params![period, digest, id, at],
-                )?;
-                Ok(changed == 1)
-            })
-            .await
-    }
-
-    async fn mark_bundled(
-        &self,
-        period: &str,
-        digest: &str,
-        path: &Path,
-    ) -> Result<bool, StoreError> {
-        let (period, digest) = (period.to_owned(), digest.to_owned());
-        let path = path.to_string_lossy().into_owned();
-        let at = now();
-        self.store
-            .call(move |conn| {
-                let changed = conn.execute(
-                    "UPDATE periods SET state = 'bundled', bundle_path = ?3, answered_at = ?4
-                     WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
-                    params![period, digest, path, at],
                 )?;
                 Ok(changed == 1)
             })

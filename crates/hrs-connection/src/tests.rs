@@ -143,15 +143,28 @@ impl<E: std::fmt::Debug> Server<E> {
     }
 }
 
+/// The time of [`clock`], as stores record it.
+const AT: &str = "2026-11-30T06:00:00Z";
+
+/// The clock every role and tool of these tests reads: pinned, so they pass on any date.
+fn clock() -> hrs_core::clock::ManualClock {
+    hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC))
+}
+
 async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("local addr");
     let store = dir.join("intake.sqlite");
     let config = IntakeConfig::new(addr, store.clone());
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(hrs_intake::serve(config, listener, async {
-        drop(rx.await);
-    }));
+    let task = tokio::spawn(hrs_intake::serve_with_clock(
+        config,
+        listener,
+        async {
+            drop(rx.await);
+        },
+        clock().shared(),
+    ));
     (Server { addr, stop, task }, store)
 }
 
@@ -200,9 +213,14 @@ async fn start_point(config: &ConnectionPointConfig) -> Server<ConnectionError> 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("local addr");
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(config.clone(), listener, async {
-        drop(rx.await);
-    }));
+    let task = tokio::spawn(serve_with_clock(
+        config.clone(),
+        listener,
+        async {
+            drop(rx.await);
+        },
+        clock().shared(),
+    ));
     Server { addr, stop, task }
 }
 
@@ -365,12 +383,13 @@ async fn online_retries_until_the_intake_appears() {
         .expect("rebinds the port");
     let intake_store = dir.path().join("intake.sqlite");
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(hrs_intake::serve(
+    let task = tokio::spawn(hrs_intake::serve_with_clock(
         IntakeConfig::new(intake_addr, intake_store.clone()),
         listener,
         async {
             drop(rx.await);
         },
+        clock().shared(),
     ));
     delivered(&config, "2026-W47", &period.digest, State::Submitted).await;
     let store = SqliteIntake::open(&intake_store).expect("opens");
@@ -406,8 +425,8 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     );
 
     let media = dir.path().join("media");
-    let prepared =
-        crate::offline::prepare(&config, &media, &crate::offline::Silent).expect("prepares");
+    let prepared = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
+        .expect("prepares");
     let path = prepared.path.expect("a bundle");
     assert_eq!(prepared.periods, ["2026-W48"]);
     let states = crate::periods(&config).expect("reads");
@@ -431,8 +450,8 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // A second prepare bundles the same unsent period again.
-    let again =
-        crate::offline::prepare(&config, &media, &crate::offline::Silent).expect("prepares again");
+    let again = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
+        .expect("prepares again");
     assert_eq!(again.periods, ["2026-W48"]);
 
     // One byte changed inside a period's file is found, whichever check catches it.
@@ -468,7 +487,7 @@ fn bundle_checks_the_digest_as_well_as_the_checksum() {
         ),
         &policy(Level::Full),
     );
-    let path = write_bundle(dir.path(), &period).expect("writes");
+    let path = write_bundle(dir.path(), &period, AT).expect("writes");
     assert_eq!(read_bundle(&path).expect("reads"), period);
 
     // Re-sign the payload after changing it: the checksum holds, the digest does not.
@@ -490,7 +509,7 @@ fn bundle_checks_the_digest_as_well_as_the_checksum() {
     nan.sites[0].results[0].rows[0].values[0] = (&Value::Real(f64::NAN)).into();
     nan.digest = merged_digest(&nan);
     assert!(matches!(
-        write_bundle(dir.path(), &nan),
+        write_bundle(dir.path(), &nan, AT),
         Err(BundleError::Unrepresentable { .. })
     ));
 }
@@ -570,9 +589,12 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let w48 = merged("2026-W48", Level::Full, sets);
     {
         let store = SqliteOutbox::open(&config.store).expect("opens");
-        assert_eq!(store.offer(&w48).await.expect("offers"), Offered::New);
-        assert_eq!(store.offer(&w47).await.expect("offers"), Offered::New);
-        assert_eq!(store.offer(&w47).await.expect("offers"), Offered::Duplicate);
+        assert_eq!(store.offer(&w48, AT).await.expect("offers"), Offered::New);
+        assert_eq!(store.offer(&w47, AT).await.expect("offers"), Offered::New);
+        assert_eq!(
+            store.offer(&w47, AT).await.expect("offers"),
+            Offered::Duplicate
+        );
     }
 
     let csv_at = |level: Level| {
@@ -631,21 +653,21 @@ async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() 
         Level::Basic,
         vec![synthetic_set("B", Level::Basic, 2)],
     );
-    assert_eq!(store.offer(&older).await.expect("offers"), Offered::New);
+    assert_eq!(store.offer(&older, AT).await.expect("offers"), Offered::New);
     assert_eq!(
-        store.offer(&newer).await.expect("offers"),
+        store.offer(&newer, AT).await.expect("offers"),
         Offered::Replaced
     );
     assert!(
         !store
-            .mark_submitted("2026-W48", &older.digest, "x")
+            .mark_submitted("2026-W48", &older.digest, "x", AT)
             .await
             .expect("marks")
     );
     assert_eq!(store.pending().await.expect("pending"), vec![newer.clone()]);
     assert!(
         store
-            .mark_submitted("2026-W48", &newer.digest, "y")
+            .mark_submitted("2026-W48", &newer.digest, "y", AT)
             .await
             .expect("marks")
     );

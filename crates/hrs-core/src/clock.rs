@@ -1,6 +1,12 @@
 //! Time as roles see it: the wall clock in production, a clock a test moves by hand, so
-//! schedules measured in hours (the connection point's update checks) are tested in
-//! milliseconds and without sleeping.
+//! schedules measured in hours or weeks (which week is due, period deadlines, update
+//! checks, retention, certificate expiry) are tested in milliseconds, without sleeping,
+//! and on any date.
+//!
+//! This module is the only place that reads the system's date and time: every role is
+//! handed a [`SharedClock`], and `clippy.toml` refuses wall-clock reads anywhere else.
+//! Durations of work in hand (a query's run time, a retry's backoff) are measured on the
+//! monotonic clock, which no date can break.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,12 +23,27 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 
     /// Completes once the clock reads `at` or later.
     fn sleep_until(&self, at: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Returns the current time as roles record it: [`rfc3339`], whole seconds, UTC.
+    fn stamp(&self) -> String {
+        rfc3339(self.now())
+    }
+}
+
+/// The clock a role's parts share: the wall clock in production, a [`ManualClock`] in tests.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// Returns the wall clock, as a role is handed it outside tests.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
 }
 
 /// The wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+// The one place the system's date and time are read (see the module's documentation).
+#[allow(clippy::disallowed_methods)]
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
@@ -57,6 +78,11 @@ impl ManualClock {
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
         *now += by;
         self.moved.send_replace(*now);
+    }
+
+    /// Returns this clock as the shared clock roles are handed.
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
     }
 }
 

@@ -85,9 +85,28 @@ impl Period {
         Self { year, week }
     }
 
-    /// Returns the ISO week that contains the current UTC date.
-    pub fn current() -> Self {
-        Self::containing(OffsetDateTime::now_utc().date())
+    /// Returns the week a site collects at `now`: the last ISO week (UTC) to have ended,
+    /// so a week's data is collected once, after it is over, whatever the weekday.
+    pub fn last_ended(now: OffsetDateTime) -> Self {
+        let today = now.to_offset(time::UtcOffset::UTC).date();
+        Self::containing(today - time::Duration::days(7))
+    }
+
+    /// Returns the week before this one.
+    pub fn previous(&self) -> Self {
+        Self::containing(self.start() - time::Duration::days(7))
+    }
+
+    /// Returns the week after this one.
+    pub fn next(&self) -> Self {
+        Self::containing(self.start() + time::Duration::days(7))
+    }
+
+    /// Returns the instant the week ends: midnight UTC opening the Monday after it.
+    pub fn closes_at(&self) -> OffsetDateTime {
+        (self.end() + time::Duration::days(1))
+            .midnight()
+            .assume_utc()
     }
 
     /// Returns the Monday that opens the week.
@@ -261,6 +280,59 @@ mod tests {
         for bad in ["2026-48", "2026-W0", "2026-W00", "26-W48", "2026-W48x"] {
             assert!(bad.parse::<Period>().is_err(), "{bad}");
         }
+    }
+
+    fn at(text: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .expect("valid time")
+    }
+
+    #[test]
+    fn the_week_collected_is_the_last_one_to_have_ended() {
+        let w48: Period = "2026-W48".parse().expect("valid");
+        // From the first second of Monday to the last of Sunday, the week before is due.
+        assert_eq!(Period::last_ended(at("2026-11-30T00:00:00Z")), w48);
+        assert_eq!(Period::last_ended(at("2026-12-06T23:59:59Z")), w48);
+        assert_eq!(
+            Period::last_ended(at("2026-11-29T23:59:59Z")),
+            w48.previous()
+        );
+        // Weeks are UTC: Monday 01:00 in Berlin is still Sunday in UTC.
+        assert_eq!(
+            Period::last_ended(at("2026-11-30T01:00:00+02:00")),
+            w48.previous()
+        );
+        assert_eq!(w48.closes_at(), at("2026-11-30T00:00:00Z"));
+    }
+
+    #[test]
+    fn weeks_run_across_the_iso_year_boundary() {
+        // 2026 has a week 53 (Monday 28 December to Sunday 3 January); 2027-W01 starts on
+        // Monday 4 January 2027.
+        let w53: Period = "2026-W53".parse().expect("valid");
+        assert_eq!(w53.start().to_string(), "2026-12-28");
+        assert_eq!(w53.end().to_string(), "2027-01-03");
+        assert_eq!(w53.closes_at(), at("2027-01-04T00:00:00Z"));
+        assert_eq!(w53.next().to_string(), "2027-W01");
+        assert_eq!(w53.next().start().to_string(), "2027-01-04");
+        assert_eq!(w53.next().previous(), w53);
+        assert_eq!(w53.previous().to_string(), "2026-W52");
+        assert_eq!(
+            Period::last_ended(at("2026-12-31T23:59:30Z")).to_string(),
+            "2026-W52"
+        );
+        assert_eq!(
+            Period::last_ended(at("2027-01-03T23:59:59Z")).to_string(),
+            "2026-W52"
+        );
+        assert_eq!(Period::last_ended(at("2027-01-04T00:00:30Z")), w53);
+        assert_eq!(
+            Period::last_ended(at("2027-01-11T00:00:00Z")).to_string(),
+            "2027-W01"
+        );
+        // 2025 has 52 weeks: its last week is followed by 2026-W01.
+        let w52: Period = "2025-W52".parse().expect("valid");
+        assert_eq!(w52.next().to_string(), "2026-W01");
     }
 
     #[test]

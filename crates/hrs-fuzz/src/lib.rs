@@ -542,12 +542,9 @@ pub fn fuzz(target: &Target) {
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(target.cases);
     let budget = env_number("HRS_FUZZ_SECONDS").map(Duration::from_secs);
-    let mut seed = env_number("HRS_FUZZ_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-    });
+    // A fresh seed each run unless one is given; it is printed on failure to replay.
+    let mut seed =
+        env_number("HRS_FUZZ_SEED").unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let strategy = inputs(target);
     let started = Instant::now();
     loop {

@@ -25,6 +25,15 @@ pub const HIERARCHY_ID: &str = "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47";
 /// The period every seed run covers.
 pub const PERIOD: &str = "2026-W48";
 
+/// Returns the clock every seed is made by: pinned to the Monday after [`PERIOD`], so the
+/// seeds are the same on any date.
+pub fn clock() -> hrs_core::clock::SharedClock {
+    hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC)).shared()
+}
+
+/// [`clock`]'s time as roles record it.
+pub const MADE_AT: &str = "2026-11-30T06:00:00Z";
+
 /// A fixed hash key (32 bytes of Base64), so keyed seeds are the same in every run.
 pub const HASH_KEY: &str = "aHJzLWZ1enotZml4ZWQtaGFzaC1rZXktMzItYnl0ZXM=";
 
@@ -164,6 +173,7 @@ async fn collect_runs(dir: &Path) -> Result<Vec<pb::Run>, SeedError> {
             level,
             period,
             hasher: hasher(keyed)?,
+            clock: clock(),
         };
         // A fixed run id per seed keeps seeds the same in every run of the tests.
         let run_id = uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n as u128);
@@ -222,7 +232,7 @@ fn bundles(dir: &Path, periods: &[pb::MergedPeriod]) -> Result<Vec<Vec<u8>>, See
     let mut bundles = Vec::new();
     // Bundles carry outbound periods only: the last two.
     for period in periods.iter().skip(2) {
-        let path = hrs_connection::write_bundle(&outbox, period)?;
+        let path = hrs_connection::write_bundle(&outbox, period, MADE_AT)?;
         bundles.push(std::fs::read(&path)?);
     }
     Ok(bundles)
@@ -247,12 +257,13 @@ async fn offline_bundles(
     )?;
     let config = hrs_connection::ConnectionPointConfig::load(&config_path)?;
     let store = hrs_connection::SqliteOutbox::open(&config.store)?;
-    store.offer(&periods[0]).await?;
+    store.offer(&periods[0], MADE_AT).await?;
     drop(store);
     let prepared = hrs_connection::offline::prepare(
         &config,
         &point.join("media"),
         &hrs_connection::offline::Silent,
+        &*clock(),
     )?;
     let path = prepared.path.ok_or("prepare wrote no bundle")?;
     Ok(vec![std::fs::read(path)?])

@@ -201,7 +201,7 @@ pub fn bundle(data: &[u8]) {
     let outbox = dir.join("rewritten");
     // A period JSON cannot hold (NaN) is refused on writing; then there is nothing to
     // compare, and the reader already refused no such file.
-    if let Ok(written) = hrs_connection::write_bundle(&outbox, &period) {
+    if let Ok(written) = hrs_connection::write_bundle(&outbox, &period, seeds::MADE_AT) {
         let again = hrs_connection::read_bundle(&written).expect("a bundle just written reads");
         assert!(
             again.encode_to_vec() == period.encode_to_vec(),
@@ -287,6 +287,7 @@ fn aggregator() -> &'static InProcess {
             Arc::clone(&config),
             store,
             Arc::new(tokio::sync::Notify::new()),
+            seeds::clock(),
         );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

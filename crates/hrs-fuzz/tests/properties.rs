@@ -936,7 +936,7 @@ proptest! {
     fn every_accepted_period_survives_a_bundle(period in changed_period()) {
         prop_assert!(check_merged(&period).is_ok(), "{:?}", check_merged(&period));
         let dir = tempfile::tempdir().expect("tempdir");
-        match hrs_connection::write_bundle(dir.path(), &period) {
+        match hrs_connection::write_bundle(dir.path(), &period, hrs_fuzz::seeds::MADE_AT) {
             Ok(path) => {
                 let read = hrs_connection::read_bundle(&path).expect("a bundle just written reads");
                 prop_assert_eq!(merged_digest(&read), period.digest.clone());

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::serve::Serving;
@@ -23,7 +24,6 @@ use hrs_proto::tls::ClientCertificates;
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
@@ -108,6 +108,8 @@ struct IntakeService<S> {
     updates: Arc<UpdateCatalog>,
     /// Data bytes per package chunk: at most 1 MiB, and within the message limit.
     chunk_bytes: usize,
+    /// Stamps submissions and manifests.
+    clock: SharedClock,
 }
 
 impl<S> Clone for IntakeService<S> {
@@ -118,6 +120,7 @@ impl<S> Clone for IntakeService<S> {
             tokens: Arc::clone(&self.tokens),
             updates: Arc::clone(&self.updates),
             chunk_bytes: self.chunk_bytes,
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -219,7 +222,10 @@ impl<S: IntakeStore> IntakeService<S> {
             problem: "missing".into(),
         })?;
         let (when, level) = check_merged(&period)?;
-        let accepted = self.store.accept(&period, &request.client_version).await?;
+        let accepted = self
+            .store
+            .accept(&period, &request.client_version, self.clock.now())
+            .await?;
         info!(
             hierarchy = %period.hierarchy_hash,
             period = %when,
@@ -249,7 +255,7 @@ impl<S: IntakeStore> IntakeService<S> {
             &request.hierarchy_hash,
             latest.as_ref(),
             &download,
-            OffsetDateTime::now_utc(),
+            self.clock.now(),
         );
         info!(
             hierarchy = %request.hierarchy_hash,
@@ -392,17 +398,19 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
 async fn prune_daily<S: IntakeStore>(
     store: Arc<S>,
     retention_days: u32,
+    clock: SharedClock,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let cutoff = OffsetDateTime::now_utc() - time::Duration::days(i64::from(retention_days));
+        let now = clock.now();
+        let cutoff = now - time::Duration::days(i64::from(retention_days));
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(pruned) => info!(pruned, retention_days, "pruned expired submissions"),
             Err(e) => warn!(error = %e, "pruning expired submissions failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = clock.sleep_until(now + PRUNE_EVERY) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
     }
@@ -413,6 +421,16 @@ pub async fn serve(
     config: IntakeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), IntakeError> {
+    serve_with_clock(config, listener, shutdown, hrs_core::clock::system()).await
+}
+
+/// [`serve`] with submissions stamped, and retention kept, by `clock` (tests pin it).
+pub async fn serve_with_clock(
+    config: IntakeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: SharedClock,
 ) -> Result<(), IntakeError> {
     let path = config.store.clone();
     let store = tokio::task::spawn_blocking(move || SqliteIntake::open(&path))
@@ -428,7 +446,12 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
-    let pruner = tokio::spawn(prune_daily(store.clone(), config.retention_days, stop_rx));
+    let pruner = tokio::spawn(prune_daily(
+        store.clone(),
+        config.retention_days,
+        Arc::clone(&clock),
+        stop_rx,
+    ));
 
     let local = listener.local_addr().ok();
     info!(
@@ -462,13 +485,14 @@ pub async fn serve(
                 .saturating_sub(CHUNK_FRAMING_BYTES)
                 .max(1),
         ),
+        clock: Arc::clone(&clock),
     })
     .max_decoding_message_size(limits.max_message_bytes)
     .max_encoding_message_size(limits.max_message_bytes);
     let signal = stop_tx.clone();
     let tls = match config.tls() {
         Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert);
+            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
             // A hierarchy with a token may connect without a client certificate.
             let clients = if config.hierarchy_tokens.is_empty() {
                 ClientCertificates::Required

@@ -66,12 +66,13 @@ pub struct SubmissionSummary {
 
 /// Every read and write the intake makes to its durable state.
 pub trait IntakeStore: Send + Sync + 'static {
-    /// Stores a checked merged period durably; a re-send returns the stored record with
-    /// `duplicate` set. `client_version` is kept for the intake's records.
+    /// Stores a checked merged period durably, as accepted `at`; a re-send returns the
+    /// stored record with `duplicate` set. `client_version` is kept for the intake's records.
     fn accept(
         &self,
         period: &pb::MergedPeriod,
         client_version: &str,
+        at: OffsetDateTime,
     ) -> impl Future<Output = Result<Accepted, StoreError>> + Send;
 
     /// Returns every stored submission, oldest first.
@@ -159,6 +160,7 @@ impl IntakeStore for SqliteIntake {
         &self,
         period: &pb::MergedPeriod,
         client_version: &str,
+        at: OffsetDateTime,
     ) -> Result<Accepted, StoreError> {
         let id = submission_id(&period.hierarchy_hash, &period.period, &period.digest);
         let payload = period.encode_to_vec();
@@ -171,7 +173,7 @@ impl IntakeStore for SqliteIntake {
             period.catalog_version.clone(),
         );
         let client_version = client_version.to_owned();
-        let now = rfc3339(OffsetDateTime::now_utc());
+        let now = rfc3339(at);
         self.store
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hrs_core::clock::{Clock as _, ManualClock, SystemClock};
 use hrs_core::digest::merged_digest;
 use hrs_core::{Catalog, ColumnType, HierarchyId, Level, Value};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::intake_client::IntakeClient;
+use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -76,9 +78,14 @@ fn merged() -> pb::MergedPeriod {
     period
 }
 
+/// Where every test intake's clock starts: any fixed time will do.
+const NOW: OffsetDateTime = time::macros::datetime!(2026-11-30 06:00 UTC);
+
 struct Running {
     addr: SocketAddr,
     store: PathBuf,
+    /// The intake's clock, pinned at [`NOW`] until a test moves it.
+    clock: ManualClock,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), IntakeError>>,
     _dir: tempfile::TempDir,
@@ -96,12 +103,19 @@ async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut IntakeConfig)
     adjust(&mut config);
     let store = config.store.clone();
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(config, listener, async {
-        drop(rx.await);
-    }));
+    let clock = ManualClock::new(NOW);
+    let task = tokio::spawn(serve_with_clock(
+        config,
+        listener,
+        async {
+            drop(rx.await);
+        },
+        clock.shared(),
+    ));
     Running {
         addr,
         store,
+        clock,
         stop,
         task,
         _dir: dir,
@@ -216,8 +230,14 @@ async fn latest_and_prune() {
     newer.missing_sites = vec![hrs_core::hash::hash_value("site-c")];
     newer.digest = merged_digest(&newer);
 
-    store.accept(&older, "test").await.expect("accepts older");
-    store.accept(&newer, "test").await.expect("accepts newer");
+    store
+        .accept(&older, "test", NOW)
+        .await
+        .expect("accepts older");
+    store
+        .accept(&newer, "test", NOW)
+        .await
+        .expect("accepts newer");
     let latest = store
         .latest(&newer.hierarchy_hash, &newer.period)
         .await
@@ -245,7 +265,7 @@ async fn latest_and_prune() {
             .is_none()
     );
 
-    let now = OffsetDateTime::now_utc();
+    let now = NOW;
     assert_eq!(
         store
             .prune(now - time::Duration::days(1))
@@ -261,6 +281,39 @@ async fn latest_and_prune() {
         2
     );
     assert!(store.submissions().await.expect("lists").is_empty());
+}
+
+#[tokio::test]
+async fn a_submission_is_kept_for_its_retention_by_the_intake_clock_then_deleted() {
+    let intake = start_in(tempfile::tempdir().expect("tempdir"), |c| {
+        c.retention_days = 30;
+    })
+    .await;
+    let accepted = intake
+        .client()
+        .await
+        .submit(request(&merged()))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(accepted.accepted_at, "2026-11-30T06:00:00Z");
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    assert_eq!(store.submissions().await.expect("lists").len(), 1);
+
+    // The daily pruning runs on the intake's clock: 31 days on, the submission is gone.
+    intake
+        .clock
+        .advance(std::time::Duration::from_secs(31 * 24 * 3600));
+    let mut left = 1;
+    for _ in 0..500 {
+        left = store.submissions().await.expect("lists").len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(left, 0, "a submission outlived its retention");
+    intake.stop().await;
 }
 
 #[test]
@@ -458,12 +511,7 @@ async fn update_manifests_follow_the_latest_submission_and_the_filter() {
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339");
-    assert!(
-        (OffsetDateTime::now_utc() - generated)
-            .whole_minutes()
-            .abs()
-            < 5
-    );
+    assert_eq!(generated, NOW, "stamped by the intake's clock");
     let update = &latest.updates[0];
     assert_eq!(
         (
@@ -695,9 +743,16 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
 
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
-    hrs_pki::init(&pki, "test", 30).expect("CA");
+    hrs_pki::init(&pki, "test", 30, SystemClock.now()).expect("CA");
     let issue = |identity: Identity| {
-        hrs_pki::issue(&pki, &identity, &["127.0.0.1".into()], 30).expect("issues")
+        hrs_pki::issue(
+            &pki,
+            &identity,
+            &["127.0.0.1".into()],
+            30,
+            SystemClock.now(),
+        )
+        .expect("issues")
     };
     let server = issue(Identity::Role(Role::Intake));
     let point = issue(Identity::Role(Role::ConnectionPoint));

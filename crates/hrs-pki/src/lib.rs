@@ -126,7 +126,7 @@ pub struct Issued {
 
 /// Creates a hierarchy CA in `dir` (`ca.pem`, and `ca.key` readable by its owner only),
 /// valid for `days`; refuses a folder that already holds one.
-pub fn init(dir: &Path, name: &str, days: u32) -> Result<Issued, PkiError> {
+pub fn init(dir: &Path, name: &str, days: u32, now: OffsetDateTime) -> Result<Issued, PkiError> {
     let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
     if cert_path.exists() || key_path.exists() {
         return Err(PkiError::Exists(dir.to_owned()));
@@ -145,7 +145,7 @@ pub fn init(dir: &Path, name: &str, days: u32) -> Result<Issued, PkiError> {
         .push(DnType::OrganizationName, "HRS");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let not_after = validity(&mut params, days);
+    let not_after = validity(&mut params, days, now);
     let key = KeyPair::generate().map_err(|e| cert_error("generating the CA key", e))?;
     let cert = params
         .self_signed(&key)
@@ -159,8 +159,8 @@ pub fn init(dir: &Path, name: &str, days: u32) -> Result<Issued, PkiError> {
     })
 }
 
-/// Issues a certificate for `identity` from the CA in `dir`, valid for `days`, naming
-/// `hosts` (DNS names or IP addresses) for a server role; writes `<name>.pem` and
+/// Issues a certificate for `identity` from the CA in `dir`, valid for `days` from `now`,
+/// naming `hosts` (DNS names or IP addresses) for a server role; writes `<name>.pem` and
 /// `<name>.key` into `dir`, replacing an earlier pair (that is how a certificate is
 /// renewed).
 pub fn issue(
@@ -168,8 +168,8 @@ pub fn issue(
     identity: &Identity,
     hosts: &[String],
     days: u32,
+    now: OffsetDateTime,
 ) -> Result<Issued, PkiError> {
-    let now = OffsetDateTime::now_utc();
     // Valid from an hour ago: clocks differ between machines.
     issue_valid(
         dir,
@@ -260,9 +260,8 @@ pub fn issue_valid(
     })
 }
 
-/// Sets a validity starting an hour ago (clocks differ) and lasting `days`.
-fn validity(params: &mut CertificateParams, days: u32) -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
+/// Sets a validity starting an hour before `now` (clocks differ) and lasting `days`.
+fn validity(params: &mut CertificateParams, days: u32, now: OffsetDateTime) -> OffsetDateTime {
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(i64::from(days));
     params.not_after
@@ -358,10 +357,10 @@ impl Expiry {
     }
 }
 
-/// Logs a warning when a role's certificate expires within [`WARN_DAYS`] or cannot be read;
-/// roles call it as they start.
-pub fn warn_if_expiring(file: &Path) {
-    match Expiry::of(file, OffsetDateTime::now_utc()) {
+/// Logs a warning when a role's certificate expires within [`WARN_DAYS`] of `now` or cannot
+/// be read; roles call it as they start.
+pub fn warn_if_expiring(file: &Path, now: OffsetDateTime) {
+    match Expiry::of(file, now) {
         Ok(Expiry {
             warning: Some(warning),
             ..
@@ -416,9 +415,11 @@ mod tests {
     #[test]
     fn a_site_certificate_names_its_site_and_a_role_its_role() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = init(dir.path(), "test", 3650).expect("init");
+        // Any date will do: nothing here is checked against the system's clock.
+        let now = time::macros::datetime!(2026-11-30 06:00 UTC);
+        let ca = init(dir.path(), "test", 3650, now).expect("init");
         assert!(matches!(
-            init(dir.path(), "again", 10),
+            init(dir.path(), "again", 10, now),
             Err(PkiError::Exists(_))
         ));
         let p01 = issue(
@@ -426,6 +427,7 @@ mod tests {
             &Identity::Site("P01".parse().expect("site")),
             &[],
             90,
+            now,
         )
         .expect("issues");
         assert_eq!(
@@ -437,6 +439,7 @@ mod tests {
             &Identity::Role(Role::Aggregator),
             &["localhost".into(), "127.0.0.1".into()],
             30,
+            now,
         )
         .expect("issues");
         assert_eq!(
@@ -444,7 +447,6 @@ mod tests {
             Identity::Role(Role::Aggregator)
         );
         let expires = not_after(&p01.cert).expect("expiry");
-        let now = OffsetDateTime::now_utc();
         assert!(
             Expiry::of(&p01.cert, now)
                 .expect("expiry")
@@ -459,7 +461,7 @@ mod tests {
         let late = Expiry::of(&p01.cert, now + Duration::days(100)).expect("expiry");
         assert!(late.warning.is_some_and(|w| w.contains("expired")));
         assert!(expires < ca.not_after);
-        assert!(expires > OffsetDateTime::now_utc() + Duration::days(89));
+        assert!(expires > now + Duration::days(89));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

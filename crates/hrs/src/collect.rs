@@ -22,6 +22,7 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open {spec}"))?;
     let catalog = Catalog::builtin()?;
+    let clock = hrs_core::clock::system();
     let what = Collection {
         site: args.site.clone(),
         site_type: if args.cas {
@@ -31,8 +32,11 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
         },
         hierarchy_id: args.hierarchy_id,
         level: args.level,
-        period: args.period.unwrap_or_else(Period::current),
+        period: args
+            .period
+            .unwrap_or_else(|| Period::last_ended(clock.now())),
         hasher: Hasher::from_key_file(args.hash_key_file.as_deref())?,
+        clock,
     };
     let run = collect(&mut db, &catalog, &what, uuid::Uuid::new_v4(), 0).await;
     if args.format == "json" {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use hrs_core::clock::Clock as _;
 
 use crate::output::emit;
 
@@ -27,7 +28,10 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
             config.display()
         );
     }
-    let agent = hrs_agent::Agent::open(hrs_agent::AgentConfig::load(config)?)?;
+    let agent = hrs_agent::Agent::open(
+        hrs_agent::AgentConfig::load(config)?,
+        hrs_core::clock::system(),
+    )?;
     let status = agent.status().await?;
     if format == "json" {
         return Ok(emit(&format!(
@@ -91,7 +95,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
     }
     let store = hrs_aggregator::SqliteMergeStore::open_read_only(&config.store)
         .with_context(|| format!("cannot open merge store {}", config.store.display()))?;
-    let links = hrs_aggregator::site_links(&config, &store, time::OffsetDateTime::now_utc())?;
+    let links = hrs_aggregator::site_links(&config, &store, hrs_core::clock::SystemClock.now())?;
     if format == "json" {
         return Ok(emit(&format!(
             "{}\n",
@@ -100,7 +104,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
     }
     let mut out = String::new();
     if let Some(tls) = config.tls() {
-        let certificate = hrs_pki::Expiry::of(&tls.cert, time::OffsetDateTime::now_utc())?;
+        let certificate = hrs_pki::Expiry::of(&tls.cert, hrs_core::clock::SystemClock.now())?;
         certificate_lines(&mut out, &certificate)?;
         writeln!(out)?;
     }
@@ -164,7 +168,7 @@ pub fn reinit(
 ) -> anyhow::Result<()> {
     let config = hrs_aggregator::AggregatorConfig::load(config)?;
     let periods =
-        hrs_aggregator::request_reinit(&config, site, period, time::OffsetDateTime::now_utc())?;
+        hrs_aggregator::request_reinit(&config, site, period, hrs_core::clock::SystemClock.now())?;
     emit(&format!(
         "asked {site} to collect and send again: {}; it does so at its next check \
          (every {} minutes), and `hrs status` shows the request until it has\n",

@@ -1,6 +1,7 @@
 //! `hrs pki`: the hierarchy's CA and the certificates of its sites and roles.
 
 use anyhow::Context as _;
+use hrs_core::clock::{Clock as _, SystemClock};
 use hrs_pki::Identity;
 
 use crate::cli::PkiCommand;
@@ -9,7 +10,7 @@ use crate::cli::PkiCommand;
 pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
         PkiCommand::Init { dir, name, days } => {
-            let ca = hrs_pki::init(&dir, &name, days)
+            let ca = hrs_pki::init(&dir, &name, days, SystemClock.now())
                 .with_context(|| format!("cannot create a CA in {}", dir.display()))?;
             println!(
                 "CA created: {} (key {}, owner-only), valid until {}",
@@ -36,7 +37,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             } else {
                 hosts
             };
-            let issued = hrs_pki::issue(&dir, &identity, &hosts, days)
+            let issued = hrs_pki::issue(&dir, &identity, &hosts, days, SystemClock.now())
                 .with_context(|| format!("cannot issue a certificate for {identity}"))?;
             println!(
                 "issued for {identity}: {} (key {}, owner-only), valid until {}",

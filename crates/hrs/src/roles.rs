@@ -78,7 +78,7 @@ async fn bind(listen: SocketAddr, ready_file: Option<&Path>) -> anyhow::Result<T
 /// `hrs agent`.
 pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::Result<()> {
     let config = hrs_agent::AgentConfig::load(config)?;
-    let agent = hrs_agent::Agent::open(config)?;
+    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;
     if once {
         let summary = agent
             .run_once(Duration::from_secs(deadline_seconds))

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 use hrs_connection::offline::{self, ConnectOptions, Progress, Report};
+use hrs_core::clock::{Clock as _, SystemClock};
 
 use crate::cli::ConnectArgs;
 
@@ -83,7 +84,7 @@ impl RunLog {
 }
 
 fn now() -> String {
-    hrs_core::clock::rfc3339(time::OffsetDateTime::now_utc())
+    SystemClock.stamp()
 }
 
 impl Report for RunLog {
@@ -158,7 +159,7 @@ pub async fn prepare(config: &Path, dest: &Path) -> anyhow::Result<()> {
     let report = Arc::clone(&log);
     let dest = dest.to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
-        offline::prepare(&config, &dest, report.as_ref()).map_err(anyhow::Error::from)
+        offline::prepare(&config, &dest, report.as_ref(), &SystemClock).map_err(anyhow::Error::from)
     })
     .await
     .context("the prepare step failed")
@@ -204,7 +205,7 @@ async fn connect_logged(args: &ConnectArgs, log: &RunLog) -> anyhow::Result<()> 
         token,
         proxy,
     };
-    let summary = offline::connect(&args.source, &options, log).await?;
+    let summary = offline::connect(&args.source, &options, log, &SystemClock).await?;
     for connected in &summary.connected {
         log.line(&format!(
             "hierarchy {}: {} period(s) acknowledged, {} update(s) downloaded",
@@ -242,7 +243,8 @@ pub async fn import(config: &Path, source: &Path) -> anyhow::Result<()> {
     let report = Arc::clone(&log);
     let source = source.to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
-        offline::import(&config, &source, report.as_ref()).map_err(anyhow::Error::from)
+        offline::import(&config, &source, report.as_ref(), &SystemClock)
+            .map_err(anyhow::Error::from)
     })
     .await
     .context("the import step failed")

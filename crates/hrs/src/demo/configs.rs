@@ -23,14 +23,14 @@ pub(crate) struct Timings {
 }
 
 impl Timings {
-    /// The demo's timings; the deadline leaves the oldest period room to wait for every
-    /// site, so each period leaves once, complete.
-    pub(crate) fn new(chaos: bool, oldest: Period) -> Self {
-        let since_end = (time::OffsetDateTime::now_utc().date() - oldest.end()).whole_hours();
+    /// The demo's timings at `now`; the deadline leaves the oldest period room to wait for
+    /// every site however long ago it closed, so each period leaves once, complete.
+    pub(crate) fn new(chaos: bool, oldest: Period, now: time::OffsetDateTime) -> Self {
+        let since_close = (now - oldest.closes_at()).whole_hours();
         Self {
             retry_seconds: if chaos { 1 } else { 5 },
             agent_retry_max_seconds: if chaos { 2 } else { 10 },
-            period_deadline_hours: 72 + u64::try_from(since_end).unwrap_or(0),
+            period_deadline_hours: 72 + u64::try_from(since_close).unwrap_or(0),
         }
     }
 }

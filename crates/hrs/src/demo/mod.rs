@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use hrs_aggregator::merge::{Merged, merge};
 use hrs_aggregator::{MergeStore as _, SqliteMergeStore};
 use hrs_core::catalog::Catalog;
+use hrs_core::clock::{Clock as _, SystemClock};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_intake::{IntakeStore as _, SqliteIntake};
 use serde::Serialize;
@@ -122,9 +123,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     let dir = prepare_dir(args.dir.as_deref())?;
     let exe = std::env::current_exe().context("cannot find the hrs binary")?;
-    let newest = args.period.unwrap_or_else(Period::current);
+    let now = SystemClock.now();
+    let newest = args.period.unwrap_or_else(|| Period::last_ended(now));
     let periods = periods_ending(newest, args.periods);
-    let timings = Timings::new(args.chaos.is_some(), periods[0]);
+    let timings = Timings::new(args.chaos.is_some(), periods[0], now);
     let mut sites = vec![("CAS".parse::<SiteCode>()?, "cas")];
     for n in 1..=args.sites {
         sites.push((format!("P{n:02}").parse()?, "primary"));
@@ -319,16 +321,17 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
 /// loopback) and one per site, as `hrs pki` would.
 fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
-    hrs_pki::init(dir, "HRS demo hierarchy", 3650).context("cannot create the demo CA")?;
+    let now = SystemClock.now();
+    hrs_pki::init(dir, "HRS demo hierarchy", 3650, now).context("cannot create the demo CA")?;
     for role in [
         hrs_pki::Role::Aggregator,
         hrs_pki::Role::ConnectionPoint,
         hrs_pki::Role::Intake,
     ] {
-        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 397)?;
+        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 397, now)?;
     }
     for site in sites {
-        hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 397)?;
+        hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 397, now)?;
     }
     Ok(Security::Tls(dir.to_owned()))
 }
@@ -337,8 +340,7 @@ fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
 fn periods_ending(newest: Period, count: u32) -> Vec<Period> {
     let mut periods = vec![newest];
     for _ in 1..count {
-        let previous = periods[periods.len() - 1].start() - time::Duration::days(7);
-        periods.push(Period::containing(previous));
+        periods.push(periods[periods.len() - 1].previous());
     }
     periods.reverse();
     periods
