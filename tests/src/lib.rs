@@ -605,6 +605,21 @@ impl Hierarchy {
         panic!("{} never held {line:?}; it holds:\n{text}", path.display());
     }
 
+    /// Waits (polling every 20 ms, at most 30 s) until the intake holds exactly `count`
+    /// submissions, and returns them, oldest first; panics on timeout.
+    pub async fn wait_submissions(&self, count: usize) -> Vec<SubmissionSummary> {
+        let started = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        while started.elapsed() < DELIVERY_TIMEOUT {
+            held = self.intake_submissions().await;
+            if held.len() == count {
+                return held;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("the intake never held {count} submission(s); it holds {held:?}");
+    }
+
     /// Returns the intake's submissions, oldest first.
     pub async fn intake_submissions(&self) -> Vec<SubmissionSummary> {
         SqliteIntake::open(&self.intake_config.store)

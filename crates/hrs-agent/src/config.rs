@@ -70,7 +70,8 @@ pub struct AgentConfig {
     pub metrics_file: Option<PathBuf>,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
     pub upstream: String,
-    /// Collect this period instead of the current ISO week (for re-collection and tests).
+    /// Collect this period instead of the last ISO week to have ended (for re-collection
+    /// and tests).
     #[serde(default)]
     pub period: Option<Period>,
     /// How often the service checks whether a new period is due, in minutes.

@@ -498,6 +498,8 @@ impl Agent {
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
         tokio::pin!(shutdown);
         loop {
+            // Taken before the check, so a week that closes while it runs is not missed.
+            let week_ends = Period::last_ended(self.clock.now()).next().closes_at();
             let cycle = self.cycle(&mut backoff, check);
             tokio::pin!(cycle);
             let wait = tokio::select! {
@@ -512,9 +514,8 @@ impl Agent {
                     break;
                 }
             };
-            // The next check comes after `wait`, or as soon as this week ends, so a week
-            // is collected right after it closes.
-            let week_ends = Period::last_ended(self.clock.now()).next().closes_at();
+            // The next check comes after `wait`, or as soon as the week in progress ends,
+            // so a week is collected right after it closes.
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(wait) => {}

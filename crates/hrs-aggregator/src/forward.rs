@@ -321,3 +321,87 @@ async fn forward_ready(
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const DEADLINE: time::Duration = time::Duration::hours(72);
+    const SETTLE: time::Duration = time::Duration::minutes(5);
+
+    fn w48() -> Period {
+        "2026-W48".parse().expect("period")
+    }
+
+    fn ready(
+        complete: bool,
+        forwarded_before: bool,
+        last_change: OffsetDateTime,
+    ) -> OffsetDateTime {
+        let readiness = Readiness {
+            complete,
+            forwarded_before,
+            last_change: Some(last_change),
+        };
+        ready_at(w48(), readiness, DEADLINE, SETTLE)
+    }
+
+    #[test]
+    fn a_complete_period_leaves_at_once_the_first_time() {
+        let arrived = datetime!(2026-11-30 06:00 UTC);
+        assert!(ready(true, false, arrived) <= arrived);
+        // Long after its deadline, too: the last site completing it is no reason to wait.
+        let late = datetime!(2027-03-01 00:00 UTC);
+        assert!(ready(true, false, late) <= late);
+    }
+
+    #[test]
+    fn an_incomplete_period_waits_for_its_deadline_counted_from_the_monday_after_it() {
+        // W48 closes on Monday 30 November at 00:00 UTC; 72 hours later is Thursday.
+        let arrived = datetime!(2026-11-30 06:00 UTC);
+        assert_eq!(
+            ready(false, false, arrived),
+            datetime!(2026-12-03 00:00 UTC)
+        );
+    }
+
+    #[test]
+    fn past_the_deadline_a_change_leaves_once_the_period_is_quiet() {
+        // Arrivals after the deadline: each pushes the forward back by the settling time,
+        // so three arrivals within a second make one submission.
+        let arrived = datetime!(2026-12-10 12:00:00 UTC);
+        assert_eq!(ready(false, false, arrived), arrived + SETTLE);
+        assert_eq!(ready(false, true, arrived), arrived + SETTLE);
+        // A complete period already forwarded, changed by a late or re-sent run.
+        assert_eq!(ready(true, true, arrived), arrived + SETTLE);
+    }
+
+    #[test]
+    fn a_period_with_no_recorded_change_goes_by_its_deadline_alone() {
+        let readiness = Readiness {
+            complete: false,
+            forwarded_before: false,
+            last_change: None,
+        };
+        assert_eq!(
+            ready_at(w48(), readiness, DEADLINE, SETTLE),
+            datetime!(2026-12-03 00:00 UTC)
+        );
+    }
+
+    #[test]
+    fn deadlines_run_across_the_iso_year_boundary() {
+        // 2026-W53 closes on Monday 4 January 2027, the day 2027-W01 opens.
+        let w53: Period = "2026-W53".parse().expect("period");
+        let readiness = Readiness {
+            complete: false,
+            forwarded_before: false,
+            last_change: Some(datetime!(2027-01-04 00:00:30 UTC)),
+        };
+        assert_eq!(
+            ready_at(w53, readiness, DEADLINE, SETTLE),
+            datetime!(2027-01-07 00:00 UTC)
+        );
+    }
+}

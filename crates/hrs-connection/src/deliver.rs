@@ -74,10 +74,22 @@ pub(crate) async fn run<S: OutboxStore>(
         let _ = stop.wait_for(|stopped| *stopped).await;
         return;
     };
-    let mut next = clock.now();
+    let mut next = Next {
+        at: clock.now(),
+        retry: None,
+    };
     loop {
+        // A retry is also timed on the monotonic clock: it is seconds of backing off, not a
+        // point in the schedule, and must come even while a test holds the clock still.
+        let retry = async {
+            match next.retry {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = clock.sleep_until(next) => {}
+            () = clock.sleep_until(next.at) => {}
+            () = retry => {}
             () = wake.notified() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
@@ -88,6 +100,14 @@ pub(crate) async fn run<S: OutboxStore>(
     }
 }
 
+/// When the next update check is due.
+struct Next {
+    /// On the schedule, by the clock.
+    at: time::OffsetDateTime,
+    /// After an incomplete check: the wait before retrying.
+    retry: Option<Duration>,
+}
+
 /// One update check: submits what is unsent, asks for the manifest, records both; returns
 /// when the next is due, counted from when this one started (as recorded).
 async fn check<S: OutboxStore>(
@@ -95,7 +115,7 @@ async fn check<S: OutboxStore>(
     delivery: &Delivery,
     store: &S,
     clock: &dyn Clock,
-) -> time::OffsetDateTime {
+) -> Next {
     let started = clock.now();
     let outcome = submit_and_ask(intake, delivery, store, clock).await;
     let (wait, last_error) = match &outcome {
@@ -111,19 +131,28 @@ async fn check<S: OutboxStore>(
     if let Err(e) = store.record_check(&record).await {
         error!(error = %e, "cannot record the update check");
     }
-    match outcome {
-        Ok(applicable) => info!(
-            applicable,
-            next_check_at = %record.next_check_at,
-            "update check done"
-        ),
-        Err(e) => warn!(
-            error = %e,
-            retry_seconds = delivery.retry.as_secs(),
-            "update check incomplete, will retry"
-        ),
+    let retry = match outcome {
+        Ok(applicable) => {
+            info!(
+                applicable,
+                next_check_at = %record.next_check_at,
+                "update check done"
+            );
+            None
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                retry_seconds = delivery.retry.as_secs(),
+                "update check incomplete, will retry"
+            );
+            Some(delivery.retry)
+        }
+    };
+    Next {
+        at: started + wait,
+        retry,
     }
-    started + wait
 }
 
 /// Submits every unacknowledged period, then fetches and keeps the manifest; returns how

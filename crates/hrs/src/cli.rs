@@ -152,7 +152,7 @@ pub struct CollectArgs {
     /// Data level to collect at.
     #[arg(long, default_value = "Enhanced")]
     pub level: Level,
-    /// Period to collect (default: the current ISO week); with --periods, the newest.
+    /// Period to collect (default: the last ISO week to have ended); with --periods, the newest.
     #[arg(long)]
     pub period: Option<Period>,
     /// Number of consecutive periods to collect, one after another, ending with --period.
@@ -371,7 +371,7 @@ pub struct DemoArgs {
     /// Seed of the sample data and of the hierarchy ID.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Period to collect (default: the current ISO week); with --periods, the newest.
+    /// Period to collect (default: the last ISO week to have ended); with --periods, the newest.
     #[arg(long)]
     pub period: Option<Period>,
     /// Number of consecutive periods to collect, one after another, ending with --period.

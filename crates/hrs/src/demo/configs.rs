@@ -197,7 +197,7 @@ level = "{level}"
 site_db = "sqlite:sitedb.sqlite"
 spool = "spool.sqlite"
 upstream = "{scheme}://{aggregator}"
-# The demo collects one fixed period; leave this out to collect the current ISO week.
+# The demo collects one fixed period; leave this out to collect the last ISO week to end.
 period = "{period}"
 check_minutes = 60
 retry_max_seconds = {retry}
