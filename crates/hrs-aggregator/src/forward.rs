@@ -102,11 +102,11 @@ pub fn ready_at(
     }
     let settled = readiness
         .last_change
-        .map_or(OffsetDateTime::UNIX_EPOCH, |at| at + settle);
+        .map_or(OffsetDateTime::UNIX_EPOCH, |at| at.saturating_add(settle));
     if readiness.complete {
         settled
     } else {
-        settled.max(period.closes_at() + deadline)
+        settled.max(period.closes_at().saturating_add(deadline))
     }
 }
 
