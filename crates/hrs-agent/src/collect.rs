@@ -31,7 +31,8 @@ pub struct Collection {
     pub clock: SharedClock,
 }
 
-fn applies(query: &QueryDef, site_type: SiteType) -> bool {
+/// Returns true when a site of `site_type` runs `query`.
+pub(crate) fn applies(query: &QueryDef, site_type: SiteType) -> bool {
     matches!(
         (query.scope, site_type),
         (Scope::Both, _) | (Scope::Primary, SiteType::Primary) | (Scope::Cas, SiteType::Cas)

@@ -2,6 +2,7 @@
 //! database, writes the run to a durable spool, and pushes it to its aggregator; a run
 //! leaves the spool only once the aggregator has acknowledged its durable commit.
 
+pub mod check;
 pub mod collect;
 pub mod config;
 pub mod metrics;

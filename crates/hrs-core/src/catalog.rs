@@ -337,6 +337,106 @@ impl QueryDef {
     }
 }
 
+/// A table, view or function a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The name as the query spells it, without brackets, quotes or a `dbo.` schema.
+    pub name: String,
+    /// True when the query calls it with arguments (a table-valued function).
+    pub function: bool,
+}
+
+/// Returns what a SQL text reads: every name after `FROM`, `JOIN` or `APPLY`, leaving out
+/// its own common table expressions and subqueries, each once in order of first use. Names
+/// inside string literals and comments are not read.
+pub fn sources(sql: &str) -> Vec<Source> {
+    let tokens = sql_tokens(sql);
+    let is_name = |t: &str| t.starts_with(|c: char| c.is_ascii_alphabetic() || "_[\"#".contains(c));
+    let keyword = |t: &str, k: &str| t.eq_ignore_ascii_case(k);
+    let ctes: HashSet<String> = tokens
+        .windows(4)
+        .filter(|w| {
+            (keyword(w[0], "WITH") || w[0] == ",")
+                && is_name(w[1])
+                && keyword(w[2], "AS")
+                && w[3] == "("
+        })
+        .map(|w| plain_name(w[1]).to_ascii_lowercase())
+        .collect();
+    let mut found: Vec<Source> = Vec::new();
+    for (i, pair) in tokens.windows(2).enumerate() {
+        let reads = ["FROM", "JOIN", "APPLY"]
+            .iter()
+            .any(|k| keyword(pair[0], k));
+        if !reads || !is_name(pair[1]) {
+            continue;
+        }
+        let name = plain_name(pair[1]);
+        if ctes.contains(&name.to_ascii_lowercase())
+            || found.iter().any(|s| s.name.eq_ignore_ascii_case(&name))
+        {
+            continue;
+        }
+        let function = tokens.get(i + 2).is_some_and(|t| *t == "(");
+        found.push(Source { name, function });
+    }
+    found
+}
+
+/// Splits SQL into names (with their dots and brackets), single punctuation marks and
+/// string literals (as one `'` token), dropping whitespace and comments.
+fn sql_tokens(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    let part_of_name = |b: u8| b.is_ascii_alphanumeric() || b"_.[]\"@#$:".contains(&b);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() {
+            i += 1;
+        } else if sql[i..].starts_with("--") {
+            i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
+        } else if sql[i..].starts_with("/*") {
+            i = sql[i + 2..].find("*/").map_or(bytes.len(), |n| i + n + 4);
+        } else if b == b'\'' {
+            // A literal ends at a quote not doubled.
+            let mut j = i + 1;
+            while j < bytes.len() {
+                if bytes[j] == b'\'' {
+                    if bytes.get(j + 1) == Some(&b'\'') {
+                        j += 2;
+                        continue;
+                    }
+                    break;
+                }
+                j += 1;
+            }
+            tokens.push("'");
+            i = j + 1;
+        } else if part_of_name(b) {
+            let start = i;
+            while i < bytes.len() && part_of_name(bytes[i]) {
+                i += 1;
+            }
+            tokens.push(&sql[start..i]);
+        } else {
+            let len = sql[i..].chars().next().map_or(1, char::len_utf8);
+            tokens.push(&sql[i..i + len]);
+            i += len;
+        }
+    }
+    tokens
+}
+
+/// A name without brackets or quotes, and without a leading `dbo.` schema.
+fn plain_name(token: &str) -> String {
+    let name: String = token.chars().filter(|c| !"[]\"".contains(*c)).collect();
+    match name.get(..4) {
+        Some(schema) if schema.eq_ignore_ascii_case("dbo.") => name[4..].to_owned(),
+        _ => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +523,44 @@ columns = [
             Catalog::parse(&text),
             Err(CatalogError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn sources_are_what_follows_from_join_and_apply_not_ctes_literals_or_comments() {
+        let sql = "WITH daily AS (SELECT day FROM [dbo].[v_R_System] s), rates AS (SELECT 1 AS x FROM daily) \
+                   SELECT * FROM rates r JOIN v_GS_OPERATING_SYSTEM os ON os.ResourceID = r.x \
+                   LEFT JOIN (SELECT 1 FROM sys.databases) d ON 1 = 1 \
+                   CROSS APPLY fn_rbac_R_System(@UserSIDs) f \
+                   JOIN v_r_system again ON 1 = 1 \
+                   WHERE name <> 'FROM invented' -- JOIN commented\n /* FROM hidden */";
+        let names: Vec<(String, bool)> = sources(sql)
+            .into_iter()
+            .map(|s| (s.name, s.function))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("v_R_System".to_owned(), false),
+                ("v_GS_OPERATING_SYSTEM".to_owned(), false),
+                ("sys.databases".to_owned(), false),
+                ("fn_rbac_R_System".to_owned(), true),
+            ]
+        );
+        assert_eq!(sources("SELECT 1")[..], []);
+        assert_eq!(
+            sources("SELECT * FROM \"site_system\"")[0].name,
+            "site_system"
+        );
+    }
+
+    #[test]
+    fn every_builtin_query_reads_something() {
+        let catalog = Catalog::builtin().expect("the shipped catalog loads");
+        for query in catalog.at_level(Level::Full) {
+            assert!(!sources(&query.sqlite).is_empty(), "{} (sqlite)", query.id);
+            if let Some(tsql) = &query.tsql {
+                assert!(!sources(tsql).is_empty(), "{} (t-sql)", query.id);
+            }
+        }
     }
 }

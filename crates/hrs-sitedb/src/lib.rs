@@ -126,6 +126,65 @@ impl SiteDbError {
     }
 }
 
+/// What kind of failure a query met, so an operator can be told what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A table, view or function the query reads is not in the database.
+    MissingObject,
+    /// A column the query reads is not in its view.
+    MissingColumn,
+    /// The login may not read what the query reads.
+    Denied,
+    /// The database could not be reached or did not answer in time.
+    Connection,
+    /// Anything else (a syntax the engine lacks, a value it cannot convert, ...).
+    Other,
+}
+
+impl FailureKind {
+    /// Returns the kind as reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingObject => "missing",
+            Self::MissingColumn => "missing column",
+            Self::Denied => "denied",
+            Self::Connection => "unreachable",
+            Self::Other => "failed",
+        }
+    }
+}
+
+impl SiteDbError {
+    /// Returns the kind of this failure: SQL Server's error number or SQLite's message
+    /// tells a missing view or column and a refused permission apart.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Mssql(tiberius::error::Error::Server(token)) => match token.code() {
+                208 => FailureKind::MissingObject,
+                207 => FailureKind::MissingColumn,
+                // SELECT or VIEW SERVER STATE refused, or no access to the database.
+                229 | 230 | 262 | 297 | 300 | 916 | 4060 => FailureKind::Denied,
+                _ => FailureKind::Other,
+            },
+            Self::Mssql(tiberius::error::Error::Io { .. }) | Self::Io(_) | Self::Timeout(_) => {
+                FailureKind::Connection
+            }
+            Self::Sqlite(error) => {
+                let text = error.to_string();
+                if text.contains("no such table") || text.contains("no such function") {
+                    FailureKind::MissingObject
+                } else if text.contains("no such column") {
+                    FailureKind::MissingColumn
+                } else {
+                    FailureKind::Other
+                }
+            }
+            Self::Missing(_) => FailureKind::Connection,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
 /// The SQL dialect a backend speaks, so the collector picks the right query text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -331,6 +331,33 @@ pub enum SitedbCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Check, with the agent's login, that a site database can run the catalog: every view
+    /// the queries read, and every query once; exits non-zero when one cannot run.
+    Check(SitedbCheckArgs),
+}
+
+/// Arguments of `hrs sitedb check`.
+#[derive(Debug, Args)]
+pub struct SitedbCheckArgs {
+    /// The site database: `sqlite:PATH` or an ADO.NET connection string, as the agent's
+    /// `site_db`.
+    #[arg(long)]
+    pub site_db: String,
+    /// SQL Server password source.
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Check the queries up to this level.
+    #[arg(long, default_value = "Full")]
+    pub level: Level,
+    /// Check as a central administration site (the CAS-scoped queries).
+    #[arg(long)]
+    pub cas: bool,
+    /// The period the queries are bounded by (default: the last ISO week to have ended).
+    #[arg(long)]
+    pub period: Option<Period>,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
 }
 
 /// Arguments of `hrs view`.

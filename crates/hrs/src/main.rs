@@ -9,6 +9,7 @@ mod links;
 mod output;
 mod pki;
 mod roles;
+mod sitedb;
 mod stress;
 mod tool;
 mod view;
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
                 };
                 roles::seed(db, site_db, &password, &site, &size, seed).await
             }
+            Command::Sitedb(SitedbCommand::Check(args)) => sitedb::check(args).await,
             Command::Collect(args) => collect::run(args).await,
             Command::Status { config, format } => links::status(&config, &format).await,
             Command::Reinit {

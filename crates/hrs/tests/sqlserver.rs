@@ -266,3 +266,81 @@ async fn real_sql_server_gives_the_same_rows_as_sqlite() {
     let tmp = tempfile::tempdir().expect("tempdir");
     cross_check(&connection, &BTreeMap::new(), tmp.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sitedb_check_runs_every_query_on_the_tds_engine_and_names_a_dropped_view() {
+    let site_db = start_engine().await;
+    seed(&site_db, "P01").await;
+    let gaps = engine_gaps().await;
+    let check = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        hrs(&args).await
+    };
+    let args = |db: &str| {
+        [
+            "sitedb",
+            "check",
+            "--site-db",
+            db,
+            "--period",
+            "2026-W48",
+            "--format",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let out = check(args(&site_db)).await;
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the check prints JSON");
+    let failing: Vec<&str> = report["queries"]
+        .as_array()
+        .expect("queries")
+        .iter()
+        .filter(|q| !q["error"].is_null())
+        .filter_map(|q| q["id"].as_str())
+        .filter(|id| !gaps.contains_key(*id))
+        .collect();
+    assert!(failing.is_empty(), "fail on the engine: {failing:?}");
+    let sources = report["sources"].as_array().expect("sources");
+    assert!(sources.len() > 10);
+    assert!(
+        sources.iter().all(|s| s["state"] == "readable"),
+        "{sources:?}"
+    );
+
+    // The source most queries read is dropped: it is named, with each query it fails.
+    let most = sources
+        .iter()
+        .max_by_key(|s| s["needed_by"].as_array().map_or(0, Vec::len))
+        .expect("a source");
+    let name = most["name"].as_str().expect("name").to_owned();
+    let conn = site_db.clone();
+    drop_table(&conn, &name).await;
+    let out = check(args(&site_db)).await;
+    assert!(!out.status.success(), "the check passes without {name}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the check prints JSON");
+    let source = report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == name.as_str())
+        .expect("the dropped source is listed");
+    assert_eq!(source["state"], "missing", "{source}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot run"), "{stderr}");
+}
+
+/// Drops a seeded table through the TDS protocol.
+async fn drop_table(site_db: &str, table: &str) {
+    let spec = hrs_sitedb::MssqlSpec::parse(site_db, hrs_sitedb::PasswordSource::InSpec)
+        .expect("connection string");
+    let mut db = hrs_sitedb::MssqlSiteDb::open(spec).await.expect("connects");
+    let params = hrs_sitedb::QueryParams {
+        period_start: hrs_core::Period::last_ended(hrs_tests::NOW).start(),
+        period_end: hrs_core::Period::last_ended(hrs_tests::NOW).end(),
+    };
+    use hrs_sitedb::SiteDb as _;
+    db.query(&format!("DROP TABLE {table}"), &params)
+        .await
+        .expect("drops the table");
+}
