@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hrs_core::clock::{SharedClock, rfc3339};
 use hrs_core::encoded::{EncodedError, check_run_encoded};
 use hrs_core::ids::IdError;
-use hrs_core::validate::{Invalid, RunHeader, check_run};
+use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run, check_run_time};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_proto::v1::aggregator_server::Aggregator;
@@ -249,8 +249,10 @@ impl AggregatorService {
         caller: &Caller,
     ) -> Result<(Commit, Vec<String>), PushError> {
         let report = request.link.unwrap_or_default();
+        check_link_report(&report)?;
         let run = request.run.ok_or(PushError::MissingRun)?;
         let header = check_run(&run)?;
+        check_run_time(&header, self.clock.now())?;
         caller.may_write(&header.site)?;
         let _sending = self.start_run(&header.site)?;
         self.check_sender(&header, &run.hash_key_id)?;
@@ -450,6 +452,7 @@ impl AggregatorService {
                 problem: "the stream has no chunk".into(),
             })?;
         let link = first.link.clone().unwrap_or_default();
+        check_link_report(&link)?;
         let (offer, site) = self.check_offer(first.offer.clone(), caller)?;
         let _sending = self.start_run(&site)?;
         let staged = self.stage(&offer).await?;
@@ -535,6 +538,7 @@ impl AggregatorService {
                 fields.run_id, fields.site, offer.run_id, offer.site
             )));
         }
+        check_run_time(&header, self.clock.now())?;
         self.check_sender(&header, &fields.hash_key_id)?;
         let (store, offer, received_at) =
             (Arc::clone(&self.store), offer.clone(), self.clock.stamp());
@@ -623,12 +627,14 @@ impl AggregatorService {
             return Err(PushError::UnknownSite(site.to_string()));
         }
         caller.may_write(&site)?;
+        let report = request.link.unwrap_or_default();
+        check_link_report(&report)?;
         self.record_contact(Contact {
             site: site.to_string(),
             at: self.clock.stamp(),
             delivered: None,
             last_delivery_at: None,
-            report: request.link.unwrap_or_default(),
+            report,
         })
         .await;
         Ok(self.reinit_for(&site).await)

@@ -961,6 +961,7 @@ mod tests {
             hierarchy_id: hrs_core::HierarchyId::new(uuid::Uuid::new_v4()),
             period: "2026-W48".parse().expect("period"),
             level: hrs_core::Level::Basic,
+            started_at: time::macros::datetime!(2026-11-30 06:00 UTC),
         };
         let fields = pb::Run {
             run_id: first.run_id.clone(),

@@ -400,6 +400,8 @@ mod tests {
             period: "2026-W48".into(),
             catalog_version: catalog.version.clone(),
             level: "Basic".into(),
+            started_at: "2026-11-30T06:00:00Z".into(),
+            finished_at: "2026-11-30T06:00:05Z".into(),
             results,
             ..Default::default()
         };
@@ -471,5 +473,40 @@ mod tests {
             flipped[at] ^= 0x5a;
         }
         assert!(check_run_encoded(&flipped).is_err());
+    }
+
+    #[test]
+    fn sequences_past_i64_and_times_that_are_not_times_are_refused_by_name() {
+        let mut huge = run();
+        huge.sequence = u64::MAX;
+        huge.digest = crate::digest::run_digest(&huge);
+        let err = check_run(&huge).expect_err("clamped when stored");
+        assert!(err.to_string().contains("run.sequence"), "{err}");
+        let mut vague = run();
+        vague.started_at = "yesterday".into();
+        vague.digest = crate::digest::run_digest(&vague);
+        let err = check_run(&vague).expect_err("not a time");
+        assert!(err.to_string().contains("run.started_at"), "{err}");
+
+        let header = check_run(&run()).expect("valid");
+        let now = time::macros::datetime!(2026-11-30 06:00 UTC);
+        assert!(crate::validate::check_run_time(&header, now).is_ok());
+        let err = crate::validate::check_run_time(&header, now - time::Duration::days(2))
+            .expect_err("two days ahead of the receiver");
+        assert!(err.to_string().contains("site's clock"), "{err}");
+
+        let report = pb::LinkReport {
+            oldest_pending_at: "not-a-time".into(),
+            ..Default::default()
+        };
+        let err = crate::validate::check_link_report(&report).expect_err("not a time");
+        assert!(err.to_string().contains("link.oldest_pending_at"), "{err}");
+        let report = pb::LinkReport {
+            backlog_runs: u64::MAX,
+            ..Default::default()
+        };
+        let err = crate::validate::check_link_report(&report).expect_err("not storable");
+        assert!(err.to_string().contains("link.backlog_runs"), "{err}");
+        assert!(crate::validate::check_link_report(&pb::LinkReport::default()).is_ok());
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 
 use hrs_proto::v1 as pb;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::Catalog;
 use crate::digest::{merged_digest, run_digest};
@@ -55,6 +57,8 @@ pub struct RunHeader {
     pub period: Period,
     /// The level it was collected at.
     pub level: Level,
+    /// When its collection started, as the site's clock read it.
+    pub started_at: OffsetDateTime,
 }
 
 /// Checks a run's shape, its results against the catalog it names, and its digest.
@@ -76,6 +80,69 @@ pub const MAX_NAME_BYTES: usize = 128;
 
 /// Longest timestamp field, in bytes: RFC 3339 with room to spare.
 pub const MAX_TIMESTAMP_BYTES: usize = 64;
+
+/// The earliest time a run or report may name: before it, no site ran HRS.
+const EARLIEST: OffsetDateTime = time::macros::datetime!(2000-01-01 00:00 UTC);
+
+/// How far ahead of the receiver's clock a site's clock may run.
+pub const CLOCK_SKEW: time::Duration = time::Duration::days(1);
+
+/// Parses an RFC 3339 time no earlier than 2000, naming the field when it is not one.
+fn timestamp(path: &str, value: &str) -> Result<OffsetDateTime, Invalid> {
+    bounded(path, value, MAX_TIMESTAMP_BYTES)?;
+    let at = OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        field(
+            path,
+            format!("{value:?} is not an RFC 3339 time such as 2026-11-30T06:00:00Z"),
+        )
+    })?;
+    if at < EARLIEST {
+        return Err(field(path, format!("{value} is before the year 2000")));
+    }
+    Ok(at)
+}
+
+/// Parses a time that may be empty (never happened).
+fn optional_timestamp(path: &str, value: &str) -> Result<Option<OffsetDateTime>, Invalid> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    timestamp(path, value).map(Some)
+}
+
+/// Refuses a count above what a store's signed 64-bit integer holds.
+fn storable(path: &str, value: u64) -> Result<(), Invalid> {
+    if i64::try_from(value).is_err() {
+        return Err(field(path, format!("{value} is above {}", i64::MAX)));
+    }
+    Ok(())
+}
+
+/// Checks that a run's times are not ahead of the receiver's clock, `now`, by more than
+/// [`CLOCK_SKEW`]: a site whose clock is that far off is told so, not stored.
+pub fn check_run_time(header: &RunHeader, now: OffsetDateTime) -> Result<(), Invalid> {
+    if header.started_at > now + CLOCK_SKEW {
+        return Err(field(
+            "run.started_at",
+            format!(
+                "{} is more than a day after the receiver's clock ({}): check the site's clock",
+                crate::clock::rfc3339(header.started_at),
+                crate::clock::rfc3339(now)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a site's report of its link: times in RFC 3339 (or empty), counts storable.
+pub fn check_link_report(report: &pb::LinkReport) -> Result<(), Invalid> {
+    optional_timestamp("link.last_success_at", &report.last_success_at)?;
+    optional_timestamp("link.oldest_pending_at", &report.oldest_pending_at)?;
+    storable("link.backlog_runs", report.backlog_runs)?;
+    storable("link.backlog_bytes", report.backlog_bytes)?;
+    storable("link.dropped_runs", report.dropped_runs)?;
+    Ok(())
+}
 
 /// Refuses a field longer than `max` bytes, naming it.
 fn bounded(path: &str, value: &str, max: usize) -> Result<(), Invalid> {
@@ -108,8 +175,17 @@ pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), In
     if run.sequence == 0 {
         return Err(field("run.sequence", "must be at least 1"));
     }
-    bounded("run.started_at", &run.started_at, MAX_TIMESTAMP_BYTES)?;
-    bounded("run.finished_at", &run.finished_at, MAX_TIMESTAMP_BYTES)?;
+    // Stores keep sequences as signed 64-bit integers; a larger one would be clamped and
+    // outrank every later run of the site.
+    storable("run.sequence", run.sequence)?;
+    let started_at = timestamp("run.started_at", &run.started_at)?;
+    let finished_at = timestamp("run.finished_at", &run.finished_at)?;
+    if finished_at < started_at {
+        return Err(field(
+            "run.finished_at",
+            format!("{} is before run.started_at", run.finished_at),
+        ));
+    }
     let catalog = Catalog::by_version(&run.catalog_version)
         .ok_or_else(|| Invalid::UnknownCatalog(run.catalog_version.clone()))?;
     Ok((
@@ -119,6 +195,7 @@ pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), In
             hierarchy_id,
             period,
             level,
+            started_at,
         },
         catalog,
     ))
@@ -173,11 +250,7 @@ pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invali
             ("started_at", &site.started_at),
             ("finished_at", &site.finished_at),
         ] {
-            bounded(
-                &format!("period.sites[{i}].{name}"),
-                value,
-                MAX_TIMESTAMP_BYTES,
-            )?;
+            timestamp(&format!("period.sites[{i}].{name}"), value)?;
         }
         check_results(
             &format!("period.sites[{i}].results"),
