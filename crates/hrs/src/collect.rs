@@ -14,13 +14,22 @@ use serde_json::json;
 
 use crate::cli::CollectArgs;
 
-/// Runs the catalog once and prints the run.
-pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
-    let spec = hrs_sitedb::SiteDbSpec::parse(&args.site_db, args.password.source())
-        .context("--site-db")?;
-    let mut db = hrs_sitedb::open(&spec)
+/// Opens the site database `--site-db` names, with `--password-env`/`--password-file`,
+/// as the agent would; returns its description (never a secret) with it.
+pub(crate) async fn open_site_db(
+    site_db: &str,
+    password: &crate::cli::PasswordArgs,
+) -> anyhow::Result<(String, hrs_sitedb::AnySiteDb)> {
+    let spec = hrs_sitedb::SiteDbSpec::parse(site_db, password.source()).context("--site-db")?;
+    let db = hrs_sitedb::open(&spec)
         .await
         .with_context(|| format!("cannot open {spec}"))?;
+    Ok((spec.to_string(), db))
+}
+
+/// Runs the catalog once and prints the run.
+pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
+    let (_, mut db) = open_site_db(&args.site_db, &args.password).await?;
     let catalog = Catalog::builtin()?;
     let clock = hrs_core::clock::system();
     let what = Collection {

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use hrs_agent::SiteType;
 use hrs_agent::check::{CheckReport, check as check_db};
 use hrs_core::Period;
@@ -15,11 +14,7 @@ use crate::output::emit;
 
 /// Runs the check and prints it; fails when a query cannot run.
 pub async fn check(args: SitedbCheckArgs) -> anyhow::Result<()> {
-    let spec = hrs_sitedb::SiteDbSpec::parse(&args.site_db, args.password.source())
-        .context("--site-db")?;
-    let mut db = hrs_sitedb::open(&spec)
-        .await
-        .with_context(|| format!("cannot open {spec}"))?;
+    let (spec, mut db) = crate::collect::open_site_db(&args.site_db, &args.password).await?;
     let catalog = Catalog::builtin()?;
     let site_type = if args.cas {
         SiteType::Cas
@@ -33,7 +28,7 @@ pub async fn check(args: SitedbCheckArgs) -> anyhow::Result<()> {
     if args.format == "json" {
         emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        emit(&table(&report, &spec.to_string())?)?;
+        emit(&table(&report, &spec)?)?;
     }
     let failing = report.failing().count();
     if failing > 0 {
