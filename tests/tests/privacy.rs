@@ -141,7 +141,7 @@ async fn full_exports_a_site_server_name() {
             )
             .expect("opens the site database");
             let mut stmt = conn
-                .prepare("SELECT server_name FROM site_system")
+                .prepare("SELECT DISTINCT ServerName FROM v_SystemResourceList")
                 .expect("prepares");
             stmt.query_map([], |r| r.get::<_, String>(0))
                 .expect("queries")

@@ -103,6 +103,8 @@ fn fix_for(kind: FailureKind, sources: &[String], dialect: Dialect) -> String {
                         "GRANT VIEW DATABASE STATE TO <login's user>".to_owned()
                     } else if lower.starts_with("sys.dm_") {
                         "GRANT VIEW SERVER STATE TO <login>".to_owned()
+                    } else if let Some(object) = lower.strip_prefix("msdb.dbo.") {
+                        format!("in msdb, GRANT SELECT ON dbo.{object} TO <login's user in msdb>")
                     } else {
                         format!("GRANT SELECT ON {s} TO <login's user>")
                     }

@@ -23,7 +23,10 @@ const BUILTIN: &str = concat!(
 
 /// Earlier catalogs, kept so runs of agents not yet upgraded are still understood and so
 /// operators can see what changed between versions.
-const EARLIER: &[&str] = &[include_str!("../catalog/history/2026.11.1.toml")];
+const EARLIER: &[&str] = &[
+    include_str!("../catalog/history/2026.12.1.toml"),
+    include_str!("../catalog/history/2026.11.1.toml"),
+];
 
 /// The name of the column the collector prepends to every row.
 pub const HIERARCHY_COLUMN: &str = "hierarchy_id";
@@ -353,15 +356,24 @@ pub fn sources(sql: &str) -> Vec<Source> {
     let tokens = sql_tokens(sql);
     let is_name = |t: &str| t.starts_with(|c: char| c.is_ascii_alphabetic() || "_[\"#".contains(c));
     let keyword = |t: &str, k: &str| t.eq_ignore_ascii_case(k);
-    let ctes: HashSet<String> = tokens
-        .windows(4)
-        .filter(|w| {
-            (keyword(w[0], "WITH") || w[0] == ",")
-                && is_name(w[1])
-                && keyword(w[2], "AS")
-                && w[3] == "("
+    // A common table expression is `WITH name [(columns)] AS (` or `, name [(columns)] AS (`.
+    let defines_cte = |i: usize| {
+        let mut j = i + 2;
+        if tokens.get(j) == Some(&"(") {
+            while j < tokens.len() && tokens[j] != ")" {
+                j += 1;
+            }
+            j += 1;
+        }
+        tokens.get(j).is_some_and(|t| keyword(t, "AS")) && tokens.get(j + 1) == Some(&"(")
+    };
+    let ctes: HashSet<String> = (0..tokens.len().saturating_sub(1))
+        .filter(|&i| {
+            (keyword(tokens[i], "WITH") || tokens[i] == ",")
+                && is_name(tokens[i + 1])
+                && defines_cte(i)
         })
-        .map(|w| plain_name(w[1]).to_ascii_lowercase())
+        .map(|i| plain_name(tokens[i + 1]).to_ascii_lowercase())
         .collect();
     let mut found: Vec<Source> = Vec::new();
     for (i, pair) in tokens.windows(2).enumerate() {
@@ -527,7 +539,7 @@ columns = [
 
     #[test]
     fn sources_are_what_follows_from_join_and_apply_not_ctes_literals_or_comments() {
-        let sql = "WITH daily AS (SELECT day FROM [dbo].[v_R_System] s), rates AS (SELECT 1 AS x FROM daily) \
+        let sql = "WITH daily AS (SELECT day FROM [dbo].[v_R_System] s), rates(x) AS (SELECT 1 FROM daily) \
                    SELECT * FROM rates r JOIN v_GS_OPERATING_SYSTEM os ON os.ResourceID = r.x \
                    LEFT JOIN (SELECT 1 FROM sys.databases) d ON 1 = 1 \
                    CROSS APPLY fn_rbac_R_System(@UserSIDs) f \

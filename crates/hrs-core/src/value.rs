@@ -67,6 +67,13 @@ impl From<f64> for Value {
     }
 }
 
+/// A missing value is SQL's NULL.
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Self::Null, Into::into)
+    }
+}
+
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         Self::Bool(b)

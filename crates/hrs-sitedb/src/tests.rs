@@ -15,11 +15,12 @@ fn dump(path: &std::path::Path) -> Vec<Vec<Value>> {
     let params = params();
     let mut all = Vec::new();
     for table in [
-        "site",
-        "site_system",
-        "systems",
-        "update_compliance",
-        "processing_stats",
+        "v_Site",
+        "v_SystemResourceList",
+        "v_R_System",
+        "v_GS_OPERATING_SYSTEM",
+        "v_UpdateComplianceStatus",
+        "v_StatusMessage",
     ] {
         all.extend(
             block_on(db.query(&format!("SELECT * FROM {table} ORDER BY 1, 2"), &params))
@@ -183,14 +184,14 @@ fn seeding_replaces_only_what_the_seeder_made() {
     rusqlite::Connection::open(&foreign)
         .and_then(|c| {
             c.execute_batch(
-                "CREATE TABLE systems (name TEXT); INSERT INTO systems VALUES ('keep');",
+                "CREATE TABLE v_R_System (Name0 TEXT); INSERT INTO v_R_System VALUES ('keep');",
             )
         })
         .expect("a database seeding did not make");
     let err = seed(&foreign, &site, 5, 1).expect_err("refuses to replace it");
     assert!(matches!(err, SiteDbError::NotSeeded(_)), "{err}");
     let kept: String = rusqlite::Connection::open(&foreign)
-        .and_then(|c| c.query_row("SELECT name FROM systems", [], |r| r.get(0)))
+        .and_then(|c| c.query_row("SELECT Name0 FROM v_R_System", [], |r| r.get(0)))
         .expect("still there");
     assert_eq!(kept, "keep");
 

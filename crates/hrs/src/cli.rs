@@ -322,10 +322,10 @@ pub enum SitedbCommand {
         clients: u32,
         /// Distinct software updates the clients report compliance for; a large number
         /// makes the large site whose Full runs are hundreds of MB.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 16)]
         updates: u32,
         /// Updates each client reports compliance for, drawn from --updates.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 16)]
         updates_per_client: u32,
         /// Seed of the sample data; the same seed gives the same database.
         #[arg(long, default_value_t = 1)]

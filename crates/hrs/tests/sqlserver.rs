@@ -303,10 +303,19 @@ async fn sitedb_check_runs_every_query_on_the_tds_engine_and_names_a_dropped_vie
     assert!(failing.is_empty(), "fail on the engine: {failing:?}");
     let sources = report["sources"].as_array().expect("sources");
     assert!(sources.len() > 10);
-    assert!(
-        sources.iter().all(|s| s["state"] == "readable"),
-        "{sources:?}"
-    );
+    // SQL Server's views the engine lacks are needed only by its gap queries.
+    let needed_by_compared = |s: &&Value| {
+        s["needed_by"].as_array().is_some_and(|ids| {
+            ids.iter()
+                .any(|id| !gaps.contains_key(id.as_str().unwrap_or_default()))
+        })
+    };
+    let unreadable: Vec<&Value> = sources
+        .iter()
+        .filter(needed_by_compared)
+        .filter(|s| s["state"] != "readable")
+        .collect();
+    assert!(unreadable.is_empty(), "{unreadable:?}");
 
     // The source most queries read is dropped: it is named, with each query it fails.
     let most = sources
