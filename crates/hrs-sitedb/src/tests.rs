@@ -199,3 +199,114 @@ fn seeding_replaces_only_what_the_seeder_made() {
     seed(&seeded, &site, 5, 1).expect("seeds");
     seed(&seeded, &site, 5, 2).expect("reseeds its own database");
 }
+
+/// The views file's entries: view name to the columns it lists.
+fn listed_views() -> std::collections::BTreeMap<String, Vec<String>> {
+    let text = include_str!("../../hrs-core/catalog/views.md");
+    let mut views = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("## ") {
+            let name = name.trim_matches('`').to_owned();
+            views.insert(name.clone(), Vec::new());
+            current = Some(name);
+        } else if let (Some(view), Some(row)) = (&current, line.strip_prefix("| `")) {
+            if let Some((column, _)) = row.split_once('`') {
+                views.get_mut(view).expect("listed").push(column.to_owned());
+            }
+        } else if line.starts_with("- page: ") {
+            assert!(
+                line.contains("https://learn.microsoft.com/"),
+                "{current:?} names no page"
+            );
+        }
+    }
+    views
+}
+
+#[test]
+fn the_views_file_lists_every_view_and_column_the_catalog_reads() {
+    let listed = listed_views();
+    let catalog = Catalog::builtin().expect("catalog");
+    for query in &catalog.queries {
+        let tsql = query.tsql.as_deref().expect("every query has T-SQL");
+        let words: std::collections::HashSet<String> = tsql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        for source in hrs_core::catalog::sources(tsql) {
+            let columns = listed
+                .get(&source.name)
+                .unwrap_or_else(|| panic!("{}: {} is not in views.md", query.id, source.name));
+            // Every column of the sample's copy of the view that the text names is listed.
+            // The stand-in of sys.dm_exec_query_stats also carries what the function gives.
+            let name = match source.name.as_str() {
+                "sys.dm_exec_sql_text" => "sys.dm_exec_query_stats",
+                name => name,
+            };
+            let table = crate::schema::TABLES
+                .iter()
+                .find(|t| t.name == name || t.system == Some(name))
+                .unwrap_or_else(|| panic!("{}: the sample has no {name}", query.id));
+            for (column, _) in table.columns {
+                if words.contains(&column.to_ascii_lowercase()) {
+                    let listed_anywhere = if name == "sys.dm_exec_query_stats" {
+                        ["sys.dm_exec_query_stats", "sys.dm_exec_sql_text"]
+                            .iter()
+                            .any(|v| {
+                                listed
+                                    .get(*v)
+                                    .is_some_and(|c| c.iter().any(|c| c == column))
+                            })
+                    } else {
+                        columns.iter().any(|c| c == column)
+                    };
+                    assert!(
+                        listed_anywhere,
+                        "{}: {}.{column} is not in views.md",
+                        query.id, source.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn no_deployment_baseline_or_collection_name_leaves_in_clear_below_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("site.sqlite");
+    seed(&path, &"P01".parse().expect("site"), 60, 4).expect("seeds");
+    let conn = rusqlite::Connection::open(&path).expect("opens");
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT SoftwareName FROM v_DeploymentSummary UNION SELECT CollectionName FROM v_DeploymentSummary
+             UNION SELECT Name FROM v_Collection WHERE CollectionID NOT LIKE 'SMS%'
+             UNION SELECT DisplayName FROM v_LocalizedCIProperties",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("names");
+    assert!(names.iter().any(|n| n == "Security Baseline - Windows 11"));
+    let mut db = SqliteSiteDb::open(&path).expect("opens");
+    let catalog = Catalog::builtin().expect("catalog");
+    for query in catalog.at_level(Level::Enhanced) {
+        let rows = block_on(db.query(&query.sqlite, &params())).expect("runs");
+        for row in rows {
+            let shaped = query
+                .shape_row(row, "H", &hrs_core::hash::Hasher::Plain)
+                .expect("shapes");
+            for value in shaped {
+                if let Value::Text(text) = value {
+                    assert!(
+                        !names.contains(&text),
+                        "{} lets the name {text:?} out in clear",
+                        query.id
+                    );
+                }
+            }
+        }
+    }
+}
