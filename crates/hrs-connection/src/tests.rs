@@ -28,7 +28,8 @@ fn hierarchy() -> HierarchyId {
 
 fn sample(ty: ColumnType) -> Value {
     match ty {
-        ColumnType::Text => Value::Text("sample".into()),
+        // A hash fits every text column, hashed ones included.
+        ColumnType::Text => Value::Text(hrs_core::hash::hash_value("sample")),
         ColumnType::Int => Value::Int(7),
         ColumnType::Real => Value::Real(0.1),
         ColumnType::Bool => Value::Bool(true),

@@ -145,6 +145,13 @@ pub fn hash_value(value: &str) -> String {
     Hasher::Plain.hash(value)
 }
 
+/// Returns true when `text` has the form of a hash this module makes (a SHA-256 or
+/// HMAC-SHA-256 digest in standard base64), so receivers can refuse clear text sent in a
+/// column the catalog hashes.
+pub fn is_hash(text: &str) -> bool {
+    text.len() == 44 && STANDARD.decode(text).is_ok_and(|bytes| bytes.len() == 32)
+}
+
 /// Returns the plain hash of a GUID's 16 bytes in .NET order.
 pub fn hash_guid(guid: uuid::Uuid) -> String {
     STANDARD.encode(Sha256::digest(guid.to_bytes_le()))

@@ -288,8 +288,8 @@ fn check_results(
     Ok(())
 }
 
-/// The columns a query declares, by name and type.
-pub(crate) type Declared = Vec<(String, crate::catalog::ColumnType)>;
+/// The columns a query declares: name, type, and whether the catalog hashes it.
+pub(crate) type Declared = Vec<(String, crate::catalog::ColumnType, bool)>;
 
 /// Checks one result set's fields (not its rows) against the catalog, and returns the
 /// columns its rows must match. `seen` collects query ids, which must not repeat.
@@ -341,7 +341,19 @@ pub(crate) fn check_set(
             "a failed query carries no rows",
         ));
     }
-    Ok(declared)
+    let hashed = |name: &str| {
+        query
+            .columns
+            .iter()
+            .any(|c| c.name == name && c.privacy == crate::catalog::Privacy::Hash)
+    };
+    Ok(declared
+        .into_iter()
+        .map(|(name, ty)| {
+            let hashed = hashed(&name);
+            (name, ty, hashed)
+        })
+        .collect())
 }
 
 /// Checks one row against its result set's declared columns.
@@ -361,13 +373,72 @@ pub(crate) fn check_row(
             ),
         ));
     }
-    for (value, (name, ty)) in row.values.iter().zip(declared) {
-        if !ty.admits(&Value::from(value)) {
+    for (value, (name, ty, hashed)) in row.values.iter().zip(declared) {
+        let value = Value::from(value);
+        if !ty.admits(&value) {
             return Err(field(
                 format!("{here}.rows[{r}].{name}"),
                 format!("is not of the declared type {ty}"),
             ));
         }
+        // A clear value in a hashed column would leave the hierarchy as it is.
+        if let (true, Value::Text(text)) = (*hashed, &value)
+            && !crate::hash::is_hash(text)
+        {
+            return Err(field(
+                format!("{here}.rows[{r}].{name}"),
+                "is hashed by the catalog but does not hold a hash",
+            ));
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ColumnType;
+
+    fn row(values: &[Value]) -> pb::Row {
+        pb::Row {
+            values: values.iter().map(pb::Value::from).collect(),
+        }
+    }
+
+    #[test]
+    fn a_hashed_column_holding_clear_text_is_refused_naming_it() {
+        let declared: Declared = vec![
+            ("server".to_owned(), ColumnType::Text, true),
+            ("packages".to_owned(), ColumnType::Int, false),
+        ];
+        let hashed = crate::hash::hash_value("p01-cm01.contoso.example");
+        assert!(
+            check_row(
+                "results[0]",
+                0,
+                &row(&[Value::Text(hashed), Value::Int(3)]),
+                &declared
+            )
+            .is_ok()
+        );
+        assert!(
+            check_row(
+                "results[0]",
+                0,
+                &row(&[Value::Null, Value::Int(3)]),
+                &declared
+            )
+            .is_ok()
+        );
+        let clear = row(&[
+            Value::Text("p01-cm01.contoso.example".into()),
+            Value::Int(3),
+        ]);
+        let error = check_row("results[0]", 0, &clear, &declared).expect_err("refused");
+        assert!(
+            error.to_string().contains("results[0].rows[0].server"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("contoso"), "{error}");
+    }
 }

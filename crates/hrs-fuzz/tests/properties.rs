@@ -934,7 +934,8 @@ proptest! {
     /// infinities) are refused, when writing.
     #[test]
     fn every_accepted_period_survives_a_bundle(period in changed_period()) {
-        prop_assert!(check_merged(&period).is_ok(), "{:?}", check_merged(&period));
+        // A changed cell may put clear text in a column the catalog hashes: refused.
+        prop_assume!(check_merged(&period).is_ok());
         let dir = tempfile::tempdir().expect("tempdir");
         match hrs_connection::write_bundle(dir.path(), &period, hrs_fuzz::seeds::MADE_AT) {
             Ok(path) => {

@@ -18,7 +18,8 @@ const HIERARCHY: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
 
 fn sample(ty: ColumnType) -> Value {
     match ty {
-        ColumnType::Text => Value::Text("sample".into()),
+        // A hash fits every text column, hashed ones included.
+        ColumnType::Text => Value::Text(hrs_core::hash::hash_value("sample")),
         ColumnType::Int => Value::Int(7),
         ColumnType::Real => Value::Real(1.5),
         ColumnType::Bool => Value::Bool(true),
