@@ -21,7 +21,7 @@ use hrs_core::clock::{ManualClock, SharedClock};
 use hrs_core::{HierarchyId, Level, Period, SiteCode, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -157,7 +157,7 @@ pub struct HierarchyBuilder {
     clock: ManualClock,
     update_catalog: Option<PathBuf>,
     hierarchy_id: HierarchyId,
-    intake_proxy: Option<hrs_proto::proxy::Proxy>,
+    intake_proxy: Option<hrs_rpc::proxy::Proxy>,
 }
 
 impl Default for HierarchyBuilder {
@@ -206,7 +206,7 @@ impl HierarchyBuilder {
     }
 
     /// Makes the connection point reach the intake through this HTTP proxy.
-    pub fn intake_proxy(mut self, proxy: hrs_proto::proxy::Proxy) -> Self {
+    pub fn intake_proxy(mut self, proxy: hrs_rpc::proxy::Proxy) -> Self {
         self.intake_proxy = Some(proxy);
         self
     }

@@ -331,7 +331,7 @@ fn aggregator_cases(run: &pb::Run) -> Vec<Case> {
         method: PUSH_RUN_CHUNKS,
         messages: vec![chunk(
             0,
-            vec![0; hrs_proto::chunks::MAX_CHUNK_BYTES + 1],
+            vec![0; hrs_rpc::chunks::MAX_CHUNK_BYTES + 1],
             true,
         )],
         code: Code::InvalidArgument,

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use hrs_intake::{HierarchyToken, IntakeConfig, SqliteIntake};
 use hrs_pki::{Identity, Role};
-use hrs_proto::tls::{ClientTls, TlsFiles};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_client::AggregatorClient;
-use hrs_proto::v1::intake_client::IntakeClient;
+use hrs_rpc::tls::{ClientTls, TlsFiles};
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::v1::intake_client::IntakeClient;
 use hrs_tests::{Hierarchy, PERIOD, site, wall_now};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -56,7 +56,7 @@ impl Running {
 
 /// A client of the intake at `addr` over TLS, presenting `identity` when given.
 async fn intake_client(addr: &str, tls: &ClientTls) -> IntakeClient<Channel> {
-    let channel = hrs_proto::tls::endpoint_with(&format!("https://{addr}"), Some(tls))
+    let channel = hrs_rpc::tls::endpoint_with(&format!("https://{addr}"), Some(tls))
         .expect("endpoint")
         .connect()
         .await

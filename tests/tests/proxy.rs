@@ -5,7 +5,7 @@
 use hrs_chaos::ConnectProxy;
 use hrs_connection::State;
 use hrs_connection::offline::{self, ConnectOptions, Silent};
-use hrs_proto::proxy::Proxy;
+use hrs_rpc::proxy::Proxy;
 use hrs_tests::{Hierarchy, PERIOD};
 use secrecy::SecretString;
 

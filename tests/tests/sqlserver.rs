@@ -5,7 +5,7 @@
 use hrs_core::Value;
 use hrs_core::catalog::Catalog;
 use hrs_proto::v1 as pb;
-use hrs_sitedb::{PasswordSource, SiteDbSpec};
+use hrs_sitedb::SiteDbSpec;
 use hrs_tests::{CLIENTS, Hierarchy, PERIOD, same_rows, seed_of, site};
 use prost::Message as _;
 
@@ -42,7 +42,7 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
     let h = Hierarchy::builder().primaries(1).start().await;
     let p01 = site("P01");
     let engine = start_engine().await;
-    let spec = SiteDbSpec::parse(&engine, PasswordSource::InSpec).expect("connection string");
+    let spec = SiteDbSpec::parse(&engine, None).expect("connection string");
     hrs_sitedb::seed_spec(
         &spec,
         &p01,

@@ -8,9 +8,9 @@ use std::path::Path;
 use hrs_agent::Agent;
 use hrs_aggregator::MergeStore as _;
 use hrs_pki::{Identity, Role};
-use hrs_proto::tls::TlsFiles;
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::tls::TlsFiles;
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_tests::{Hierarchy, site, wall_now};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 

@@ -8,7 +8,7 @@ use hrs_core::link::LinkThresholds;
 
 use crate::spool::SpoolLimits;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
-use hrs_proto::tls::TlsFiles;
+use hrs_rpc::tls::TlsFiles;
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
 
@@ -194,7 +194,7 @@ impl AgentConfig {
                 format!("must be between 1 and {MAX_RUN_MB}"),
             ));
         }
-        let max_kib = hrs_proto::chunks::MAX_CHUNK_BYTES / 1024;
+        let max_kib = hrs_rpc::chunks::MAX_CHUNK_BYTES / 1024;
         if cfg.push_chunk_kib == 0 || cfg.push_chunk_kib as usize > max_kib {
             return Err(config::invalid(
                 path,

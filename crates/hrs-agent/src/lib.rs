@@ -16,7 +16,7 @@ use hrs_core::clock::SharedClock;
 use hrs_core::link::LinkState;
 use hrs_core::{Period, VERSION};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_store::StoreError;
 use rand::Rng as _;
 use time::OffsetDateTime;
@@ -51,7 +51,7 @@ pub enum AgentError {
         /// The configured upstream.
         upstream: String,
         /// The cause.
-        source: hrs_proto::tls::TlsError,
+        source: hrs_rpc::tls::TlsError,
     },
     /// The upstream refused or failed a push.
     #[error("upstream {upstream} did not commit run {run_id}: {status}")]
@@ -282,7 +282,7 @@ impl Agent {
     /// Connects to the upstream aggregator.
     async fn client(&self) -> Result<AggregatorClient<tonic::transport::Channel>, AgentError> {
         let upstream = self.config.upstream.clone();
-        let channel = hrs_proto::tls::connect(&upstream, self.config.tls().as_ref())
+        let channel = hrs_rpc::tls::connect(&upstream, self.config.tls().as_ref())
             .await
             .map_err(|source| AgentError::Connect { upstream, source })?;
         Ok(AggregatorClient::new(channel)
@@ -341,9 +341,9 @@ impl Agent {
             behind.backlog_runs = behind.backlog_runs.saturating_sub(1);
             behind.backlog_bytes = behind.backlog_bytes.saturating_sub(waiting.size);
             let source = std::sync::Arc::new(self.spool.bytes(&waiting.run_id).await?);
-            let pushed = hrs_proto::chunks::push_run_chunks(
+            let pushed = hrs_rpc::chunks::push_run_chunks(
                 &mut client,
-                hrs_proto::chunks::Outgoing {
+                hrs_rpc::chunks::Outgoing {
                     run_id: waiting.run_id.clone(),
                     site: self.config.site.to_string(),
                     hierarchy_id: self.config.hierarchy_id.to_string(),
@@ -354,7 +354,7 @@ impl Agent {
             )
             .await
             .map_err(|error| match error {
-                hrs_proto::chunks::ChunkedPushError::Status(status) => AgentError::Push {
+                hrs_rpc::chunks::ChunkedPushError::Status(status) => AgentError::Push {
                     upstream: upstream.clone(),
                     run_id: waiting.run_id.clone(),
                     status: Box::new(status),
@@ -508,7 +508,7 @@ impl Agent {
                 () = &mut shutdown => {
                     // Let the work in hand finish, up to the deadline; whatever it does not
                     // finish is still in the spool and goes with the next start.
-                    let drain = hrs_proto::serve::DRAIN_DEADLINE;
+                    let drain = hrs_rpc::serve::DRAIN_DEADLINE;
                     if tokio::time::timeout(drain, &mut cycle).await.is_err() {
                         tracing::warn!(seconds = drain.as_secs(), "stopping with a collection or delivery unfinished");
                     }

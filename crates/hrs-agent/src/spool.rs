@@ -76,7 +76,7 @@ pub struct SpooledBytes {
     size: u64,
 }
 
-impl hrs_proto::chunks::RunBytes for SpooledBytes {
+impl hrs_core::bytes::RunBytes for SpooledBytes {
     fn size(&self) -> u64 {
         self.size
     }
@@ -1085,7 +1085,7 @@ mod tests {
             .expect("runtime")
             .block_on(spool.bytes(&header.run_id))
             .expect("spooled");
-        use hrs_proto::chunks::RunBytes as _;
+        use hrs_core::bytes::RunBytes as _;
         let bytes = stored.read_at(0, encoded.len()).expect("reads");
         assert!(
             bytes == encoded,

@@ -7,7 +7,7 @@ use hrs_core::config::{self, ConfigError};
 use hrs_core::hash::Hasher;
 use hrs_core::link::LinkThresholds;
 use hrs_core::{HierarchyId, Level, SiteCode};
-use hrs_proto::tls::TlsFiles;
+use hrs_rpc::tls::TlsFiles;
 use serde::Deserialize;
 
 /// Everything an aggregator needs to know, read from one TOML file.

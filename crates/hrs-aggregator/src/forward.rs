@@ -12,10 +12,10 @@ use std::time::Duration;
 use hrs_core::Period;
 use hrs_core::catalog::Catalog;
 use hrs_core::clock::{Clock, SharedClock};
-use hrs_proto::chunks::ChunkedPushError;
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_client::AggregatorClient;
-use hrs_proto::v1::connection_point_client::ConnectionPointClient;
+use hrs_rpc::chunks::ChunkedPushError;
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, watch};
@@ -118,7 +118,7 @@ struct StoredBytes {
     size: u64,
 }
 
-impl hrs_proto::chunks::RunBytes for StoredBytes {
+impl hrs_core::bytes::RunBytes for StoredBytes {
     fn size(&self) -> u64 {
         self.size
     }
@@ -146,7 +146,7 @@ async fn relay_ready(
     if runs.is_empty() {
         return Ok(());
     }
-    let channel = hrs_proto::tls::connect(upstream, config.tls().as_ref())
+    let channel = hrs_rpc::tls::connect(upstream, config.tls().as_ref())
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut client = AggregatorClient::new(channel)
@@ -159,7 +159,7 @@ async fn relay_ready(
             period,
             size,
         } = run;
-        let outgoing = hrs_proto::chunks::Outgoing {
+        let outgoing = hrs_rpc::chunks::Outgoing {
             run_id: run_id.clone(),
             site: site.clone(),
             // Every stored run was checked to be of this hierarchy when it arrived.
@@ -170,12 +170,12 @@ async fn relay_ready(
             run_id: run_id.clone(),
             size,
         };
-        let pushed = hrs_proto::chunks::push_run_chunks(
+        let pushed = hrs_rpc::chunks::push_run_chunks(
             &mut client,
             outgoing,
             pb::LinkReport::default(),
             Arc::new(bytes),
-            hrs_proto::chunks::DEFAULT_CHUNK_BYTES,
+            hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
         )
         .await;
         match pushed {
@@ -277,7 +277,7 @@ async fn forward_ready(
             Some(client) => client,
             None => client.insert(
                 ConnectionPointClient::new(
-                    hrs_proto::tls::connect(upstream, config.tls().as_ref())
+                    hrs_rpc::tls::connect(upstream, config.tls().as_ref())
                         .await
                         .map_err(|e| format!("cannot connect: {e}"))?,
                 )

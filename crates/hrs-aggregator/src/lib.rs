@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
 use hrs_core::clock::SharedClock;
-use hrs_proto::serve::Serving;
-use hrs_proto::v1::aggregator_server::AggregatorServer;
+use hrs_rpc::serve::Serving;
+use hrs_rpc::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::service::interceptor::InterceptedService;
@@ -45,7 +45,7 @@ pub enum AggregatorError {
     Serve(#[from] tonic::transport::Error),
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[from] hrs_proto::tls::TlsError),
+    Tls(#[from] hrs_rpc::tls::TlsError),
 }
 
 /// Serves the aggregator on `listener` until `shutdown` resolves, then stops forwarding and
@@ -81,7 +81,7 @@ pub async fn serve_with_clock(
     // Periods already complete at startup are forwarded without waiting for a push.
     merged.notify_one();
     let settings = config.limits();
-    let limits = hrs_proto::serve::Limits::from_settings(
+    let limits = hrs_rpc::serve::Limits::from_settings(
         settings.max_connections,
         CALLS_PER_CONNECTION,
         settings.request_timeout_seconds,
@@ -93,7 +93,10 @@ pub async fn serve_with_clock(
     let tls = match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert, clock.now());
-            Some(tls.server()?)
+            Some(hrs_rpc::tls::server(
+                &tls,
+                hrs_rpc::tls::ClientCertificates::Required,
+            )?)
         }
         None => {
             tracing::warn!("serving without TLS: any client can claim any site");
@@ -108,7 +111,7 @@ pub async fn serve_with_clock(
         serving.gate(),
     ));
     let result = serving
-        .serve(router, listener, shutdown, hrs_proto::serve::DRAIN_DEADLINE)
+        .serve(router, listener, shutdown, hrs_rpc::serve::DRAIN_DEADLINE)
         .await;
     let _ = stop_tx.send(true);
     let _ = forwarder.await;

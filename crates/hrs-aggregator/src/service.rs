@@ -9,7 +9,7 @@ use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run, check_run_time};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_server::Aggregator;
+use hrs_rpc::v1::aggregator_server::Aggregator;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
@@ -338,7 +338,7 @@ struct StagedBytes {
     size: u64,
 }
 
-impl hrs_proto::chunks::RunBytes for StagedBytes {
+impl hrs_core::bytes::RunBytes for StagedBytes {
     fn size(&self) -> u64 {
         self.size
     }
@@ -515,7 +515,7 @@ impl AggregatorService {
             size: offer.size,
         });
         let checked = tokio::task::spawn_blocking(move || {
-            let sha256 = hrs_proto::chunks::sha256_of(source.as_ref(), CHECK_WINDOW)?;
+            let sha256 = hrs_core::bytes::sha256_of(source.as_ref(), CHECK_WINDOW)?;
             Ok::<_, std::io::Error>((sha256, check_run_encoded(source.as_ref())))
         })
         .await
@@ -730,13 +730,13 @@ impl AggregatorService {
                     }
                 },
             };
-            if chunk.data.len() > hrs_proto::chunks::MAX_CHUNK_BYTES {
+            if chunk.data.len() > hrs_rpc::chunks::MAX_CHUNK_BYTES {
                 return Err(Invalid::Field {
                     field: "chunk.data".into(),
                     problem: format!(
                         "{} bytes; a chunk holds at most {}",
                         chunk.data.len(),
-                        hrs_proto::chunks::MAX_CHUNK_BYTES
+                        hrs_rpc::chunks::MAX_CHUNK_BYTES
                     ),
                 }
                 .into());
@@ -801,12 +801,12 @@ impl AggregatorService {
     {
         let caller = self.caller(&request);
         let service = self.clone();
-        hrs_proto::serve::detached(async move {
+        hrs_rpc::serve::detached(async move {
             let outcome = match caller {
                 Ok(caller) => work(service, caller, request.into_inner()).await,
                 Err(error) => Err(error),
             };
-            // Refusals are logged and counted once, by `hrs_proto::refusals`.
+            // Refusals are logged and counted once, by `hrs_rpc::refusals`.
             outcome.map(Response::new).map_err(Status::from)
         })
         .await

@@ -727,7 +727,7 @@ impl MergeStore for SqliteMergeStore {
                    AND offset + LENGTH(data) > ?2
                  ORDER BY offset",
             )?;
-            let earliest = start.saturating_sub(hrs_proto::chunks::MAX_CHUNK_BYTES as u64);
+            let earliest = start.saturating_sub(hrs_rpc::chunks::MAX_CHUNK_BYTES as u64);
             let mut rows = stmt.query(params![
                 run_id,
                 i64::try_from(start).unwrap_or(i64::MAX),

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use hrs_chaos::ConnectProxy;
 use hrs_pki::{Identity, Role};
-use hrs_proto::proxy::{self, Proxy, ProxyError};
-use hrs_proto::tls::{self, TlsFiles};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_client::IntakeClient;
-use hrs_proto::v1::intake_server::{Intake, IntakeServer};
+use hrs_rpc::proxy::{self, Proxy, ProxyError};
+use hrs_rpc::tls::{self, TlsFiles};
+use hrs_rpc::v1::intake_client::IntakeClient;
+use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -83,7 +83,7 @@ async fn intake(
     let addr = listener.local_addr().expect("addr");
     let (shutdown, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
-        .tls_config(server.server().expect("server TLS"))
+        .tls_config(tls::server(server, tls::ClientCertificates::Required).expect("server TLS"))
         .expect("TLS accepted")
         .add_service(IntakeServer::new(WhoIntake));
     let task = tokio::spawn(router.serve_with_incoming_shutdown(

@@ -122,7 +122,7 @@ pub struct ConnectionPointConfig {
     pub intake_token: Option<Token>,
     /// The proxy, with its password, from the `proxy*` settings.
     #[serde(skip)]
-    pub intake_proxy: Option<hrs_proto::proxy::Proxy>,
+    pub intake_proxy: Option<hrs_rpc::proxy::Proxy>,
     /// The file this configuration was read from, so messages can point at it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -173,13 +173,13 @@ impl ConnectionPointConfig {
                     "give proxy_password_env or proxy_password_file, not both",
                 ));
             }
-            (Some(env), None) => Some(hrs_proto::proxy::PasswordSource::Env(env.clone())),
-            (None, Some(file)) => Some(hrs_proto::proxy::PasswordSource::File(file.clone())),
+            (Some(env), None) => Some(hrs_core::secret::PasswordSource::Env(env.clone())),
+            (None, Some(file)) => Some(hrs_core::secret::PasswordSource::File(file.clone())),
             (None, None) => None,
         };
         this.intake_proxy = match &this.proxy {
             Some(url) => Some(
-                hrs_proto::proxy::Proxy::from_settings(
+                hrs_rpc::proxy::Proxy::from_settings(
                     url,
                     this.proxy_user.as_deref(),
                     password.as_ref(),
@@ -218,8 +218,8 @@ impl ConnectionPointConfig {
     }
 
     /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<hrs_proto::tls::TlsFiles> {
-        hrs_proto::tls::TlsFiles::of(
+    pub fn tls(&self) -> Option<hrs_rpc::tls::TlsFiles> {
+        hrs_rpc::tls::TlsFiles::of(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
@@ -238,12 +238,12 @@ impl ConnectionPointConfig {
     /// How the intake is reached over TLS: `None` for an `http://` intake; otherwise its
     /// certificate is verified against `intake_ca` (or `tls_ca`), and this connection
     /// point's certificate is presented when it has one.
-    pub fn intake_tls(&self) -> Option<hrs_proto::tls::ClientTls> {
+    pub fn intake_tls(&self) -> Option<hrs_rpc::tls::ClientTls> {
         let url = self.intake.as_deref()?;
         if !url.starts_with("https://") {
             return None;
         }
-        Some(hrs_proto::tls::ClientTls {
+        Some(hrs_rpc::tls::ClientTls {
             ca: self.intake_ca.clone().or_else(|| self.tls_ca.clone())?,
             identity: self.tls_cert.clone().zip(self.tls_key.clone()),
         })

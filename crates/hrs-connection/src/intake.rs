@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use hrs_core::token::Token;
-use hrs_proto::tls::{ClientTls, TlsError};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_client::IntakeClient;
+use hrs_rpc::tls::{ClientTls, TlsError};
+use hrs_rpc::v1::intake_client::IntakeClient;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tonic::transport::Channel;
@@ -31,7 +31,7 @@ pub struct IntakeLink {
     /// The hierarchy's token, for a caller without a client certificate.
     pub token: Option<Token>,
     /// An HTTP proxy to reach it through.
-    pub proxy: Option<hrs_proto::proxy::Proxy>,
+    pub proxy: Option<hrs_rpc::proxy::Proxy>,
 }
 
 /// Why a call to the intake failed.
@@ -102,11 +102,11 @@ impl IntakeLink {
             url: self.url.clone(),
             cause,
         };
-        let endpoint = hrs_proto::tls::endpoint_with(&self.url, self.tls.as_ref())
-            .map_err(|e: TlsError| unreachable(hrs_proto::proxy::chain(&e)))?
+        let endpoint = hrs_rpc::tls::endpoint_with(&self.url, self.tls.as_ref())
+            .map_err(|e: TlsError| unreachable(hrs_core::error::chain(&e)))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
-        let channel = hrs_proto::proxy::connect(endpoint, self.proxy.as_ref())
+        let channel = hrs_rpc::proxy::connect(endpoint, self.proxy.as_ref())
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(IntakeSession {

@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
-use hrs_proto::serve::Serving;
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
+use hrs_rpc::serve::Serving;
+use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -83,7 +83,7 @@ pub enum ConnectionError {
     Bundle(#[from] BundleError),
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[from] hrs_proto::tls::TlsError),
+    Tls(#[from] hrs_rpc::tls::TlsError),
     /// A file or folder could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -103,7 +103,7 @@ pub enum ConnectionError {
 impl From<ConnectionError> for Status {
     fn from(e: ConnectionError) -> Self {
         match e {
-            // Refusals are logged and counted once, by `hrs_proto::refusals`.
+            // Refusals are logged and counted once, by `hrs_rpc::refusals`.
             ConnectionError::Invalid(Invalid::UnknownCatalog(_)) => {
                 Status::failed_precondition(e.to_string())
             }
@@ -116,7 +116,7 @@ impl From<ConnectionError> for Status {
             | ConnectionError::Io { .. }
             | ConnectionError::Config(_)
             | ConnectionError::Transport(_) => {
-                error!(error = %hrs_proto::proxy::chain(&e), "connection point failed");
+                error!(error = %hrs_core::error::chain(&e), "connection point failed");
                 Status::internal("the connection point could not store the period; retry later")
             }
         }
@@ -192,7 +192,7 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
     ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
         let span = tracing::info_span!("offer_period", peer = ?request.remote_addr());
         if self.tls {
-            let caller = hrs_proto::tls::peer_certificate(&request)
+            let caller = hrs_rpc::tls::peer_certificate(&request)
                 .and_then(|der| hrs_pki::identity(&der).ok());
             if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
                 let caller =
@@ -204,7 +204,7 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
         }
         let request = request.into_inner();
         let service = self.clone();
-        hrs_proto::serve::detached(
+        hrs_rpc::serve::detached(
             async move { service.handle(request).await.map_err(Status::from) }.instrument(span),
         )
         .await
@@ -257,7 +257,7 @@ pub async fn serve_with_clock(
         "connection point listening"
     );
     let settings = config.limits();
-    let limits = hrs_proto::serve::Limits::from_settings(
+    let limits = hrs_rpc::serve::Limits::from_settings(
         settings.max_connections,
         CALLS_PER_CONNECTION,
         settings.request_timeout_seconds,
@@ -276,7 +276,10 @@ pub async fn serve_with_clock(
     let tls = match config.tls() {
         Some(tls) => {
             hrs_pki::warn_if_expiring(&tls.cert, clock.now());
-            Some(tls.server()?)
+            Some(hrs_rpc::tls::server(
+                &tls,
+                hrs_rpc::tls::ClientCertificates::Required,
+            )?)
         }
         None => {
             warn!("serving without TLS: any client can offer periods");
@@ -286,7 +289,7 @@ pub async fn serve_with_clock(
     let serving = Serving::new("connection point", limits, config.metrics_file.clone());
     let router = serving
         .server(tls)
-        .map_err(hrs_proto::tls::TlsError::from)?
+        .map_err(hrs_rpc::tls::TlsError::from)?
         .add_service(InterceptedService::new(service, serving.gate()));
     let result = serving
         .serve(
@@ -297,7 +300,7 @@ pub async fn serve_with_clock(
                 info!("connection point shutting down");
                 signal.send_replace(true);
             },
-            hrs_proto::serve::DRAIN_DEADLINE,
+            hrs_rpc::serve::DRAIN_DEADLINE,
         )
         .await;
     stop_tx.send_replace(true);

@@ -567,7 +567,7 @@ pub struct ConnectOptions {
     /// A hierarchy's token, when the intake asks for one.
     pub token: Option<Token>,
     /// An HTTP proxy to reach the intake through.
-    pub proxy: Option<hrs_proto::proxy::Proxy>,
+    pub proxy: Option<hrs_rpc::proxy::Proxy>,
 }
 
 /// What `connect` did for one hierarchy.
@@ -852,7 +852,7 @@ async fn connect_hierarchy(
         .starts_with("https://")
         .then(|| options.intake_ca.clone())
         .flatten()
-        .map(|ca| hrs_proto::tls::ClientTls { ca, identity: None });
+        .map(|ca| hrs_rpc::tls::ClientTls { ca, identity: None });
     let link = IntakeLink {
         url: url.clone(),
         tls,

@@ -10,7 +10,7 @@ use hrs_core::hash::{Hasher, hash_value};
 use hrs_core::{Catalog, ColumnType, HierarchyId, Level, QueryDef, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::connection_point_client::ConnectionPointClient;
+use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
 use prost::Message as _;
 use sha2::Digest as _;
 use tokio::sync::oneshot;

@@ -136,11 +136,11 @@ pub fn tls_settings(
     path: &Path,
     settings: TlsSettings<'_>,
     urls: &[(&str, Option<&str>)],
-) -> Result<Option<hrs_proto::tls::TlsFiles>, ConfigError> {
+) -> Result<Option<TlsFiles>, ConfigError> {
     for file in [&mut *settings.cert, &mut *settings.key, &mut *settings.ca] {
         *file = file.take().map(|f| resolve(path, &f));
     }
-    let tls = hrs_proto::tls::TlsFiles::from_settings(
+    let tls = TlsFiles::from_settings(
         settings.cert.as_deref(),
         settings.key.as_deref(),
         settings.ca.as_deref(),
@@ -214,5 +214,43 @@ impl ServerLimits {
             ));
         }
         Ok(())
+    }
+}
+
+/// A role's certificate, its key, and the CA it trusts: the three `tls_*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This role's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The hierarchy's CA certificate (PEM).
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Takes a role's three optional settings: all three make TLS, none means plaintext;
+    /// anything else names the first missing setting.
+    pub fn from_settings(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        ca: Option<&Path>,
+    ) -> Result<Option<Self>, &'static str> {
+        match (cert, key, ca) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(Self {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                ca: ca.to_owned(),
+            })),
+            (None, None, None) => Ok(None),
+            (None, _, _) => Err("tls_cert"),
+            (_, None, _) => Err("tls_key"),
+            (_, _, None) => Err("tls_ca"),
+        }
+    }
+
+    /// The TLS files of settings already checked by [`TlsFiles::from_settings`].
+    pub fn of(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> Option<Self> {
+        Self::from_settings(cert, key, ca).ok().flatten()
     }
 }

@@ -8,10 +8,10 @@
 
 use std::collections::HashSet;
 
-use hrs_proto::chunks::RunBytes;
 use hrs_proto::v1 as pb;
 use prost::Message as _;
 
+use crate::bytes::RunBytes;
 use crate::digest::RunDigest;
 use crate::validate::{Invalid, RunHeader, check_row, check_run_fields, check_set};
 

@@ -2,16 +2,19 @@
 //! periods, the digests that make delivery idempotent, and the one-way hash that keeps
 //! identifying values inside the hierarchy.
 
+pub mod bytes;
 pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod encoded;
+pub mod error;
 pub mod files;
 pub mod hash;
 pub mod ids;
 pub mod link;
 pub mod report;
+pub mod secret;
 pub mod token;
 pub mod validate;
 pub mod value;

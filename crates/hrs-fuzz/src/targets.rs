@@ -19,7 +19,7 @@ use hrs_core::encoded::check_run_encoded;
 use hrs_core::validate::{check_merged, check_run};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::aggregator_server::Aggregator as _;
+use hrs_rpc::v1::aggregator_server::Aggregator as _;
 use hrs_sitedb::{PasswordSource, SiteDbSpec};
 use prost::Message as _;
 
@@ -557,8 +557,8 @@ pub fn connection_string(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let marked = password_in(&text).and_then(|password| marked(&text, &password));
     for source in [
-        PasswordSource::InSpec,
-        PasswordSource::Env("HRS_FUZZ_NO_SUCH_VARIABLE".into()),
+        None,
+        Some(PasswordSource::Env("HRS_FUZZ_NO_SUCH_VARIABLE".into())),
     ] {
         let shown = |text: &str| match SiteDbSpec::parse(text, source.clone()) {
             Ok(spec) => format!("{spec} {spec:?}"),

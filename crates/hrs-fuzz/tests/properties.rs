@@ -1212,7 +1212,7 @@ fn toml_string(s: &str) -> String {
 #[test]
 fn a_non_ascii_password_character_never_shows() {
     let text = "server=cm01;password=Sécret-Pw";
-    let shown = match hrs_sitedb::SiteDbSpec::parse(text, hrs_sitedb::PasswordSource::InSpec) {
+    let shown = match hrs_sitedb::SiteDbSpec::parse(text, None) {
         Ok(spec) => format!("{spec} {spec:?}"),
         Err(error) => error.to_string(),
     };

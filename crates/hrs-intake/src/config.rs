@@ -151,8 +151,8 @@ impl IntakeConfig {
     }
 
     /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<hrs_proto::tls::TlsFiles> {
-        hrs_proto::tls::TlsFiles::of(
+    pub fn tls(&self) -> Option<hrs_rpc::tls::TlsFiles> {
+        hrs_rpc::tls::TlsFiles::of(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),

@@ -19,10 +19,10 @@ use std::time::Duration;
 use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
-use hrs_proto::serve::Serving;
-use hrs_proto::tls::ClientCertificates;
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_server::{Intake, IntakeServer};
+use hrs_rpc::serve::Serving;
+use hrs_rpc::tls::ClientCertificates;
+use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -67,13 +67,13 @@ pub enum IntakeError {
     Transport(#[from] tonic::transport::Error),
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[from] hrs_proto::tls::TlsError),
+    Tls(#[from] hrs_rpc::tls::TlsError),
 }
 
 impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Self {
         match e {
-            // Refusals are logged and counted once, by `hrs_proto::refusals`.
+            // Refusals are logged and counted once, by `hrs_rpc::refusals`.
             IntakeError::Invalid(Invalid::UnknownCatalog(_)) => {
                 Status::failed_precondition(e.to_string())
             }
@@ -169,7 +169,7 @@ impl<S> IntakeService<S> {
         if !self.tls {
             return Ok(Caller::Anyone);
         }
-        if let Some(der) = hrs_proto::tls::peer_certificate(request) {
+        if let Some(der) = hrs_rpc::tls::peer_certificate(request) {
             return match hrs_pki::identity(&der) {
                 Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
                     Ok(Caller::Certificate)
@@ -345,7 +345,7 @@ impl<S: IntakeStore> IntakeService<S> {
         span.record("caller", tracing::field::debug(&caller));
         let service = self.clone();
         let request = request.into_inner();
-        hrs_proto::serve::detached(
+        hrs_rpc::serve::detached(
             async move { work(service, request).await.map_err(Status::from) }.instrument(span),
         )
         .await
@@ -463,7 +463,7 @@ pub async fn serve_with_clock(
         "intake listening"
     );
     let settings = config.limits();
-    let limits = hrs_proto::serve::Limits::from_settings(
+    let limits = hrs_rpc::serve::Limits::from_settings(
         settings.max_connections,
         CALLS_PER_CONNECTION,
         settings.request_timeout_seconds,
@@ -499,7 +499,7 @@ pub async fn serve_with_clock(
             } else {
                 ClientCertificates::Optional
             };
-            Some(tls.server_with(clients)?)
+            Some(hrs_rpc::tls::server(&tls, clients)?)
         }
         None => {
             warn!("serving without TLS");
@@ -519,7 +519,7 @@ pub async fn serve_with_clock(
                 info!("intake shutting down");
                 signal.send_replace(true);
             },
-            hrs_proto::serve::DRAIN_DEADLINE,
+            hrs_rpc::serve::DRAIN_DEADLINE,
         )
         .await;
     stop_tx.send_replace(true);

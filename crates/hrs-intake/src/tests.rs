@@ -7,7 +7,7 @@ use hrs_core::clock::{Clock as _, ManualClock, SystemClock};
 use hrs_core::digest::merged_digest;
 use hrs_core::{Catalog, ColumnType, HierarchyId, Level, Value};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_client::IntakeClient;
+use hrs_rpc::v1::intake_client::IntakeClient;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -740,7 +740,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
 #[tokio::test]
 async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_token() {
     use hrs_pki::{Identity, Role};
-    use hrs_proto::tls::ClientTls;
+    use hrs_rpc::tls::ClientTls;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
@@ -781,7 +781,7 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
         };
         let url = format!("https://{}", intake.addr);
         async move {
-            let channel = hrs_proto::tls::endpoint_with(&url, Some(&tls))
+            let channel = hrs_rpc::tls::endpoint_with(&url, Some(&tls))
                 .expect("endpoint")
                 .connect()
                 .await

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use hrs_core::{SiteCode, Value};
 use time::Date;
 
-pub use mssql::{MssqlSiteDb, MssqlSpec, PasswordSource};
+pub use hrs_core::secret::PasswordSource;
+pub use mssql::{MssqlSiteDb, MssqlSpec};
 pub use seed::{SeedSummary, SiteSize, identifying_values, seed, seed_sized};
 pub use sqlite::SqliteSiteDb;
 
@@ -254,12 +255,12 @@ impl SiteDbSpec {
     /// with `key=value`).
     ///
     /// `password` says where a SQL Server password comes from when the string has none.
-    pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
+    pub fn parse(text: &str, password: Option<PasswordSource>) -> Result<Self, SiteDbError> {
         if let Some(path) = text.strip_prefix("sqlite:") {
             if path.is_empty() {
                 return Err(SiteDbError::Spec("sqlite: needs a file path".into()));
             }
-            if password != PasswordSource::InSpec {
+            if password.is_some() {
                 return Err(SiteDbError::Spec(
                     "a password source is set but SQLite takes no password".into(),
                 ));

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use connection_string::AdoNetString;
@@ -18,49 +17,9 @@ use tokio::net::TcpStream;
 use tokio_stream::StreamExt as _;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use hrs_core::secret::PasswordSource;
+
 use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
-
-/// Where the SQL Server password comes from, when not written in the connection string.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// The connection string's own `password=` (or none, for Windows single sign-on).
-    #[default]
-    InSpec,
-    /// The named environment variable.
-    Env(String),
-    /// The first line of this file.
-    File(PathBuf),
-}
-
-impl PasswordSource {
-    /// The source named by an environment-variable option and a file option, the variable
-    /// first; neither means the connection string's own.
-    pub fn from_options(env: Option<&str>, file: Option<&std::path::Path>) -> Self {
-        match (env, file) {
-            (Some(name), _) => Self::Env(name.to_owned()),
-            (None, Some(file)) => Self::File(file.to_owned()),
-            (None, None) => Self::InSpec,
-        }
-    }
-
-    fn resolve(&self) -> Result<Option<SecretString>, SiteDbError> {
-        match self {
-            Self::InSpec => Ok(None),
-            Self::Env(name) => std::env::var(name)
-                .map(|v| Some(SecretString::from(v)))
-                .map_err(|_| {
-                    SiteDbError::Password(format!("environment variable {name} is not set"))
-                }),
-            Self::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    SiteDbError::Password(format!("cannot read {}: {e}", path.display()))
-                })?;
-                let line = text.lines().next().unwrap_or_default().to_owned();
-                Ok(Some(SecretString::from(line)))
-            }
-        }
-    }
-}
 
 /// Keys this backend reads from a connection string; anything else is a typo to report.
 const KNOWN_KEYS: &[&str] = &[
@@ -104,7 +63,7 @@ const KNOWN_KEYS: &[&str] = &[
 pub struct MssqlSpec {
     /// The connection string as given; it may hold the password.
     ado: SecretString,
-    password: PasswordSource,
+    password: Option<PasswordSource>,
     windows_auth: bool,
     user: Option<String>,
     names_application: bool,
@@ -175,7 +134,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 impl MssqlSpec {
     /// Parses an ADO.NET connection string; errors name the key, never echo a value.
-    pub fn parse(text: &str, password: PasswordSource) -> Result<Self, SiteDbError> {
+    pub fn parse(text: &str, password: Option<PasswordSource>) -> Result<Self, SiteDbError> {
         let ado: AdoNetString = text
             .parse()
             // The parser's own message can quote a character of the string, which may be
@@ -230,7 +189,7 @@ impl MssqlSpec {
                 let v = v.trim().to_ascii_lowercase();
                 v == "sspi" || v == "true" || v == "yes"
             });
-        if has_password && password != PasswordSource::InSpec {
+        if has_password && password.is_some() {
             return Err(SiteDbError::Spec(
                 "the password is given both in the connection string and in a password file or variable".into(),
             ));
@@ -304,10 +263,21 @@ impl MssqlSpec {
         self
     }
 
+    /// The password from its source when the connection string holds none.
+    fn password_from_source(&self) -> Result<Option<SecretString>, SiteDbError> {
+        self.password
+            .as_ref()
+            .map(|from| {
+                from.read()
+                    .map_err(|e| SiteDbError::Password(e.to_string()))
+            })
+            .transpose()
+    }
+
     fn config(&self) -> Result<Config, SiteDbError> {
         let mut config = Config::from_ado_string(self.ado.expose_secret())
             .map_err(|e| SiteDbError::Spec(redact_tds(&e)))?;
-        if let Some(password) = self.password.resolve()? {
+        if let Some(password) = self.password_from_source()? {
             let user = self.user.clone().unwrap_or_default();
             config.authentication(self.auth(&user, password.expose_secret())?);
         }
@@ -602,16 +572,15 @@ mod tests {
 
     #[test]
     fn a_string_that_does_not_parse_shows_nothing_of_itself() {
-        let err = MssqlSpec::parse("server=cm01;password=Sécret-Pw", PasswordSource::InSpec)
+        let err = MssqlSpec::parse("server=cm01;password=Sécret-Pw", None)
             .expect_err("an unquoted non-ASCII value does not parse")
             .to_string();
         assert!(!err.contains('é') && !err.contains("cret"), "{err}");
         // Quoted, it may parse; either way nothing of the password shows.
-        let shown =
-            match MssqlSpec::parse("server=cm01;password='Sécret-Pw'", PasswordSource::InSpec) {
-                Ok(spec) => format!("{spec} {spec:?}"),
-                Err(err) => err.to_string(),
-            };
+        let shown = match MssqlSpec::parse("server=cm01;password='Sécret-Pw'", None) {
+            Ok(spec) => format!("{spec} {spec:?}"),
+            Err(err) => err.to_string(),
+        };
         assert!(!shown.contains('é') && !shown.contains("cret"), "{shown}");
     }
 
@@ -619,7 +588,7 @@ mod tests {
     fn parses_a_site_server_connection_string() {
         let spec = MssqlSpec::parse(
             "server=tcp:cm01.contoso.example,1433;database=CM_P01;user=hrs;password=S3cret!;encrypt=true;trustservercertificate=false;Connect Timeout=5;Command Timeout=60;ConnectRetryCount=1",
-            PasswordSource::InSpec,
+            None,
         )
         .expect("parses");
         assert_eq!(spec.connect_timeout, Some(Duration::from_secs(5)));
@@ -633,45 +602,38 @@ mod tests {
 
     #[test]
     fn errors_name_the_keyword_and_hide_values() {
-        let err = MssqlSpec::parse(
-            "server=tcp:h,1433;user=hrs;pasword=S3cret!",
-            PasswordSource::InSpec,
-        )
-        .expect_err("typo");
+        let err =
+            MssqlSpec::parse("server=tcp:h,1433;user=hrs;pasword=S3cret!", None).expect_err("typo");
         let text = err.to_string();
         assert!(text.contains("pasword"), "{text}");
         assert!(!text.contains("S3cret"), "{text}");
 
         let err = MssqlSpec::parse(
             "server=tcp:h,1433;password=S3cret!;Connect Timeout=soon",
-            PasswordSource::InSpec,
+            None,
         )
         .expect_err("bad timeout");
         assert!(err.to_string().contains("connect timeout"));
 
         // A ';' in an unquoted password must not show its tail as a "keyword".
-        let err = MssqlSpec::parse(
-            "server=tcp:h,1433;user=hrs;password=Tr0ub;4dor=x",
-            PasswordSource::InSpec,
-        )
-        .expect_err("split password");
+        let err = MssqlSpec::parse("server=tcp:h,1433;user=hrs;password=Tr0ub;4dor=x", None)
+            .expect_err("split password");
         assert!(!err.to_string().contains("4dor"), "{err}");
 
-        let err = MssqlSpec::parse("server=tcp:h\\SCCM;user=hrs", PasswordSource::InSpec)
-            .expect_err("named instance");
+        let err =
+            MssqlSpec::parse("server=tcp:h\\SCCM;user=hrs", None).expect_err("named instance");
         assert!(err.to_string().contains("tcp:host,port"), "{err}");
         for bad in [
             "ConnectRetryCount=256",
             "ConnectRetryInterval=0",
             "Connect Timeout=-1",
         ] {
-            let err = MssqlSpec::parse(&format!("server=tcp:h,1;{bad}"), PasswordSource::InSpec)
-                .expect_err(bad);
+            let err = MssqlSpec::parse(&format!("server=tcp:h,1;{bad}"), None).expect_err(bad);
             assert!(err.to_string().contains("must be"), "{err}");
         }
         let unbounded = MssqlSpec::parse(
             "server=tcp:h,1;Connect Timeout=0;Command Timeout=0;Application Intent=ReadWrite",
-            PasswordSource::InSpec,
+            None,
         )
         .expect("0 means no timeout");
         assert_eq!(unbounded.connect_timeout, None);
@@ -679,7 +641,7 @@ mod tests {
         assert!(!unbounded.read_only);
         assert!(!err.to_string().contains("S3cret"));
 
-        let err = MssqlSpec::parse("database=x", PasswordSource::InSpec).expect_err("no server");
+        let err = MssqlSpec::parse("database=x", None).expect_err("no server");
         assert!(err.to_string().contains("no server"));
     }
 
@@ -687,12 +649,12 @@ mod tests {
     fn the_password_comes_from_one_place() {
         let both = MssqlSpec::parse(
             "server=tcp:h,1433;user=hrs;password=x",
-            PasswordSource::Env("HRS_TEST_UNUSED".into()),
+            Some(PasswordSource::Env("HRS_TEST_UNUSED".into())),
         );
         assert!(both.is_err());
         let spec = MssqlSpec::parse(
             "server=tcp:h,1433;user=hrs",
-            PasswordSource::Env("HRS_TEST_SURELY_UNSET_VARIABLE".into()),
+            Some(PasswordSource::Env("HRS_TEST_SURELY_UNSET_VARIABLE".into())),
         )
         .expect("parses");
         let err = spec.config().expect_err("unset variable");
@@ -706,7 +668,7 @@ mod tests {
         std::fs::write(&file, "from-file\n").expect("writes");
         let spec = MssqlSpec::parse(
             "server=tcp:h,1433;user=hrs;encrypt=false",
-            PasswordSource::File(file),
+            Some(PasswordSource::File(file)),
         )
         .expect("parses");
         spec.config().expect("reads the file");
@@ -739,7 +701,7 @@ mod tests {
             fake_server(|stream| tokio::spawn(async move { drop(stream) })).await;
         let spec = MssqlSpec::parse(
             &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;ConnectRetryCount=2;ConnectRetryInterval=1"),
-            PasswordSource::InSpec,
+            None,
         )
         .expect("parses");
         let err = MssqlSiteDb::open(spec)
@@ -765,7 +727,7 @@ mod tests {
         .await;
         let spec = MssqlSpec::parse(
             &format!("server=tcp:127.0.0.1,{port};user=hrs;password=x;encrypt=DANGER_PLAINTEXT;Connect Timeout=1;ConnectRetryCount=0"),
-            PasswordSource::InSpec,
+            None,
         )
         .expect("parses");
         let started = std::time::Instant::now();

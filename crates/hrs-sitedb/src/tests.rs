@@ -144,7 +144,7 @@ fn a_missing_database_is_an_error() {
     ));
     let none = SiteDbSpec::parse(
         &format!("sqlite:{}", dir.path().join("none.sqlite").display()),
-        PasswordSource::InSpec,
+        None,
     )
     .expect("parses");
     assert!(matches!(
@@ -155,7 +155,7 @@ fn a_missing_database_is_an_error() {
 
 #[test]
 fn the_setting_chooses_the_backend() {
-    let parse = |text: &str| SiteDbSpec::parse(text, PasswordSource::InSpec);
+    let parse = |text: &str| SiteDbSpec::parse(text, None);
     assert!(matches!(parse("sqlite:site.db"), Ok(SiteDbSpec::Sqlite(_))));
     assert!(matches!(
         parse(
@@ -171,7 +171,7 @@ fn the_setting_chooses_the_backend() {
         assert!(matches!(parse(bad), Err(SiteDbError::Spec(_))), "{bad}");
     }
     assert!(
-        SiteDbSpec::parse("sqlite:x", PasswordSource::Env("X".into())).is_err(),
+        SiteDbSpec::parse("sqlite:x", Some(PasswordSource::Env("X".into()))).is_err(),
         "SQLite takes no password"
     );
 }

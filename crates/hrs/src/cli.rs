@@ -132,7 +132,7 @@ pub struct PasswordArgs {
 
 impl PasswordArgs {
     /// The password source these flags name.
-    pub fn source(&self) -> hrs_sitedb::PasswordSource {
+    pub fn source(&self) -> Option<hrs_sitedb::PasswordSource> {
         hrs_sitedb::PasswordSource::from_options(
             self.password_env.as_deref(),
             self.password_file.as_deref(),

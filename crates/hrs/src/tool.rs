@@ -187,11 +187,11 @@ async fn connect_logged(args: &ConnectArgs, log: &RunLog) -> anyhow::Result<()> 
         .map(hrs_core::token::Token::load)
         .transpose()?;
     let proxy = match (&args.proxy, &args.proxy_user) {
-        (Some(url), user) => Some(hrs_proto::proxy::Proxy::from_settings(
+        (Some(url), user) => Some(hrs_rpc::proxy::Proxy::from_settings(
             url,
             user.as_deref(),
             user.as_ref()
-                .map(|_| hrs_proto::proxy::PasswordSource::Env(PROXY_PASSWORD_ENV.into()))
+                .map(|_| hrs_core::secret::PasswordSource::Env(PROXY_PASSWORD_ENV.into()))
                 .as_ref(),
         )?),
         (None, Some(_)) => anyhow::bail!("--proxy-user needs --proxy"),

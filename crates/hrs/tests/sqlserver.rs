@@ -341,8 +341,7 @@ async fn sitedb_check_runs_every_query_on_the_tds_engine_and_names_a_dropped_vie
 
 /// Drops a seeded table through the TDS protocol.
 async fn drop_table(site_db: &str, table: &str) {
-    let spec = hrs_sitedb::MssqlSpec::parse(site_db, hrs_sitedb::PasswordSource::InSpec)
-        .expect("connection string");
+    let spec = hrs_sitedb::MssqlSpec::parse(site_db, None).expect("connection string");
     let mut db = hrs_sitedb::MssqlSiteDb::open(spec).await.expect("connects");
     let params = hrs_sitedb::QueryParams {
         period_start: hrs_core::Period::last_ended(hrs_tests::NOW).start(),

@@ -15,7 +15,6 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,6 +28,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
+
+use hrs_core::error::chain;
+use hrs_core::secret::PasswordError;
+use hrs_core::secret::PasswordSource;
 
 /// The longest answer head read from a proxy: a proxy that sends more is not one.
 pub const MAX_ANSWER_HEAD: usize = 8 * 1024;
@@ -61,25 +64,6 @@ impl fmt::Debug for Proxy {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
-    }
-}
-
-/// Where a proxy password comes from: never the configuration file or the command line
-/// themselves, which are read by more people than the secret should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// An environment variable of this name, e.g. `HRS_PROXY_PASSWORD`.
-    Env(String),
-    /// A file holding the password on one line (a final line break is ignored).
-    File(PathBuf),
-}
-
-impl fmt::Display for PasswordSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Env(name) => write!(f, "environment variable {name}"),
-            Self::File(path) => write!(f, "file {}", path.display()),
-        }
     }
 }
 
@@ -134,32 +118,9 @@ pub enum ProxySettingsError {
         /// Where the password was to come from.
         from: PasswordSource,
     },
-    /// The environment variable holding the password is not set.
-    #[error("the proxy password's environment variable {name} is not set")]
-    PasswordEnv {
-        /// Its name.
-        name: String,
-    },
-    /// The password file could not be read.
-    #[error("cannot read the proxy password file {}: {source}", path.display())]
-    PasswordFile {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
-    },
-    /// The password file holds more than one line.
-    #[error("the proxy password file {} holds more than one line", path.display())]
-    PasswordLines {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The password is empty.
-    #[error("the proxy password from the {from} is empty")]
-    PasswordEmpty {
-        /// Where it came from.
-        from: PasswordSource,
-    },
+    /// The password could not be read.
+    #[error("the proxy password: {0}")]
+    Password(#[source] PasswordError),
 }
 
 impl Proxy {
@@ -263,7 +224,10 @@ impl Proxy {
             (None, Some(from)) => {
                 Err(ProxySettingsError::PasswordWithoutUser { from: from.clone() })
             }
-            (Some(user), Some(from)) => proxy.with_credentials(user, read_password(from, env)?),
+            (Some(user), Some(from)) => proxy.with_credentials(
+                user,
+                from.read_with(env).map_err(ProxySettingsError::Password)?,
+            ),
         }
     }
 
@@ -296,39 +260,6 @@ impl Proxy {
 }
 
 /// Reads a password from its source: a variable as it is, a file's one line.
-fn read_password(
-    from: &PasswordSource,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<SecretString, ProxySettingsError> {
-    let password = match from {
-        PasswordSource::Env(name) => Zeroizing::new(
-            env(name).ok_or_else(|| ProxySettingsError::PasswordEnv { name: name.clone() })?,
-        ),
-        PasswordSource::File(path) => read_password_file(path)?,
-    };
-    if password.is_empty() {
-        return Err(ProxySettingsError::PasswordEmpty { from: from.clone() });
-    }
-    Ok(SecretString::from(password.as_str()))
-}
-
-fn read_password_file(path: &Path) -> Result<Zeroizing<String>, ProxySettingsError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        ProxySettingsError::PasswordFile {
-            path: path.to_owned(),
-            source,
-        }
-    })?);
-    let line = text.strip_suffix('\n').unwrap_or(&text);
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    if line.contains(['\n', '\r']) {
-        return Err(ProxySettingsError::PasswordLines {
-            path: path.to_owned(),
-        });
-    }
-    Ok(Zeroizing::new(line.to_owned()))
-}
-
 /// A URL as it may be shown: any `user:password@` replaced by `***@`.
 fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
@@ -498,22 +429,6 @@ pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a ProxyError> {
         next = error.source();
     }
     None
-}
-
-/// Renders an error and its causes on one line, for logs: tonic's errors say little
-/// ("transport error") and keep the cause in `source()`.
-pub fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(error) = next {
-        let text = error.to_string();
-        // Wrappers often repeat their cause's message; say it once.
-        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
-            parts.push(text);
-        }
-        next = error.source();
-    }
-    parts.join(": ")
 }
 
 /// Connects to `endpoint` through `proxy` when given, else directly: the same [`Channel`]
@@ -903,7 +818,10 @@ mod tests {
         let err = Proxy::from_settings_with(url, Some("hrs"), Some(&from_file), no_env)
             .expect_err("two lines");
         assert!(
-            matches!(err, ProxySettingsError::PasswordLines { .. }),
+            matches!(
+                err,
+                ProxySettingsError::Password(PasswordError::Lines { .. })
+            ),
             "{err:?}"
         );
         assert!(!err.to_string().contains(PASSWORD));
@@ -911,7 +829,10 @@ mod tests {
         let err = Proxy::from_settings_with(url, Some("hrs"), Some(&from_file), no_env)
             .expect_err("empty");
         assert!(
-            matches!(err, ProxySettingsError::PasswordEmpty { .. }),
+            matches!(
+                err,
+                ProxySettingsError::Password(PasswordError::Empty { .. })
+            ),
             "{err:?}"
         );
         let missing = PasswordSource::File(dir.path().join("missing"));

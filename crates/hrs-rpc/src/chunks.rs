@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::v1 as pb;
+use hrs_core::bytes::{RunBytes, chunk_len, sha256_of};
+use hrs_proto::v1 as pb;
+
 use crate::v1::aggregator_client::AggregatorClient;
 
 /// Default size of one chunk: small enough to keep memory flat and a cut link cheap to
@@ -17,29 +18,6 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Largest chunk a receiver accepts.
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
-
-/// Where a run's encoding is read from while it is sent, a range at a time, so a run of
-/// any size is never held in memory whole. Reads may block (they run off the runtime).
-pub trait RunBytes: Send + Sync + 'static {
-    /// The length of the encoding.
-    fn size(&self) -> u64;
-    /// Reads `len` bytes at `offset`.
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>>;
-}
-
-/// An encoding already in memory (a run relayed from a store, or in tests).
-impl RunBytes for Vec<u8> {
-    fn size(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        self.get(start..start + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| std::io::Error::other("read past the end of the run"))
-    }
-}
 
 /// Why a chunked push did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +47,6 @@ pub struct Outgoing {
     pub site: String,
     /// The hierarchy it belongs to.
     pub hierarchy_id: String,
-}
-
-/// Returns the lowercase hex SHA-256 of a run's encoding, read a chunk at a time.
-pub fn sha256_of(source: &dyn RunBytes, chunk_bytes: usize) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let size = source.size();
-    let mut offset = 0;
-    while offset < size {
-        let len = chunk_len(size, offset, chunk_bytes);
-        hasher.update(source.read_at(offset, len)?);
-        offset += len as u64;
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-fn chunk_len(size: u64, offset: u64, chunk_bytes: usize) -> usize {
-    usize::try_from(size - offset)
-        .unwrap_or(usize::MAX)
-        .min(chunk_bytes.max(1))
 }
 
 /// Sends a run: asks the upstream what it already holds, then streams the rest in chunks

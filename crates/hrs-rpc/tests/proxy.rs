@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use hrs_chaos::ConnectProxy;
-use hrs_proto::proxy::{self, Proxy, ProxyError};
 use hrs_proto::v1 as pb;
-use hrs_proto::v1::intake_client::IntakeClient;
-use hrs_proto::v1::intake_server::{Intake, IntakeServer};
+use hrs_rpc::proxy::{self, Proxy, ProxyError};
+use hrs_rpc::v1::intake_client::IntakeClient;
+use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -195,12 +195,12 @@ async fn a_lazy_channel_surfaces_the_proxys_refusal_in_the_status() {
             Some(ProxyError::AuthenticationRequired { .. })
         ),
         "{}",
-        proxy::chain(&status)
+        hrs_core::error::chain(&status)
     );
     assert!(
-        proxy::chain(&status).contains("requires authentication"),
+        hrs_core::error::chain(&status).contains("requires authentication"),
         "{}",
-        proxy::chain(&status)
+        hrs_core::error::chain(&status)
     );
     proxy.stop().await;
     intake.stop().await;

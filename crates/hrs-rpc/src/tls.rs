@@ -4,20 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+pub use hrs_core::config::TlsFiles;
+
 use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
-
-/// A role's certificate, its key, and the CA it trusts: the three `tls_*` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// This role's certificate (PEM).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
-    /// The hierarchy's CA certificate (PEM).
-    pub ca: PathBuf,
-}
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -42,54 +33,17 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-impl TlsFiles {
-    /// Takes a role's three optional settings: all three make TLS, none means plaintext;
-    /// anything else names the first missing setting.
-    pub fn from_settings(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        ca: Option<&Path>,
-    ) -> Result<Option<Self>, &'static str> {
-        match (cert, key, ca) {
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(Self {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                ca: ca.to_owned(),
-            })),
-            (None, None, None) => Ok(None),
-            (None, _, _) => Err("tls_cert"),
-            (_, None, _) => Err("tls_key"),
-            (_, _, None) => Err("tls_ca"),
-        }
-    }
+fn identity(files: &TlsFiles) -> Result<Identity, TlsError> {
+    Ok(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+}
 
-    /// The TLS files of settings already checked by [`TlsFiles::from_settings`].
-    pub fn of(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> Option<Self> {
-        Self::from_settings(cert, key, ca).ok().flatten()
-    }
-
-    fn identity(&self) -> Result<Identity, TlsError> {
-        Ok(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-    }
-
-    /// The server side: this role's certificate, and a client certificate from the CA
-    /// required of every caller.
-    pub fn server(&self) -> Result<ServerTlsConfig, TlsError> {
-        self.server_with(ClientCertificates::Required)
-    }
-
-    /// The server side, with client certificates required or only verified when given.
-    pub fn server_with(&self, clients: ClientCertificates) -> Result<ServerTlsConfig, TlsError> {
-        Ok(ServerTlsConfig::new()
-            .identity(self.identity()?)
-            .client_ca_root(Certificate::from_pem(read(&self.ca)?))
-            .client_auth_optional(clients == ClientCertificates::Optional))
-    }
-
-    /// The client side: this role's certificate, and the CA the server must be signed by.
-    pub fn client(&self) -> Result<ClientTlsConfig, TlsError> {
-        ClientTls::from(self).config()
-    }
+/// The server side of a role's TLS files: its certificate, and a client certificate from
+/// the CA required of every caller, or only verified when given.
+pub fn server(files: &TlsFiles, clients: ClientCertificates) -> Result<ServerTlsConfig, TlsError> {
+    Ok(ServerTlsConfig::new()
+        .identity(identity(files)?)
+        .client_ca_root(Certificate::from_pem(read(&files.ca)?))
+        .client_auth_optional(clients == ClientCertificates::Optional))
 }
 
 impl From<&TlsFiles> for ClientTls {
