@@ -93,19 +93,12 @@ impl AgentError {
     /// Returns true when the upstream refused the run itself, so sending it again cannot
     /// succeed until an operator acts (wrong site, hierarchy, catalog or content).
     pub fn is_refusal(&self) -> bool {
-        use tonic::Code;
-        let status = match self {
-            Self::Push { status, .. } | Self::Heartbeat { status, .. } => status,
-            _ => return false,
-        };
-        matches!(
-            status.code(),
-            Code::InvalidArgument
-                | Code::OutOfRange
-                | Code::PermissionDenied
-                | Code::FailedPrecondition
-                | Code::AlreadyExists
-        )
+        match self {
+            Self::Push { status, .. } | Self::Heartbeat { status, .. } => {
+                hrs_rpc::error::refused(status)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -189,7 +189,7 @@ async fn relay_ready(
                     .map_err(|e| e.to_string())?;
                 tracing::info!(run_id, site, period, "run relayed upstream");
             }
-            Err(ChunkedPushError::Status(status)) if refused(&status) => {
+            Err(ChunkedPushError::Status(status)) if hrs_rpc::error::refused(&status) => {
                 tracing::error!(run_id, site, period, error = %status.message(), "upstream refused a relayed run");
             }
             // Anything else is the link or the upstream failing: try again later, from
@@ -198,19 +198,6 @@ async fn relay_ready(
         }
     }
     Ok(())
-}
-
-/// True when the upstream refused what was sent, rather than failed to take it: sending it
-/// again unchanged cannot succeed, so it must not hold back what comes after it.
-fn refused(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::InvalidArgument
-            | tonic::Code::PermissionDenied
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::AlreadyExists
-            | tonic::Code::OutOfRange
-    )
 }
 
 /// Offers every period that is ready (see [`ready_at`]) to the connection point; returns
@@ -296,7 +283,7 @@ async fn forward_ready(
             Ok(_) => {}
             // A period the connection point refuses must not hold back the periods after
             // it; it is offered again at the next retry.
-            Err(status) if refused(&status) => {
+            Err(status) if hrs_rpc::error::refused(&status) => {
                 tracing::error!(period, digest, error = %status.message(), "the connection point refused a period");
                 failed.push(period.clone());
                 continue;

@@ -1,5 +1,6 @@
 //! The gRPC service sites push their runs to.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run, check_run_time};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
+use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::v1::aggregator_server::Aggregator;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -121,32 +123,31 @@ impl PushError {
     }
 }
 
-impl From<PushError> for Status {
-    fn from(error: PushError) -> Self {
-        match &error {
-            PushError::MissingRun => Status::invalid_argument(error.to_string()),
-            PushError::Invalid(Invalid::UnknownCatalog(_)) | PushError::HashKey { .. } => {
-                Status::failed_precondition(error.to_string())
+impl RpcError for PushError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Invalid(Invalid::UnknownCatalog(_)) | Self::HashKey { .. } => {
+                Code::FailedPrecondition
             }
-            PushError::Invalid(_) | PushError::TooLarge { .. } | PushError::Corrupt(_) => {
-                Status::invalid_argument(error.to_string())
+            Self::MissingRun | Self::Invalid(_) | Self::TooLarge { .. } | Self::Corrupt(_) => {
+                Code::InvalidArgument
             }
-            PushError::Busy { .. } => Status::resource_exhausted(error.to_string()),
-            PushError::Unreadable(status) => status.clone(),
-            PushError::OutOfOrder { .. } | PushError::Incomplete { .. } | PushError::Broken(_) => {
-                Status::aborted(error.to_string())
-            }
-            PushError::WrongHierarchy(_)
-            | PushError::UnknownSite(_)
-            | PushError::NoIdentity(_)
-            | PushError::NotYours { .. } => Status::permission_denied(error.to_string()),
-            PushError::Merge(MergeError::Conflict { .. }) => {
-                Status::already_exists(error.to_string())
-            }
-            PushError::Merge(MergeError::Store(_)) | PushError::Task(_) | PushError::Staged(_) => {
-                tracing::error!(%error, "commit failed");
-                Status::internal("the aggregator could not store the run; it will be retried")
-            }
+            Self::Busy { .. } => Code::ResourceExhausted,
+            Self::Unreadable(status) => status.code(),
+            Self::OutOfOrder { .. } | Self::Incomplete { .. } | Self::Broken(_) => Code::Aborted,
+            Self::WrongHierarchy(_)
+            | Self::UnknownSite(_)
+            | Self::NoIdentity(_)
+            | Self::NotYours { .. } => Code::PermissionDenied,
+            Self::Merge(MergeError::Conflict { .. }) => Code::AlreadyExists,
+            Self::Merge(MergeError::Store(_)) | Self::Task(_) | Self::Staged(_) => Code::Internal,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self.code() {
+            Code::Internal => "the aggregator could not store the run; it will be retried".into(),
+            _ => self.to_string().into(),
         }
     }
 }
@@ -807,7 +808,9 @@ impl AggregatorService {
                 Err(error) => Err(error),
             };
             // Refusals are logged and counted once, by `hrs_rpc::refusals`.
-            outcome.map(Response::new).map_err(Status::from)
+            outcome
+                .map(Response::new)
+                .map_err(|error| hrs_rpc::error::status(&error))
         })
         .await
     }

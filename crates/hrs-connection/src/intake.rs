@@ -73,16 +73,7 @@ impl IntakeCallError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
-            Self::Refused(status) => matches!(
-                status.code(),
-                tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::ResourceExhausted
-                    | tonic::Code::Internal
-                    | tonic::Code::Unknown
-                    | tonic::Code::Cancelled
-                    | tonic::Code::Aborted
-            ),
+            Self::Refused(status) => !hrs_rpc::error::refused(status),
             Self::Corrupt { .. } | Self::Io { .. } => false,
         }
     }

@@ -16,6 +16,7 @@ mod outbound;
 mod store;
 mod tool;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::v1 as pb;
+use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::serve::Serving;
 use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
@@ -30,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{Instrument as _, info, warn};
 
 pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
@@ -63,6 +65,12 @@ pub enum ConnectionError {
         got: String,
         /// The hash of the configured hierarchy.
         expected: String,
+    },
+    /// With TLS, a caller other than the aggregator offered a period.
+    #[error("{caller} may not offer periods: only the aggregator's certificate may")]
+    NotPermitted {
+        /// Who called, as its certificate names it.
+        caller: String,
     },
     /// The store could not be opened, read or written.
     #[error(transparent)]
@@ -100,25 +108,26 @@ pub enum ConnectionError {
     Transport(#[from] tonic::transport::Error),
 }
 
-impl From<ConnectionError> for Status {
-    fn from(e: ConnectionError) -> Self {
-        match e {
-            // Refusals are logged and counted once, by `hrs_rpc::refusals`.
-            ConnectionError::Invalid(Invalid::UnknownCatalog(_)) => {
-                Status::failed_precondition(e.to_string())
-            }
-            ConnectionError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            ConnectionError::WrongHierarchy { .. } => Status::permission_denied(e.to_string()),
-            ConnectionError::Store(_)
-            | ConnectionError::NoStore { .. }
-            | ConnectionError::Tls(_)
-            | ConnectionError::Bundle(_)
-            | ConnectionError::Io { .. }
-            | ConnectionError::Config(_)
-            | ConnectionError::Transport(_) => {
-                error!(error = %hrs_core::error::chain(&e), "connection point failed");
-                Status::internal("the connection point could not store the period; retry later")
-            }
+impl RpcError for ConnectionError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Invalid(Invalid::UnknownCatalog(_)) => Code::FailedPrecondition,
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::WrongHierarchy { .. } | Self::NotPermitted { .. } => Code::PermissionDenied,
+            Self::Store(_)
+            | Self::NoStore { .. }
+            | Self::Tls(_)
+            | Self::Bundle(_)
+            | Self::Io { .. }
+            | Self::Config(_)
+            | Self::Transport(_) => Code::Internal,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self.code() {
+            Code::Internal => "the connection point could not store the period; retry later".into(),
+            _ => self.to_string().into(),
         }
     }
 }
@@ -197,15 +206,21 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
             if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
                 let caller =
                     caller.map_or("a client without an identity".into(), |c| c.to_string());
-                return Err(Status::permission_denied(format!(
-                    "{caller} may not offer periods: only the aggregator's certificate may"
-                )));
+                return Err(hrs_rpc::error::status(&ConnectionError::NotPermitted {
+                    caller,
+                }));
             }
         }
         let request = request.into_inner();
         let service = self.clone();
         hrs_rpc::serve::detached(
-            async move { service.handle(request).await.map_err(Status::from) }.instrument(span),
+            async move {
+                service
+                    .handle(request)
+                    .await
+                    .map_err(|error| hrs_rpc::error::status(&error))
+            }
+            .instrument(span),
         )
         .await
         .map(Response::new)

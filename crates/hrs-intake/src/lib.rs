@@ -11,6 +11,7 @@ mod config;
 mod store;
 mod updates;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
+use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::serve::Serving;
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
@@ -28,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{Instrument as _, info, warn};
 
 pub use config::{HierarchyToken, IntakeConfig};
 pub use store::{Accepted, IntakeStore, SqliteIntake, SubmissionSummary, submission_id};
@@ -56,6 +58,26 @@ pub enum IntakeError {
     /// A package cannot be served.
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// With TLS, a certificate of another role called.
+    #[error("{caller} may not call the intake: only a connection point's certificate may")]
+    NotPermitted {
+        /// The role its certificate names.
+        caller: String,
+    },
+    /// With TLS, a client certificate names no HRS identity.
+    #[error("a client certificate without an HRS identity may not call the intake")]
+    NoIdentity,
+    /// With TLS, the caller presented neither a certificate nor a token.
+    #[error(
+        "no client certificate and no token: a connection point presents its certificate or its hierarchy's token (authorization: Bearer)"
+    )]
+    NoCredentials,
+    /// The token is not the one configured for the hierarchy the request names.
+    #[error("the token is not valid for {hierarchy}")]
+    TokenRefused {
+        /// The hierarchy as it may be shown (quoted, or its length when too long).
+        hierarchy: String,
+    },
     /// The update catalog could not be loaded.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -70,29 +92,30 @@ pub enum IntakeError {
     Tls(#[from] hrs_rpc::tls::TlsError),
 }
 
-impl From<IntakeError> for Status {
-    fn from(e: IntakeError) -> Self {
-        match e {
-            // Refusals are logged and counted once, by `hrs_rpc::refusals`.
-            IntakeError::Invalid(Invalid::UnknownCatalog(_)) => {
-                Status::failed_precondition(e.to_string())
+impl RpcError for IntakeError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Invalid(Invalid::UnknownCatalog(_))
+            | Self::Update(UpdateError::Changed { .. }) => Code::FailedPrecondition,
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Update(UpdateError::NotFound { .. }) => Code::NotFound,
+            Self::NotPermitted { .. } | Self::NoIdentity => Code::PermissionDenied,
+            Self::NoCredentials | Self::TokenRefused { .. } => Code::Unauthenticated,
+            Self::Update(UpdateError::Read { .. })
+            | Self::Store(_)
+            | Self::Config(_)
+            | Self::Transport(_)
+            | Self::Tls(_) => Code::Internal,
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            Self::Update(UpdateError::Read { .. }) => {
+                "the intake could not read the package; retry later".into()
             }
-            IntakeError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            IntakeError::Update(UpdateError::NotFound { .. }) => Status::not_found(e.to_string()),
-            IntakeError::Update(UpdateError::Changed { .. }) => {
-                Status::failed_precondition(e.to_string())
-            }
-            IntakeError::Update(UpdateError::Read { .. }) => {
-                error!(error = %e, "intake cannot read a package");
-                Status::internal("the intake could not read the package; retry later")
-            }
-            IntakeError::Store(_)
-            | IntakeError::Config(_)
-            | IntakeError::Transport(_)
-            | IntakeError::Tls(_) => {
-                error!(error = %e, "intake store failed");
-                Status::internal("the intake's store failed; retry later")
-            }
+            _ if self.code() == Code::Internal => "the intake's store failed; retry later".into(),
+            _ => self.to_string().into(),
         }
     }
 }
@@ -165,7 +188,7 @@ enum Caller {
 impl<S> IntakeService<S> {
     /// Decides whether the caller may act for the request's hierarchy: with TLS, a
     /// connection point's certificate may for any, a token for its own hierarchy only.
-    fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, IntakeError> {
         if !self.tls {
             return Ok(Caller::Anyone);
         }
@@ -174,18 +197,14 @@ impl<S> IntakeService<S> {
                 Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
                     Ok(Caller::Certificate)
                 }
-                Ok(other) => Err(Status::permission_denied(format!(
-                    "{other} may not call the intake: only a connection point's certificate may"
-                ))),
-                Err(_) => Err(Status::permission_denied(
-                    "a client certificate without an HRS identity may not call the intake",
-                )),
+                Ok(other) => Err(IntakeError::NotPermitted {
+                    caller: other.to_string(),
+                }),
+                Err(_) => Err(IntakeError::NoIdentity),
             };
         }
         let Some(token) = bearer(request) else {
-            return Err(Status::unauthenticated(
-                "no client certificate and no token: a connection point presents its certificate or its hierarchy's token (authorization: Bearer)",
-            ));
+            return Err(IntakeError::NoCredentials);
         };
         let hierarchy = request.get_ref().hierarchy();
         match self.tokens.get(hierarchy) {
@@ -193,14 +212,13 @@ impl<S> IntakeService<S> {
             // A hierarchy no token is configured for may be anything the caller sent:
             // quote it only when it is as short as a real one.
             _ if hierarchy.len() > hrs_core::validate::MAX_NAME_BYTES => {
-                Err(Status::unauthenticated(format!(
-                    "the token is not valid for the hierarchy named ({} bytes)",
-                    hierarchy.len()
-                )))
+                Err(IntakeError::TokenRefused {
+                    hierarchy: format!("the hierarchy named ({} bytes)", hierarchy.len()),
+                })
             }
-            _ => Err(Status::unauthenticated(format!(
-                "the token is not valid for hierarchy {hierarchy:?}"
-            ))),
+            _ => Err(IntakeError::TokenRefused {
+                hierarchy: format!("hierarchy {hierarchy:?}"),
+            }),
         }
     }
 }
@@ -341,12 +359,19 @@ impl<S: IntakeStore> IntakeService<S> {
         Work: FnOnce(Self, Req) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
     {
-        let caller = self.authenticate(&request)?;
+        let caller = self
+            .authenticate(&request)
+            .map_err(|error| hrs_rpc::error::status(&error))?;
         span.record("caller", tracing::field::debug(&caller));
         let service = self.clone();
         let request = request.into_inner();
         hrs_rpc::serve::detached(
-            async move { work(service, request).await.map_err(Status::from) }.instrument(span),
+            async move {
+                work(service, request)
+                    .await
+                    .map_err(|error| hrs_rpc::error::status(&error))
+            }
+            .instrument(span),
         )
         .await
     }

@@ -739,7 +739,9 @@ pub(crate) fn stream_package(
                 // refusal layer does not see: this is the one place it is logged.
                 warn!(error = %error, "package download broken off");
                 let _ = tx
-                    .send(Err(Status::failed_precondition(error.to_string())))
+                    .send(Err(hrs_rpc::error::status(&crate::IntakeError::Update(
+                        error,
+                    ))))
                     .await;
             }
         }

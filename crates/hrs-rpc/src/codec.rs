@@ -11,6 +11,8 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+use crate::error::{self, RuntimeError};
+
 /// prost encoding whose decode failures are `INVALID_ARGUMENT` naming the field.
 #[derive(Debug, Clone, Default)]
 pub struct StrictCodec<T, U>(ProstCodec<T, U>);
@@ -43,9 +45,9 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| {
-            Status::invalid_argument(format!("malformed message: {}", status.message()))
-        })
+        self.0
+            .decode(buf)
+            .map_err(|status| error::status(&RuntimeError::Malformed(status.message().into())))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

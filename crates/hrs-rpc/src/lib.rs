@@ -5,6 +5,7 @@
 
 pub mod chunks;
 pub mod codec;
+pub mod error;
 pub mod proxy;
 pub mod refusals;
 pub mod serve;

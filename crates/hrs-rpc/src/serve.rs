@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, Router, TcpConnectInfo};
 use tower_layer::Stack;
 
+use crate::error::{self, RuntimeError};
 use crate::refusals::{RefusalLayer, Refusals};
 
 /// How long requests in flight may take to finish once shutdown begins.
@@ -66,10 +67,9 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, tonic::Status>> + Send + 'static,
 {
-    tokio::spawn(handler).await.unwrap_or_else(|error| {
-        tracing::error!(%error, "request handler failed");
-        Err(tonic::Status::internal("the request could not be handled"))
-    })
+    tokio::spawn(handler)
+        .await
+        .unwrap_or_else(|error| Err(error::status(&RuntimeError::Handler(error.to_string()))))
 }
 
 /// What a server role allows its callers: each limit is a setting of the role's
@@ -208,10 +208,10 @@ impl tonic::service::Interceptor for Gate {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         match request.remote_addr() {
             Some(peer) if self.overflow().contains(&peer) => {
-                Err(tonic::Status::resource_exhausted(format!(
-                    "the {} is serving its maximum of {} connections (max_connections); retry later",
-                    self.role, self.max
-                )))
+                Err(error::status(&RuntimeError::TooManyConnections {
+                    role: self.role,
+                    max: self.max,
+                }))
             }
             _ => Ok(request),
         }
