@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use hrs_agent::spool::Spool;
 use hrs_agent::{Agent, AgentConfig, SiteType};
-use hrs_aggregator::{AggregatorConfig, MergeStore as _, SqliteMergeStore};
+use hrs_aggregator::{AggregatorConfig, MergeStore as _, Onward, SqliteMergeStore};
 use hrs_connection::{ConnectionPointConfig, Mode, PeriodState, State};
 use hrs_core::clock::{ManualClock, SharedClock};
+use hrs_core::config::{MetricsTable, ServerLimits};
+use hrs_core::link::LinkThresholds;
 use hrs_core::{HierarchyId, Level, Period, SiteCode, Value};
 use hrs_intake::{IntakeConfig, IntakeStore as _, SqliteIntake, SubmissionSummary};
 use hrs_proto::v1 as pb;
@@ -304,7 +306,7 @@ impl Hierarchy {
             "127.0.0.1:0".parse().expect("address"),
             dir.path().join("intake.sqlite"),
         );
-        intake_config.metrics_file = Some(dir.path().join("intake.prom"));
+        intake_config.metrics.file = Some(dir.path().join("intake.prom"));
         intake_config.update_catalog = options.update_catalog.clone();
         let config = intake_config.clone();
         let stop = stop_signal(&mut stops);
@@ -329,23 +331,13 @@ impl Hierarchy {
             check_hours: 24,
             recheck_minutes: 60,
             retry_seconds: 1,
-            hash_key_file: None,
             hasher: hrs_core::hash::Hasher::Plain,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
             intake_ca: None,
-            intake_token_file: None,
             intake_token: None,
             intake_proxy: options.intake_proxy.clone(),
-            proxy: options.intake_proxy.as_ref().map(|p| p.url().to_owned()),
-            proxy_user: None,
-            proxy_password_env: None,
-            proxy_password_file: None,
-            metrics_file: None,
-            max_connections: 64,
-            max_message_mb: 64,
-            request_timeout_seconds: 600,
+            tls: None,
+            limits: ServerLimits::with_max_connections(64),
+            metrics: MetricsTable::default(),
             source: None,
         };
         let config = connection_point.clone();
@@ -363,23 +355,22 @@ impl Hierarchy {
             level: options.level,
             store: dir.path().join("merge.sqlite"),
             sites: sites.clone(),
-            connection_point: Some(format!("http://{cp_addr}")),
-            upstream: None,
+            onward: Onward::ConnectionPoint(format!("http://{cp_addr}")),
             period_deadline_hours: 72,
             period_settle_minutes: SETTLE_MINUTES,
             retry_seconds: 1,
             site_check_minutes: 60,
-            link_degraded_after: 12,
-            link_failed_after: 24,
+            link_thresholds: LinkThresholds {
+                degraded_after: 12,
+                failed_after: 24,
+            },
             max_run_mb: 953,
-            max_message_mb: 64,
-            metrics_file: Some(dir.path().join("aggregator.prom")),
-            max_connections: 512,
             max_runs_in_flight: 2,
-            request_timeout_seconds: 600,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
+            tls: None,
+            limits: ServerLimits::with_max_connections(512),
+            metrics: MetricsTable {
+                file: Some(dir.path().join("aggregator.prom")),
+            },
             hash_key_file: None,
             hash_key_id: String::new(),
         };
@@ -429,10 +420,8 @@ impl Hierarchy {
             site_db_password_file: None,
             hash_key_file: None,
             spool: self.dir.path().join(format!("spool-{site}.sqlite")),
-            metrics_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
+            metrics: MetricsTable::default(),
+            tls: None,
             upstream: format!("http://{}", self.aggregator),
             period: Some(period()),
             check_minutes: 60,

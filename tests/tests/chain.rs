@@ -19,8 +19,7 @@ async fn a_region_aggregator_relays_its_sites_to_the_cas() {
         listen: region_addr,
         sites: vec![site("P01"), site("P02")],
         store: h.dir.path().join("region.sqlite"),
-        connection_point: None,
-        upstream: Some(format!("http://{}", h.aggregator)),
+        onward: hrs_aggregator::Onward::Upstream(format!("http://{}", h.aggregator)),
         ..h.aggregator_config.clone()
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -108,9 +108,7 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
         "127.0.0.1:0".parse().expect("addr"),
         h.dir.path().join("token-intake.sqlite"),
     );
-    config.tls_cert = Some(server.cert.clone());
-    config.tls_key = Some(server.key.clone());
-    config.tls_ca = Some(server.ca.clone());
+    config.tls = Some(server.clone());
     config.hierarchy_tokens = vec![HierarchyToken {
         hierarchy: period.hierarchy_hash.clone(),
         token_sha256: token.fingerprint(),
@@ -195,8 +193,8 @@ async fn a_connection_beyond_max_connections_is_told_why() {
     let h = Hierarchy::builder().primaries(1).start().await;
     let mut config = h.aggregator_config.clone();
     config.store = h.dir.path().join("limited-merge.sqlite");
-    config.connection_point = None;
-    config.max_connections = 1;
+    config.onward = hrs_aggregator::Onward::Kept;
+    config.limits.max_connections = 1;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");

@@ -21,7 +21,7 @@ async fn the_link_degrades_fails_and_recovers_with_the_upstream() {
     config.link_failed_after = 4;
     config.upstream = format!("http://{}", proxy.addr());
     let metrics = h.dir.path().join("agent-P01.prom");
-    config.metrics_file = Some(metrics.clone());
+    config.metrics.file = Some(metrics.clone());
     let agent = Agent::open(config, h.clock.shared()).expect("agent opens");
     let metric = |line: &str| {
         std::fs::read_to_string(&metrics)

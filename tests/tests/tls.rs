@@ -92,10 +92,8 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
     // A second aggregator for the same hierarchy, with TLS.
     let mut config = h.aggregator_config.clone();
     config.store = h.dir.path().join("tls-merge.sqlite");
-    config.connection_point = None;
-    config.tls_cert = Some(server_tls.cert.clone());
-    config.tls_key = Some(server_tls.key.clone());
-    config.tls_ca = Some(server_tls.ca.clone());
+    config.onward = hrs_aggregator::Onward::Kept;
+    config.tls = Some(server_tls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
@@ -110,9 +108,7 @@ async fn a_site_writes_only_its_own_data_and_strangers_get_nowhere() {
     let agent_with = |code, tls: &TlsFiles| {
         let mut agent = h.agent_config(code);
         agent.upstream = format!("https://{addr}");
-        agent.tls_cert = Some(tls.cert.clone());
-        agent.tls_key = Some(tls.key.clone());
-        agent.tls_ca = Some(tls.ca.clone());
+        agent.tls = Some(tls.clone());
         // On the real clock: the expiry it shows is that of a certificate issued today.
         Agent::open(agent, hrs_tests::wall_clock()).expect("agent")
     };

@@ -2,13 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use hrs_core::config::{self, ConfigError};
+use hrs_core::config::{self, ConfigError, MetricsTable, TlsFiles};
 use hrs_core::hash::{HashKeyError, Hasher};
 use hrs_core::link::LinkThresholds;
 
 use crate::spool::SpoolLimits;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
-use hrs_rpc::tls::TlsFiles;
 use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
 use serde::Deserialize;
 
@@ -55,19 +54,13 @@ pub struct AgentConfig {
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
     /// This site's certificate (from `hrs pki issue --site`), its key, and the hierarchy's
-    /// CA: all three for TLS to an `https://` upstream, none for plaintext.
+    /// CA (`[tls]`): for TLS to an `https://` upstream; none for plaintext.
     #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// See `tls_cert`.
+    pub tls: Option<TlsFiles>,
+    /// `[metrics]`: a Prometheus text file the agent rewrites after every delivery attempt
+    /// (spool backlog, dropped runs, link state), for an exporter's textfile collector.
     #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// See `tls_cert`.
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
-    /// A Prometheus text file the agent rewrites after every delivery attempt (spool
-    /// backlog, dropped runs, link state), for an exporter's textfile collector.
-    #[serde(default)]
-    pub metrics_file: Option<PathBuf>,
+    pub metrics: MetricsTable,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
     pub upstream: String,
     /// Collect this period instead of the last ISO week to have ended (for re-collection
@@ -206,17 +199,8 @@ impl AgentConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
-        cfg.metrics_file = cfg.metrics_file.map(|file| config::resolve(path, &file));
-        let upstream = cfg.upstream.clone();
-        config::tls_settings(
-            path,
-            config::TlsSettings {
-                cert: &mut cfg.tls_cert,
-                key: &mut cfg.tls_key,
-                ca: &mut cfg.tls_ca,
-            },
-            &[("upstream", Some(&upstream))],
-        )?;
+        cfg.metrics = cfg.metrics.resolved(path);
+        cfg.tls = config::tls_settings(path, cfg.tls.take(), &[("upstream", Some(&cfg.upstream))])?;
         cfg.hasher()
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
@@ -252,15 +236,6 @@ impl AgentConfig {
             self.site_db_password_file.as_deref(),
         );
         SiteDbSpec::parse(&self.site_db, password)
-    }
-
-    /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<TlsFiles> {
-        TlsFiles::of(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            self.tls_ca.as_deref(),
-        )
     }
 
     /// Returns the spool's limits.
@@ -307,9 +282,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("site_db_password_env", &self.site_db_password_env)
             .field("site_db_password_file", &self.site_db_password_file)
             .field("hash_key_file", &self.hash_key_file)
-            .field("metrics_file", &self.metrics_file)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_ca", &self.tls_ca)
+            .field("metrics", &self.metrics)
+            .field("tls", &self.tls)
             .field("spool", &self.spool)
             .field("upstream", &self.upstream)
             .field("period", &self.period)

@@ -275,7 +275,7 @@ impl Agent {
     /// Connects to the upstream aggregator.
     async fn client(&self) -> Result<AggregatorClient<tonic::transport::Channel>, AgentError> {
         let upstream = self.config.upstream.clone();
-        let channel = hrs_rpc::tls::connect(&upstream, self.config.tls().as_ref())
+        let channel = hrs_rpc::tls::connect(&upstream, self.config.tls.as_ref())
             .await
             .map_err(|source| AgentError::Connect { upstream, source })?;
         Ok(AggregatorClient::new(channel)
@@ -433,7 +433,7 @@ impl Agent {
     /// Rewrites the metrics file, when one is configured; a failure is logged, never
     /// fails the delivery it follows.
     async fn write_metrics(&self) {
-        let Some(path) = &self.config.metrics_file else {
+        let Some(path) = &self.config.metrics.file else {
             return;
         };
         let written = match self.status().await {
@@ -476,7 +476,8 @@ impl Agent {
             dropped_runs: self.spool.dropped_runs().await?,
             certificate: self
                 .config
-                .tls()
+                .tls
+                .as_ref()
                 .and_then(|tls| hrs_pki::Expiry::of(&tls.cert, now).ok()),
         })
     }
@@ -485,7 +486,7 @@ impl Agent {
     /// and keeps delivering the spool, backing off while the upstream is away.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tracing::info!(site = %self.config.site, version = VERSION, "agent started");
-        if let Some(tls) = self.config.tls() {
+        if let Some(tls) = &self.config.tls {
             hrs_pki::warn_if_expiring(&tls.cert, self.clock.now());
         }
         let check = Duration::from_secs(self.config.check_minutes * 60);
@@ -634,10 +635,8 @@ mod tests {
             site_db_password_file: None,
             hash_key_file: None,
             spool: dir.path().join("spool.sqlite"),
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-            metrics_file: None,
+            tls: None,
+            metrics: hrs_core::config::MetricsTable::default(),
             // Never called: the run is only collected and spooled.
             upstream: "http://127.0.0.1:9".into(),
             period: None,

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, watch};
 
-use crate::config::AggregatorConfig;
+use crate::config::{AggregatorConfig, Onward};
 use crate::merge::merge;
 use crate::store::{MergeStore, StoredRun};
 
@@ -39,10 +39,10 @@ pub async fn run(
     clock: SharedClock,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (upstream, relay) = match (&config.connection_point, &config.upstream) {
-        (Some(point), _) => (point.clone(), false),
-        (None, Some(aggregator)) => (aggregator.clone(), true),
-        (None, None) => return,
+    let (upstream, relay) = match &config.onward {
+        Onward::ConnectionPoint(point) => (point.clone(), false),
+        Onward::Upstream(aggregator) => (aggregator.clone(), true),
+        Onward::Kept => return,
     };
     loop {
         let result = if relay {
@@ -146,7 +146,7 @@ async fn relay_ready(
     if runs.is_empty() {
         return Ok(());
     }
-    let channel = hrs_rpc::tls::connect(upstream, config.tls().as_ref())
+    let channel = hrs_rpc::tls::connect(upstream, config.tls.as_ref())
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut client = AggregatorClient::new(channel)
@@ -264,7 +264,7 @@ async fn forward_ready(
             Some(client) => client,
             None => client.insert(
                 ConnectionPointClient::new(
-                    hrs_rpc::tls::connect(upstream, config.tls().as_ref())
+                    hrs_rpc::tls::connect(upstream, config.tls.as_ref())
                         .await
                         .map_err(|e| format!("cannot connect: {e}"))?,
                 )

@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
 use hrs_core::clock::SharedClock;
-use hrs_rpc::serve::Serving;
+use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
+use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::service::interceptor::InterceptedService;
 
-pub use config::AggregatorConfig;
+pub use config::{AggregatorConfig, Onward};
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
 pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged, StoredRun};
 
@@ -40,12 +41,9 @@ pub enum AggregatorError {
     /// The merge store could not be opened.
     #[error(transparent)]
     Store(#[from] hrs_store::StoreError),
-    /// The gRPC server failed.
-    #[error("grpc server: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    /// The TLS certificates could not be loaded.
-    #[error("tls: {0}")]
-    Tls(#[from] hrs_rpc::tls::TlsError),
+    /// The gRPC server could not be set up or failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// Serves the aggregator on `listener` until `shutdown` resolves, then stops forwarding and
@@ -80,39 +78,33 @@ pub async fn serve_with_clock(
     ));
     // Periods already complete at startup are forwarded without waiting for a push.
     merged.notify_one();
-    let settings = config.limits();
-    let limits = hrs_rpc::serve::Limits::from_settings(
-        settings.max_connections,
-        CALLS_PER_CONNECTION,
-        settings.request_timeout_seconds,
-        settings.max_message_mb,
-    );
     let service =
         service::AggregatorService::new(Arc::clone(&config), store, merged, Arc::clone(&clock));
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
-    let tls = match config.tls() {
-        Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
-            Some(hrs_rpc::tls::server(
-                &tls,
-                hrs_rpc::tls::ClientCertificates::Required,
-            )?)
-        }
-        None => {
-            tracing::warn!("serving without TLS: any client can claim any site");
-            None
-        }
+    let role = RoleServing {
+        role: "aggregator",
+        limits: config.limits,
+        calls_per_connection: CALLS_PER_CONNECTION,
+        tls: config.tls.as_ref(),
+        clients: ClientCertificates::Required,
+        plaintext_warning: "any client can claim any site",
+        metrics: &config.metrics,
+        now: clock.now(),
     };
-    let serving = Serving::new("aggregator", limits, config.metrics_file.clone());
-    let router = serving.server(tls)?.add_service(InterceptedService::new(
-        AggregatorServer::new(service)
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes),
-        serving.gate(),
-    ));
-    let result = serving
-        .serve(router, listener, shutdown, hrs_rpc::serve::DRAIN_DEADLINE)
-        .await;
+    let result = serve_role(
+        role,
+        listener,
+        |mut server, limits, gate| {
+            server.add_service(InterceptedService::new(
+                AggregatorServer::new(service)
+                    .max_decoding_message_size(limits.max_message_bytes)
+                    .max_encoding_message_size(limits.max_message_bytes),
+                gate,
+            ))
+        },
+        shutdown,
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = forwarder.await;
     tracing::info!("aggregator stopped");

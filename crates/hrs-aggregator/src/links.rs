@@ -48,7 +48,7 @@ pub fn site_links(
     now: OffsetDateTime,
 ) -> Result<Vec<SiteLink>, StoreError> {
     let contacts = store.contacts()?;
-    let thresholds = config.link_thresholds();
+    let thresholds = config.link_thresholds;
     let interval = i64::try_from(config.site_check_minutes.max(1)).unwrap_or(i64::MAX);
     let mut reinit = Vec::new();
     for site in &config.sites {

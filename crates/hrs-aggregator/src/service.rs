@@ -556,7 +556,7 @@ impl AggregatorService {
 
     /// Reads the caller's identity from its TLS certificate; without TLS, it is unverified.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, PushError> {
-        if self.config.tls().is_none() {
+        if self.config.tls.is_none() {
             return Ok(Caller::Unverified);
         }
         let certs = request

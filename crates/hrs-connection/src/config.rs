@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use hrs_core::config::{self, ConfigError};
+use hrs_core::config::{self, ConfigError, LimitsTable, MetricsTable, ServerLimits, TlsFiles};
 use hrs_core::hash::Hasher;
+use hrs_core::secret::PasswordSource;
 use hrs_core::token::Token;
 use hrs_core::{HierarchyId, Level};
 use serde::Deserialize;
@@ -37,9 +38,48 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// How the connection point runs, read from a TOML file.
+/// The connection point's file as written: [`ConnectionPointConfig::load`] checks it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ConnectionPointFile {
+    listen: SocketAddr,
+    hierarchy_id: HierarchyId,
+    #[serde(default = "default_level")]
+    level: Level,
+    mode: Mode,
+    store: PathBuf,
+    #[serde(default)]
+    intake: Option<String>,
+    #[serde(default = "default_retry_seconds")]
+    retry_seconds: u64,
+    #[serde(default = "default_check_hours")]
+    check_hours: u64,
+    #[serde(default = "default_recheck_minutes")]
+    recheck_minutes: u64,
+    #[serde(default)]
+    hash_key_file: Option<PathBuf>,
+    #[serde(default)]
+    intake_ca: Option<PathBuf>,
+    #[serde(default)]
+    intake_token_file: Option<PathBuf>,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    proxy_user: Option<String>,
+    #[serde(default)]
+    proxy_password_env: Option<String>,
+    #[serde(default)]
+    proxy_password_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    limits: LimitsTable,
+    #[serde(default)]
+    metrics: MetricsTable,
+}
+
+/// How the connection point runs, checked: read with [`ConnectionPointConfig::load`].
+#[derive(Debug, Clone)]
 pub struct ConnectionPointConfig {
     /// Address the gRPC service listens on; the top-level aggregator offers periods here.
     pub listen: SocketAddr,
@@ -48,83 +88,40 @@ pub struct ConnectionPointConfig {
     pub hierarchy_id: HierarchyId,
     /// The level configured now: what leaves is filtered to it, whatever level the data was
     /// collected at.
-    #[serde(default = "default_level")]
     pub level: Level,
     /// Online (submit to the intake) or offline (write bundles).
     pub mode: Mode,
     /// The SQLite file holding received periods and their delivery state.
     pub store: PathBuf,
     /// URL of the intake, e.g. `http://127.0.0.1:7400`; required when online.
-    #[serde(default)]
     pub intake: Option<String>,
     /// Seconds to wait before retrying an update check that could not submit everything.
-    #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
     /// Hours between update checks (online); each check submits every unsent period.
-    #[serde(default = "default_check_hours")]
     pub check_hours: u64,
     /// Minutes until the next check after one that found no applicable update.
-    #[serde(default = "default_recheck_minutes")]
     pub recheck_minutes: u64,
-    /// The hierarchy's hash key file: site codes leaving below Full are then hashed keyed
-    /// (HMAC-SHA-256) instead of plain SHA-256, so they cannot be guessed outside.
-    #[serde(default)]
-    pub hash_key_file: Option<PathBuf>,
-    /// This connection point's certificate, its key, and the hierarchy's CA (all three, or
-    /// none for plaintext): the aggregator must then connect with the aggregator's
-    /// certificate, and the intake is reached over TLS with this one.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// See `tls_cert`.
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// See `tls_cert`.
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
-    /// The CA the intake's certificate must come from, for an `https://` intake; defaults
-    /// to `tls_ca`. Set it when the intake is not part of the hierarchy's PKI.
-    #[serde(default)]
-    pub intake_ca: Option<PathBuf>,
-    /// A file holding this hierarchy's intake token, for a connection point that cannot
-    /// hold a client certificate: sent with every submission, over `https://` only.
-    #[serde(default)]
-    pub intake_token_file: Option<PathBuf>,
-    /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
-    /// textfile collector; none when unset.
-    #[serde(default)]
-    pub metrics_file: Option<PathBuf>,
-    /// An HTTP proxy the intake is reached through (CONNECT), `http://host:port`.
-    #[serde(default)]
-    pub proxy: Option<String>,
-    /// The proxy's user, for a proxy that asks for Basic authentication.
-    #[serde(default)]
-    pub proxy_user: Option<String>,
-    /// The environment variable holding the proxy user's password.
-    #[serde(default)]
-    pub proxy_password_env: Option<String>,
-    /// Or a file holding it (one line).
-    #[serde(default)]
-    pub proxy_password_file: Option<PathBuf>,
-    /// Connections served at once (only aggregators connect here).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-    /// Largest message received or sent, in MiB: a merged period.
-    #[serde(default = "config::default_max_message_mb")]
-    pub max_message_mb: u64,
-    /// Longest a call may take, in seconds.
-    #[serde(default = "config::default_request_timeout_seconds")]
-    pub request_timeout_seconds: u64,
-    /// How site codes are hashed on the way out; loaded from `hash_key_file`.
-    #[serde(skip)]
+    /// How site codes are hashed on the way out: keyed (HMAC-SHA-256) with the
+    /// hierarchy's `hash_key_file`, so they cannot be guessed outside, else plain SHA-256.
     pub hasher: Hasher,
-    /// The intake token, loaded from `intake_token_file`.
-    #[serde(skip)]
+    /// The CA the intake's certificate must come from, for an `https://` intake; defaults
+    /// to `[tls] ca`. Set it when the intake is not part of the hierarchy's PKI.
+    pub intake_ca: Option<PathBuf>,
+    /// This hierarchy's intake token (from `intake_token_file`), for a connection point
+    /// that cannot hold a client certificate: sent with every submission, over `https://`.
     pub intake_token: Option<Token>,
-    /// The proxy, with its password, from the `proxy*` settings.
-    #[serde(skip)]
+    /// The HTTP proxy the intake is reached through (CONNECT), with its password, from
+    /// the `proxy*` settings.
     pub intake_proxy: Option<hrs_rpc::proxy::Proxy>,
+    /// This connection point's certificate, its key, and the hierarchy's CA (`[tls]`; none
+    /// for plaintext): the aggregator must then connect with the aggregator's certificate,
+    /// and the intake is reached over TLS with this one.
+    pub tls: Option<TlsFiles>,
+    /// The limits on its callers (`[limits]`; only aggregators connect here).
+    pub limits: ServerLimits,
+    /// Where it keeps its counters (`[metrics]`).
+    pub metrics: MetricsTable,
     /// The file this configuration was read from, so messages can point at it.
-    #[serde(skip)]
     pub source: Option<PathBuf>,
 }
 
@@ -136,9 +133,8 @@ fn default_retry_seconds() -> u64 {
     30
 }
 
-fn default_max_connections() -> u32 {
-    64
-}
+/// Aggregators served at once, unless `[limits]` says otherwise: only they connect here.
+const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 
 fn default_check_hours() -> u64 {
     24
@@ -151,21 +147,12 @@ fn default_recheck_minutes() -> u64 {
 impl ConnectionPointConfig {
     /// Reads, resolves and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut this: Self = config::load(path)?;
-        this.store = config::resolve(path, &this.store);
-        this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
-        this.source = Some(path.to_owned());
-        this.hash_key_file = this.hash_key_file.map(|file| config::resolve(path, &file));
-        this.hasher = Hasher::from_key_file(this.hash_key_file.as_deref())
+        let file: ConnectionPointFile = config::load(path)?;
+        let hash_key_file = file.hash_key_file.map(|f| config::resolve(path, &f));
+        let hasher = Hasher::from_key_file(hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
-        this.intake_ca = this.intake_ca.map(|file| config::resolve(path, &file));
-        this.intake_token_file = this
-            .intake_token_file
-            .map(|file| config::resolve(path, &file));
-        this.proxy_password_file = this
-            .proxy_password_file
-            .map(|file| config::resolve(path, &file));
-        let password = match (&this.proxy_password_env, &this.proxy_password_file) {
+        let proxy_password_file = file.proxy_password_file.map(|f| config::resolve(path, &f));
+        let password = match (&file.proxy_password_env, &proxy_password_file) {
             (Some(_), Some(_)) => {
                 return Err(config::invalid(
                     path,
@@ -173,20 +160,18 @@ impl ConnectionPointConfig {
                     "give proxy_password_env or proxy_password_file, not both",
                 ));
             }
-            (Some(env), None) => Some(hrs_core::secret::PasswordSource::Env(env.clone())),
-            (None, Some(file)) => Some(hrs_core::secret::PasswordSource::File(file.clone())),
-            (None, None) => None,
+            (env, file) => PasswordSource::from_options(env.as_deref(), file.as_deref()),
         };
-        this.intake_proxy = match &this.proxy {
+        let intake_proxy = match &file.proxy {
             Some(url) => Some(
                 hrs_rpc::proxy::Proxy::from_settings(
                     url,
-                    this.proxy_user.as_deref(),
+                    file.proxy_user.as_deref(),
                     password.as_ref(),
                 )
                 .map_err(|e| config::invalid(path, "proxy", e.to_string()))?,
             ),
-            None if this.proxy_user.is_some() || password.is_some() => {
+            None if file.proxy_user.is_some() || password.is_some() => {
                 return Err(config::invalid(
                     path,
                     "proxy",
@@ -195,48 +180,45 @@ impl ConnectionPointConfig {
             }
             None => None,
         };
-        this.intake_token = match &this.intake_token_file {
-            Some(file) => Some(
-                Token::load(file)
+        let intake_token = match &file.intake_token_file {
+            Some(token_file) => Some(
+                Token::load(&config::resolve(path, token_file))
                     .map_err(|e| config::invalid(path, "intake_token_file", e.to_string()))?,
             ),
             None => None,
         };
         // The intake's scheme is not tied to these settings: a vendor's intake may serve
         // TLS under a public certificate that needs no client certificate.
-        config::tls_settings(
-            path,
-            config::TlsSettings {
-                cert: &mut this.tls_cert,
-                key: &mut this.tls_key,
-                ca: &mut this.tls_ca,
-            },
-            &[],
-        )?;
+        let tls = config::tls_settings(path, file.tls, &[])?;
+        let this = Self {
+            listen: file.listen,
+            hierarchy_id: file.hierarchy_id,
+            level: file.level,
+            mode: file.mode,
+            store: config::resolve(path, &file.store),
+            intake: file.intake,
+            retry_seconds: file.retry_seconds,
+            check_hours: file.check_hours,
+            recheck_minutes: file.recheck_minutes,
+            hasher,
+            intake_ca: file.intake_ca.map(|f| config::resolve(path, &f)),
+            intake_token,
+            intake_proxy,
+            tls,
+            limits: file.limits.resolve(
+                path,
+                ServerLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+                1,
+            )?,
+            metrics: file.metrics.resolved(path),
+            source: Some(path.to_owned()),
+        };
         this.check(path)?;
         Ok(this)
     }
 
-    /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<hrs_rpc::tls::TlsFiles> {
-        hrs_rpc::tls::TlsFiles::of(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            self.tls_ca.as_deref(),
-        )
-    }
-
-    /// The limits on this connection point's callers.
-    pub fn limits(&self) -> config::ServerLimits {
-        config::ServerLimits {
-            max_connections: self.max_connections,
-            max_message_mb: self.max_message_mb,
-            request_timeout_seconds: self.request_timeout_seconds,
-        }
-    }
-
     /// How the intake is reached over TLS: `None` for an `http://` intake; otherwise its
-    /// certificate is verified against `intake_ca` (or `tls_ca`), and this connection
+    /// certificate is verified against `intake_ca` (or `[tls] ca`), and this connection
     /// point's certificate is presented when it has one.
     pub fn intake_tls(&self) -> Option<hrs_rpc::tls::ClientTls> {
         let url = self.intake.as_deref()?;
@@ -244,14 +226,19 @@ impl ConnectionPointConfig {
             return None;
         }
         Some(hrs_rpc::tls::ClientTls {
-            ca: self.intake_ca.clone().or_else(|| self.tls_ca.clone())?,
-            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            ca: self
+                .intake_ca
+                .clone()
+                .or_else(|| self.tls.as_ref().map(|tls| tls.ca.clone()))?,
+            identity: self
+                .tls
+                .as_ref()
+                .map(|tls| (tls.cert.clone(), tls.key.clone())),
         })
     }
 
     /// Checks values that parse but cannot work together, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        self.limits().check(path, 1)?;
         if self.store.as_os_str().is_empty() {
             return Err(config::invalid(path, "store", "is empty"));
         }
@@ -278,7 +265,7 @@ impl ConnectionPointConfig {
                     return Err(config::invalid(
                         path,
                         "intake_ca",
-                        "is required for an https:// intake when tls_ca is not set (the CA the intake's certificate comes from)",
+                        "is required for an https:// intake without a [tls] table (the CA the intake's certificate comes from)",
                     ));
                 }
                 if self.intake_token.is_some() && !url.starts_with("https://") {

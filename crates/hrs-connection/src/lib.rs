@@ -25,7 +25,8 @@ use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::Serving;
+use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
+use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
@@ -103,9 +104,9 @@ pub enum ConnectionError {
     /// The configuration lacks what its mode needs (checked by [`ConnectionPointConfig::load`]).
     #[error("configuration: {0}")]
     Config(String),
-    /// The gRPC server failed.
+    /// The gRPC server could not be set up or failed.
     #[error("connection point server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Serve(#[from] ServeError),
 }
 
 impl RpcError for ConnectionError {
@@ -120,7 +121,7 @@ impl RpcError for ConnectionError {
             | Self::Bundle(_)
             | Self::Io { .. }
             | Self::Config(_)
-            | Self::Transport(_) => Code::Internal,
+            | Self::Serve(_) => Code::Internal,
         }
     }
 
@@ -271,53 +272,42 @@ pub async fn serve_with_clock(
         store = %store.path().display(),
         "connection point listening"
     );
-    let settings = config.limits();
-    let limits = hrs_rpc::serve::Limits::from_settings(
-        settings.max_connections,
-        CALLS_PER_CONNECTION,
-        settings.request_timeout_seconds,
-        settings.max_message_mb,
-    );
-    let service = ConnectionPointServer::new(PointService {
+    let service = PointService {
         store,
         hierarchy_hash: config.hierarchy_id.hashed(),
         wake,
-        tls: config.tls().is_some(),
+        tls: config.tls.is_some(),
         clock: Arc::clone(&clock),
-    })
-    .max_decoding_message_size(limits.max_message_bytes)
-    .max_encoding_message_size(limits.max_message_bytes);
-    let signal = stop_tx.clone();
-    let tls = match config.tls() {
-        Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
-            Some(hrs_rpc::tls::server(
-                &tls,
-                hrs_rpc::tls::ClientCertificates::Required,
-            )?)
-        }
-        None => {
-            warn!("serving without TLS: any client can offer periods");
-            None
-        }
     };
-    let serving = Serving::new("connection point", limits, config.metrics_file.clone());
-    let router = serving
-        .server(tls)
-        .map_err(hrs_rpc::tls::TlsError::from)?
-        .add_service(InterceptedService::new(service, serving.gate()));
-    let result = serving
-        .serve(
-            router,
-            listener,
-            async move {
-                shutdown.await;
-                info!("connection point shutting down");
-                signal.send_replace(true);
-            },
-            hrs_rpc::serve::DRAIN_DEADLINE,
-        )
-        .await;
+    let signal = stop_tx.clone();
+    let role = RoleServing {
+        role: "connection point",
+        limits: config.limits,
+        calls_per_connection: CALLS_PER_CONNECTION,
+        tls: config.tls.as_ref(),
+        clients: ClientCertificates::Required,
+        plaintext_warning: "any client can offer periods",
+        metrics: &config.metrics,
+        now: clock.now(),
+    };
+    let result = serve_role(
+        role,
+        listener,
+        |mut server, limits, gate| {
+            server.add_service(InterceptedService::new(
+                ConnectionPointServer::new(service)
+                    .max_decoding_message_size(limits.max_message_bytes)
+                    .max_encoding_message_size(limits.max_message_bytes),
+                gate,
+            ))
+        },
+        async move {
+            shutdown.await;
+            info!("connection point shutting down");
+            signal.send_replace(true);
+        },
+    )
+    .await;
     stop_tx.send_replace(true);
     if let Err(e) = delivering.await {
         warn!(error = %e, "delivery task ended abnormally");

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// Why a configuration file could not be used.
@@ -31,6 +32,7 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
+    refuse_moved_keys(path, &text)?;
     toml::from_str(&text).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
         // The message and position only: toml's own rendering quotes the offending line,
@@ -84,6 +86,42 @@ mod tests {
     }
 
     #[test]
+    fn a_flat_key_of_the_old_format_names_the_table_that_replaced_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "site_db = \"x\"\ntls_cert = \"agent.pem\"\n").expect("writes");
+        let err = load::<Sample>(&path).expect_err("old key");
+        let text = err.to_string();
+        assert!(
+            text.contains("tls_cert") && text.contains("[tls]"),
+            "{text}"
+        );
+        std::fs::write(&path, "site_db = \"x\"\nmax_message_mb = 8\n").expect("writes");
+        let err = load::<Sample>(&path).expect_err("old key");
+        assert!(err.to_string().contains("[limits]"), "{err}");
+    }
+
+    #[test]
+    fn limits_take_the_role_default_and_name_the_table_when_out_of_range() {
+        let path = Path::new("aggregator.toml");
+        let defaults = ServerLimits::with_max_connections(512);
+        let set = LimitsTable {
+            max_message_mb: Some(8),
+            ..LimitsTable::default()
+        };
+        let limits = set.resolve(path, defaults, 5).expect("in range");
+        assert_eq!((limits.max_connections, limits.max_message_mb), (512, 8));
+        let small = LimitsTable {
+            max_message_mb: Some(1),
+            ..LimitsTable::default()
+        };
+        let err = small
+            .resolve(path, defaults, 5)
+            .expect_err("below the role's minimum");
+        assert!(err.to_string().contains("limits.max_message_mb"), "{err}");
+    }
+
+    #[test]
     fn parse_errors_name_the_place_but_never_quote_the_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
@@ -119,106 +157,45 @@ pub fn resolve(config_path: &Path, value: &Path) -> PathBuf {
     }
 }
 
-/// A role's three TLS settings (`tls_cert`, `tls_key`, `tls_ca`), as read from its file.
-pub struct TlsSettings<'a> {
-    /// The role's certificate.
-    pub cert: &'a mut Option<PathBuf>,
-    /// Its key.
-    pub key: &'a mut Option<PathBuf>,
-    /// The hierarchy's CA.
-    pub ca: &'a mut Option<PathBuf>,
-}
+/// The settings of the shared tables that an earlier, flat format kept at the top level:
+/// an old key is refused naming the table and key that replaced it.
+const MOVED_KEYS: &[(&str, &str, &str)] = &[
+    ("tls_cert", "tls", "cert"),
+    ("tls_key", "tls", "key"),
+    ("tls_ca", "tls", "ca"),
+    ("max_connections", "limits", "max_connections"),
+    ("max_message_mb", "limits", "max_message_mb"),
+    (
+        "request_timeout_seconds",
+        "limits",
+        "request_timeout_seconds",
+    ),
+    ("metrics_file", "metrics", "file"),
+];
 
-/// Resolves a role's TLS settings against its file and checks they come together, and that
-/// each address the role connects to (setting name and URL) says the same: `https://` with
-/// TLS, `http://` without. Returns the TLS files when set.
-pub fn tls_settings(
-    path: &Path,
-    settings: TlsSettings<'_>,
-    urls: &[(&str, Option<&str>)],
-) -> Result<Option<TlsFiles>, ConfigError> {
-    for file in [&mut *settings.cert, &mut *settings.key, &mut *settings.ca] {
-        *file = file.take().map(|f| resolve(path, &f));
-    }
-    let tls = TlsFiles::from_settings(
-        settings.cert.as_deref(),
-        settings.key.as_deref(),
-        settings.ca.as_deref(),
-    )
-    .map_err(|missing| invalid(path, missing, "set tls_cert, tls_key and tls_ca together"))?;
-    for (field, url) in urls {
-        let Some(url) = url else { continue };
-        let (wanted, problem) = if tls.is_some() {
-            (
-                "https://",
-                "must be https:// when tls_cert, tls_key and tls_ca are set",
-            )
-        } else {
-            (
-                "http://",
-                "must be http:// without tls_cert, tls_key and tls_ca",
-            )
-        };
-        if !url.starts_with(wanted) {
-            return Err(invalid(path, field, format!("{url:?} {problem}")));
-        }
-    }
-    Ok(tls)
-}
-
-/// The limits every server role takes from its configuration, checked in one place so
-/// each role names its fields the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// `max_connections`: connections served at once.
-    pub max_connections: u32,
-    /// `max_message_mb`: largest message received or sent, in MiB.
-    pub max_message_mb: u64,
-    /// `request_timeout_seconds`: longest a call may take.
-    pub request_timeout_seconds: u64,
-}
-
-/// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
-pub fn default_max_message_mb() -> u64 {
-    64
-}
-
-/// Default `request_timeout_seconds` of every server role: room for a large upload on a
-/// slow link (a cut upload resumes where it stopped).
-pub fn default_request_timeout_seconds() -> u64 {
-    600
-}
-
-/// Largest `max_message_mb` any role accepts: 1 GiB, beyond any legitimate message.
-pub const MAX_MESSAGE_MB: u64 = 1024;
-
-impl ServerLimits {
-    /// Checks the limits of the file at `path`; `min_message_mb` is the smallest message
-    /// limit the role can work with.
-    pub fn check(&self, path: &Path, min_message_mb: u64) -> Result<(), ConfigError> {
-        if self.max_connections == 0 {
-            return Err(invalid(path, "max_connections", "must be at least 1"));
-        }
-        if !(min_message_mb..=MAX_MESSAGE_MB).contains(&self.max_message_mb) {
-            return Err(invalid(
-                path,
-                "max_message_mb",
-                format!("must be between {min_message_mb} and {MAX_MESSAGE_MB}"),
-            ));
-        }
-        if self.request_timeout_seconds == 0 {
-            return Err(invalid(
-                path,
-                "request_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
+/// Refuses a top-level key of the flat format, naming the table that replaced it.
+fn refuse_moved_keys(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        // Not TOML at all: the typed parse reports where.
+        return Ok(());
+    };
+    match MOVED_KEYS
+        .iter()
+        .find(|(old, _, _)| table.contains_key(*old))
+    {
+        Some((old, table, key)) => Err(invalid(
+            path,
+            old,
+            format!("moved to the [{table}] table: write `{key} = ...` under `[{table}]`"),
+        )),
+        None => Ok(()),
     }
 }
 
-/// A role's certificate, its key, and the CA it trusts: the three `tls_*` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[tls]`: a role's certificate, its key, and the hierarchy's CA, all three or no table
+/// at all (plaintext). Paths are resolved against the file's folder at load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// This role's certificate (PEM).
     pub cert: PathBuf,
@@ -229,28 +206,142 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Takes a role's three optional settings: all three make TLS, none means plaintext;
-    /// anything else names the first missing setting.
-    pub fn from_settings(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        ca: Option<&Path>,
-    ) -> Result<Option<Self>, &'static str> {
-        match (cert, key, ca) {
-            (Some(cert), Some(key), Some(ca)) => Ok(Some(Self {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                ca: ca.to_owned(),
-            })),
-            (None, None, None) => Ok(None),
-            (None, _, _) => Err("tls_cert"),
-            (_, None, _) => Err("tls_key"),
-            (_, _, None) => Err("tls_ca"),
+    /// These files with their paths resolved against the configuration file at `path`.
+    pub fn resolved(self, path: &Path) -> Self {
+        Self {
+            cert: resolve(path, &self.cert),
+            key: resolve(path, &self.key),
+            ca: resolve(path, &self.ca),
         }
     }
+}
 
-    /// The TLS files of settings already checked by [`TlsFiles::from_settings`].
-    pub fn of(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> Option<Self> {
-        Self::from_settings(cert, key, ca).ok().flatten()
+/// Resolves a role's `[tls]` table against its file and checks that each address the
+/// role connects to (setting name and URL) says the same: `https://` with TLS, `http://`
+/// without.
+pub fn tls_settings(
+    path: &Path,
+    tls: Option<TlsFiles>,
+    urls: &[(&str, Option<&str>)],
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let tls = tls.map(|files| files.resolved(path));
+    for (field, url) in urls {
+        let Some(url) = url else { continue };
+        let (wanted, problem) = if tls.is_some() {
+            ("https://", "must be https:// with a [tls] table")
+        } else {
+            ("http://", "must be http:// without a [tls] table")
+        };
+        if !url.starts_with(wanted) {
+            return Err(invalid(path, field, format!("{url:?} {problem}")));
+        }
+    }
+    Ok(tls)
+}
+
+/// `[limits]`: what a server role allows its callers, as written; a key left out takes
+/// the role's default ([`LimitsTable::resolve`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsTable {
+    /// Connections served at once; calls on a connection beyond it are refused with
+    /// `ResourceExhausted`.
+    pub max_connections: Option<u32>,
+    /// Largest single message received or sent, in MiB; larger ones are refused with
+    /// `OutOfRange` before they are read.
+    pub max_message_mb: Option<u64>,
+    /// Longest a call may take, in seconds, before it is cancelled.
+    pub request_timeout_seconds: Option<u64>,
+}
+
+/// The limits a server role serves with, checked in one place so every role names its
+/// fields the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `limits.max_connections`: connections served at once.
+    pub max_connections: u32,
+    /// `limits.max_message_mb`: largest message received or sent, in MiB.
+    pub max_message_mb: u64,
+    /// `limits.request_timeout_seconds`: longest a call may take.
+    pub request_timeout_seconds: u64,
+}
+
+/// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
+pub const DEFAULT_MAX_MESSAGE_MB: u64 = 64;
+
+/// Default `request_timeout_seconds` of every server role: room for a large upload on a
+/// slow link (a cut upload resumes where it stopped).
+pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 600;
+
+/// Largest `max_message_mb` any role accepts: 1 GiB, beyond any legitimate message.
+pub const MAX_MESSAGE_MB: u64 = 1024;
+
+impl ServerLimits {
+    /// A role's defaults: `max_connections` is the role's own, the rest every role's.
+    pub fn with_max_connections(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            max_message_mb: DEFAULT_MAX_MESSAGE_MB,
+            request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+impl LimitsTable {
+    /// The limits of the file at `path`: what it sets, else the role's `defaults`;
+    /// `min_message_mb` is the smallest message limit the role can work with.
+    pub fn resolve(
+        self,
+        path: &Path,
+        defaults: ServerLimits,
+        min_message_mb: u64,
+    ) -> Result<ServerLimits, ConfigError> {
+        let limits = ServerLimits {
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_message_mb: self.max_message_mb.unwrap_or(defaults.max_message_mb),
+            request_timeout_seconds: self
+                .request_timeout_seconds
+                .unwrap_or(defaults.request_timeout_seconds),
+        };
+        if limits.max_connections == 0 {
+            return Err(invalid(
+                path,
+                "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !(min_message_mb..=MAX_MESSAGE_MB).contains(&limits.max_message_mb) {
+            return Err(invalid(
+                path,
+                "limits.max_message_mb",
+                format!("must be between {min_message_mb} and {MAX_MESSAGE_MB}"),
+            ));
+        }
+        if limits.request_timeout_seconds == 0 {
+            return Err(invalid(
+                path,
+                "limits.request_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(limits)
+    }
+}
+
+/// `[metrics]`: where a role keeps its counters for Prometheus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTable {
+    /// A Prometheus text file kept up to date for an exporter's textfile collector; none
+    /// when unset.
+    pub file: Option<PathBuf>,
+}
+
+impl MetricsTable {
+    /// This table with its paths resolved against the configuration file at `path`.
+    pub fn resolved(self, path: &Path) -> Self {
+        Self {
+            file: self.file.map(|file| resolve(path, &file)),
+        }
     }
 }

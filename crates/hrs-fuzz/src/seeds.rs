@@ -389,9 +389,9 @@ const CONNECTION_POINT_EXAMPLE: &str = include_str!("../../../deploy/config/conn
 /// The intake example of `deploy/`.
 const INTAKE_EXAMPLE: &str = include_str!("../../../deploy/config/intake.toml");
 
-/// Every TLS setting uncommented, with relative files (they are not read when loading).
-const TLS: &str =
-    "tls_cert = \"pki/role.pem\"\ntls_key = \"pki/role.key\"\ntls_ca = \"pki/ca.pem\"\n";
+/// A `[tls]` table with relative files (they are not read when loading): last in a file,
+/// as every key after it belongs to it.
+const TLS: &str = "[tls]\ncert = \"pki/role.pem\"\nkey = \"pki/role.key\"\nca = \"pki/ca.pem\"\n";
 
 fn agent_configs() -> Vec<String> {
     vec![
@@ -401,7 +401,7 @@ fn agent_configs() -> Vec<String> {
              site_db = \"server=tcp:cm01.contoso.example,1433;database=CM_CAS;user=hrs_reader;\
              password=Seed-Secret-7f3a;encrypt=true\"\nspool = \"spool.sqlite\"\n\
              upstream = \"http://127.0.0.1:7401\"\nperiod = \"{PERIOD}\"\nhash_key_file = \"hierarchy.key\"\n\
-             metrics_file = \"agent.prom\"\npush_chunk_kib = 64\n"
+             push_chunk_kib = 64\n[metrics]\nfile = \"agent.prom\"\n"
         ),
         format!(
             "site = \"P01\"\nhierarchy_id = \"{HIERARCHY_ID}\"\nsite_db = \"site.sqlite\"\n\

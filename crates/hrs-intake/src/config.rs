@@ -6,14 +6,34 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hrs_core::config::{self, ConfigError};
+use hrs_core::config::{self, ConfigError, LimitsTable, MetricsTable, ServerLimits, TlsFiles};
 use serde::Deserialize;
 
 use crate::updates::UpdateCatalog;
 
-/// How the intake runs, read from a TOML file.
+/// The intake's file as written: [`IntakeConfig::load`] checks it into the config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct IntakeFile {
+    listen: SocketAddr,
+    store: PathBuf,
+    #[serde(default = "default_retention_days")]
+    retention_days: u32,
+    #[serde(default)]
+    hierarchy_tokens: Vec<HierarchyToken>,
+    #[serde(default)]
+    update_catalog: Option<PathBuf>,
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    limits: LimitsTable,
+    #[serde(default)]
+    metrics: MetricsTable,
+}
+
+/// How the intake runs, checked: read with [`IntakeConfig::load`], or made in code with
+/// [`IntakeConfig::new`].
+#[derive(Debug, Clone)]
 pub struct IntakeConfig {
     /// Address the gRPC service listens on, e.g. `127.0.0.1:7400`; connection points and
     /// the connection tool submit here.
@@ -22,43 +42,23 @@ pub struct IntakeConfig {
     /// config file's folder so a deployment folder can be moved as a whole.
     pub store: PathBuf,
     /// Days a submission is kept before it is pruned (the vendor keeps data one year).
-    #[serde(default = "default_retention_days")]
     pub retention_days: u32,
-    /// The intake's certificate, its key, and the CA of the hierarchies it serves (all
-    /// three, or none for plaintext): connection points must then connect with their
-    /// connection point certificate.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// See `tls_cert`.
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// See `tls_cert`.
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
     /// Hierarchies whose connection point may present a token instead of a client
     /// certificate (TLS is then still required, client certificates become optional).
-    #[serde(default)]
     pub hierarchy_tokens: Vec<HierarchyToken>,
-    /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
-    /// textfile collector; none when unset.
-    #[serde(default)]
-    pub metrics_file: Option<PathBuf>,
-    /// Connections served at once.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-    /// Largest message received or sent, in MiB: a hierarchy's merged period.
-    #[serde(default = "config::default_max_message_mb")]
-    pub max_message_mb: u64,
-    /// Longest a call may take, in seconds.
-    #[serde(default = "config::default_request_timeout_seconds")]
-    pub request_timeout_seconds: u64,
     /// The update catalog (TOML) the intake decides update manifests from and serves
     /// packages of; relative to the config file's folder. None: nothing ever applies.
-    #[serde(default)]
     pub update_catalog: Option<PathBuf>,
+    /// The intake's certificate, its key, and the CA of the hierarchies it serves
+    /// (`[tls]`; none for plaintext): connection points must then connect with their
+    /// connection point certificate.
+    pub tls: Option<TlsFiles>,
+    /// The limits on its callers (`[limits]`).
+    pub limits: ServerLimits,
+    /// Where it keeps its counters (`[metrics]`).
+    pub metrics: MetricsTable,
     /// The catalog as `load` read it, with the file it came from, so `serve` does not
     /// hash every package again.
-    #[serde(skip)]
     loaded_updates: Option<(PathBuf, Arc<UpdateCatalog>)>,
 }
 
@@ -72,9 +72,8 @@ pub struct HierarchyToken {
     pub token_sha256: String,
 }
 
-fn default_max_connections() -> u32 {
-    1024
-}
+/// Connection points served at once, unless `[limits]` says otherwise.
+const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 fn default_retention_days() -> u32 {
     365
@@ -88,39 +87,40 @@ impl IntakeConfig {
             listen,
             store,
             retention_days: default_retention_days(),
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
             hierarchy_tokens: Vec::new(),
-            metrics_file: None,
-            max_connections: default_max_connections(),
-            max_message_mb: config::default_max_message_mb(),
-            request_timeout_seconds: config::default_request_timeout_seconds(),
             update_catalog: None,
+            tls: None,
+            limits: ServerLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+            metrics: MetricsTable::default(),
             loaded_updates: None,
         }
     }
 
     /// Reads, resolves and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut this: Self = config::load(path)?;
-        this.store = config::resolve(path, &this.store);
-        this.metrics_file = this.metrics_file.map(|file| config::resolve(path, &file));
-        if let Some(catalog) = &this.update_catalog {
-            if catalog.as_os_str().is_empty() {
+        let file: IntakeFile = config::load(path)?;
+        let update_catalog = match &file.update_catalog {
+            Some(catalog) if catalog.as_os_str().is_empty() => {
                 return Err(config::invalid(path, "update_catalog", "is empty"));
             }
-            this.update_catalog = Some(config::resolve(path, catalog));
-        }
-        config::tls_settings(
-            path,
-            config::TlsSettings {
-                cert: &mut this.tls_cert,
-                key: &mut this.tls_key,
-                ca: &mut this.tls_ca,
-            },
-            &[],
-        )?;
+            Some(catalog) => Some(config::resolve(path, catalog)),
+            None => None,
+        };
+        let mut this = Self {
+            listen: file.listen,
+            store: config::resolve(path, &file.store),
+            retention_days: file.retention_days,
+            hierarchy_tokens: file.hierarchy_tokens,
+            update_catalog,
+            tls: config::tls_settings(path, file.tls, &[])?,
+            limits: file.limits.resolve(
+                path,
+                ServerLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+                1,
+            )?,
+            metrics: file.metrics.resolved(path),
+            loaded_updates: None,
+        };
         this.check(path)?;
         if let Some(catalog) = this.update_catalog.clone() {
             // Last: hashing the packages is the slow part, and pointless if the rest is wrong.
@@ -150,32 +150,13 @@ impl IntakeConfig {
         }
     }
 
-    /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<hrs_rpc::tls::TlsFiles> {
-        hrs_rpc::tls::TlsFiles::of(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            self.tls_ca.as_deref(),
-        )
-    }
-
-    /// The limits on the intake's callers.
-    pub fn limits(&self) -> config::ServerLimits {
-        config::ServerLimits {
-            max_connections: self.max_connections,
-            max_message_mb: self.max_message_mb,
-            request_timeout_seconds: self.request_timeout_seconds,
-        }
-    }
-
     /// Checks values that parse but are out of range, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        self.limits().check(path, 1)?;
-        if !self.hierarchy_tokens.is_empty() && self.tls().is_none() {
+        if !self.hierarchy_tokens.is_empty() && self.tls.is_none() {
             return Err(config::invalid(
                 path,
                 "hierarchy_tokens",
-                "need TLS (tls_cert, tls_key, tls_ca): a token must not cross the network in clear",
+                "need TLS (a [tls] table): a token must not cross the network in clear",
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -329,7 +310,7 @@ mod tests {
             std::fs::write(dir.path().join(file), "x").expect("writes");
         }
         let base = "listen = \"127.0.0.1:7400\"\nstore = \"i.sqlite\"\n";
-        let tls = "tls_cert = \"i.pem\"\ntls_key = \"i.key\"\ntls_ca = \"ca.pem\"\n";
+        let tls = "[tls]\ncert = \"i.pem\"\nkey = \"i.key\"\nca = \"ca.pem\"\n";
         let token = |hierarchy: &str, sha: &str| {
             format!("[[hierarchy_tokens]]\nhierarchy = \"{hierarchy}\"\ntoken_sha256 = \"{sha}\"\n")
         };

@@ -22,7 +22,7 @@ use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::Serving;
+use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
@@ -84,12 +84,9 @@ pub enum IntakeError {
     /// The store could not be opened or written.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The gRPC server failed.
+    /// The gRPC server could not be set up or failed.
     #[error("intake server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The TLS certificates could not be loaded.
-    #[error("tls: {0}")]
-    Tls(#[from] hrs_rpc::tls::TlsError),
+    Serve(#[from] ServeError),
 }
 
 impl RpcError for IntakeError {
@@ -104,8 +101,7 @@ impl RpcError for IntakeError {
             Self::Update(UpdateError::Read { .. })
             | Self::Store(_)
             | Self::Config(_)
-            | Self::Transport(_)
-            | Self::Tls(_) => Code::Internal,
+            | Self::Serve(_) => Code::Internal,
         }
     }
 
@@ -487,66 +483,56 @@ pub async fn serve_with_clock(
         updates = updates.updates().len(),
         "intake listening"
     );
-    let settings = config.limits();
-    let limits = hrs_rpc::serve::Limits::from_settings(
-        settings.max_connections,
-        CALLS_PER_CONNECTION,
-        settings.request_timeout_seconds,
-        settings.max_message_mb,
-    );
     let tokens = config
         .hierarchy_tokens
         .iter()
         .map(|t| (t.hierarchy.clone(), t.token_sha256.clone()))
         .collect();
-    let service = IntakeServer::new(IntakeService {
-        store,
-        tls: config.tls().is_some(),
-        tokens: Arc::new(tokens),
-        updates,
-        chunk_bytes: PACKAGE_CHUNK_BYTES.min(
-            limits
-                .max_message_bytes
-                .saturating_sub(CHUNK_FRAMING_BYTES)
-                .max(1),
-        ),
-        clock: Arc::clone(&clock),
-    })
-    .max_decoding_message_size(limits.max_message_bytes)
-    .max_encoding_message_size(limits.max_message_bytes);
     let signal = stop_tx.clone();
-    let tls = match config.tls() {
-        Some(tls) => {
-            hrs_pki::warn_if_expiring(&tls.cert, clock.now());
-            // A hierarchy with a token may connect without a client certificate.
-            let clients = if config.hierarchy_tokens.is_empty() {
-                ClientCertificates::Required
-            } else {
-                ClientCertificates::Optional
-            };
-            Some(hrs_rpc::tls::server(&tls, clients)?)
-        }
-        None => {
-            warn!("serving without TLS");
-            None
-        }
+    let role = RoleServing {
+        role: "intake",
+        limits: config.limits,
+        calls_per_connection: CALLS_PER_CONNECTION,
+        tls: config.tls.as_ref(),
+        // A hierarchy with a token may connect without a client certificate.
+        clients: if config.hierarchy_tokens.is_empty() {
+            ClientCertificates::Required
+        } else {
+            ClientCertificates::Optional
+        },
+        plaintext_warning: "any client can submit for any hierarchy",
+        metrics: &config.metrics,
+        now: clock.now(),
     };
-    let serving = Serving::new("intake", limits, config.metrics_file.clone());
-    let router = serving
-        .server(tls)?
-        .add_service(InterceptedService::new(service, serving.gate()));
-    let result = serving
-        .serve(
-            router,
-            listener,
-            async move {
-                shutdown.await;
-                info!("intake shutting down");
-                signal.send_replace(true);
-            },
-            hrs_rpc::serve::DRAIN_DEADLINE,
-        )
-        .await;
+    let tls = config.tls.is_some();
+    let result = serve_role(
+        role,
+        listener,
+        |mut server, limits, gate| {
+            let service = IntakeServer::new(IntakeService {
+                store,
+                tls,
+                tokens: Arc::new(tokens),
+                updates,
+                chunk_bytes: PACKAGE_CHUNK_BYTES.min(
+                    limits
+                        .max_message_bytes
+                        .saturating_sub(CHUNK_FRAMING_BYTES)
+                        .max(1),
+                ),
+                clock: Arc::clone(&clock),
+            })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+            server.add_service(InterceptedService::new(service, gate))
+        },
+        async move {
+            shutdown.await;
+            info!("intake shutting down");
+            signal.send_replace(true);
+        },
+    )
+    .await;
     stop_tx.send_replace(true);
     if let Err(e) = pruner.await {
         warn!(error = %e, "retention task ended abnormally");

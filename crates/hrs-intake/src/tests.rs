@@ -765,9 +765,11 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
     let ca = pki.join("ca.pem");
     let intake = start_in(dir, |config| {
         config.update_catalog = Some(catalog);
-        config.tls_cert = Some(server.cert.clone());
-        config.tls_key = Some(server.key.clone());
-        config.tls_ca = Some(ca.clone());
+        config.tls = Some(hrs_core::config::TlsFiles {
+            cert: server.cert.clone(),
+            key: server.key.clone(),
+            ca: ca.clone(),
+        });
         config.hierarchy_tokens = vec![HierarchyToken {
             hierarchy: hierarchy.clone(),
             token_sha256: token.fingerprint(),

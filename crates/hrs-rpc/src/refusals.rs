@@ -3,7 +3,7 @@
 //! a deadline. Installed as a layer on each server role, so no refusal goes unseen and
 //! none is reported twice.
 //!
-//! The counts are written as a Prometheus text file (`metrics_file`) for an exporter's
+//! The counts are written as a Prometheus text file (`[metrics] file`) for an exporter's
 //! textfile collector, as the agent's metrics are.
 
 use std::future::Future;

@@ -16,8 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, Router, TcpConnectInfo};
 use tower_layer::Stack;
 
+use hrs_core::config::{MetricsTable, ServerLimits, TlsFiles};
+
 use crate::error::{self, RuntimeError};
 use crate::refusals::{RefusalLayer, Refusals};
+use crate::tls::{self, ClientCertificates, TlsError};
 
 /// How long requests in flight may take to finish once shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -336,7 +339,7 @@ async fn serve_gated(
 }
 
 /// What every server role sets up the same way around its services: its limits, the gate
-/// on its connections, and its refusal counts, kept in its `metrics_file` while it serves.
+/// on its connections, and its refusal counts, kept in its `[metrics] file` while it serves.
 #[derive(Debug)]
 pub struct Serving {
     limits: Limits,
@@ -393,4 +396,74 @@ impl Serving {
         }
         result
     }
+}
+
+/// What sets one server role apart when it is served: everything else about serving (the
+/// limits, TLS or the warning without it, the gate, refusal counting, the metrics file,
+/// draining at shutdown) is the same for every role, in [`serve_role`].
+#[derive(Debug)]
+pub struct RoleServing<'a> {
+    /// The role, as refusals, metrics and logs name it.
+    pub role: &'static str,
+    /// Its `[limits]`.
+    pub limits: ServerLimits,
+    /// Calls one connection may have open at once.
+    pub calls_per_connection: usize,
+    /// Its `[tls]`, when set.
+    pub tls: Option<&'a TlsFiles>,
+    /// Whether a client must present a certificate when TLS is on.
+    pub clients: ClientCertificates,
+    /// What an operator is told when the role serves without TLS.
+    pub plaintext_warning: &'static str,
+    /// Its `[metrics]`.
+    pub metrics: &'a MetricsTable,
+    /// Now, to warn of a certificate that expires soon.
+    pub now: time::OffsetDateTime,
+}
+
+/// Why a role could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS certificates could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves a role on `listener` until `shutdown` resolves and calls in flight finish (at
+/// most [`DRAIN_DEADLINE`]). `services` adds the role's services to the server it is
+/// given, each sized to the limits and behind the gate.
+pub async fn serve_role(
+    role: RoleServing<'_>,
+    listener: TcpListener,
+    services: impl FnOnce(CountedServer, &Limits, Gate) -> CountedRouter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let limits = Limits::from_settings(
+        role.limits.max_connections,
+        role.calls_per_connection,
+        role.limits.request_timeout_seconds,
+        role.limits.max_message_mb,
+    );
+    let tls = match role.tls {
+        Some(files) => {
+            hrs_pki::warn_if_expiring(&files.cert, role.now);
+            Some(tls::server(files, role.clients)?)
+        }
+        None => {
+            tracing::warn!(
+                role = role.role,
+                "serving without TLS: {}",
+                role.plaintext_warning
+            );
+            None
+        }
+    };
+    let serving = Serving::new(role.role, limits, role.metrics.file.clone());
+    let router = services(serving.server(tls)?, &limits, serving.gate());
+    Ok(serving
+        .serve(router, listener, shutdown, DRAIN_DEADLINE)
+        .await?)
 }

@@ -103,7 +103,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
         ))?);
     }
     let mut out = String::new();
-    if let Some(tls) = config.tls() {
+    if let Some(tls) = &config.tls {
         let certificate = hrs_pki::Expiry::of(&tls.cert, hrs_core::clock::SystemClock.now())?;
         certificate_lines(&mut out, &certificate)?;
         writeln!(out)?;

@@ -12,8 +12,8 @@ fn example(role: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Runs `hrs <role> --config <file with text>` and returns its exit success and stderr.
-fn run(dir: &Path, role: &str, text: &str) -> (bool, String, PathBuf) {
+/// Runs `hrs <role> --config <file with text>` and returns its exit code, stderr and file.
+fn run(dir: &Path, role: &str, text: &str) -> (Option<i32>, String, PathBuf) {
     let file = dir.join(format!("{role}.toml"));
     std::fs::write(&file, text).expect("writes the config");
     let mut args = vec![role.to_owned()];
@@ -26,51 +26,98 @@ fn run(dir: &Path, role: &str, text: &str) -> (bool, String, PathBuf) {
         .output()
         .expect("hrs runs");
     (
-        output.status.success(),
+        output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
         file,
     )
 }
 
+/// `example` with `line` added: at the top level before the first table, or under
+/// `[table]` (after its header when the example has one, else in a new table at the end).
+fn with_line(example: &str, table: Option<&str>, line: &str) -> String {
+    match table {
+        None => match example.find("\n[") {
+            Some(at) => format!("{}\n{line}\n{}", &example[..at], &example[at..]),
+            None => format!("{example}\n{line}\n"),
+        },
+        Some(table) => {
+            let header = format!("\n[{table}]\n");
+            match example.find(&header) {
+                Some(at) => {
+                    let end = at + header.len();
+                    format!("{}{line}\n{}", &example[..end], &example[end..])
+                }
+                None => format!("{example}\n[{table}]\n{line}\n"),
+            }
+        }
+    }
+}
+
 #[test]
 fn an_unknown_key_or_a_bad_value_names_the_file_and_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (role, key) in [
-        ("agent", "max_run_mb"),
-        ("aggregator", "max_connections"),
-        ("connection-point", "max_message_mb"),
-        ("intake", "request_timeout_seconds"),
+    for (role, table, key) in [
+        ("agent", None, "max_run_mb"),
+        ("aggregator", Some("limits"), "max_connections"),
+        ("connection-point", Some("limits"), "max_message_mb"),
+        ("intake", Some("limits"), "request_timeout_seconds"),
     ] {
         let example = example(role);
         assert!(
             !example.lines().any(|l| l.starts_with(key)),
             "{role}: the example already sets {key}"
         );
-        for (what, extra, key) in [
+        for (what, extra, table, key) in [
             (
                 "an unknown key",
                 "no_such_setting = 1".to_owned(),
+                None,
                 "no_such_setting",
             ),
-            ("a value out of range", format!("{key} = 0"), key),
+            (
+                "an unknown key in a table",
+                "no_such_setting = 1".to_owned(),
+                Some("tls"),
+                "no_such_setting",
+            ),
+            ("a value out of range", format!("{key} = 0"), table, key),
             (
                 "a value of the wrong type",
                 format!("{key} = \"many\""),
+                table,
                 key,
             ),
         ] {
-            // Top-level keys go before the first table, so they stay top-level.
-            let text = match example.find("\n[") {
-                Some(at) => format!("{}\n{extra}\n{}", &example[..at], &example[at..]),
-                None => format!("{example}\n{extra}\n"),
-            };
-            let (ok, stderr, file) = run(dir.path(), role, &text);
-            assert!(!ok, "{role} with {what} started");
+            let text = with_line(&example, table, &extra);
+            let (code, stderr, file) = run(dir.path(), role, &text);
+            assert_eq!(code, Some(78), "{role} with {what}: {stderr}");
             assert!(
                 stderr.contains(&file.display().to_string()) && stderr.contains(key),
                 "{role} with {what}: the error names neither the file nor {key}:\n{stderr}"
             );
         }
+    }
+}
+
+#[test]
+fn a_flat_key_of_the_earlier_format_is_refused_naming_its_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (role, line, table) in [
+        ("agent", "tls_cert = \"agent.pem\"", "[tls]"),
+        ("aggregator", "max_connections = 10", "[limits]"),
+        (
+            "connection-point",
+            "metrics_file = \"cp.prom\"",
+            "[metrics]",
+        ),
+        ("intake", "tls_ca = \"ca.pem\"", "[tls]"),
+    ] {
+        let (code, stderr, file) = run(dir.path(), role, &with_line(&example(role), None, line));
+        assert_eq!(code, Some(78), "{role}: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains(table),
+            "{role}: the error names neither the file nor {table}:\n{stderr}"
+        );
     }
 }
 

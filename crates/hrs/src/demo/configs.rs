@@ -54,12 +54,13 @@ impl Security {
         }
     }
 
-    /// The `tls_*` lines of a configuration file for the certificate `name`.
+    /// The `[tls]` table of a configuration file for the certificate `name`: last in the
+    /// file, as every key after a table header belongs to the table.
     pub(crate) fn settings(&self, name: &str) -> String {
         match self {
             Self::Tls(dir) => format!(
                 "# Mutual TLS: this role's certificate and key, and the hierarchy's CA.\n\
-                 tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n",
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
                 dir.join(format!("{name}.pem")).display(),
                 dir.join(format!("{name}.key")).display(),
                 dir.join("ca.pem").display()
