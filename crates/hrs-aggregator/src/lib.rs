@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
 use hrs_core::clock::SharedClock;
-use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tonic::service::interceptor::InterceptedService;
 
 pub use config::{AggregatorConfig, Onward};
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
@@ -95,12 +94,7 @@ pub async fn serve_with_clock(
         role,
         listener,
         |mut server, limits, gate| {
-            server.add_service(InterceptedService::new(
-                AggregatorServer::new(service)
-                    .max_decoding_message_size(limits.max_message_bytes)
-                    .max_encoding_message_size(limits.max_message_bytes),
-                gate,
-            ))
+            server.add_service(AggregatorServer::new(service).limited(limits, gate))
         },
         shutdown,
     )

@@ -13,6 +13,7 @@ mod deliver;
 pub mod intake;
 pub mod offline;
 mod outbound;
+mod status;
 mod store;
 mod tool;
 
@@ -25,19 +26,19 @@ use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info, warn};
 
 pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
 pub use outbound::{Policy, outbound};
+pub use status::{PointPeriod, PointStatus, status};
 pub use store::{
     Acknowledged, CheckRecord, ImportOutcome, ImportedPackage, ManifestSource, Offered,
     OutboxStore, PeriodState, SqliteOutbox, State, StoredManifest,
@@ -294,12 +295,7 @@ pub async fn serve_with_clock(
         role,
         listener,
         |mut server, limits, gate| {
-            server.add_service(InterceptedService::new(
-                ConnectionPointServer::new(service)
-                    .max_decoding_message_size(limits.max_message_bytes)
-                    .max_encoding_message_size(limits.max_message_bytes),
-                gate,
-            ))
+            server.add_service(ConnectionPointServer::new(service).limited(limits, gate))
         },
         async move {
             shutdown.await;

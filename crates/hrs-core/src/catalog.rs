@@ -6,6 +6,7 @@
 //! naming the customer.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -201,6 +202,18 @@ pub enum Privacy {
     Identifying,
 }
 
+/// Every catalog this build ships, the current one first, parsed once per process: runs
+/// and periods are checked against their catalog version one by one.
+fn shipped() -> &'static [Catalog] {
+    static SHIPPED: OnceLock<Vec<Catalog>> = OnceLock::new();
+    SHIPPED.get_or_init(|| {
+        std::iter::once(BUILTIN)
+            .chain(EARLIER.iter().copied())
+            .filter_map(|text| Catalog::parse(text).ok())
+            .collect()
+    })
+}
+
 impl Catalog {
     /// Returns the catalog shipped with this build.
     pub fn builtin() -> Result<Self, CatalogError> {
@@ -210,19 +223,12 @@ impl Catalog {
     /// Returns the shipped catalog of the given version, if this build knows it: the
     /// current one, or an earlier one that agents not yet upgraded may still run.
     pub fn by_version(version: &str) -> Option<Self> {
-        std::iter::once(BUILTIN)
-            .chain(EARLIER.iter().copied())
-            .filter_map(|text| Self::parse(text).ok())
-            .find(|c| c.version == version)
+        shipped().iter().find(|c| c.version == version).cloned()
     }
 
     /// Returns the versions this build knows, newest first.
     pub fn known_versions() -> Vec<String> {
-        std::iter::once(BUILTIN)
-            .chain(EARLIER.iter().copied())
-            .filter_map(|text| Self::parse(text).ok())
-            .map(|c| c.version)
-            .collect()
+        shipped().iter().map(|c| c.version.clone()).collect()
     }
 
     /// Parses and checks a catalog from TOML text.

@@ -22,13 +22,12 @@ use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::{RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info, warn};
 
@@ -521,10 +520,8 @@ pub async fn serve_with_clock(
                         .max(1),
                 ),
                 clock: Arc::clone(&clock),
-            })
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
-            server.add_service(InterceptedService::new(service, gate))
+            });
+            server.add_service(service.limited(limits, gate))
         },
         async move {
             shutdown.await;

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, Router, TcpConnectInfo};
 use tower_layer::Stack;
 
@@ -467,3 +468,30 @@ pub async fn serve_role(
         .serve(router, listener, shutdown, DRAIN_DEADLINE)
         .await?)
 }
+
+/// A generated server that receives and sends messages up to a role's `max_message_mb`,
+/// behind the role's gate: how every role's service is added in [`serve_role`].
+pub trait RoleService: Sized {
+    /// This service sized to `limits` and wrapped in `gate`.
+    fn limited(self, limits: &Limits, gate: Gate) -> InterceptedService<Self, Gate>;
+}
+
+macro_rules! role_service {
+    ($($module:ident::$server:ident),*) => {$(
+        impl<T> RoleService for crate::v1::$module::$server<T> {
+            fn limited(self, limits: &Limits, gate: Gate) -> InterceptedService<Self, Gate> {
+                InterceptedService::new(
+                    self.max_decoding_message_size(limits.max_message_bytes)
+                        .max_encoding_message_size(limits.max_message_bytes),
+                    gate,
+                )
+            }
+        }
+    )*};
+}
+
+role_service!(
+    aggregator_server::AggregatorServer,
+    connection_point_server::ConnectionPointServer,
+    intake_server::IntakeServer
+);

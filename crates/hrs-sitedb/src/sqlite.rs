@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hrs_core::Value;
 use rusqlite::types::ValueRef;
@@ -10,10 +11,14 @@ use rusqlite::{Connection, OpenFlags};
 use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
 
 /// A site database in a SQLite file, opened read-only: the collector never writes to it.
+/// Queries run on tokio's blocking pool, never on the async threads.
 #[derive(Debug)]
 pub struct SqliteSiteDb {
-    conn: Connection,
+    conn: Arc<Mutex<Connection>>,
 }
+
+/// Rows read ahead of the caller, at most: a result of any size is never held whole.
+const ROWS_AHEAD: usize = 1024;
 
 impl SqliteSiteDb {
     /// Opens an existing database file read-only.
@@ -25,46 +30,49 @@ impl SqliteSiteDb {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
+}
 
-    fn run(
-        &self,
-        sql: &str,
-        params: &QueryParams,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
-    ) -> Result<(), SiteDbError> {
-        let mut stmt = self.conn.prepare(sql)?;
-        for (name, date) in [
-            (":period_start", params.period_start),
-            (":period_end", params.period_end),
-        ] {
-            if let Some(index) = stmt.parameter_index(name)? {
-                stmt.raw_bind_parameter(index, date.to_string())?;
-            }
+/// Runs one query on `conn`, handing `each` its rows.
+fn run(
+    conn: &Connection,
+    sql: &str,
+    params: &QueryParams,
+    each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+) -> Result<(), SiteDbError> {
+    let mut stmt = conn.prepare(sql)?;
+    for (name, date) in [
+        (":period_start", params.period_start),
+        (":period_end", params.period_end),
+    ] {
+        if let Some(index) = stmt.parameter_index(name)? {
+            stmt.raw_bind_parameter(index, date.to_string())?;
         }
-        let width = stmt.column_count();
-        let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
-            let mut values = Vec::with_capacity(width);
-            for column in 0..width {
-                values.push(match row.get_ref(column)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(i) => Value::Int(i),
-                    ValueRef::Real(r) => Value::Real(r),
-                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(_) => {
-                        return Err(SiteDbError::UnsupportedValue {
-                            column,
-                            ty: "blob".into(),
-                        });
-                    }
-                });
-            }
-            each(values)?;
-        }
-        Ok(())
     }
+    let width = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(width);
+        for column in 0..width {
+            values.push(match row.get_ref(column)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(i) => Value::Int(i),
+                ValueRef::Real(r) => Value::Real(r),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(_) => {
+                    return Err(SiteDbError::UnsupportedValue {
+                        column,
+                        ty: "blob".into(),
+                    });
+                }
+            });
+        }
+        each(values)?;
+    }
+    Ok(())
 }
 
 impl SiteDb for SqliteSiteDb {
@@ -78,7 +86,33 @@ impl SiteDb for SqliteSiteDb {
         params: &QueryParams,
         each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
     ) -> impl Future<Output = Result<(), SiteDbError>> + Send {
-        let result = self.run(sql, params, each);
-        async move { result }
+        let conn = Arc::clone(&self.conn);
+        let (sql, params) = (sql.to_owned(), *params);
+        async move {
+            let (rows, mut arriving) = tokio::sync::mpsc::channel::<Vec<Value>>(ROWS_AHEAD);
+            let reader = tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                run(&conn, &sql, &params, &mut |row| {
+                    rows.blocking_send(row)
+                        .map_err(|_| SiteDbError::Stopped("the query's reader".into()))
+                })
+            });
+            let mut refused = None;
+            while let Some(row) = arriving.recv().await {
+                if let Err(error) = each(row) {
+                    refused = Some(error);
+                    break;
+                }
+            }
+            // Closing the queue stops the reader at its next row.
+            drop(arriving);
+            let read = reader
+                .await
+                .map_err(|e| SiteDbError::Stopped(format!("the query's reader ({e})")))?;
+            match refused {
+                Some(error) => Err(error),
+                None => read,
+            }
+        }
     }
 }

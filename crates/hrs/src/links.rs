@@ -178,84 +178,11 @@ pub fn reinit(
     Ok(())
 }
 
-/// A connection point's status, as `hrs status` prints it in JSON.
-#[derive(Debug, serde::Serialize)]
-struct PointStatus {
-    mode: String,
-    level: String,
-    intake: Option<String>,
-    periods: Vec<PointPeriod>,
-    last_check_at: Option<String>,
-    last_check_error: Option<String>,
-    next_check_at: Option<String>,
-    manifest_received_at: Option<String>,
-    manifest_source: Option<String>,
-    site_versions: Vec<String>,
-    updates: Vec<hrs_connection::offline::UpdateJson>,
-    imported_packages: Vec<String>,
-}
-
-/// One period at the connection point.
-#[derive(Debug, serde::Serialize)]
-struct PointPeriod {
-    period: String,
-    state: String,
-    digest: String,
-    submission_id: Option<String>,
-    bundle: Option<String>,
-}
-
 /// Prints what a connection point holds: each period and whether the intake acknowledged
 /// it, the update-check schedule, and the updates available to the hierarchy.
 fn connection_point(config: &Path, format: &str) -> anyhow::Result<()> {
     let config = hrs_connection::ConnectionPointConfig::load(config)?;
-    let store = hrs_connection::SqliteOutbox::open_existing(&config.store)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: the connection point has not started yet (no store at {})",
-            config.describe(),
-            config.store.display()
-        )
-    })?;
-    let check = store.last_check_blocking()?;
-    let manifest = store.latest_manifest_blocking()?;
-    let status = PointStatus {
-        mode: config.mode.as_str().to_owned(),
-        level: config.level.as_str().to_owned(),
-        intake: config.intake.clone(),
-        periods: store
-            .states_blocking()?
-            .into_iter()
-            .map(|s| PointPeriod {
-                period: s.period,
-                state: match s.state {
-                    hrs_connection::State::Submitted => "sent".to_owned(),
-                    hrs_connection::State::Bundled => "bundled, awaiting import".to_owned(),
-                    hrs_connection::State::Pending => "unsent".to_owned(),
-                },
-                digest: s.digest,
-                submission_id: s.submission_id,
-                bundle: s.bundle_path.map(|p| p.display().to_string()),
-            })
-            .collect(),
-        last_check_at: check.as_ref().map(|c| c.last_check_at.clone()),
-        last_check_error: check.as_ref().and_then(|c| c.last_error.clone()),
-        next_check_at: check.as_ref().map(|c| c.next_check_at.clone()),
-        manifest_received_at: manifest.as_ref().map(|m| m.received_at.clone()),
-        manifest_source: manifest.as_ref().map(|m| m.source.clone()),
-        site_versions: manifest
-            .as_ref()
-            .map(|m| m.manifest.site_versions.clone())
-            .unwrap_or_default(),
-        updates: manifest
-            .as_ref()
-            .map(|m| hrs_connection::offline::ManifestJson::from(&m.manifest).updates)
-            .unwrap_or_default(),
-        imported_packages: store
-            .packages_blocking()?
-            .into_iter()
-            .map(|p| p.path.display().to_string())
-            .collect(),
-    };
+    let status = hrs_connection::status(&config)?;
     if format == "json" {
         return Ok(emit(&format!(
             "{}\n",

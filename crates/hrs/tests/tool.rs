@@ -136,7 +136,7 @@ fn status_of_a_connection_point_that_never_ran_says_so() {
     let out = hrs(&["status", "--config", &config]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("has not started yet"),
+        stderr(&out).contains("run the connection point first"),
         "{}",
         stderr(&out)
     );
