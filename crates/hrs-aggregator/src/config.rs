@@ -65,8 +65,9 @@ pub struct AggregatorConfig {
     /// before any byte is stored.
     #[serde(default = "default_max_run_mb")]
     pub max_run_mb: u64,
-    /// Largest single message (a unary push, a chunk), in MiB; larger ones are refused
-    /// with `OutOfRange` before they are read. At least 5: a chunk is up to 4 MiB.
+    /// Largest single message (a chunk of a run, a resume, a heartbeat), in MiB; larger
+    /// ones are refused with `OutOfRange` before they are read. At least 5: a chunk is up
+    /// to 4 MiB.
     #[serde(default = "config::default_max_message_mb")]
     pub max_message_mb: u64,
     /// A Prometheus text file the role keeps its refusal counts in, for an exporter's
