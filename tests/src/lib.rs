@@ -471,6 +471,36 @@ impl Hierarchy {
             .expect("connects to the aggregator")
     }
 
+    /// Pushes `run` to the aggregator the one way runs travel, through
+    /// `hrs_rpc::chunks::push_run_chunks` (ask what is held, stream the rest in chunks),
+    /// offered as the site and hierarchy the run names, without a link report. Returns the
+    /// aggregator's answer, or the status it refused the run with.
+    pub async fn push(&self, run: &pb::Run) -> Result<pb::PushRunResponse, tonic::Status> {
+        let mut client = self.aggregator_client().await;
+        let outgoing = hrs_rpc::chunks::Outgoing {
+            run_id: run.run_id.clone(),
+            site: run.site.clone(),
+            hierarchy_id: run.hierarchy_id.clone(),
+        };
+        let bytes: std::sync::Arc<dyn hrs_core::bytes::RunBytes> =
+            std::sync::Arc::new(run.encode_to_vec());
+        let pushed = hrs_rpc::chunks::push_run_chunks(
+            &mut client,
+            outgoing,
+            pb::LinkReport::default(),
+            bytes,
+            hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+        )
+        .await;
+        match pushed {
+            Ok(answer) => Ok(answer),
+            Err(hrs_rpc::chunks::ChunkedPushError::Status(status)) => Err(status),
+            // A run in memory always reads, and this aggregator never claims more than
+            // the run's size: anything else is a bug the test should show.
+            Err(other) => panic!("pushing run {}: {other}", run.run_id),
+        }
+    }
+
     /// Collects and delivers once at every site; panics if any site fails.
     pub async fn collect_everywhere(&self) {
         for code in &self.sites {

@@ -12,7 +12,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-const PUSH_RUN: &str = "/hrs.v1.Aggregator/PushRun";
 const PUSH_RUN_CHUNKS: &str = "/hrs.v1.Aggregator/PushRunChunks";
 const SUBMIT: &str = "/hrs.v1.Intake/Submit";
 
@@ -101,12 +100,42 @@ async fn stream_raw(
     .map(tonic::Response::into_inner)
 }
 
-fn push(run: &pb::Run) -> Vec<u8> {
-    pb::PushRunRequest {
-        run: Some(run.clone()),
-        link: None,
+/// Bytes of a run's encoding each chunk carries: several chunks for a run of the test
+/// hierarchy, as an agent sends it.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// The offer of a run's encoding `bytes`, naming the site and hierarchy the run names.
+fn offer(run: &pb::Run, bytes: &[u8]) -> pb::RunOffer {
+    pb::RunOffer {
+        run_id: run.run_id.clone(),
+        site: run.site.clone(),
+        hierarchy_id: run.hierarchy_id.clone(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
     }
-    .encode_to_vec()
+}
+
+/// The chunk stream that sends `bytes` under `offer`, each chunk encoded.
+fn stream(offer: &pb::RunOffer, bytes: &[u8]) -> Vec<Vec<u8>> {
+    bytes
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, data)| {
+            pb::RunChunk {
+                offer: (i == 0).then(|| offer.clone()),
+                link: None,
+                offset: (i * CHUNK_BYTES) as u64,
+                data: data.to_vec(),
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
+/// The chunk stream that pushes `run`, offered as what it says it is.
+fn push(run: &pb::Run) -> Vec<Vec<u8>> {
+    let bytes = run.encode_to_vec();
+    stream(&offer(run, &bytes), &bytes)
 }
 
 fn submit(period: &pb::MergedPeriod) -> Vec<u8> {
@@ -193,6 +222,17 @@ struct Case {
 }
 
 impl Case {
+    /// A push of `messages`, the chunks of one stream.
+    fn push(what: &'static str, messages: Vec<Vec<u8>>, code: Code, names: &'static str) -> Self {
+        Self {
+            what,
+            method: PUSH_RUN_CHUNKS,
+            messages,
+            code,
+            names,
+        }
+    }
+
     fn unary(
         what: &'static str,
         method: &'static str,
@@ -211,142 +251,167 @@ impl Case {
 }
 
 fn aggregator_cases(run: &pb::Run) -> Vec<Case> {
-    let encoded = push(run);
-    let mut cases = vec![
-        Case::unary(
-            "a truncated message",
-            PUSH_RUN,
-            encoded[..encoded.len() / 2].to_vec(),
-            Code::InvalidArgument,
-            "malformed message",
-        ),
-        Case::unary(
-            "bytes that are no message",
-            PUSH_RUN,
-            vec![0xff; 64],
-            Code::InvalidArgument,
-            "malformed message",
-        ),
-        Case::unary(
-            "a message without a run",
-            PUSH_RUN,
-            Vec::new(),
-            Code::InvalidArgument,
-            "run",
-        ),
-    ];
-    let mut marked = run.clone();
-    marked.started_at = "MARKMARK".into();
-    cases.push(Case::unary(
-        "invalid UTF-8 in a string",
-        PUSH_RUN,
-        spoil_utf8(push(&marked), b"MARKMARK"),
-        Code::InvalidArgument,
-        "UTF-8",
-    ));
-    let spoiled = |spoil: &dyn Fn(&mut pb::Run)| {
+    // Every run pushed below is a new one, as an agent's next run would be: a run id the
+    // aggregator already committed would be answered from what it committed.
+    let fresh = |spoil: &dyn Fn(&mut pb::Run)| {
         let mut run = run.clone();
+        run.run_id = uuid::Uuid::new_v4().to_string();
         spoil(&mut run);
+        run
+    };
+    let spoiled = |spoil: &dyn Fn(&mut pb::Run)| {
+        let mut run = fresh(spoil);
         redigest(&mut run);
         push(&run)
     };
+    let whole = push(&fresh(&|_| ()));
+    let first = whole.first().expect("a run has a first chunk");
+    let mut cases = vec![
+        Case::push(
+            "a truncated message",
+            vec![first[..first.len() / 2].to_vec()],
+            Code::InvalidArgument,
+            "malformed message",
+        ),
+        Case::push(
+            "bytes that are no message",
+            vec![vec![0xff; 64]],
+            Code::InvalidArgument,
+            "malformed message",
+        ),
+        Case::push(
+            "a stream without a chunk",
+            Vec::new(),
+            Code::InvalidArgument,
+            "chunk",
+        ),
+        Case::push(
+            "a first chunk without an offer",
+            vec![Vec::new()],
+            Code::InvalidArgument,
+            "offer",
+        ),
+    ];
+    let truncated = {
+        let run = fresh(&|_| ());
+        let bytes = run.encode_to_vec();
+        // Cut inside the last field, so its length runs past the end wherever it lies.
+        let cut = &bytes[..bytes.len() - 1];
+        stream(&offer(&run, cut), cut)
+    };
+    cases.push(Case::push(
+        "a truncated run, offered as it is",
+        truncated,
+        Code::InvalidArgument,
+        "truncated",
+    ));
+    let marked = fresh(&|run| run.started_at = "MARKMARK".into());
+    let spoilt_run = spoil_utf8(marked.encode_to_vec(), b"MARKMARK");
+    cases.push(Case::push(
+        "invalid UTF-8 in a string of the run",
+        stream(&offer(&marked, &spoilt_run), &spoilt_run),
+        Code::InvalidArgument,
+        "UTF-8",
+    ));
+    let mut marked_offer = push(&fresh(&|run| run.site = "MARKMARK".into()));
+    marked_offer[0] = spoil_utf8(marked_offer[0].clone(), b"MARKMARK");
+    cases.push(Case::push(
+        "invalid UTF-8 in a string of the offer",
+        marked_offer,
+        Code::InvalidArgument,
+        "UTF-8",
+    ));
+    let other_run_in_our_offer = {
+        let mut run = fresh(&|run| run.hierarchy_id = OTHER_HIERARCHY.into());
+        redigest(&mut run);
+        let bytes = run.encode_to_vec();
+        let offer = pb::RunOffer {
+            hierarchy_id: fresh(&|_| ()).hierarchy_id,
+            ..offer(&run, &bytes)
+        };
+        stream(&offer, &bytes)
+    };
     cases.extend([
-        Case::unary(
+        Case::push(
             "an unknown site",
-            PUSH_RUN,
             spoiled(&|run| run.site = "P99".into()),
             Code::PermissionDenied,
             "P99",
         ),
-        Case::unary(
+        Case::push(
             "another hierarchy",
-            PUSH_RUN,
             spoiled(&|run| run.hierarchy_id = OTHER_HIERARCHY.into()),
             Code::PermissionDenied,
             "hierarchy",
         ),
-        Case::unary(
+        Case::push(
+            "a run of another hierarchy, offered as this one's",
+            other_run_in_our_offer,
+            Code::PermissionDenied,
+            "hierarchy",
+        ),
+        Case::push(
             "an unknown catalog version",
-            PUSH_RUN,
             spoiled(&|run| run.catalog_version = "1999.1.1".into()),
             Code::FailedPrecondition,
             "1999.1.1",
         ),
-        Case::unary(
+        Case::push(
             "an oversize field",
-            PUSH_RUN,
             spoiled(&|run| run.finished_at = "9".repeat(100_000)),
             Code::InvalidArgument,
             "run.finished_at",
         ),
-        Case::unary(
+        Case::push(
             "a row that does not match its declared columns",
-            PUSH_RUN,
-            push(&short_row(run.clone())),
+            push(&short_row(fresh(&|_| ()))),
             Code::InvalidArgument,
             "rows[0]",
         ),
-        Case::unary(
+        Case::push(
             "a digest that does not match",
-            PUSH_RUN,
-            push(&pb::Run {
-                digest: "0".repeat(64),
-                ..run.clone()
-            }),
+            push(&fresh(&|run| run.digest = "0".repeat(64))),
             Code::InvalidArgument,
             "digest",
         ),
     ]);
 
-    // Chunked: an offer for a fresh run id, then chunks out of order or oversize.
-    let mut fresh = run.clone();
-    fresh.run_id = uuid::Uuid::new_v4().to_string();
-    redigest(&mut fresh);
-    let bytes = fresh.encode_to_vec();
-    let offer = pb::RunOffer {
-        run_id: fresh.run_id.clone(),
-        site: fresh.site.clone(),
-        hierarchy_id: fresh.hierarchy_id.clone(),
-        size: bytes.len() as u64,
-        sha256: sha256_hex(&bytes),
-    };
-    let chunk = |offset: u64, data: Vec<u8>, with_offer: bool| {
+    // Chunks out of order, oversize, or cut short.
+    let run = fresh(&|_| ());
+    let bytes = run.encode_to_vec();
+    let offered = offer(&run, &bytes);
+    let chunk = |offset: u64, data: Vec<u8>| {
         pb::RunChunk {
-            offer: with_offer.then(|| offer.clone()),
+            offer: Some(offered.clone()),
             offset,
             data,
             link: None,
         }
         .encode_to_vec()
     };
-    cases.push(Case {
-        what: "a chunk out of order",
-        method: PUSH_RUN_CHUNKS,
-        messages: vec![chunk(5, bytes[5..].to_vec(), true)],
-        code: Code::Aborted,
-        names: "offset",
-    });
-    cases.push(Case {
-        what: "an oversize chunk",
-        method: PUSH_RUN_CHUNKS,
-        messages: vec![chunk(
-            0,
-            vec![0; hrs_rpc::chunks::MAX_CHUNK_BYTES + 1],
-            true,
-        )],
-        code: Code::InvalidArgument,
-        names: "chunk.data",
-    });
-    cases.push(Case {
-        what: "a truncated chunk",
-        method: PUSH_RUN_CHUNKS,
-        messages: vec![{
-            let whole = chunk(0, bytes.clone(), true);
-            whole[..whole.len() - 3].to_vec()
-        }],
-        code: Code::InvalidArgument,
-        names: "malformed message",
-    });
+    cases.extend([
+        Case::push(
+            "a chunk out of order",
+            vec![chunk(5, bytes[5..].to_vec())],
+            Code::Aborted,
+            "offset",
+        ),
+        Case::push(
+            "an oversize chunk",
+            vec![chunk(0, vec![0; hrs_rpc::chunks::MAX_CHUNK_BYTES + 1])],
+            Code::InvalidArgument,
+            "chunk.data",
+        ),
+        Case::push(
+            "a truncated chunk",
+            vec![{
+                let whole = chunk(0, bytes.clone());
+                whole[..whole.len() - 3].to_vec()
+            }],
+            Code::InvalidArgument,
+            "malformed message",
+        ),
+    ]);
     cases
 }
 
@@ -479,20 +544,24 @@ async fn every_bad_input_is_refused_precisely_counted_and_changes_nothing() {
         }
     }
 
-    // A replay of a delivered run is answered as a duplicate and changes nothing.
+    // A replay of a delivered run is answered as a duplicate and changes nothing, whether
+    // its chunks are streamed again as they are or it is sent as an agent sends it (which
+    // learns from its resume that the run is committed).
     let delivered = h
         .merged_runs()
         .into_iter()
         .find(|run| run.site == "P01")
         .expect("P01's run was delivered");
     let replayed = pb::PushRunResponse::decode(
-        call_raw(&aggregator, PUSH_RUN, push(&delivered))
+        stream_raw(&aggregator, PUSH_RUN_CHUNKS, push(&delivered))
             .await
             .expect("a replayed run is answered")
             .as_slice(),
     )
     .expect("decodes");
     assert!(replayed.duplicate, "a replayed run is a duplicate");
+    let resent = h.push(&delivered).await.expect("a re-sent run is answered");
+    assert!(resent.duplicate, "a re-sent run is a duplicate");
     let resubmitted = pb::SubmitResponse::decode(
         call_raw(&intake, SUBMIT, submit(&period))
             .await
@@ -504,11 +573,11 @@ async fn every_bad_input_is_refused_precisely_counted_and_changes_nothing() {
         resubmitted.duplicate,
         "a replayed submission is a duplicate"
     );
-    // The replay came from the site itself, so it counts as the site's contact; no data
-    // changed anywhere.
+    // The aggregator answers a replayed run from what its staging recorded at the commit,
+    // without reading it again: no row changed anywhere, not even the site's link.
     assert_eq!(
         changed(&before, &h.stores()),
-        vec!["aggregator.site_links".to_owned()],
+        Vec::<String>::new(),
         "replays changed the stores"
     );
 

@@ -108,16 +108,7 @@ async fn a_complete_period_leaves_at_once_and_a_changed_one_after_the_settling_t
     run.sequence += 1;
     run.results.retain(|set| set.query_id != "B-SITE-LIST");
     run.digest = hrs_core::digest::run_digest(&run);
-    let pushed = h
-        .aggregator_client()
-        .await
-        .push_run(hrs_proto::v1::PushRunRequest {
-            run: Some(run),
-            link: None,
-        })
-        .await
-        .expect("the newer run is taken")
-        .into_inner();
+    let pushed = h.push(&run).await.expect("the newer run is taken");
     assert!(!pushed.duplicate && !pushed.superseded, "{pushed:?}");
 
     // The next week, complete, leaves at once: the forwarder looked at the changed W48

@@ -12,14 +12,10 @@ use tonic::Code;
 /// Another hierarchy's ID.
 const OTHER_HIERARCHY: &str = "00000000-0000-4000-8000-000000000001";
 
-/// Pushes `run` and returns the status it was refused with; panics if it was accepted.
+/// Pushes `run` as an agent does (in chunks, after asking what is held) and returns the
+/// status it was refused with; panics if it was accepted.
 async fn refusal(h: &Hierarchy, run: pb::Run) -> tonic::Status {
-    h.aggregator_client()
-        .await
-        .push_run(pb::PushRunRequest {
-            run: Some(run),
-            link: None,
-        })
+    h.push(&run)
         .await
         .expect_err("the aggregator refuses the run")
 }
@@ -108,22 +104,54 @@ async fn a_run_hashed_with_another_key_is_refused_and_changes_nothing() {
     .await;
 }
 
+/// Each way a push can carry no run — a stream without a chunk, a first chunk without an
+/// offer, an offer of no bytes — is invalid, names what is missing, and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_without_a_run_is_invalid() {
     let h = Hierarchy::builder().primaries(1).start().await;
     h.collect_everywhere().await;
     let before = h.merged_bytes();
-    let status = h
-        .aggregator_client()
-        .await
-        .push_run(pb::PushRunRequest {
-            run: None,
-            link: None,
-        })
-        .await
-        .expect_err("refused");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("run"), "{}", status.message());
+    let no_bytes = pb::RunOffer {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        site: "P01".into(),
+        hierarchy_id: h.hierarchy_id.to_string(),
+        size: 0,
+        sha256: hrs_core::bytes::sha256_of(&Vec::new(), 1).expect("hashes nothing"),
+    };
+    let cases = [
+        ("a stream without a chunk", Vec::new(), "field chunk"),
+        (
+            "a first chunk without an offer",
+            vec![pb::RunChunk::default()],
+            "field offer: missing",
+        ),
+        (
+            "an offer of no bytes",
+            vec![pb::RunChunk {
+                offer: Some(no_bytes),
+                ..Default::default()
+            }],
+            "offer.size",
+        ),
+    ];
+    let mut client = h.aggregator_client().await;
+    for (what, chunks, names) in cases {
+        let status = client
+            .push_run_chunks(tokio_stream::iter(chunks))
+            .await
+            .expect_err(what);
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(names),
+            "{what}: {:?} does not name {names:?}",
+            status.message()
+        );
+    }
     assert_eq!(h.merged_bytes(), before, "the merge store changed");
     h.shutdown().await;
 }

@@ -36,27 +36,15 @@ async fn a_resent_run_is_a_duplicate_and_changes_nothing() {
 
     let p01 = site("P01");
     let run = h.spooled_run(&p01).await;
-    let mut client = h.aggregator_client().await;
-    let first = client
-        .push_run(pb::PushRunRequest {
-            run: Some(run.clone()),
-            link: None,
-        })
-        .await
-        .expect("first push commits")
-        .into_inner();
+    let first = h.push(&run).await.expect("first push commits");
     assert!(!first.duplicate && !first.superseded, "{first:?}");
     assert_eq!(h.intake_submissions().await.len(), 1);
     let before = snapshot(&h).await;
 
-    let again = client
-        .push_run(pb::PushRunRequest {
-            run: Some(run.clone()),
-            link: None,
-        })
+    let again = h
+        .push(&run)
         .await
-        .expect("a re-send is answered, not refused")
-        .into_inner();
+        .expect("a re-send is answered, not refused");
     assert!(again.duplicate, "{again:?}");
     assert_eq!(snapshot(&h).await, before, "a re-send changed the stores");
 
@@ -114,16 +102,7 @@ async fn a_newer_collection_replaces_the_first_as_current() {
     // The older run arriving late is kept but does not become current again.
     let mut older = first[0].clone();
     older.run_id = uuid::Uuid::new_v4().to_string();
-    let late = h
-        .aggregator_client()
-        .await
-        .push_run(pb::PushRunRequest {
-            run: Some(older),
-            link: None,
-        })
-        .await
-        .expect("a late run is stored")
-        .into_inner();
+    let late = h.push(&older).await.expect("a late run is stored");
     assert!(late.superseded, "{late:?}");
     let current = current_of(&h, "P01");
     assert_eq!(current.len(), 1);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hrs_core::clock::{SharedClock, rfc3339};
 use hrs_core::encoded::{EncodedError, check_run_encoded};
 use hrs_core::ids::IdError;
-use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run, check_run_time};
+use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run_time};
 use hrs_core::{HierarchyId, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
@@ -21,9 +21,6 @@ use crate::store::{Appended, Commit, Contact, MergeError, MergeStore, Staged};
 /// Why a push was refused; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// The request has no run.
-    #[error("field run: missing")]
-    MissingRun,
     /// The run failed validation.
     #[error(transparent)]
     Invalid(#[from] Invalid),
@@ -129,9 +126,7 @@ impl RpcError for PushError {
             Self::Invalid(Invalid::UnknownCatalog(_)) | Self::HashKey { .. } => {
                 Code::FailedPrecondition
             }
-            Self::MissingRun | Self::Invalid(_) | Self::TooLarge { .. } | Self::Corrupt(_) => {
-                Code::InvalidArgument
-            }
+            Self::Invalid(_) | Self::TooLarge { .. } | Self::Corrupt(_) => Code::InvalidArgument,
             Self::Busy { .. } => Code::ResourceExhausted,
             Self::Unreadable(status) => status.code(),
             Self::OutOfOrder { .. } | Self::Incomplete { .. } | Self::Broken(_) => Code::Aborted,
@@ -244,32 +239,6 @@ impl AggregatorService {
         })
     }
 
-    async fn push(
-        &self,
-        request: pb::PushRunRequest,
-        caller: &Caller,
-    ) -> Result<(Commit, Vec<String>), PushError> {
-        let report = request.link.unwrap_or_default();
-        check_link_report(&report)?;
-        let run = request.run.ok_or(PushError::MissingRun)?;
-        let header = check_run(&run)?;
-        check_run_time(&header, self.clock.now())?;
-        caller.may_write(&header.site)?;
-        let _sending = self.start_run(&header.site)?;
-        self.check_sender(&header, &run.hash_key_id)?;
-        let store = Arc::clone(&self.store);
-        let received_at = self.clock.stamp();
-        let commit = tokio::task::spawn_blocking(move || {
-            store
-                .commit(&run, &header, &received_at)
-                .map(|c| (c, header))
-        })
-        .await
-        .map_err(|e| PushError::Task(e.to_string()))??;
-        let (commit, header) = commit;
-        Ok(self.committed(&header, commit, report).await)
-    }
-
     /// Checks that a checked run may be written here: this hierarchy's, from one of its
     /// sites, hashed with its key.
     fn check_sender(&self, header: &RunHeader, hash_key_id: &str) -> Result<(), PushError> {
@@ -289,9 +258,9 @@ impl AggregatorService {
         Ok(())
     }
 
-    /// What follows a commit, however the run arrived: the site's contact is recorded,
-    /// the forwarder woken, a re-initialisation request answered; returns the commit and
-    /// the periods the site is still asked to send again.
+    /// What follows a commit: the site's contact is recorded, the forwarder woken, a
+    /// re-initialisation request answered; returns the commit and the periods the site is
+    /// still asked to send again.
     async fn committed(
         &self,
         header: &RunHeader,
@@ -433,8 +402,8 @@ impl AggregatorService {
         })
     }
 
-    /// Receives a chunked run: each chunk is stored durably as it arrives; once all bytes
-    /// are held they are checked against the offer and committed like a pushed run.
+    /// Receives a run, the one way runs arrive: each chunk is stored durably as it
+    /// arrives; once all bytes are held they are checked and committed.
     async fn push_chunks(
         &self,
         mut chunks: tonic::Streaming<pb::RunChunk>,
@@ -503,8 +472,8 @@ impl AggregatorService {
     }
 
     /// Checks a fully staged run straight from its staged chunks (bytes against the offer,
-    /// then every check a pushed run gets, digest included) and commits it, never holding
-    /// more than a window of it in memory.
+    /// then the one run check, `check_run_encoded`, digest included, and the sender
+    /// checks) and commits it, never holding more than a window of it in memory.
     async fn commit_staged(
         &self,
         offer: &pb::RunOffer,
@@ -674,19 +643,9 @@ impl Aggregator for AggregatorService {
         })
         .await
     }
-
-    async fn push_run(
-        &self,
-        request: Request<pb::PushRunRequest>,
-    ) -> Result<Response<pb::PushRunResponse>, Status> {
-        self.answer(request, |service, caller, request| async move {
-            service.push(request, &caller).await.map(pushed)
-        })
-        .await
-    }
 }
 
-/// The answer to a push, however the run arrived.
+/// The answer to a push, fresh or a re-send.
 fn pushed((commit, reinit_periods): (Commit, Vec<String>)) -> pb::PushRunResponse {
     pb::PushRunResponse {
         duplicate: commit == Commit::Duplicate,

@@ -157,15 +157,6 @@ pub enum MergeError {
 /// The aggregator's durable state. Backends implement this so they can be swapped and
 /// tested against one suite.
 pub trait MergeStore: Send + Sync + 'static {
-    /// Stores a checked run atomically, and makes it current if it is the newest of its
-    /// site and period. Idempotent on the run id.
-    fn commit(
-        &self,
-        run: &pb::Run,
-        header: &RunHeader,
-        received_at: &str,
-    ) -> Result<Commit, MergeError>;
-
     /// Returns the current run of every site, optionally for one period and one site,
     /// ordered by period then site.
     fn current(&self, period: Option<&str>, site: Option<&str>)
@@ -227,10 +218,11 @@ pub trait MergeStore: Send + Sync + 'static {
     /// Returns `len` bytes of a staged run's encoding from `offset`.
     fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
 
-    /// Commits a fully staged, checked run as [`MergeStore::commit`] commits a decoded
-    /// one: `fields` are its own fields (results left out), the payload is copied from the
-    /// staged chunks one at a time, and the staging records the outcome, all in one
-    /// transaction.
+    /// Stores a fully staged, checked run, and makes it current if it is the newest of its
+    /// site and period: the one way a run is committed, every run arriving in chunks.
+    /// Idempotent on the run id. `fields` are its own fields (results left out), the
+    /// payload is copied from the staged chunks one at a time, and the staging records the
+    /// outcome, all in one transaction.
     fn commit_staged(
         &self,
         fields: &pb::Run,
@@ -322,69 +314,6 @@ fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
 }
 
 impl MergeStore for SqliteMergeStore {
-    fn commit(
-        &self,
-        run: &pb::Run,
-        header: &RunHeader,
-        received_at: &str,
-    ) -> Result<Commit, MergeError> {
-        let sequence = i64::try_from(run.sequence).unwrap_or(i64::MAX);
-        let period = header.period.to_string();
-        let site = header.site.to_string();
-        let payload = run.encode_to_vec();
-        self.store.with(|conn| {
-            let tx = conn.transaction()?;
-            let stored: Option<String> = tx
-                .query_row(
-                    "SELECT digest FROM runs WHERE run_id = ?1",
-                    params![run.run_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(stored) = stored {
-                return if stored == run.digest {
-                    Ok(Ok(Commit::Duplicate))
-                } else {
-                    Ok(Err(MergeError::Conflict {
-                        run_id: run.run_id.clone(),
-                        stored,
-                        sent: run.digest.clone(),
-                    }))
-                };
-            }
-            tx.execute(
-                "INSERT INTO runs (run_id, site, period, sequence, digest, level,
-                                   catalog_version, received_at, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run.run_id,
-                    site,
-                    period,
-                    sequence,
-                    run.digest,
-                    run.level,
-                    run.catalog_version,
-                    received_at,
-                    payload
-                ],
-            )?;
-            let newer = tx.execute(
-                "INSERT INTO current_runs (period, site, run_id, sequence)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (period, site) DO UPDATE
-                 SET run_id = excluded.run_id, sequence = excluded.sequence
-                 WHERE excluded.sequence > current_runs.sequence",
-                params![period, site, run.run_id, sequence],
-            )?;
-            tx.commit()?;
-            Ok(Ok(if newer == 1 {
-                Commit::Merged
-            } else {
-                Commit::Superseded
-            }))
-        })?
-    }
-
     fn current(
         &self,
         period: Option<&str>,
@@ -884,6 +813,62 @@ mod tests {
         format!("2026-11-25T00:00:{second:02}Z")
     }
 
+    /// A run of P01 for 2026-W48 without results, as the run check returns its own fields,
+    /// with the header the check reads from it.
+    fn checked_run(run: u8, sequence: u64, digest: &str) -> (pb::Run, RunHeader) {
+        let fields = pb::Run {
+            run_id: offer(run, 0).run_id,
+            sequence,
+            site: "P01".into(),
+            hierarchy_id: "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47".into(),
+            period: "2026-W48".into(),
+            catalog_version: "2026.12.1".into(),
+            level: "Basic".into(),
+            started_at: "2026-11-25T00:00:00Z".into(),
+            finished_at: "2026-11-25T00:00:01Z".into(),
+            digest: digest.into(),
+            ..Default::default()
+        };
+        let header = RunHeader {
+            run_id: uuid::Uuid::parse_str(&fields.run_id).expect("uuid"),
+            site: "P01".parse().expect("site"),
+            hierarchy_id: fields.hierarchy_id.parse().expect("hierarchy"),
+            period: "2026-W48".parse().expect("period"),
+            level: hrs_core::Level::Basic,
+            started_at: time::macros::datetime!(2026-11-25 00:00 UTC),
+        };
+        (fields, header)
+    }
+
+    /// Commits a run the one way runs are committed: offered and staged, its encoding
+    /// appended in chunks, then committed from the staging. Staging untouched since
+    /// `stale_before` is swept first, as every offer sweeps it.
+    fn stage_and_commit(
+        store: &SqliteMergeStore,
+        (fields, header): &(pb::Run, RunHeader),
+        now: &str,
+        stale_before: &str,
+    ) -> Result<Commit, MergeError> {
+        let bytes = fields.encode_to_vec();
+        let offer = pb::RunOffer {
+            run_id: fields.run_id.clone(),
+            site: fields.site.clone(),
+            hierarchy_id: fields.hierarchy_id.clone(),
+            size: bytes.len() as u64,
+            sha256: hrs_core::bytes::sha256_of(&bytes, 1 << 20).expect("hashes"),
+        };
+        let staged = store.stage(&offer, now, stale_before)?;
+        assert_eq!(staged.committed, None, "staged afresh");
+        let mut held = staged.held;
+        for chunk in bytes[usize::try_from(held).expect("fits")..].chunks(7) {
+            held = match store.stage_append(&offer.run_id, held, chunk)? {
+                Appended::Held(after) => after,
+                other => panic!("{other:?}"),
+            };
+        }
+        store.commit_staged(fields, header, &offer, now)
+    }
+
     #[test]
     fn staging_keeps_chunks_in_order_and_reads_any_range() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -935,6 +920,61 @@ mod tests {
             store.stage(&changed, &at(3), &at(0)).expect("stages").held,
             0
         );
+    }
+
+    #[test]
+    fn the_newest_run_is_current_and_a_run_id_commits_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
+        let newer = checked_run(1, 2, &"a".repeat(64));
+        let older = checked_run(2, 1, &"b".repeat(64));
+        let current = |store: &SqliteMergeStore| -> Vec<String> {
+            store
+                .current(None, None)
+                .expect("reads")
+                .into_iter()
+                .map(|run| run.run_id)
+                .collect()
+        };
+        assert_eq!(
+            stage_and_commit(&store, &newer, &at(1), &at(0)).expect("commits"),
+            Commit::Merged
+        );
+        assert_eq!(
+            stage_and_commit(&store, &older, &at(2), &at(0)).expect("commits"),
+            Commit::Superseded
+        );
+        assert_eq!(current(&store), vec![newer.0.run_id.clone()]);
+        assert_eq!(
+            store.current(None, None).expect("reads")[0],
+            newer.0,
+            "the payload is the staged encoding"
+        );
+
+        // Its staging answers a re-send with what the commit did.
+        let bytes = newer.0.encode_to_vec();
+        let offered = pb::RunOffer {
+            run_id: newer.0.run_id.clone(),
+            site: "P01".into(),
+            hierarchy_id: newer.0.hierarchy_id.clone(),
+            size: bytes.len() as u64,
+            sha256: hrs_core::bytes::sha256_of(&bytes, 1 << 20).expect("hashes"),
+        };
+        let staged = store.stage(&offered, &at(3), &at(0)).expect("stages");
+        assert_eq!(staged.committed, Some(Commit::Merged));
+
+        // Once its staging is swept, the same run sent again is a duplicate, and the same
+        // run id with other content a conflict; neither changes what is current.
+        assert_eq!(
+            stage_and_commit(&store, &newer, &at(10), &at(5)).expect("commits"),
+            Commit::Duplicate
+        );
+        let reused = checked_run(1, 3, &"c".repeat(64));
+        assert!(matches!(
+            stage_and_commit(&store, &reused, &at(20), &at(15)),
+            Err(MergeError::Conflict { .. })
+        ));
+        assert_eq!(current(&store), vec![newer.0.run_id.clone()]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Checking a run straight from its encoding, a window at a time: every check of
-//! [`check_run`](crate::validate::check_run) and the digest, without ever decoding the run
-//! whole, so a receiver's memory stays flat whatever the run's size.
+//! The one run check: a run straight from its encoding, a window at a time, through the
+//! field, set and row checks of [`validate`](crate::validate) and the digest, without ever
+//! decoding the run whole, so a receiver's memory stays flat whatever the run's size.
 //!
 //! The encoding is walked at the protobuf wire level. A run's own fields and each result
 //! set's fields other than rows are small and decoded normally; rows are decoded one at a
@@ -265,9 +265,10 @@ fn for_each_row(
     Ok(())
 }
 
-/// Checks an encoded run as [`check_run`](crate::validate::check_run) checks a decoded one,
-/// digest included, reading it a window at a time. Returns what the run says about
-/// itself, and the run's own fields (its results left out).
+/// Checks an encoded run: its own fields, every result set and row against the catalog it
+/// names, and its digest, reading it a window at a time. Returns what the run says about
+/// itself, and the run's own fields (its results left out). A run held decoded is checked
+/// through its encoding (`Vec<u8>` is a [`RunBytes`]), so there is one check of a run.
 pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), EncodedError> {
     let mut cursor = Cursor::new(source);
     let mut own_fields = Vec::new();
@@ -356,7 +357,11 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::check_run;
+
+    /// Checks a run held decoded through its encoding, as a receiver checks every run.
+    fn check(run: &pb::Run) -> Result<RunHeader, EncodedError> {
+        check_run_encoded(&run.encode_to_vec()).map(|(header, _)| header)
+    }
 
     /// A valid run of the built-in catalog, with rows.
     fn run() -> pb::Run {
@@ -412,9 +417,8 @@ mod tests {
     }
 
     #[test]
-    fn an_encoded_run_passes_exactly_when_the_decoded_one_does() {
+    fn a_valid_run_passes_and_a_defect_is_refused_naming_its_field() {
         let good = run();
-        check_run(&good).expect("the decoded run is valid");
         let (header, fields) = check_run_encoded(&good.encode_to_vec()).expect("valid encoded");
         assert_eq!(header.site.as_str(), "P01");
         assert!(fields.results.is_empty());
@@ -431,9 +435,13 @@ mod tests {
         short_row.results[1].rows[2].values.pop();
         short_row.digest = crate::digest::run_digest(&short_row);
         let refused = check_run_encoded(&short_row.encode_to_vec()).expect_err("short row");
+        let declared = short_row.results[1].columns.len();
         assert_eq!(
             refused.to_string(),
-            check_run(&short_row).expect_err("short row").to_string()
+            format!(
+                "field run.results[1].rows[2]: has {} values, {declared} columns are declared",
+                declared - 1
+            )
         );
 
         let mut twice = good.clone();
@@ -480,15 +488,15 @@ mod tests {
         let mut huge = run();
         huge.sequence = u64::MAX;
         huge.digest = crate::digest::run_digest(&huge);
-        let err = check_run(&huge).expect_err("clamped when stored");
+        let err = check(&huge).expect_err("clamped when stored");
         assert!(err.to_string().contains("run.sequence"), "{err}");
         let mut vague = run();
         vague.started_at = "yesterday".into();
         vague.digest = crate::digest::run_digest(&vague);
-        let err = check_run(&vague).expect_err("not a time");
+        let err = check(&vague).expect_err("not a time");
         assert!(err.to_string().contains("run.started_at"), "{err}");
 
-        let header = check_run(&run()).expect("valid");
+        let header = check(&run()).expect("valid");
         let now = time::macros::datetime!(2026-11-30 06:00 UTC);
         assert!(crate::validate::check_run_time(&header, now).is_ok());
         let err = crate::validate::check_run_time(&header, now - time::Duration::days(2))

@@ -1,5 +1,11 @@
 //! Checks a receiver applies to every run and merged period before storing it.
 //!
+//! One definition of what a valid run is: its own fields (`check_run_fields`), each
+//! result set (`check_set`) and each row (`check_row`). A run is only ever checked
+//! from its encoding, by [`check_run_encoded`](crate::encoded::check_run_encoded), which
+//! walks it a window at a time and applies these checks; a merged period, which arrives
+//! decoded, applies the same set and row checks in [`check_merged`].
+//!
 //! Each failure names the field at fault, so the sender's operator can tell what to fix.
 
 use std::collections::HashSet;
@@ -9,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::Catalog;
-use crate::digest::{merged_digest, run_digest};
+use crate::digest::merged_digest;
 use crate::ids::{HierarchyId, Level, Period, SiteCode};
 use crate::value::Value;
 
@@ -59,20 +65,6 @@ pub struct RunHeader {
     pub level: Level,
     /// When its collection started, as the site's clock read it.
     pub started_at: OffsetDateTime,
-}
-
-/// Checks a run's shape, its results against the catalog it names, and its digest.
-pub fn check_run(run: &pb::Run) -> Result<RunHeader, Invalid> {
-    let (header, catalog) = check_run_fields(run)?;
-    check_results("run.results", &run.results, &catalog, header.level)?;
-    let actual = run_digest(run);
-    if actual != run.digest {
-        return Err(Invalid::Digest {
-            claimed: run.digest.clone(),
-            actual,
-        });
-    }
-    Ok(header)
 }
 
 /// Longest name-like field (a hashed hierarchy ID or site code, a mode), in bytes.

@@ -1,11 +1,12 @@
 //! Fuzz targets and property tests for every HRS decoder and validator, on stable Rust.
 //!
-//! Everything a role reads from outside is here: encoded runs (the streaming check the
-//! aggregator applies to chunked uploads, and prost with `check_run`), merged periods
-//! (`check_merged`), the gRPC requests of every service (the aggregator's answered by a
-//! real service in this process), single-period bundles and the connection tool's tar
-//! bundles, the four roles' configuration files, site database connection strings, and
-//! identifiers.
+//! Everything a role reads from outside is here: encoded runs (the one run check,
+//! `check_run_encoded`, on the bytes as they arrive and on prost's canonical encoding of
+//! what prost decodes from them), merged periods (`check_merged`), the gRPC requests of
+//! every service (the aggregator's answered by a real service in this process, runs
+//! pushed to it in chunks over loopback), single-period bundles and the connection tool's
+//! tar bundles, the four roles' configuration files, site database connection strings,
+//! and identifiers.
 //!
 //! # Targets
 //!
@@ -46,12 +47,13 @@
 //!
 //! # Known differences, not bugs
 //!
-//! The streaming run check refuses by design some encodings that prost decodes and
-//! `check_run` accepts: wire groups (wire types 3 and 4) among a run's or a result set's
-//! own fields, and encodings beyond its size limits (a row over 4 MiB, a run's own fields
-//! or one set's fields over 1 MiB). [`wire::streaming_gap`] recognises them; the
-//! agreement between the two checks is asserted only outside them, and the generated runs
-//! of the property tests contain neither.
+//! The run check refuses by design some encodings that prost decodes into a run whose
+//! canonical encoding it accepts: wire groups (wire types 3 and 4) among a run's or a
+//! result set's own fields, and encodings beyond its size limits (a row over 4 MiB, a
+//! run's own fields or one set's fields over 1 MiB). [`wire::streaming_gap`] recognises
+//! them; the agreement between the check of the bytes and of their canonical encoding is
+//! asserted only outside them, and the generated runs of the property tests contain
+//! neither.
 
 pub mod mutate;
 pub mod seeds;
@@ -120,7 +122,7 @@ fn texts(texts: &[String]) -> Vec<Vec<u8>> {
 fn aggregator_calls() -> Vec<Vec<u8>> {
     let r = seeds::requests();
     let mut calls = Vec::new();
-    for (call, requests) in [(1u32, &r.push_run), (2, &r.resume_run), (3, &r.heartbeat)] {
+    for (call, requests) in [(1u32, &r.run_chunk), (2, &r.resume_run), (3, &r.heartbeat)] {
         for request in requests {
             calls.push(wire::encode(&[wire::Field {
                 number: call,
@@ -166,13 +168,6 @@ pub const TARGETS: &[Target] = &[
         run: targets::offline_bundle,
         seeds: || seeds::corpus().offline_bundles.clone(),
         form: Form::Bytes,
-        cases: 200,
-    },
-    Target {
-        name: "push_run_request",
-        run: targets::push_run_request,
-        seeds: || seeds::requests().push_run.clone(),
-        form: Form::Protobuf(Schema::PushRunRequest),
         cases: 200,
     },
     Target {

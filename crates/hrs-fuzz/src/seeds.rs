@@ -47,7 +47,7 @@ const CLIENTS: u32 = 4;
 /// Every kind of valid input, made once per process.
 #[derive(Debug)]
 pub struct Corpus {
-    /// Runs that `check_run` accepts: several sites, levels and hash modes, and a run of
+    /// Runs that the run check accepts: several sites, levels and hash modes, and a run of
     /// a site database without tables (every query failed).
     pub runs: Vec<pb::Run>,
     /// Merged periods that `check_merged` accepts, as merged inside the hierarchy and as
@@ -181,7 +181,7 @@ async fn collect_runs(dir: &Path) -> Result<Vec<pb::Run>, SeedError> {
         // Fixed times too: they are not part of the digest, only of the encoding.
         run.started_at = "2026-11-29T02:00:00Z".into();
         run.finished_at = "2026-11-29T02:00:01Z".into();
-        hrs_core::validate::check_run(&run)
+        crate::targets::check_canonical(&run)
             .map_err(|e| format!("the collected run of {site} is invalid: {e}"))?;
         runs.push(run);
     }
@@ -281,8 +281,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// send, built around the corpus's runs and periods.
 #[derive(Debug, Default)]
 pub struct Requests {
-    /// `PushRunRequest`s, one per run.
-    pub push_run: Vec<Vec<u8>>,
     /// First `RunChunk`s carrying whole runs, with offers that match them.
     pub run_chunk: Vec<Vec<u8>>,
     /// `ResumeRunRequest`s, one per run.
@@ -326,13 +324,6 @@ pub fn requests() -> &'static Requests {
         let corpus = corpus();
         let mut r = Requests::default();
         for run in &corpus.runs {
-            r.push_run.push(
-                pb::PushRunRequest {
-                    run: Some(run.clone()),
-                    link: Some(link()),
-                }
-                .encode_to_vec(),
-            );
             r.run_chunk.push(
                 pb::RunChunk {
                     offer: Some(offer(run)),

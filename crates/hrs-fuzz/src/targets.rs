@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use hrs_aggregator::service::AggregatorService;
 use hrs_aggregator::{AggregatorConfig, MergeStore, SqliteMergeStore};
@@ -15,11 +15,13 @@ use hrs_connection::{Mode, Policy};
 use hrs_core::catalog::Catalog;
 use hrs_core::config::ConfigError;
 use hrs_core::digest::{merged_digest, run_digest};
-use hrs_core::encoded::check_run_encoded;
-use hrs_core::validate::{check_merged, check_run};
+use hrs_core::encoded::{EncodedError, check_run_encoded};
+use hrs_core::validate::{RunHeader, check_merged};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
-use hrs_rpc::v1::aggregator_server::Aggregator as _;
+use hrs_rpc::chunks::{ChunkedPushError, Outgoing, push_run_chunks};
+use hrs_rpc::v1::aggregator_client::AggregatorClient;
+use hrs_rpc::v1::aggregator_server::{Aggregator as _, AggregatorServer};
 use hrs_sitedb::{PasswordSource, SiteDbSpec};
 use prost::Message as _;
 
@@ -46,15 +48,22 @@ fn scratch() -> PathBuf {
     })
 }
 
-/// Checks an encoded run with the streaming check the aggregator applies to chunked runs,
-/// and holds it to the decoded check: whenever the streaming check accepts, prost decodes
-/// the run and `check_run` accepts it with the same header and digest; whenever prost and
-/// `check_run` accept, the streaming check accepts too, unless the encoding uses what it
-/// refuses by design ([`streaming_gap`]).
+/// Checks a run held decoded as a receiver checks every run: through the one run check,
+/// on the run's canonical (prost's) encoding, so a target that starts from a decoded run
+/// holds it to the same definition of a valid run as the bytes that arrive.
+pub fn check_canonical(run: &pb::Run) -> Result<RunHeader, EncodedError> {
+    check_run_encoded(&run.encode_to_vec()).map(|(header, _)| header)
+}
+
+/// Checks an encoded run with the run check the aggregator applies to every run, and holds
+/// the check's walk of the wire to prost's reading of it: whenever the bytes pass, prost
+/// decodes the run and its canonical encoding passes with the same header and digest;
+/// whenever prost decodes a run whose canonical encoding passes, the bytes pass too,
+/// unless they use what the check refuses by design ([`streaming_gap`]).
 pub fn run_encoded(data: &[u8]) {
     let streamed = check_run_encoded(&data.to_vec());
     let decoded = pb::Run::decode(data).ok();
-    let checked = decoded.as_ref().map(check_run);
+    let checked = decoded.as_ref().map(check_canonical);
     match (&streamed, decoded.as_ref(), checked) {
         (Ok((header, fields)), Some(run), Some(Ok(expected))) => {
             assert_eq!(header.run_id, expected.run_id, "run ids differ");
@@ -72,26 +81,26 @@ pub fn run_encoded(data: &[u8]) {
             };
             assert_eq!(fields, &own, "the run's own fields differ");
         }
-        (Ok(_), None, _) => panic!("the streaming check accepted a run prost cannot decode"),
+        (Ok(_), None, _) => panic!("the run check accepted a run prost cannot decode"),
         (Ok(_), Some(_), Some(Err(refusal))) => {
-            panic!("the streaming check accepted a run check_run refuses: {refusal}")
+            panic!("the run check accepted bytes whose canonical encoding it refuses: {refusal}")
         }
         (Err(error), Some(_), Some(Ok(_))) if streaming_gap(data).is_none() => {
-            panic!("the streaming check refused a run check_run accepts: {error}");
+            panic!("the run check refused bytes whose canonical encoding it accepts: {error}");
         }
         _ => {}
     }
 }
 
-/// Decodes a run with prost and checks it as a unary push is checked. An accepted run must
-/// carry its own digest, decode again from its canonical encoding, pass the streaming check
-/// too, and flow downstream: merged alone into a period, and sent out of the hierarchy at
-/// every level, it is a period the connection point and the intake accept.
+/// Decodes a run with prost and checks its canonical encoding. An accepted run must carry
+/// its own digest (as computed whole, not piece by piece), decode again from its canonical
+/// encoding, and flow downstream: merged alone into a period, and sent out of the
+/// hierarchy at every level, it is a period the connection point and the intake accept.
 pub fn run_decoded(data: &[u8]) {
     let Ok(run) = pb::Run::decode(data) else {
         return;
     };
-    let Ok(header) = check_run(&run) else {
+    let Ok(header) = check_canonical(&run) else {
         return;
     };
     assert_eq!(run_digest(&run), run.digest);
@@ -103,20 +112,16 @@ pub fn run_decoded(data: &[u8]) {
         again.encode_to_vec() == canonical,
         "the canonical encoding decodes to another run"
     );
-    if let Err(error) = check_run_encoded(&canonical)
-        && streaming_gap(&canonical).is_none()
-    {
-        panic!("the streaming check refuses the canonical encoding of an accepted run: {error}");
-    }
     flows_downstream(&run, header.hierarchy_id, header.level);
 }
 
 /// Merges an accepted run alone and sends it out at every level: each step must give a
 /// period `check_merged` accepts.
 fn flows_downstream(run: &pb::Run, hierarchy: HierarchyId, level: Level) {
-    let catalog = Catalog::by_version(&run.catalog_version).expect("check_run found this catalog");
+    let catalog =
+        Catalog::by_version(&run.catalog_version).expect("the run check found this catalog");
     let Ok(site) = run.site.parse::<SiteCode>() else {
-        panic!("check_run accepted site {:?}", run.site);
+        panic!("the run check accepted site {:?}", run.site);
     };
     let merged = hrs_aggregator::merge::merge(
         hierarchy,
@@ -233,22 +238,8 @@ pub fn offline_bundle(data: &[u8]) {
     }
 }
 
-/// Decodes a unary push and checks its run as the aggregator does; a run it accepts must
-/// be accepted when sent in chunks as well.
-pub fn push_run_request(data: &[u8]) {
-    let Ok(request) = pb::PushRunRequest::decode(data) else {
-        return;
-    };
-    let Some(run) = request.run else {
-        return;
-    };
-    if check_run(&run).is_ok() {
-        run_encoded(&run.encode_to_vec());
-    }
-}
-
-/// Decodes a chunk of a chunked push; the run it carries goes through the streaming check
-/// and its agreement with the decoded check ([`run_encoded`]).
+/// Decodes a chunk of a push; the run it carries goes through the run check and its
+/// agreement with the check of its canonical encoding ([`run_encoded`]).
 pub fn run_chunk(data: &[u8]) {
     let Ok(chunk) = pb::RunChunk::decode(data) else {
         return;
@@ -257,13 +248,24 @@ pub fn run_chunk(data: &[u8]) {
 }
 
 /// An aggregator service in this process, over a store in a temporary folder, serving the
-/// seed hierarchy; calls go straight to its handlers, without a network.
+/// seed hierarchy. Resumes and heartbeats go straight to its handlers; runs are pushed as
+/// agents push them, in chunks over a loopback connection to the same service, since a
+/// client stream is only made by a real server.
 struct InProcess {
     runtime: tokio::runtime::Runtime,
     service: AggregatorService,
+    /// Connected to the service served on 127.0.0.1.
+    client: AggregatorClient<tonic::transport::Channel>,
     config: Arc<AggregatorConfig>,
+    /// Held through each call: two tests pushing the same seed run at once would meet
+    /// each other's chunks in its staging, and the answers would depend on the timing.
+    calls: Mutex<()>,
     _dir: tempfile::TempDir,
 }
+
+/// Bytes of a run's encoding per chunk when the aggregator target pushes it: small, so
+/// the seed runs of a few KiB travel in several chunks.
+const PUSH_CHUNK_BYTES: usize = 4 << 10;
 
 fn aggregator() -> &'static InProcess {
     static SERVICE: OnceLock<InProcess> = OnceLock::new();
@@ -294,10 +296,25 @@ fn aggregator() -> &'static InProcess {
             .enable_all()
             .build()
             .expect("a runtime for the aggregator");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binds a loopback port for the aggregator");
+        let addr = listener.local_addr().expect("the aggregator's address");
+        // Served for as long as the process runs: the service is shared by every test.
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(AggregatorServer::new(service.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = runtime
+            .block_on(AggregatorClient::connect(format!("http://{addr}")))
+            .expect("connects to the aggregator");
         InProcess {
             runtime,
             service,
+            client,
             config,
+            calls: Mutex::new(()),
             _dir: dir,
         }
     })
@@ -313,11 +330,13 @@ fn is_clear_refusal(code: tonic::Code) -> bool {
 }
 
 /// Sends a request to an aggregator in this process. The input is an envelope: its first
-/// length-delimited field is the request, and the field's number picks the call (1 a unary
-/// push, 2 a resume, 3 a heartbeat; others modulo 3). Every refusal must be a clear status
-/// naming the problem (never `INTERNAL`), and what is accepted must pass the checks: a
-/// push's run `check_run` and the sender checks, a resume's offer, a heartbeat's site and
-/// hierarchy.
+/// length-delimited field is the request, and the field's number picks the call (1 a push,
+/// 2 a resume, 3 a heartbeat; others modulo 3). A push's field is a `RunChunk`: its `data`
+/// is the run, pushed in chunks through `hrs_rpc::chunks::push_run_chunks` under its
+/// offer's run id, site and hierarchy with its link report (the client makes the offer's
+/// size and SHA-256, as agents do). Every refusal must be a clear status naming the problem
+/// (never `INTERNAL`), and what is accepted must pass the checks: a push's run the run
+/// check and the sender checks, a resume's offer, a heartbeat's site and hierarchy.
 pub fn aggregator_service(data: &[u8]) {
     if let Some(Err(status)) = aggregator_call(data) {
         assert!(
@@ -339,6 +358,10 @@ pub fn aggregator_call(data: &[u8]) -> Option<Result<(), tonic::Status>> {
         _ => None,
     })?;
     let aggregator = aggregator();
+    let _one_at_a_time = aggregator
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let config = &aggregator.config;
     let service = &aggregator.service;
     let ours = |site: &str, hierarchy: &str| {
@@ -351,20 +374,41 @@ pub fn aggregator_call(data: &[u8]) -> Option<Result<(), tonic::Status>> {
     let runtime = &aggregator.runtime;
     match call % 3 {
         1 => {
-            let request = pb::PushRunRequest::decode(body).ok()?;
-            let run = request.run.clone();
-            let answer = runtime.block_on(service.push_run(tonic::Request::new(request)));
+            let chunk = pb::RunChunk::decode(body).ok()?;
+            let offer = chunk.offer.unwrap_or_default();
+            let outgoing = Outgoing {
+                run_id: offer.run_id,
+                site: offer.site,
+                hierarchy_id: offer.hierarchy_id,
+            };
+            let run = Arc::new(chunk.data);
+            let pushed = runtime.block_on(push_run_chunks(
+                &mut aggregator.client.clone(),
+                outgoing.clone(),
+                chunk.link.unwrap_or_default(),
+                Arc::clone(&run) as Arc<dyn hrs_core::bytes::RunBytes>,
+                PUSH_CHUNK_BYTES,
+            ));
+            let answer = match pushed {
+                Ok(answer) => Ok(answer),
+                Err(ChunkedPushError::Status(status)) => Err(status),
+                Err(other) => panic!("the push itself failed: {other}"),
+            };
             if answer.is_ok() {
-                let run = run.expect("a push without a run was accepted");
-                if let Err(error) = check_run(&run) {
-                    panic!("the aggregator accepted a run check_run refuses: {error}");
-                }
+                let (_, fields) = check_run_encoded(run.as_ref()).unwrap_or_else(|error| {
+                    panic!("the aggregator accepted a run the run check refuses: {error}")
+                });
                 assert!(
-                    ours(&run.site, &run.hierarchy_id),
+                    ours(&fields.site, &fields.hierarchy_id),
                     "accepted a run of another site"
                 );
                 assert_eq!(
-                    run.hash_key_id, config.hash_key_id,
+                    (&fields.run_id, &fields.site),
+                    (&outgoing.run_id, &outgoing.site),
+                    "accepted a run under another run's offer"
+                );
+                assert_eq!(
+                    fields.hash_key_id, config.hash_key_id,
                     "accepted another hash key"
                 );
             }

@@ -65,8 +65,6 @@ pub enum Schema {
     SiteResults,
     /// `hrs.v1.LinkReport`.
     LinkReport,
-    /// `hrs.v1.PushRunRequest`.
-    PushRunRequest,
     /// `hrs.v1.RunOffer`.
     RunOffer,
     /// `hrs.v1.RunChunk`; its `data` is read as the run it carries.
@@ -80,7 +78,8 @@ pub enum Schema {
     /// `hrs.v1.SubmitRequest`.
     SubmitRequest,
     /// Not an HRS message: the envelope of the aggregator service target, whose field 1,
-    /// 2 or 3 holds a `PushRunRequest`, `ResumeRunRequest` or `HeartbeatRequest`.
+    /// 2 or 3 holds a `RunChunk` (the run to push), a `ResumeRunRequest` or a
+    /// `HeartbeatRequest`.
     AggregatorCall,
 }
 
@@ -94,11 +93,11 @@ impl Schema {
             (ResultSet, 4) => Some(Row),
             (Row, 1) => Some(Value),
             (MergedPeriod, 5) => Some(SiteResults),
-            (PushRunRequest, 1) | (RunChunk, 4) => Some(Run),
-            (PushRunRequest, 2) | (RunChunk, 2) | (HeartbeatRequest, 3) => Some(LinkReport),
+            (RunChunk, 4) => Some(Run),
+            (RunChunk, 2) | (HeartbeatRequest, 3) => Some(LinkReport),
             (RunChunk, 1) | (ResumeRunRequest, 1) => Some(RunOffer),
             (OfferPeriodRequest, 1) | (SubmitRequest, 1) => Some(MergedPeriod),
-            (AggregatorCall, 1) => Some(PushRunRequest),
+            (AggregatorCall, 1) => Some(RunChunk),
             (AggregatorCall, 2) => Some(ResumeRunRequest),
             (AggregatorCall, 3) => Some(HeartbeatRequest),
             _ => None,
@@ -128,7 +127,6 @@ impl Schema {
             | (MergedPeriod, 1..=8)
             | (SiteResults, 1..=6)
             | (LinkReport, 2 | 5)
-            | (PushRunRequest, 1 | 2)
             | (RunOffer, 1..=5)
             | (RunChunk, 1..=4)
             | (HeartbeatRequest, 1..=3)
@@ -353,11 +351,12 @@ pub fn for_each_message(
 /// own fields, 1 MiB of one set's fields, 4 MiB of a row) to be out of reach.
 pub const BELOW_STREAMING_LIMITS: usize = 1 << 20;
 
-/// Returns why the streaming run check may refuse an encoding that prost decodes and
-/// `check_run` accepts: the known, deliberate differences, which are not bugs.
+/// Returns why the run check may refuse an encoding that prost decodes and whose canonical
+/// encoding it accepts: the known, deliberate differences, which are not bugs.
 ///
 /// - Wire groups (wire types 3 and 4) among a run's or a result set's own fields: prost
-///   skips them as unknown fields, the streaming check refuses them.
+///   skips them as unknown fields (so the canonical encoding has none), the run check
+///   refuses them.
 /// - Size limits: a run whose own fields exceed 1 MiB, a result set's fields 1 MiB, all
 ///   sets' fields 4 MiB, a row 4 MiB, or more than 4096 result sets; only an encoding of
 ///   at least [`BELOW_STREAMING_LIMITS`] bytes can reach one.

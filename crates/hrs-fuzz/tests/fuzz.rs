@@ -32,7 +32,6 @@ fuzz_tests!(
     merged_period,
     bundle,
     offline_bundle,
-    push_run_request,
     run_chunk,
     aggregator_service,
     offer_period_request,
