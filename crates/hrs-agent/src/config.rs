@@ -44,7 +44,7 @@ pub struct AgentConfig {
     /// The environment variable holding the SQL Server password, when not in `site_db`.
     #[serde(default)]
     pub site_db_password_env: Option<String>,
-    /// The file holding the SQL Server password (first line), when not in `site_db`.
+    /// The file holding the SQL Server password on one line, when not in `site_db`.
     #[serde(default)]
     pub site_db_password_file: Option<PathBuf>,
     /// The hierarchy's hash key file: hashed columns are then keyed (HMAC-SHA-256) instead

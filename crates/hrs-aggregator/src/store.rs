@@ -196,6 +196,9 @@ pub trait MergeStore: Send + Sync + 'static {
     /// are, not their payloads, which [`MergeStore::payload_range`] reads piece by piece.
     fn unrelayed(&self) -> Result<Vec<StoredRun>, StoreError>;
 
+    /// Returns every current run, by period and site: what they are, not their payloads.
+    fn current_runs(&self) -> Result<Vec<StoredRun>, StoreError>;
+
     /// Reads `len` bytes at `offset` of a stored run's encoding.
     fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
 
@@ -307,6 +310,28 @@ fn copy_staged_payload(
             .map_err(|e| StoreError::Corrupt(format!("staged run {run_id}: {e}")))?;
     }
     Ok(())
+}
+
+/// The current runs `filter` (a `WHERE` clause on `runs r`, or nothing) keeps, by period
+/// and site.
+fn stored_runs(conn: &rusqlite::Connection, filter: &str) -> Result<Vec<StoredRun>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT r.run_id, r.site, r.period, length(r.payload)
+         FROM current_runs c JOIN runs r ON r.run_id = c.run_id
+         {filter}
+         ORDER BY c.period, c.site"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(StoredRun {
+                run_id: r.get(0)?,
+                site: r.get(1)?,
+                period: r.get(2)?,
+                size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
@@ -467,25 +492,12 @@ impl MergeStore for SqliteMergeStore {
     }
 
     fn unrelayed(&self) -> Result<Vec<StoredRun>, StoreError> {
-        self.store.with(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT r.run_id, r.site, r.period, length(r.payload)
-                 FROM current_runs c JOIN runs r ON r.run_id = c.run_id
-                 WHERE r.run_id NOT IN (SELECT run_id FROM relayed)
-                 ORDER BY c.period, c.site",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(StoredRun {
-                        run_id: r.get(0)?,
-                        site: r.get(1)?,
-                        period: r.get(2)?,
-                        size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.store
+            .with(|conn| stored_runs(conn, "WHERE r.run_id NOT IN (SELECT run_id FROM relayed)"))
+    }
+
+    fn current_runs(&self) -> Result<Vec<StoredRun>, StoreError> {
+        self.store.with(|conn| stored_runs(conn, ""))
     }
 
     fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {

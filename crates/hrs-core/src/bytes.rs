@@ -20,7 +20,10 @@ impl RunBytes for Vec<u8> {
 
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        self.get(start..start + len)
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| std::io::Error::other("read past the end of the run"))?;
+        self.get(start..end)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| std::io::Error::other("read past the end of the run"))
     }
@@ -45,7 +48,7 @@ pub fn sha256_of(source: &dyn RunBytes, chunk_bytes: usize) -> std::io::Result<S
 
 /// The length of the chunk at `offset` of a `size`-byte encoding cut in `chunk_bytes`.
 pub fn chunk_len(size: u64, offset: u64, chunk_bytes: usize) -> usize {
-    usize::try_from(size - offset)
+    usize::try_from(size.saturating_sub(offset))
         .unwrap_or(usize::MAX)
         .min(chunk_bytes.max(1))
 }

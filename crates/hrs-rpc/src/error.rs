@@ -38,7 +38,7 @@ pub fn is_fault(code: Code) -> bool {
 pub fn status<E: RpcError>(error: &E) -> Status {
     let code = error.code();
     if is_fault(code) {
-        tracing::error!(error = %hrs_core::error::chain(error), "request failed");
+        tracing::error!(code = ?code, error = %hrs_core::error::chain(error), "request failed");
     }
     Status::new(code, error.public_message())
 }
@@ -48,7 +48,7 @@ pub fn status<E: RpcError>(error: &E) -> Status {
 pub enum Retry {
     /// The link or the server failed, or was busy: try again later.
     Later,
-    /// The server refused what was sent (or who sent it): the same call meets the same
+    /// The server refused what was sent, or its sender: the same call meets the same
     /// answer until an operator acts, so it must not hold back what comes after it.
     Refused,
 }
@@ -59,12 +59,15 @@ pub fn retry(code: Code) -> Retry {
         Code::InvalidArgument
         | Code::OutOfRange
         | Code::PermissionDenied
-        | Code::Unauthenticated
         | Code::FailedPrecondition
         | Code::AlreadyExists
-        | Code::NotFound
-        | Code::Unimplemented => Retry::Refused,
-        Code::Ok
+        | Code::NotFound => Retry::Refused,
+        // Credentials that fail, or a peer of another version (or a proxy answering for
+        // it), are the link failing, not the data: retried, so the link degrades and an
+        // operator is alerted, while what was sent stays queued.
+        Code::Unauthenticated
+        | Code::Unimplemented
+        | Code::Ok
         | Code::Cancelled
         | Code::Unknown
         | Code::DeadlineExceeded
@@ -138,8 +141,8 @@ mod tests {
     fn every_refusal_code_is_final_and_every_failure_is_retried() {
         for code in [
             Code::InvalidArgument,
+            Code::OutOfRange,
             Code::PermissionDenied,
-            Code::Unauthenticated,
             Code::FailedPrecondition,
             Code::AlreadyExists,
             Code::NotFound,
@@ -154,6 +157,9 @@ mod tests {
             Code::Internal,
             Code::Unknown,
             Code::Cancelled,
+            Code::Unauthenticated,
+            Code::Unimplemented,
+            Code::DataLoss,
         ] {
             assert_eq!(retry(code), Retry::Later, "{code:?}");
         }

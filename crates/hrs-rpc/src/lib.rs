@@ -1,6 +1,6 @@
 //! The HRS RPC runtime: the services of the wire contract (generated from `proto/hrs/v1`,
 //! over hrs-proto's messages) and what every role serves and calls them with: one way to
-//! serve ([`serve::Serving`]), the connection gate, TLS, the CONNECT proxy, refusal
+//! serve ([`serve::serve_role`]), one error boundary ([`error`]), the connection gate, TLS, the CONNECT proxy, refusal
 //! counting and chunk streaming.
 
 pub mod chunks;

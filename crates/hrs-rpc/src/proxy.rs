@@ -259,7 +259,6 @@ impl Proxy {
     }
 }
 
-/// Reads a password from its source: a variable as it is, a file's one line.
 /// A URL as it may be shown: any `user:password@` replaced by `***@`.
 fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {

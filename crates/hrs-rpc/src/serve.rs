@@ -93,7 +93,7 @@ pub struct Limits {
 
 impl Limits {
     /// Limits from a role's settings in their configured units.
-    pub fn from_settings(
+    pub(crate) fn from_settings(
         max_connections: u32,
         calls_per_connection: usize,
         request_timeout_seconds: u64,
@@ -110,7 +110,7 @@ impl Limits {
 
     /// A server builder with these limits, every refusal logged and counted in
     /// `refusals`, and, when given, TLS.
-    pub fn server(
+    pub(crate) fn server(
         &self,
         tls: Option<tonic::transport::ServerTlsConfig>,
         refusals: &Arc<Refusals>,
@@ -143,8 +143,8 @@ const OVERFLOW_LIFETIME: Duration = Duration::from_secs(5);
 /// A connection within the limit is served as usual. One beyond it is still accepted, so
 /// its caller hears why (every call answered `RESOURCE_EXHAUSTED` naming the setting)
 /// instead of a bare reset, and is closed after a few seconds. Beyond twice the
-/// limit, connections are closed at once. Install the gate on every service with
-/// [`tonic::service::interceptor::InterceptedService`]; [`Serving`] does the rest.
+/// limit, connections are closed at once. [`serve_role`] installs it on every service
+/// (see [`RoleService`]) and on the listener.
 #[derive(Clone)]
 pub struct Gate {
     role: &'static str,
@@ -165,7 +165,7 @@ impl std::fmt::Debug for Gate {
 
 impl Gate {
     /// A gate for `role` (named in refusals) serving at most `max` connections.
-    pub fn new(role: &'static str, max: usize) -> Self {
+    pub(crate) fn new(role: &'static str, max: usize) -> Self {
         Self {
             role,
             max,
@@ -342,7 +342,7 @@ async fn serve_gated(
 /// What every server role sets up the same way around its services: its limits, the gate
 /// on its connections, and its refusal counts, kept in its `[metrics] file` while it serves.
 #[derive(Debug)]
-pub struct Serving {
+pub(crate) struct Serving {
     limits: Limits,
     gate: Gate,
     refusals: Arc<Refusals>,
@@ -351,7 +351,7 @@ pub struct Serving {
 
 impl Serving {
     /// The serving of `role` (named in refusals and metrics) under `limits`.
-    pub fn new(
+    pub(crate) fn new(
         role: &'static str,
         limits: Limits,
         metrics_file: Option<std::path::PathBuf>,
@@ -365,12 +365,12 @@ impl Serving {
     }
 
     /// The gate, to install on every service.
-    pub fn gate(&self) -> Gate {
+    pub(crate) fn gate(&self) -> Gate {
         self.gate.clone()
     }
 
     /// A server builder with the limits, refusal counting and, when given, TLS.
-    pub fn server(
+    pub(crate) fn server(
         &self,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<CountedServer, tonic::transport::Error> {
@@ -379,7 +379,7 @@ impl Serving {
 
     /// Serves `router` on `listener` until `shutdown` resolves and requests in flight
     /// finish (at most `drain`), keeping the metrics file meanwhile and once more at the end.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         router: CountedRouter,
         listener: TcpListener,

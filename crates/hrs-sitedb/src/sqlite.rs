@@ -6,15 +6,50 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hrs_core::Value;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, InterruptHandle, OpenFlags};
 
 use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
 
 /// A site database in a SQLite file, opened read-only: the collector never writes to it.
 /// Queries run on tokio's blocking pool, never on the async threads.
-#[derive(Debug)]
 pub struct SqliteSiteDb {
     conn: Arc<Mutex<Connection>>,
+    /// Stops a running query from outside its thread: when its caller stops reading or
+    /// goes away, nothing keeps it running.
+    interrupt: Arc<InterruptHandle>,
+}
+
+impl std::fmt::Debug for SqliteSiteDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSiteDb")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Interrupts the query in flight when dropped before [`StopOnDrop::finished`].
+struct StopOnDrop(Option<Arc<InterruptHandle>>);
+
+impl StopOnDrop {
+    /// Interrupts the query now.
+    fn now(&self) {
+        if let Some(handle) = &self.0 {
+            handle.interrupt();
+        }
+    }
+
+    /// The query ended by itself: nothing to interrupt.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.interrupt();
+        }
+    }
 }
 
 /// Rows read ahead of the caller, at most: a result of any size is never held whole.
@@ -31,6 +66,7 @@ impl SqliteSiteDb {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         Ok(Self {
+            interrupt: Arc::new(conn.get_interrupt_handle()),
             conn: Arc::new(Mutex::new(conn)),
         })
     }
@@ -87,6 +123,7 @@ impl SiteDb for SqliteSiteDb {
         each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
     ) -> impl Future<Output = Result<(), SiteDbError>> + Send {
         let conn = Arc::clone(&self.conn);
+        let stop = StopOnDrop(Some(Arc::clone(&self.interrupt)));
         let (sql, params) = (sql.to_owned(), *params);
         async move {
             let (rows, mut arriving) = tokio::sync::mpsc::channel::<Vec<Value>>(ROWS_AHEAD);
@@ -104,14 +141,17 @@ impl SiteDb for SqliteSiteDb {
                     break;
                 }
             }
-            // Closing the queue stops the reader at its next row.
+            // The caller stopped reading: stop the query, and its reader at its next row.
+            if refused.is_some() {
+                stop.now();
+            }
             drop(arriving);
-            let read = reader
-                .await
-                .map_err(|e| SiteDbError::Stopped(format!("the query's reader ({e})")))?;
-            match refused {
-                Some(error) => Err(error),
-                None => read,
+            let read = reader.await;
+            stop.finished();
+            match (refused, read) {
+                (Some(error), _) => Err(error),
+                (None, Ok(read)) => read,
+                (None, Err(e)) => Err(SiteDbError::Stopped(format!("the query's reader ({e})"))),
             }
         }
     }

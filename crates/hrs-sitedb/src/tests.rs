@@ -310,3 +310,26 @@ fn no_deployment_baseline_or_collection_name_leaves_in_clear_below_full() {
         }
     }
 }
+
+#[test]
+fn a_reader_that_stops_gets_its_own_error_and_the_database_stays_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty.sqlite");
+    rusqlite::Connection::open(&path).expect("creates");
+    let mut db = SqliteSiteDb::open(&path).expect("opens");
+    // A billion rows: the query must stop when its caller does.
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 1000000000) \
+                   SELECT i FROM n";
+    let mut seen = 0;
+    let stopped = block_on(db.query_each(endless, &params(), &mut |_| {
+        seen += 1;
+        Err(SiteDbError::RowWidth("enough"))
+    }));
+    assert!(
+        matches!(stopped, Err(SiteDbError::RowWidth("enough"))),
+        "{stopped:?}"
+    );
+    assert_eq!(seen, 1);
+    let rows = block_on(db.query("SELECT 7", &params())).expect("the next query runs");
+    assert_eq!(rows, vec![vec![Value::Int(7)]]);
+}

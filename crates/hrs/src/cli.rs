@@ -125,7 +125,7 @@ pub struct PasswordArgs {
     /// Read the SQL Server password from this environment variable.
     #[arg(long, conflicts_with = "password_file")]
     pub password_env: Option<String>,
-    /// Read the SQL Server password from the first line of this file.
+    /// Read the SQL Server password from this file: one line (a final line break is ignored).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
 }

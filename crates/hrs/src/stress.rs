@@ -213,18 +213,15 @@ fn children_peak_kib() -> u64 {
 
 /// The size of the run the aggregator committed for `site`.
 fn stored_run_bytes(store: &Path, site: &SiteCode) -> anyhow::Result<u64> {
-    let conn =
-        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("cannot open {}", store.display()))?;
-    let bytes: Option<i64> = conn
-        .query_row(
-            "SELECT LENGTH(payload) FROM runs WHERE site = ?1",
-            [site.as_str()],
-            |r| r.get(0),
-        )
-        .ok();
-    match bytes {
-        Some(bytes) => Ok(u64::try_from(bytes).unwrap_or(0)),
+    use hrs_aggregator::MergeStore as _;
+    let store = hrs_aggregator::SqliteMergeStore::open_read_only(store)
+        .with_context(|| format!("cannot open {}", store.display()))?;
+    match store
+        .current_runs()?
+        .into_iter()
+        .find(|run| run.site == site.as_str())
+    {
+        Some(run) => Ok(run.size),
         None => bail!("the aggregator holds no run of {site}"),
     }
 }
