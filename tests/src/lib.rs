@@ -558,7 +558,7 @@ impl Hierarchy {
     pub fn merged_runs(&self) -> Vec<pb::Run> {
         SqliteMergeStore::open_read_only(&self.aggregator_config.store)
             .expect("opens the merge store")
-            .current(Some(PERIOD), None)
+            .current(Some(&period()), None)
             .expect("reads the merge store")
     }
 

@@ -57,7 +57,7 @@ async fn a_region_aggregator_relays_its_sites_to_the_cas() {
         hrs_aggregator::SqliteMergeStore::open_read_only(&region.store).expect("region store");
     use hrs_aggregator::MergeStore as _;
     let mut at_region: Vec<(String, String)> = region_store
-        .current(Some(PERIOD), None)
+        .current(Some(&hrs_tests::period()), None)
         .expect("region runs")
         .into_iter()
         .map(|run| (run.site, run.digest))

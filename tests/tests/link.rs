@@ -146,7 +146,7 @@ async fn a_reinitialised_site_sends_its_period_again_and_the_result_is_unchanged
 
     let asked = hrs_aggregator::request_reinit(&h.aggregator_config, &p01, None, h.clock.now())
         .expect("reinit requested");
-    assert_eq!(asked, [hrs_tests::PERIOD]);
+    assert_eq!(asked, [hrs_tests::period()]);
     assert!(matches!(
         hrs_aggregator::request_reinit(&h.aggregator_config, &site("P77"), None, h.clock.now()),
         Err(hrs_aggregator::ReinitError::UnknownSite(_))

@@ -24,7 +24,7 @@ async fn snapshot(
 fn current_of(h: &Hierarchy, code: &str) -> Vec<pb::Run> {
     SqliteMergeStore::open_read_only(&h.aggregator_config.store)
         .expect("opens the merge store")
-        .current(Some(PERIOD), Some(code))
+        .current(Some(&hrs_tests::period()), Some(&site(code)))
         .expect("reads the merge store")
 }
 

@@ -16,7 +16,7 @@ fn delivered(h: &Hierarchy) -> Vec<String> {
         return Vec::new();
     }
     SqliteMergeStore::open_read_only(&h.aggregator_config.store)
-        .and_then(|store| store.current(None, Some("P01")))
+        .and_then(|store| store.current(None, Some(&site("P01"))))
         .map(|runs| runs.into_iter().map(|run| run.period).collect())
         .unwrap_or_default()
 }

@@ -17,7 +17,6 @@ use hrs_rpc::chunks::ChunkedPushError;
 use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{AggregatorConfig, Onward};
@@ -161,7 +160,7 @@ async fn relay_ready(
         } = run;
         let outgoing = hrs_rpc::chunks::Outgoing {
             run_id: run_id.clone(),
-            site: site.clone(),
+            site: site.to_string(),
             // Every stored run was checked to be of this hierarchy when it arrived.
             hierarchy_id: config.hierarchy_id.to_string(),
         };
@@ -181,16 +180,16 @@ async fn relay_ready(
         match pushed {
             Ok(_) => {
                 let writer = Arc::clone(store);
-                let at = clock.stamp();
+                let at = clock.now();
                 let id = run_id.clone();
-                tokio::task::spawn_blocking(move || writer.mark_relayed(&id, &at))
+                tokio::task::spawn_blocking(move || writer.mark_relayed(&id, at))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
-                tracing::info!(run_id, site, period, "run relayed upstream");
+                tracing::info!(run_id, %site, %period, "run relayed upstream");
             }
             Err(ChunkedPushError::Status(status)) if hrs_rpc::error::refused(&status) => {
-                tracing::error!(run_id, site, period, error = %status.message(), "upstream refused a relayed run");
+                tracing::error!(run_id, %site, %period, error = %status.message(), "upstream refused a relayed run");
             }
             // Anything else is the link or the upstream failing: try again later, from
             // where the upstream's held bytes end.
@@ -218,12 +217,8 @@ async fn forward_ready(
     let mut failed = Vec::new();
     let mut next_due: Option<OffsetDateTime> = None;
     for period in periods {
-        // Stored periods were checked on arrival; one that does not parse never leaves.
-        let Ok(week) = period.parse::<Period>() else {
-            continue;
-        };
         let reader = Arc::clone(store);
-        let key = period.clone();
+        let key = period;
         let (runs, forwarded, last_change) = tokio::task::spawn_blocking(move || {
             Ok::<_, hrs_store::StoreError>((
                 reader.current(Some(&key), None)?,
@@ -239,7 +234,7 @@ async fn forward_ready(
             config.level,
             catalog,
             &config.sites,
-            &period,
+            &period.to_string(),
             runs,
         );
         if forwarded.as_deref() == Some(merged.period.digest.as_str()) {
@@ -248,10 +243,10 @@ async fn forward_ready(
         let readiness = Readiness {
             complete: merged.complete,
             forwarded_before: forwarded.is_some(),
-            last_change: last_change.and_then(|at| OffsetDateTime::parse(&at, &Rfc3339).ok()),
+            last_change,
         };
         let ready = ready_at(
-            week,
+            period,
             readiness,
             config.period_deadline(),
             config.period_settle(),
@@ -284,20 +279,20 @@ async fn forward_ready(
             // A period the connection point refuses must not hold back the periods after
             // it; it is offered again at the next retry.
             Err(status) if hrs_rpc::error::refused(&status) => {
-                tracing::error!(period, digest, error = %status.message(), "the connection point refused a period");
-                failed.push(period.clone());
+                tracing::error!(%period, digest, error = %status.message(), "the connection point refused a period");
+                failed.push(period.to_string());
                 continue;
             }
             Err(status) => return Err(format!("period {period} not taken: {}", status.message())),
         }
         let writer = Arc::clone(store);
-        let at = clock.stamp();
-        let (p, d) = (period.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || writer.mark_forwarded(&p, &d, &at))
+        let at = clock.now();
+        let (p, d) = (period, digest.clone());
+        tokio::task::spawn_blocking(move || writer.mark_forwarded(&p, &d, at))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        tracing::info!(period, digest, missing, "period forwarded");
+        tracing::info!(%period, digest, missing, "period forwarded");
     }
     if failed.is_empty() {
         Ok(next_due)

@@ -5,11 +5,12 @@
 //! nothing to push). Each missed check counts as a failed attempt, so a silent site's link
 //! goes `degraded`, then `failed`, on the same thresholds as the agent's own view.
 
+use hrs_core::clock::rfc3339;
 use hrs_core::link::LinkState;
+use hrs_core::{Period, SiteCode};
 use hrs_store::StoreError;
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::AggregatorConfig;
 use crate::store::{MergeStore, SqliteMergeStore};
@@ -52,7 +53,13 @@ pub fn site_links(
     let interval = i64::try_from(config.site_check_minutes.max(1)).unwrap_or(i64::MAX);
     let mut reinit = Vec::new();
     for site in &config.sites {
-        reinit.push(store.reinit_pending(site.as_str())?);
+        reinit.push(
+            store
+                .reinit_pending(site)?
+                .iter()
+                .map(Period::to_string)
+                .collect::<Vec<_>>(),
+        );
     }
     Ok(config
         .sites
@@ -60,7 +67,7 @@ pub fn site_links(
         .zip(reinit)
         .map(|(site, reinit_pending)| {
             let code = site.to_string();
-            let Some(contact) = contacts.iter().find(|c| c.site == code) else {
+            let Some(contact) = contacts.iter().find(|c| c.site == *site) else {
                 return SiteLink {
                     site: code,
                     state: None,
@@ -75,9 +82,7 @@ pub fn site_links(
                     reinit_pending,
                 };
             };
-            let minutes = OffsetDateTime::parse(&contact.at, &Rfc3339)
-                .map(|at| (now - at).whole_minutes().max(0))
-                .unwrap_or(0);
+            let minutes = (now - contact.at).whole_minutes().max(0);
             let missed = u32::try_from(minutes / interval).unwrap_or(u32::MAX);
             let report = &contact.report;
             let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -85,10 +90,10 @@ pub fn site_links(
                 reinit_pending,
                 site: code,
                 state: Some(thresholds.state(missed)),
-                last_contact_at: Some(contact.at.clone()),
+                last_contact_at: Some(rfc3339(contact.at)),
                 missed_checks: missed,
-                last_delivery_at: contact.last_delivery_at.clone(),
-                last_period: contact.delivered.as_ref().map(|(_, p)| p.clone()),
+                last_delivery_at: contact.last_delivery_at.map(rfc3339),
+                last_period: contact.delivered.as_ref().map(|(_, p)| p.to_string()),
                 backlog_runs: report.backlog_runs,
                 backlog_bytes: report.backlog_bytes,
                 oldest_pending_at: non_empty(&report.oldest_pending_at),
@@ -117,20 +122,21 @@ pub enum ReinitError {
 /// runs replace its current ones; from the same data they merge to the same result.
 pub fn request_reinit(
     config: &AggregatorConfig,
-    site: &hrs_core::SiteCode,
-    period: Option<&hrs_core::Period>,
+    site: &SiteCode,
+    period: Option<&Period>,
     now: OffsetDateTime,
-) -> Result<Vec<String>, ReinitError> {
+) -> Result<Vec<Period>, ReinitError> {
     if !config.sites.contains(site) {
         return Err(ReinitError::UnknownSite(site.to_string()));
     }
     let store = SqliteMergeStore::open(&config.store)?;
     let periods = match period {
-        Some(period) => vec![period.to_string()],
+        Some(period) => vec![*period],
         None => {
-            let mut periods: Vec<String> = store
-                .current(None, Some(site.as_str()))?
+            let mut periods: Vec<Period> = store
+                .current_runs()?
                 .into_iter()
+                .filter(|run| run.site == *site)
                 .map(|run| run.period)
                 .collect();
             periods.dedup();
@@ -140,10 +146,6 @@ pub fn request_reinit(
     if periods.is_empty() {
         return Err(ReinitError::NothingDelivered(site.to_string()));
     }
-    store.request_reinit(
-        site.as_str(),
-        &periods,
-        &now.format(&Rfc3339).unwrap_or_default(),
-    )?;
+    store.request_reinit(site, &periods, now)?;
     Ok(periods)
 }

@@ -4,11 +4,11 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
-use hrs_core::clock::{SharedClock, rfc3339};
+use hrs_core::clock::SharedClock;
 use hrs_core::encoded::{EncodedError, check_run_encoded};
 use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run_time};
-use hrs_core::{HierarchyId, SiteCode};
+use hrs_core::{HierarchyId, Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::v1::aggregator_server::Aggregator;
@@ -268,9 +268,9 @@ impl AggregatorService {
         report: pb::LinkReport,
     ) -> (Commit, Vec<String>) {
         self.record_contact(Contact {
-            site: header.site.to_string(),
-            at: self.clock.stamp(),
-            delivered: Some((header.run_id.to_string(), header.period.to_string())),
+            site: header.site.clone(),
+            at: self.clock.now(),
+            delivered: Some((header.run_id.to_string(), header.period)),
             last_delivery_at: None,
             report,
         })
@@ -289,7 +289,7 @@ impl AggregatorService {
         }
         if commit == Commit::Merged {
             // A new current run of a period answers a re-initialisation request for it.
-            let (site, period) = (header.site.to_string(), header.period.to_string());
+            let (site, period) = (header.site.clone(), header.period);
             self.on_store(move |store| store.reinit_done(&site, &period))
                 .await;
         }
@@ -371,10 +371,9 @@ impl AggregatorService {
     /// Finds or starts the staging of an offered run.
     async fn stage(&self, offer: &pb::RunOffer) -> Result<Staged, PushError> {
         let now = self.clock.now();
-        let (at, stale_before) = (rfc3339(now), rfc3339(now - STAGING_KEPT));
         let (store, offer) = (Arc::clone(&self.store), offer.clone());
         Ok(
-            tokio::task::spawn_blocking(move || store.stage(&offer, &at, &stale_before))
+            tokio::task::spawn_blocking(move || store.stage(&offer, now, now - STAGING_KEPT))
                 .await
                 .map_err(|e| PushError::Task(e.to_string()))??,
         )
@@ -511,10 +510,10 @@ impl AggregatorService {
         check_run_time(&header, self.clock.now())?;
         self.check_sender(&header, &fields.hash_key_id)?;
         let (store, offer, received_at) =
-            (Arc::clone(&self.store), offer.clone(), self.clock.stamp());
+            (Arc::clone(&self.store), offer.clone(), self.clock.now());
         let commit = tokio::task::spawn_blocking(move || {
             store
-                .commit_staged(&fields, &header, &offer, &received_at)
+                .commit_staged(&fields, &header, &offer, received_at)
                 .map(|c| (c, header))
         })
         .await
@@ -568,9 +567,11 @@ impl AggregatorService {
 
     /// The periods a site is asked to send again.
     async fn reinit_for(&self, site: &SiteCode) -> Vec<String> {
-        let site = site.to_string();
-        self.on_store(move |store| store.reinit_pending(&site))
-            .await
+        let site = site.clone();
+        let periods: Vec<Period> = self
+            .on_store(move |store| store.reinit_pending(&site))
+            .await;
+        periods.iter().map(Period::to_string).collect()
     }
 
     async fn heartbeat(
@@ -600,8 +601,8 @@ impl AggregatorService {
         let report = request.link.unwrap_or_default();
         check_link_report(&report)?;
         self.record_contact(Contact {
-            site: site.to_string(),
-            at: self.clock.stamp(),
+            site: site.clone(),
+            at: self.clock.now(),
             delivered: None,
             last_delivery_at: None,
             report,

@@ -3,11 +3,15 @@
 
 use std::path::Path;
 
+use hrs_core::clock::rfc3339;
 use hrs_core::validate::RunHeader;
+use hrs_core::{Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{OptionalExtension as _, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -118,9 +122,9 @@ pub struct StoredRun {
     /// The run.
     pub run_id: String,
     /// Its site.
-    pub site: String,
+    pub site: SiteCode,
     /// Its period.
-    pub period: String,
+    pub period: Period,
     /// Size of its encoding.
     pub size: u64,
 }
@@ -159,21 +163,29 @@ pub enum MergeError {
 pub trait MergeStore: Send + Sync + 'static {
     /// Returns the current run of every site, optionally for one period and one site,
     /// ordered by period then site.
-    fn current(&self, period: Option<&str>, site: Option<&str>)
-    -> Result<Vec<pb::Run>, StoreError>;
+    fn current(
+        &self,
+        period: Option<&Period>,
+        site: Option<&SiteCode>,
+    ) -> Result<Vec<pb::Run>, StoreError>;
 
     /// Returns every period that has at least one current run, oldest first.
-    fn periods(&self) -> Result<Vec<String>, StoreError>;
+    fn periods(&self) -> Result<Vec<Period>, StoreError>;
 
     /// Returns the digest last forwarded upstream for a period.
-    fn forwarded(&self, period: &str) -> Result<Option<String>, StoreError>;
+    fn forwarded(&self, period: &Period) -> Result<Option<String>, StoreError>;
 
     /// Returns when the newest of a period's current runs was received (RFC 3339): the
     /// last time its merged content changed.
-    fn last_change(&self, period: &str) -> Result<Option<String>, StoreError>;
+    fn last_change(&self, period: &Period) -> Result<Option<OffsetDateTime>, StoreError>;
 
     /// Records that the merged period with this digest was committed upstream.
-    fn mark_forwarded(&self, period: &str, digest: &str, at: &str) -> Result<(), StoreError>;
+    fn mark_forwarded(
+        &self,
+        period: &Period,
+        digest: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Records an accepted contact from a site: a push (with the run it delivered) or a
     /// heartbeat, with the site's own report of its link.
@@ -183,13 +195,18 @@ pub trait MergeStore: Send + Sync + 'static {
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
 
     /// Asks a site to collect and send these periods again, at its next contact.
-    fn request_reinit(&self, site: &str, periods: &[String], at: &str) -> Result<(), StoreError>;
+    fn request_reinit(
+        &self,
+        site: &SiteCode,
+        periods: &[Period],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Returns the periods a site has been asked to send again and has not yet sent.
-    fn reinit_pending(&self, site: &str) -> Result<Vec<String>, StoreError>;
+    fn reinit_pending(&self, site: &SiteCode) -> Result<Vec<Period>, StoreError>;
 
     /// Records that a site sent a period again, so it is no longer asked to.
-    fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError>;
+    fn reinit_done(&self, site: &SiteCode, period: &Period) -> Result<(), StoreError>;
 
     /// Returns the current runs not yet committed by the upstream aggregator, by period
     /// and site (a region aggregator relays every site's runs up as they are): what they
@@ -203,7 +220,7 @@ pub trait MergeStore: Send + Sync + 'static {
     fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
 
     /// Records that the upstream aggregator committed a run.
-    fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError>;
+    fn mark_relayed(&self, run_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Starts staging a chunked run, or finds it staged: returns how much is held. An
     /// offer with other content restarts a staging not yet committed, and conflicts with
@@ -211,8 +228,8 @@ pub trait MergeStore: Send + Sync + 'static {
     fn stage(
         &self,
         offer: &pb::RunOffer,
-        at: &str,
-        stale_before: &str,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
     ) -> Result<Staged, MergeError>;
 
     /// Appends a chunk durably, if it starts where the held bytes end.
@@ -231,7 +248,7 @@ pub trait MergeStore: Send + Sync + 'static {
         fields: &pb::Run,
         header: &RunHeader,
         offer: &pb::RunOffer,
-        received_at: &str,
+        received_at: OffsetDateTime,
     ) -> Result<Commit, MergeError>;
 
     /// Drops a staged run whose bytes turned out bad, so the next offer starts afresh.
@@ -242,13 +259,13 @@ pub trait MergeStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contact {
     /// The site.
-    pub site: String,
-    /// When it was (RFC 3339).
-    pub at: String,
+    pub site: SiteCode,
+    /// When it was.
+    pub at: OffsetDateTime,
     /// The run it delivered, with its period, when it was a push.
-    pub delivered: Option<(String, String)>,
-    /// When the site last delivered a run (RFC 3339), from this or an earlier contact.
-    pub last_delivery_at: Option<String>,
+    pub delivered: Option<(String, Period)>,
+    /// When the site last delivered a run, from this or an earlier contact.
+    pub last_delivery_at: Option<OffsetDateTime>,
     /// The site's own view of its link at that moment.
     pub report: pb::LinkReport,
 }
@@ -323,15 +340,42 @@ fn stored_runs(conn: &rusqlite::Connection, filter: &str) -> Result<Vec<StoredRu
     ))?;
     let rows = stmt
         .query_map([], |r| {
-            Ok(StoredRun {
-                run_id: r.get(0)?,
-                site: r.get(1)?,
-                period: r.get(2)?,
-                size: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    rows.into_iter()
+        .map(|(run_id, site, period, size)| {
+            Ok(StoredRun {
+                run_id,
+                site: stored_site(&site)?,
+                period: stored_period(&period)?,
+                size: u64::try_from(size).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// A period the store wrote itself: one that does not parse is corruption.
+fn stored_period(text: &str) -> Result<Period, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("stored period {text:?}: {e}")))
+}
+
+/// A site code the store wrote itself.
+fn stored_site(text: &str) -> Result<SiteCode, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("stored site {text:?}: {e}")))
+}
+
+/// A time the store wrote itself (RFC 3339, see [`rfc3339`]).
+fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
 fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
@@ -341,9 +385,10 @@ fn decode(run_id: &str, payload: &[u8]) -> Result<pb::Run, StoreError> {
 impl MergeStore for SqliteMergeStore {
     fn current(
         &self,
-        period: Option<&str>,
-        site: Option<&str>,
+        period: Option<&Period>,
+        site: Option<&SiteCode>,
     ) -> Result<Vec<pb::Run>, StoreError> {
+        let (period, site) = (period.map(Period::to_string), site.map(SiteCode::as_str));
         self.store.with(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT r.run_id, r.payload FROM current_runs c JOIN runs r USING (run_id)
@@ -354,39 +399,46 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn periods(&self) -> Result<Vec<String>, StoreError> {
+    fn periods(&self) -> Result<Vec<Period>, StoreError> {
         self.store.with(|conn| {
             let mut stmt =
                 conn.prepare("SELECT DISTINCT period FROM current_runs ORDER BY period")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|text| stored_period(&text?)).collect()
         })
     }
 
-    fn forwarded(&self, period: &str) -> Result<Option<String>, StoreError> {
+    fn forwarded(&self, period: &Period) -> Result<Option<String>, StoreError> {
         self.store.with(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT digest FROM forwarded WHERE period = ?1",
-                    params![period],
+                    params![period.to_string()],
                     |r| r.get(0),
                 )
                 .optional()?)
         })
     }
 
-    fn last_change(&self, period: &str) -> Result<Option<String>, StoreError> {
+    fn last_change(&self, period: &Period) -> Result<Option<OffsetDateTime>, StoreError> {
         self.store.with(|conn| {
-            Ok(conn.query_row(
+            let at: Option<String> = conn.query_row(
                 "SELECT MAX(r.received_at) FROM current_runs c
                  JOIN runs r ON r.run_id = c.run_id WHERE c.period = ?1",
-                params![period],
+                params![period.to_string()],
                 |r| r.get(0),
-            )?)
+            )?;
+            at.as_deref().map(stored_time).transpose()
         })
     }
 
-    fn mark_forwarded(&self, period: &str, digest: &str, at: &str) -> Result<(), StoreError> {
+    fn mark_forwarded(
+        &self,
+        period: &Period,
+        digest: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (period, at) = (period.to_string(), rfc3339(at));
         self.store.with(|conn| {
             conn.execute(
                 "INSERT INTO forwarded (period, digest, forwarded_at) VALUES (?1, ?2, ?3)
@@ -403,7 +455,8 @@ impl MergeStore for SqliteMergeStore {
         let (run_id, period) = contact
             .delivered
             .clone()
-            .map_or((None, None), |(r, p)| (Some(r), Some(p)));
+            .map_or((None, None), |(r, p)| (Some(r), Some(p.to_string())));
+        let (site, at) = (contact.site.as_str(), rfc3339(contact.at));
         self.store.with(|conn| {
             // A heartbeat keeps the last delivery; a push replaces it.
             conn.execute(
@@ -416,7 +469,7 @@ impl MergeStore for SqliteMergeStore {
                    last_run_id = COALESCE(excluded.last_run_id, last_run_id),
                    last_period = COALESCE(excluded.last_period, last_period),
                    report = excluded.report",
-                params![contact.site, contact.at, run_id, period, report],
+                params![site, at, run_id, period, report],
             )?;
             Ok(())
         })
@@ -443,11 +496,15 @@ impl MergeStore for SqliteMergeStore {
                 let (site, at, last_delivery_at, run_id, period, report) = row?;
                 let report = pb::LinkReport::decode(report.as_slice())
                     .map_err(|e| StoreError::Corrupt(format!("link report of {site}: {e}")))?;
+                let delivered = match run_id.zip(period) {
+                    Some((run_id, period)) => Some((run_id, stored_period(&period)?)),
+                    None => None,
+                };
                 out.push(Contact {
-                    site,
-                    at,
-                    delivered: run_id.zip(period),
-                    last_delivery_at,
+                    site: stored_site(&site)?,
+                    at: stored_time(&at)?,
+                    delivered,
+                    last_delivery_at: last_delivery_at.as_deref().map(stored_time).transpose()?,
                     report,
                 });
             }
@@ -455,14 +512,20 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn request_reinit(&self, site: &str, periods: &[String], at: &str) -> Result<(), StoreError> {
+    fn request_reinit(
+        &self,
+        site: &SiteCode,
+        periods: &[Period],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (site, at) = (site.as_str(), rfc3339(at));
         self.store.with(|conn| {
             let tx = conn.transaction()?;
             for period in periods {
                 tx.execute(
                     "INSERT INTO reinit (site, period, requested_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(site, period) DO UPDATE SET requested_at = excluded.requested_at",
-                    params![site, period, at],
+                    params![site, period.to_string(), at],
                 )?;
             }
             tx.commit()?;
@@ -470,22 +533,20 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn reinit_pending(&self, site: &str) -> Result<Vec<String>, StoreError> {
+    fn reinit_pending(&self, site: &SiteCode) -> Result<Vec<Period>, StoreError> {
         self.store.with(|conn| {
             let mut stmt =
                 conn.prepare("SELECT period FROM reinit WHERE site = ?1 ORDER BY period")?;
-            let periods = stmt
-                .query_map(params![site], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(periods)
+            let rows = stmt.query_map(params![site.as_str()], |r| r.get::<_, String>(0))?;
+            rows.map(|text| stored_period(&text?)).collect()
         })
     }
 
-    fn reinit_done(&self, site: &str, period: &str) -> Result<(), StoreError> {
+    fn reinit_done(&self, site: &SiteCode, period: &Period) -> Result<(), StoreError> {
         self.store.with(|conn| {
             conn.execute(
                 "DELETE FROM reinit WHERE site = ?1 AND period = ?2",
-                params![site, period],
+                params![site.as_str(), period.to_string()],
             )?;
             Ok(())
         })
@@ -517,7 +578,8 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn mark_relayed(&self, run_id: &str, at: &str) -> Result<(), StoreError> {
+    fn mark_relayed(&self, run_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let at = rfc3339(at);
         self.store.with(|conn| {
             conn.execute(
                 "INSERT INTO relayed (run_id, relayed_at) VALUES (?1, ?2)
@@ -531,10 +593,11 @@ impl MergeStore for SqliteMergeStore {
     fn stage(
         &self,
         offer: &pb::RunOffer,
-        at: &str,
-        stale_before: &str,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
     ) -> Result<Staged, MergeError> {
         let size = i64::try_from(offer.size).unwrap_or(i64::MAX);
+        let (at, stale_before) = (rfc3339(at), rfc3339(stale_before));
         self.store.with(|conn| {
             let tx = conn.transaction()?;
             for table in ["staged_chunks", "staged_runs"] {
@@ -702,8 +765,9 @@ impl MergeStore for SqliteMergeStore {
         fields: &pb::Run,
         header: &RunHeader,
         offer: &pb::RunOffer,
-        received_at: &str,
+        received_at: OffsetDateTime,
     ) -> Result<Commit, MergeError> {
+        let received_at = rfc3339(received_at);
         let sequence = i64::try_from(fields.sequence).unwrap_or(i64::MAX);
         let period = header.period.to_string();
         let site = header.site.to_string();
@@ -821,8 +885,8 @@ mod tests {
         }
     }
 
-    fn at(second: u8) -> String {
-        format!("2026-11-25T00:00:{second:02}Z")
+    fn at(second: u8) -> OffsetDateTime {
+        time::macros::datetime!(2026-11-25 00:00 UTC) + time::Duration::seconds(i64::from(second))
     }
 
     /// A run of P01 for 2026-W48 without results, as the run check returns its own fields,
@@ -858,8 +922,8 @@ mod tests {
     fn stage_and_commit(
         store: &SqliteMergeStore,
         (fields, header): &(pb::Run, RunHeader),
-        now: &str,
-        stale_before: &str,
+        now: OffsetDateTime,
+        stale_before: OffsetDateTime,
     ) -> Result<Commit, MergeError> {
         let bytes = fields.encode_to_vec();
         let offer = pb::RunOffer {
@@ -887,7 +951,7 @@ mod tests {
         let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let first = offer(1, data.len() as u64);
-        let staged = store.stage(&first, &at(1), &at(0)).expect("stages");
+        let staged = store.stage(&first, at(1), at(0)).expect("stages");
         assert_eq!(staged.held, 0);
         let mut held = 0;
         for chunk in data.chunks(3_000) {
@@ -921,17 +985,14 @@ mod tests {
         assert!(store.staged_range(&first.run_id, 9_999, 2).is_err());
         // The same offer finds what is held; another content for the run starts over.
         assert_eq!(
-            store.stage(&first, &at(2), &at(0)).expect("stages").held,
+            store.stage(&first, at(2), at(0)).expect("stages").held,
             held
         );
         let changed = pb::RunOffer {
             sha256: "f".repeat(64),
             ..first.clone()
         };
-        assert_eq!(
-            store.stage(&changed, &at(3), &at(0)).expect("stages").held,
-            0
-        );
+        assert_eq!(store.stage(&changed, at(3), at(0)).expect("stages").held, 0);
     }
 
     #[test]
@@ -949,11 +1010,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            stage_and_commit(&store, &newer, &at(1), &at(0)).expect("commits"),
+            stage_and_commit(&store, &newer, at(1), at(0)).expect("commits"),
             Commit::Merged
         );
         assert_eq!(
-            stage_and_commit(&store, &older, &at(2), &at(0)).expect("commits"),
+            stage_and_commit(&store, &older, at(2), at(0)).expect("commits"),
             Commit::Superseded
         );
         assert_eq!(current(&store), vec![newer.0.run_id.clone()]);
@@ -972,18 +1033,18 @@ mod tests {
             size: bytes.len() as u64,
             sha256: hrs_core::bytes::sha256_of(&bytes, 1 << 20).expect("hashes"),
         };
-        let staged = store.stage(&offered, &at(3), &at(0)).expect("stages");
+        let staged = store.stage(&offered, at(3), at(0)).expect("stages");
         assert_eq!(staged.committed, Some(Commit::Merged));
 
         // Once its staging is swept, the same run sent again is a duplicate, and the same
         // run id with other content a conflict; neither changes what is current.
         assert_eq!(
-            stage_and_commit(&store, &newer, &at(10), &at(5)).expect("commits"),
+            stage_and_commit(&store, &newer, at(10), at(5)).expect("commits"),
             Commit::Duplicate
         );
         let reused = checked_run(1, 3, &"c".repeat(64));
         assert!(matches!(
-            stage_and_commit(&store, &reused, &at(20), &at(15)),
+            stage_and_commit(&store, &reused, at(20), at(15)),
             Err(MergeError::Conflict { .. })
         ));
         assert_eq!(current(&store), vec![newer.0.run_id.clone()]);
@@ -994,7 +1055,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
         let first = offer(1, 10);
-        store.stage(&first, &at(1), &at(0)).expect("stages");
+        store.stage(&first, at(1), at(0)).expect("stages");
         store
             .stage_append(&first.run_id, 0, &[1; 10])
             .expect("appends");
@@ -1003,7 +1064,7 @@ mod tests {
             ..first.clone()
         };
         assert!(matches!(
-            store.stage(&other_site, &at(2), &at(0)),
+            store.stage(&other_site, at(2), at(0)),
             Err(MergeError::Conflict { .. })
         ));
         store.stage_discard(&first.run_id).expect("discards");
@@ -1022,7 +1083,7 @@ mod tests {
         };
         assert!(
             store
-                .commit_staged(&fields, &header, &first, &at(3))
+                .commit_staged(&fields, &header, &first, at(3))
                 .is_err()
         );
         assert!(store.current(None, None).expect("reads").is_empty());
@@ -1034,7 +1095,7 @@ mod tests {
         let store = SqliteMergeStore::open(&dir.path().join("merge.sqlite")).expect("opens");
         for run in 1..=6u8 {
             let offer = offer(run, 100);
-            store.stage(&offer, &at(run), &at(0)).expect("stages");
+            store.stage(&offer, at(run), at(0)).expect("stages");
             store
                 .stage_append(&offer.run_id, 0, &[run; 10])
                 .expect("appends");
@@ -1049,9 +1110,7 @@ mod tests {
         assert!(matches!(staged(3), Appended::Held(11)));
         assert!(matches!(staged(6), Appended::Held(11)));
         // Stagings older than the cut-off go with the next offer.
-        store
-            .stage(&offer(7, 100), &at(30), &at(20))
-            .expect("stages");
+        store.stage(&offer(7, 100), at(30), at(20)).expect("stages");
         assert_eq!(staged(6), Appended::Gone);
         let orphans: i64 = store
             .store

@@ -172,7 +172,11 @@ pub fn reinit(
     emit(&format!(
         "asked {site} to collect and send again: {}; it does so at its next check \
          (every {} minutes), and `hrs status` shows the request until it has\n",
-        periods.join(", "),
+        periods
+            .iter()
+            .map(hrs_core::Period::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         config.site_check_minutes
     ))?;
     Ok(())

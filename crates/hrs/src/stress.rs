@@ -219,7 +219,7 @@ fn stored_run_bytes(store: &Path, site: &SiteCode) -> anyhow::Result<u64> {
     match store
         .current_runs()?
         .into_iter()
-        .find(|run| run.site == site.as_str())
+        .find(|run| run.site == *site)
     {
         Some(run) => Ok(run.size),
         None => bail!("the aggregator holds no run of {site}"),

@@ -18,9 +18,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     }
     let store = SqliteMergeStore::open_read_only(&store_path)
         .with_context(|| format!("cannot open merge store {}", store_path.display()))?;
-    let period = args.period.map(|p| p.to_string());
-    let site = args.site.map(|s| s.to_string());
-    let runs = store.current(period.as_deref(), site.as_deref())?;
+    let runs = store.current(args.period.as_ref(), args.site.as_ref())?;
     let rows: Vec<report::FlatRow> = runs
         .iter()
         .flat_map(|run| {

@@ -532,7 +532,7 @@ async fn wait_delivered(
 /// Merges `period` from the aggregator's store, as the aggregator itself would.
 fn merged_period(layout: &Layout, level: Level, period: Period) -> anyhow::Result<Merged> {
     let store = SqliteMergeStore::open_read_only(&layout.merge_store())?;
-    let runs = store.current(Some(&period.to_string()), None)?;
+    let runs = store.current(Some(&period), None)?;
     let catalog = Catalog::builtin()?;
     Ok(merge(
         layout.hierarchy,
