@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use hrs_core::catalog::{Catalog, CatalogError};
 use hrs_core::clock::SharedClock;
-use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{Background, RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 pub use config::{AggregatorConfig, Onward};
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
@@ -66,15 +66,17 @@ pub async fn serve_with_clock(
     let store: Arc<dyn MergeStore> = Arc::new(SqliteMergeStore::open(&config.store)?);
     let config = Arc::new(config);
     let merged = Arc::new(Notify::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let forwarder = tokio::spawn(forward::run(
-        Arc::clone(&config),
-        Arc::clone(&store),
-        catalog,
-        Arc::clone(&merged),
-        Arc::clone(&clock),
-        stop_rx,
-    ));
+    let forwarding = {
+        let (config, store, merged, clock) = (
+            Arc::clone(&config),
+            Arc::clone(&store),
+            Arc::clone(&merged),
+            Arc::clone(&clock),
+        );
+        Background::spawn("forwarding", move |stop| {
+            forward::run(config, store, catalog, merged, clock, stop)
+        })
+    };
     // Periods already complete at startup are forwarded without waiting for a push.
     merged.notify_one();
     let service =
@@ -96,11 +98,9 @@ pub async fn serve_with_clock(
         |mut server, limits, gate| {
             server.add_service(AggregatorServer::new(service).limited(limits, gate))
         },
+        forwarding,
         shutdown,
     )
     .await;
-    let _ = stop_tx.send(true);
-    let _ = forwarder.await;
-    tracing::info!("aggregator stopped");
     Ok(result?)
 }

@@ -26,14 +26,14 @@ use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{Background, RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument as _, info, warn};
+use tracing::{Instrument as _, info};
 
 pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
@@ -255,15 +255,12 @@ pub async fn serve_with_clock(
     let store = Arc::new(store);
 
     let wake = Arc::new(Notify::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let delivering = tokio::spawn(deliver::run(
-        delivery,
-        store.clone(),
-        wake.clone(),
-        Arc::clone(&clock),
-        stop_rx,
-    ));
+    let delivering = {
+        let (store, wake, clock) = (store.clone(), wake.clone(), Arc::clone(&clock));
+        Background::spawn("delivery", move |stop| {
+            deliver::run(delivery, store, wake, clock, stop)
+        })
+    };
 
     info!(
         listen = ?listener.local_addr().ok(),
@@ -280,7 +277,6 @@ pub async fn serve_with_clock(
         tls: config.tls.is_some(),
         clock: Arc::clone(&clock),
     };
-    let signal = stop_tx.clone();
     let role = RoleServing {
         role: "connection point",
         limits: config.limits,
@@ -297,20 +293,11 @@ pub async fn serve_with_clock(
         |mut server, limits, gate| {
             server.add_service(ConnectionPointServer::new(service).limited(limits, gate))
         },
-        async move {
-            shutdown.await;
-            info!("connection point shutting down");
-            signal.send_replace(true);
-        },
+        delivering,
+        shutdown,
     )
     .await;
-    stop_tx.send_replace(true);
-    if let Err(e) = delivering.await {
-        warn!(error = %e, "delivery task ended abnormally");
-    }
-    result?;
-    info!("connection point stopped");
-    Ok(())
+    Ok(result?)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use hrs_core::config::ConfigError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
-use hrs_rpc::serve::{RoleService as _, RoleServing, ServeError, serve_role};
+use hrs_rpc::serve::{Background, RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
@@ -464,14 +464,12 @@ pub async fn serve_with_clock(
             .map_err(|e| StoreError::Task(e.to_string()))??
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let pruner = tokio::spawn(prune_daily(
-        store.clone(),
-        config.retention_days,
-        Arc::clone(&clock),
-        stop_rx,
-    ));
+    let pruning = {
+        let (store, days, clock) = (store.clone(), config.retention_days, Arc::clone(&clock));
+        Background::spawn("retention", move |stop| {
+            prune_daily(store, days, clock, stop)
+        })
+    };
 
     let local = listener.local_addr().ok();
     info!(
@@ -487,7 +485,6 @@ pub async fn serve_with_clock(
         .iter()
         .map(|t| (t.hierarchy.clone(), t.token_sha256.clone()))
         .collect();
-    let signal = stop_tx.clone();
     let role = RoleServing {
         role: "intake",
         limits: config.limits,
@@ -523,20 +520,11 @@ pub async fn serve_with_clock(
             });
             server.add_service(service.limited(limits, gate))
         },
-        async move {
-            shutdown.await;
-            info!("intake shutting down");
-            signal.send_replace(true);
-        },
+        pruning,
+        shutdown,
     )
     .await;
-    stop_tx.send_replace(true);
-    if let Err(e) = pruner.await {
-        warn!(error = %e, "retention task ended abnormally");
-    }
-    result?;
-    info!("intake stopped");
-    Ok(())
+    Ok(result?)
 }
 
 #[cfg(test)]

@@ -433,15 +433,43 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// A role's work beside serving (forwarding, delivery, retention): told to stop when the
+/// role begins shutting down, and awaited before [`serve_role`] returns.
+#[derive(Debug)]
+pub struct Background {
+    name: &'static str,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Spawns `work`, given the receiver that turns true when it is to stop.
+    pub fn spawn<Work, Fut>(name: &'static str, work: Work) -> Self
+    where
+        Work: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        Self {
+            name,
+            stop: Arc::new(stop),
+            task: tokio::spawn(work(stopping)),
+        }
+    }
+}
+
 /// Serves a role on `listener` until `shutdown` resolves and calls in flight finish (at
-/// most [`DRAIN_DEADLINE`]). `services` adds the role's services to the server it is
-/// given, each sized to the limits and behind the gate.
+/// most [`DRAIN_DEADLINE`]), then stops its `background` work and waits for it.
+/// `services` adds the role's services to the server it is given, each sized to the
+/// limits and behind the gate.
 pub async fn serve_role(
     role: RoleServing<'_>,
     listener: TcpListener,
     services: impl FnOnce(CountedServer, &Limits, Gate) -> CountedRouter,
+    background: Background,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let name = role.role;
     let limits = Limits::from_settings(
         role.limits.max_connections,
         role.calls_per_connection,
@@ -455,18 +483,30 @@ pub async fn serve_role(
         }
         None => {
             tracing::warn!(
-                role = role.role,
+                role = name,
                 "serving without TLS: {}",
                 role.plaintext_warning
             );
             None
         }
     };
-    let serving = Serving::new(role.role, limits, role.metrics.file.clone());
+    let serving = Serving::new(name, limits, role.metrics.file.clone());
     let router = services(serving.server(tls)?, &limits, serving.gate());
-    Ok(serving
-        .serve(router, listener, shutdown, DRAIN_DEADLINE)
-        .await?)
+    let stop = Arc::clone(&background.stop);
+    let shutting_down = async move {
+        shutdown.await;
+        tracing::info!(role = name, "shutting down");
+        stop.send_replace(true);
+    };
+    let result = serving
+        .serve(router, listener, shutting_down, DRAIN_DEADLINE)
+        .await;
+    background.stop.send_replace(true);
+    if let Err(error) = background.task.await {
+        tracing::warn!(role = name, task = background.name, %error, "background work ended abnormally");
+    }
+    tracing::info!(role = name, "stopped");
+    Ok(result?)
 }
 
 /// A generated server that receives and sends messages up to a role's `max_message_mb`,
