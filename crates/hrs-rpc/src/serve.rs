@@ -92,18 +92,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Limits from a role's settings in their configured units.
-    pub(crate) fn from_settings(
-        max_connections: u32,
-        calls_per_connection: usize,
-        request_timeout_seconds: u64,
-        max_message_mb: u64,
-    ) -> Self {
+    /// Limits from a role's `[limits]`, in their configured units.
+    pub(crate) fn of(settings: ServerLimits, calls_per_connection: usize) -> Self {
         Self {
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
             calls_per_connection,
-            request_timeout: Duration::from_secs(request_timeout_seconds),
-            max_message_bytes: usize::try_from(max_message_mb.saturating_mul(1 << 20))
+            request_timeout: Duration::from_secs(settings.request_timeout_seconds),
+            max_message_bytes: usize::try_from(settings.max_message_mb.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
         }
     }
@@ -470,12 +465,7 @@ pub async fn serve_role(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let name = role.role;
-    let limits = Limits::from_settings(
-        role.limits.max_connections,
-        role.calls_per_connection,
-        role.limits.request_timeout_seconds,
-        role.limits.max_message_mb,
-    );
+    let limits = Limits::of(role.limits, role.calls_per_connection);
     let tls = match role.tls {
         Some(files) => {
             hrs_pki::warn_if_expiring(&files.cert, role.now);
