@@ -56,7 +56,7 @@ async fn an_agent_reading_sql_server_delivers_what_sqlite_gives() {
     let reference = h.spooled_run(&p01).await;
 
     let mut config = h.agent_config(&p01);
-    config.site_db = engine;
+    config.site_db = spec;
     config.spool = h.site_db(&p01).with_extension("tds-spool");
     hrs_agent::Agent::open(config, h.clock.shared())
         .expect("agent opens")

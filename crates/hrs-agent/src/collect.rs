@@ -1,6 +1,7 @@
 //! One collection: every catalog query that applies to this site and level, run against
 //! the site database and shaped into what may leave the site.
 
+use std::future::Future;
 use std::time::Instant;
 
 use hrs_core::catalog::{Catalog, QueryDef, Scope};
@@ -8,7 +9,7 @@ use hrs_core::clock::SharedClock;
 use hrs_core::hash::Hasher;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
-use hrs_sitedb::{Dialect, QueryParams, SiteDb, SiteDbError};
+use hrs_sitedb::{Dialect, Pending, QueryParams, RowSink, SiteDb, SiteDbError};
 
 use crate::config::SiteType;
 
@@ -42,13 +43,23 @@ pub(crate) fn applies(query: &QueryDef, site_type: SiteType) -> bool {
 /// Receives a collection as it is produced: each result set's rows one at a time, then
 /// the set's own fields. The spool writes them to disk as they come, so a run of any size
 /// is never held whole; `hrs collect` keeps them in memory to print.
-pub trait Sink {
+///
+/// Taking a row only buffers it; writing happens in the async methods, awaited between
+/// rows, so a sink's disk work never runs on one of the runtime's threads.
+pub trait Sink: Send {
     /// Why the sink could not take what it was given; stops the collection.
-    type Error;
+    type Error: Send;
     /// Takes one row of the result set being collected.
     fn row(&mut self, row: &pb::Row) -> Result<(), Self::Error>;
+    /// True when enough rows are buffered that [`Sink::flush`] must run before more come.
+    fn full(&self) -> bool;
+    /// Writes the rows buffered so far.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Ends the current result set with its own fields; a failed set's rows are dropped.
-    fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), Self::Error>;
+    fn end_set(
+        &mut self,
+        set: &pb::ResultSet,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// What a collection produced besides its result sets.
@@ -79,7 +90,15 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), Self::Error> {
+    fn full(&self) -> bool {
+        false
+    }
+
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), Self::Error> {
         let rows = std::mem::take(&mut self.rows);
         self.sets.push(pb::ResultSet {
             rows: if set.error.is_empty() {
@@ -236,7 +255,7 @@ fn bounded(mut error: String) -> String {
 /// With `max_run_bytes`, the run's encoding never exceeds it: a query whose rows would
 /// take it past the limit is recorded as failed, saying so, and the queries after it
 /// still run.
-pub async fn collect_into<D: SiteDb, S: Sink + Send>(
+pub async fn collect_into<D: SiteDb, S: Sink>(
     db: &mut D,
     catalog: &Catalog,
     what: &Collection,
@@ -244,10 +263,7 @@ pub async fn collect_into<D: SiteDb, S: Sink + Send>(
     sequence: u64,
     max_run_bytes: Option<u64>,
     sink: &mut S,
-) -> Result<Collected, S::Error>
-where
-    S::Error: Send,
-{
+) -> Result<Collected, S::Error> {
     let mut header = pb::Run {
         run_id: run_id.to_string(),
         sequence,
@@ -327,7 +343,8 @@ where
             error,
             duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
             ..set
-        })?;
+        })
+        .await?;
     }
     header.finished_at = what.clock.stamp();
     Ok(Collected {
@@ -338,21 +355,79 @@ where
     })
 }
 
+/// One query's rows on their way from the site database to the sink: each shaped, counted
+/// against the run's budget, and handed over; what stopped them is kept for
+/// [`run_query`] to report.
+struct QueryRows<'a, S: Sink> {
+    query: &'a QueryDef,
+    hierarchy_hash: &'a str,
+    hasher: &'a Hasher,
+    budget: Option<&'a mut Budget>,
+    sink: &'a mut S,
+    rows: u64,
+    shape_error: Option<String>,
+    sink_error: Option<S::Error>,
+    /// The size the run would have reached, and its limit.
+    too_large: Option<(u64, u64)>,
+}
+
+/// What a stopped query returns to the site database; the reason is kept beside it.
+fn stopped() -> SiteDbError {
+    SiteDbError::Stopped("the collector".into())
+}
+
+impl<S: Sink> RowSink for QueryRows<'_, S> {
+    fn row(&mut self, raw: Vec<hrs_core::Value>) -> Result<(), SiteDbError> {
+        let values = self
+            .query
+            .shape_row(raw, self.hierarchy_hash, self.hasher)
+            .map_err(|e| {
+                self.shape_error = Some(e.to_string());
+                stopped()
+            })?;
+        let row = pb::Row {
+            values: values.iter().map(pb::Value::from).collect(),
+        };
+        if let Some(budget) = self.budget.as_deref_mut() {
+            // Reading on would only fill the spool with rows the run cannot keep.
+            budget.take(&row).map_err(|reached| {
+                self.too_large = Some((reached, budget.limit));
+                stopped()
+            })?;
+        }
+        self.sink.row(&row).map_err(|e| {
+            self.sink_error = Some(e);
+            stopped()
+        })?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn pending(&mut self) -> Option<Pending<'_>> {
+        if !self.sink.full() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            self.sink.flush().await.map_err(|e| {
+                self.sink_error = Some(e);
+                stopped()
+            })
+        }))
+    }
+}
+
 /// Runs one query, handing each shaped row to `sink` while it fits `budget`. Returns the
 /// rows handed over, or why the run records the query as failed; a sink error stops
 /// everything.
-async fn run_query<D: SiteDb, S: Sink + Send>(
+async fn run_query<D: SiteDb, S: Sink>(
     db: &mut D,
     query: &QueryDef,
     params: &QueryParams,
     hierarchy_hash: &str,
     hasher: &Hasher,
-    mut budget: Option<&mut Budget>,
+    budget: Option<&mut Budget>,
     sink: &mut S,
-) -> Result<Result<u64, Failed>, S::Error>
-where
-    S::Error: Send,
-{
+) -> Result<Result<u64, Failed>, S::Error> {
     let sql = match db.dialect() {
         Dialect::Sqlite => Some(query.sqlite.as_str()),
         Dialect::Tsql => query.tsql.as_deref(),
@@ -362,39 +437,26 @@ where
             "no query text for this database's dialect".to_owned(),
         )));
     };
-    let (mut rows, mut shape_error, mut sink_error, mut too_large) = (0u64, None, None, None);
-    let stopped = || SiteDbError::Stopped("the collector".into());
-    let outcome = db
-        .query_each(sql, params, &mut |raw| {
-            let values = query.shape_row(raw, hierarchy_hash, hasher).map_err(|e| {
-                shape_error = Some(e.to_string());
-                stopped()
-            })?;
-            let row = pb::Row {
-                values: values.iter().map(pb::Value::from).collect(),
-            };
-            if let Some(budget) = budget.as_deref_mut() {
-                // Reading on would only fill the spool with rows the run cannot keep.
-                budget.take(&row).map_err(|reached| {
-                    too_large = Some((reached, budget.limit));
-                    stopped()
-                })?;
-            }
-            sink.row(&row).map_err(|e| {
-                sink_error = Some(e);
-                stopped()
-            })?;
-            rows += 1;
-            Ok(())
-        })
-        .await;
-    if let Some(error) = sink_error {
+    let mut each = QueryRows {
+        query,
+        hierarchy_hash,
+        hasher,
+        budget,
+        sink,
+        rows: 0,
+        shape_error: None,
+        sink_error: None,
+        too_large: None,
+    };
+    let outcome = db.query_each(sql, params, &mut each).await;
+    let rows = each.rows;
+    if let Some(error) = each.sink_error {
         return Err(error);
     }
-    if let Some(error) = shape_error {
+    if let Some(error) = each.shape_error {
         return Ok(Err(Failed::Query(error)));
     }
-    if let Some((reached, limit)) = too_large {
+    if let Some((reached, limit)) = each.too_large {
         tracing::warn!(
             query = %query.id,
             rows_read = rows,

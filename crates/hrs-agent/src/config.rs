@@ -8,7 +8,7 @@ use hrs_core::link::LinkThresholds;
 
 use crate::spool::SpoolLimits;
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
-use hrs_sitedb::{PasswordSource, SiteDbError, SiteDbSpec};
+use hrs_sitedb::{PasswordSource, SiteDbSpec};
 use serde::Deserialize;
 
 /// Whether the site is a primary or the central administration site; decides which
@@ -22,77 +22,100 @@ pub enum SiteType {
     Cas,
 }
 
-/// Everything an agent needs to know, read from one TOML file.
-///
-/// Its `Debug` shows the site database by its summary only: `site_db` may hold a password.
-#[derive(Clone, Deserialize)]
+/// The agent's file as written: [`AgentConfig::load`] checks it into the config.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AgentFile {
+    site: SiteCode,
+    #[serde(default = "default_site_type")]
+    site_type: SiteType,
+    hierarchy_id: HierarchyId,
+    #[serde(default = "default_level")]
+    level: Level,
+    site_db: String,
+    #[serde(default)]
+    site_db_password_env: Option<String>,
+    #[serde(default)]
+    site_db_password_file: Option<PathBuf>,
+    #[serde(default)]
+    hash_key_file: Option<PathBuf>,
+    spool: PathBuf,
+    #[serde(default)]
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    metrics: MetricsTable,
+    upstream: String,
+    #[serde(default)]
+    period: Option<Period>,
+    #[serde(default = "default_check_minutes")]
+    check_minutes: u64,
+    #[serde(default = "default_retry_max_seconds")]
+    retry_max_seconds: u64,
+    #[serde(default = "default_spool_max_mb")]
+    spool_max_mb: u64,
+    #[serde(default = "default_spool_max_age_days")]
+    spool_max_age_days: u64,
+    #[serde(default = "default_max_run_mb")]
+    max_run_mb: u64,
+    #[serde(default = "default_push_chunk_kib")]
+    push_chunk_kib: u32,
+    #[serde(default = "default_degraded_after")]
+    link_degraded_after: u32,
+    #[serde(default = "default_failed_after")]
+    link_failed_after: u32,
+}
+
+/// Everything an agent needs to know, checked: read with [`AgentConfig::load`].
+///
+/// Its `Debug` shows the site database by its summary only: a connection string may hold
+/// a password.
+#[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// This site's code; the aggregator must list it.
     pub site: SiteCode,
     /// Primary or CAS.
-    #[serde(default = "default_site_type")]
     pub site_type: SiteType,
     /// The hierarchy this site belongs to; sent with every run, checked upstream.
     pub hierarchy_id: HierarchyId,
     /// The hierarchy-wide data level; queries above it never run.
-    #[serde(default = "default_level")]
     pub level: Level,
-    /// The site database: `sqlite:PATH` (relative to this file's folder) or an ADO.NET
-    /// connection string for SQL Server.
-    pub site_db: String,
-    /// The environment variable holding the SQL Server password, when not in `site_db`.
-    #[serde(default)]
-    pub site_db_password_env: Option<String>,
-    /// The file holding the SQL Server password on one line, when not in `site_db`.
-    #[serde(default)]
-    pub site_db_password_file: Option<PathBuf>,
+    /// The site database (`site_db`, with its password source): a SQLite file, resolved
+    /// against the configuration's folder, or SQL Server.
+    pub site_db: SiteDbSpec,
     /// The hierarchy's hash key file: hashed columns are then keyed (HMAC-SHA-256) instead
     /// of plain SHA-256. Every site and the aggregator of a hierarchy use the same key.
-    #[serde(default)]
     pub hash_key_file: Option<PathBuf>,
     /// The spool file where runs wait until upstream has committed them.
     pub spool: PathBuf,
     /// This site's certificate (from `hrs pki issue --site`), its key, and the hierarchy's
     /// CA (`[tls]`): for TLS to an `https://` upstream; none for plaintext.
-    #[serde(default)]
     pub tls: Option<TlsFiles>,
     /// `[metrics]`: a Prometheus text file the agent rewrites after every delivery attempt
     /// (spool backlog, dropped runs, link state), for an exporter's textfile collector.
-    #[serde(default)]
     pub metrics: MetricsTable,
     /// The aggregator's address, e.g. `http://127.0.0.1:7401`.
     pub upstream: String,
     /// Collect this period instead of the last ISO week to have ended (for re-collection
     /// and tests).
-    #[serde(default)]
     pub period: Option<Period>,
     /// How often the service checks whether a new period is due, in minutes.
-    #[serde(default = "default_check_minutes")]
     pub check_minutes: u64,
     /// Upper bound of the delay between delivery attempts, in seconds.
-    #[serde(default = "default_retry_max_seconds")]
     pub retry_max_seconds: u64,
     /// The most the spool may hold, in megabytes; beyond it the oldest runs are dropped.
-    #[serde(default = "default_spool_max_mb")]
     pub spool_max_mb: u64,
     /// The longest a run may wait in the spool, in days; older runs are dropped.
-    #[serde(default = "default_spool_max_age_days")]
     pub spool_max_age_days: u64,
     /// The largest run the agent builds, in MiB (1 to [`MAX_RUN_MB`]): a query whose rows
     /// would take the run past it is recorded as failed instead, so a run that can never
     /// be spooled or accepted upstream is not collected again and again.
-    #[serde(default = "default_max_run_mb")]
     pub max_run_mb: u64,
     /// Size of the chunks a run is sent in, in KiB: a broken link resumes from the last
     /// chunk the upstream holds, so slow or flaky links want smaller chunks.
-    #[serde(default = "default_push_chunk_kib")]
     pub push_chunk_kib: u32,
     /// Consecutive failed deliveries after which the link to the upstream is degraded.
-    #[serde(default = "default_degraded_after")]
     pub link_degraded_after: u32,
     /// Consecutive failed deliveries after which the link to the upstream has failed.
-    #[serde(default = "default_failed_after")]
     pub link_failed_after: u32,
 }
 
@@ -144,43 +167,47 @@ fn default_retry_max_seconds() -> u64 {
 impl AgentConfig {
     /// Reads the file, resolves its paths against the file's folder, and checks its values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Self = config::load(path)?;
-        cfg.spool = config::resolve(path, &cfg.spool);
+        let file: AgentFile = config::load(path)?;
         // `sqlite:PATH`, or a bare path as earlier configurations wrote it.
-        let sqlite_path = match cfg.site_db.strip_prefix("sqlite:") {
+        let sqlite_path = match file.site_db.strip_prefix("sqlite:") {
             Some(path) => Some(path.to_owned()),
-            None if !cfg.site_db.contains('=') => Some(cfg.site_db.clone()),
+            None if !file.site_db.contains('=') => Some(file.site_db.clone()),
             None => None,
         };
-        if let Some(db_path) = sqlite_path.filter(|p| !p.trim().is_empty()) {
-            cfg.site_db = format!(
+        let site_db = match sqlite_path.filter(|p| !p.trim().is_empty()) {
+            Some(db_path) => format!(
                 "sqlite:{}",
                 config::resolve(path, Path::new(&db_path)).display()
-            );
-        }
-        cfg.site_db_password_file = cfg
+            ),
+            None => file.site_db.clone(),
+        };
+        let password_file = file
             .site_db_password_file
             .map(|file| config::resolve(path, &file));
-        if cfg.site_db_password_env.is_some() && cfg.site_db_password_file.is_some() {
+        if file.site_db_password_env.is_some() && password_file.is_some() {
             return Err(config::invalid(
                 path,
                 "site_db_password_file",
                 "set either site_db_password_env or site_db_password_file, not both",
             ));
         }
-        cfg.site_db_spec()
+        let password = PasswordSource::from_options(
+            file.site_db_password_env.as_deref(),
+            password_file.as_deref(),
+        );
+        let site_db = SiteDbSpec::parse(&site_db, password)
             .map_err(|e| config::invalid(path, "site_db", e.to_string()))?;
-        if cfg.spool_max_mb == 0 {
+        if file.spool_max_mb == 0 {
             return Err(config::invalid(path, "spool_max_mb", "must be at least 1"));
         }
-        if cfg.spool_max_age_days == 0 {
+        if file.spool_max_age_days == 0 {
             return Err(config::invalid(
                 path,
                 "spool_max_age_days",
                 "must be at least 1",
             ));
         }
-        if !(1..=MAX_RUN_MB).contains(&cfg.max_run_mb) {
+        if !(1..=MAX_RUN_MB).contains(&file.max_run_mb) {
             return Err(config::invalid(
                 path,
                 "max_run_mb",
@@ -188,54 +215,67 @@ impl AgentConfig {
             ));
         }
         let max_kib = hrs_rpc::chunks::MAX_CHUNK_BYTES / 1024;
-        if cfg.push_chunk_kib == 0 || cfg.push_chunk_kib as usize > max_kib {
+        if file.push_chunk_kib == 0 || file.push_chunk_kib as usize > max_kib {
             return Err(config::invalid(
                 path,
                 "push_chunk_kib",
                 format!("must be between 1 and {max_kib}"),
             ));
         }
-        cfg.link_thresholds()
+        let thresholds = LinkThresholds {
+            degraded_after: file.link_degraded_after,
+            failed_after: file.link_failed_after,
+        };
+        thresholds
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
-        cfg.hash_key_file = cfg.hash_key_file.map(|file| config::resolve(path, &file));
-        cfg.metrics = cfg.metrics.resolved(path);
-        cfg.tls = config::tls_settings(path, cfg.tls.take(), &[("upstream", Some(&cfg.upstream))])?;
-        cfg.hasher()
+        let hash_key_file = file.hash_key_file.map(|file| config::resolve(path, &file));
+        Hasher::from_key_file(hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
-        if !(cfg.upstream.starts_with("http://") || cfg.upstream.starts_with("https://")) {
+        let tls = config::tls_settings(path, file.tls, &[("upstream", Some(&file.upstream))])?;
+        if !(file.upstream.starts_with("http://") || file.upstream.starts_with("https://")) {
             return Err(config::invalid(
                 path,
                 "upstream",
-                format!("{:?} is not an http:// or https:// address", cfg.upstream),
+                format!("{:?} is not an http:// or https:// address", file.upstream),
             ));
         }
-        if cfg.check_minutes == 0 {
+        if file.check_minutes == 0 {
             return Err(config::invalid(path, "check_minutes", "must be at least 1"));
         }
-        if cfg.retry_max_seconds == 0 {
+        if file.retry_max_seconds == 0 {
             return Err(config::invalid(
                 path,
                 "retry_max_seconds",
                 "must be at least 1",
             ));
         }
-        Ok(cfg)
+        Ok(Self {
+            site: file.site,
+            site_type: file.site_type,
+            hierarchy_id: file.hierarchy_id,
+            level: file.level,
+            site_db,
+            hash_key_file,
+            spool: config::resolve(path, &file.spool),
+            tls,
+            metrics: file.metrics.resolved(path),
+            upstream: file.upstream,
+            period: file.period,
+            check_minutes: file.check_minutes,
+            retry_max_seconds: file.retry_max_seconds,
+            spool_max_mb: file.spool_max_mb,
+            spool_max_age_days: file.spool_max_age_days,
+            max_run_mb: file.max_run_mb,
+            push_chunk_kib: file.push_chunk_kib,
+            link_degraded_after: file.link_degraded_after,
+            link_failed_after: file.link_failed_after,
+        })
     }
 
     /// Returns the site database as logs may show it: never its password.
     pub fn site_db_summary(&self) -> String {
-        self.site_db_spec()
-            .map_or_else(|_| "(invalid site_db)".to_owned(), |spec| spec.to_string())
-    }
-
-    /// Returns the site database this configuration names, with its password source.
-    pub fn site_db_spec(&self) -> Result<SiteDbSpec, SiteDbError> {
-        let password = PasswordSource::from_options(
-            self.site_db_password_env.as_deref(),
-            self.site_db_password_file.as_deref(),
-        );
-        SiteDbSpec::parse(&self.site_db, password)
+        self.site_db.to_string()
     }
 
     /// Returns the spool's limits.
@@ -268,34 +308,6 @@ impl AgentConfig {
     /// ISO week to have ended.
     pub fn period_at(&self, now: time::OffsetDateTime) -> Period {
         self.period.unwrap_or_else(|| Period::last_ended(now))
-    }
-}
-
-impl std::fmt::Debug for AgentConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentConfig")
-            .field("site", &self.site)
-            .field("site_type", &self.site_type)
-            .field("hierarchy_id", &self.hierarchy_id)
-            .field("level", &self.level)
-            .field("site_db", &self.site_db_summary())
-            .field("site_db_password_env", &self.site_db_password_env)
-            .field("site_db_password_file", &self.site_db_password_file)
-            .field("hash_key_file", &self.hash_key_file)
-            .field("metrics", &self.metrics)
-            .field("tls", &self.tls)
-            .field("spool", &self.spool)
-            .field("upstream", &self.upstream)
-            .field("period", &self.period)
-            .field("check_minutes", &self.check_minutes)
-            .field("retry_max_seconds", &self.retry_max_seconds)
-            .field("spool_max_mb", &self.spool_max_mb)
-            .field("spool_max_age_days", &self.spool_max_age_days)
-            .field("max_run_mb", &self.max_run_mb)
-            .field("push_chunk_kib", &self.push_chunk_kib)
-            .field("link_degraded_after", &self.link_degraded_after)
-            .field("link_failed_after", &self.link_failed_after)
-            .finish()
     }
 }
 
@@ -361,7 +373,7 @@ mod tests {
     fn a_bare_path_is_a_sqlite_file_next_to_the_config() {
         let (dir, config) = load_with_site_db("site.sqlite");
         assert_eq!(
-            config.site_db,
+            config.site_db_summary(),
             format!("sqlite:{}", dir.path().join("site.sqlite").display())
         );
     }

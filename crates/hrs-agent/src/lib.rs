@@ -156,8 +156,8 @@ impl Agent {
         // Rows go to the spool as they are read, so memory stays flat however large the
         // run; the run becomes visible in the spool only once whole. Taken first: it holds
         // the spool's collection lock, so nothing is read while another collection runs.
-        let mut sink = self.spool.begin(&run_id.to_string())?;
-        let spec = self.config.site_db_spec()?;
+        let mut sink = self.spool.begin(&run_id.to_string()).await?;
+        let spec = self.config.site_db.clone();
         let mut db = hrs_sitedb::open(&spec).await?;
         let what = collect::Collection {
             site: self.config.site.clone(),
@@ -181,9 +181,7 @@ impl Agent {
         .await?;
         let collected_at = self.clock.stamp();
         let header = collected.header.clone();
-        let (_, bytes) = tokio::task::spawn_blocking(move || sink.finish(&header, collected_at))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let (_, bytes) = sink.finish(&header, collected_at).await?;
         self.enforce_limits().await?;
         let summary = RunSummary {
             run_id: run_id.to_string(),
@@ -630,9 +628,7 @@ mod tests {
             site_type: SiteType::Primary,
             hierarchy_id: "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47".parse().expect("id"),
             level: hrs_core::Level::Full,
-            site_db: format!("sqlite:{}", site_db.display()),
-            site_db_password_env: None,
-            site_db_password_file: None,
+            site_db: hrs_sitedb::SiteDbSpec::Sqlite(site_db.clone()),
             hash_key_file: None,
             spool: dir.path().join("spool.sqlite"),
             tls: None,

@@ -559,7 +559,7 @@ impl Spool {
     /// [`CollectingError::Busy`] when another collection (of this or another process)
     /// holds it. Holding the lock is what makes clearing safe: no other collection is live
     /// on this spool, so whatever the collecting tables hold is a dead one's.
-    pub fn begin(&self, run_id: &str) -> Result<Collecting, CollectingError> {
+    pub async fn begin(&self, run_id: &str) -> Result<Collecting, CollectingError> {
         let spool = self.store.path().to_owned();
         let lock = lock_path(&spool);
         let file = OpenOptions::new()
@@ -589,7 +589,7 @@ impl Spool {
                 });
             }
         }
-        self.store.with(|conn| {
+        self.store.call(|conn| {
             let tx = conn.transaction()?;
             let leftovers: Vec<String> = {
                 let mut stmt = tx.prepare(
@@ -611,7 +611,8 @@ impl Spool {
             }
             tx.commit()?;
             Ok(())
-        })?;
+        })
+        .await?;
         Ok(Collecting {
             store: self.store.clone(),
             lock: file,
@@ -626,30 +627,13 @@ impl Spool {
 }
 
 impl Collecting {
-    fn flush(&mut self) -> Result<(), StoreError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buffer);
-        let (run_id, set_index, piece) = (&self.run_id, self.set_index, self.piece);
-        self.store.with(|conn| {
-            conn.execute(
-                "INSERT INTO collecting_rows (run_id, set_index, piece, data) VALUES (?1, ?2, ?3, ?4)",
-                params![run_id, set_index, piece, data],
-            )?;
-            Ok(())
-        })?;
-        self.piece += 1;
-        Ok(())
-    }
-
     /// Writes the gathered pieces into the spool as one run, its digest computed from
     /// them, together with the period it collected; returns the digest and the run's size.
     ///
     /// It first checks that the pieces are what was recorded of them (bytes and rows of
     /// every set) and that the run comes out at the size computed for it; on a mismatch
     /// nothing is spooled and the pieces stay for the next [`Spool::begin`] to clear.
-    pub fn finish(
+    pub async fn finish(
         self,
         header: &pb::Run,
         collected_at: String,
@@ -660,7 +644,10 @@ impl Collecting {
             run_id,
             ..
         } = self;
-        let finished = store.with(|conn| Ok(write_run(conn, &run_id, header, collected_at)))?;
+        let header = header.clone();
+        let finished = store
+            .call(move |conn| Ok(write_run(conn, &run_id, &header, collected_at)))
+            .await?;
         // Released only once the run is committed (or left as it was).
         drop(lock);
         finished
@@ -846,29 +833,52 @@ impl crate::collect::Sink for Collecting {
             .map_err(|e| StoreError::Corrupt(format!("encoding a row: {e}")))?;
         self.rows += 1;
         self.rows_bytes += (self.buffer.len() - before) as u64;
-        if self.buffer.len() >= PIECE_BYTES {
-            self.flush()?;
-        }
         Ok(())
     }
 
-    fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), StoreError> {
+    fn full(&self) -> bool {
+        self.buffer.len() >= PIECE_BYTES
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let (run_id, set_index, piece) = (self.run_id.clone(), self.set_index, self.piece);
+        self.store
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO collecting_rows (run_id, set_index, piece, data)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![run_id, set_index, piece, data],
+                )?;
+                Ok(())
+            })
+            .await?;
+        self.piece += 1;
+        Ok(())
+    }
+
+    async fn end_set(&mut self, set: &pb::ResultSet) -> Result<(), StoreError> {
         let failed = !set.error.is_empty();
         if failed {
             // A failed query carries no rows: drop what it produced before failing.
             self.buffer.clear();
-            let (run_id, set_index) = (&self.run_id, self.set_index);
-            self.store.with(|conn| {
-                conn.execute(
-                    "DELETE FROM collecting_rows WHERE run_id = ?1 AND set_index = ?2",
-                    params![run_id, set_index],
-                )?;
-                Ok(())
-            })?;
+            let (run_id, set_index) = (self.run_id.clone(), self.set_index);
+            self.store
+                .call(move |conn| {
+                    conn.execute(
+                        "DELETE FROM collecting_rows WHERE run_id = ?1 AND set_index = ?2",
+                        params![run_id, set_index],
+                    )?;
+                    Ok(())
+                })
+                .await?;
             self.rows = 0;
             self.rows_bytes = 0;
         } else {
-            self.flush()?;
+            self.flush().await?;
         }
         // Fields 1 to 3 come before the rows, 5 and 6 after, as prost writes them.
         let opening = pb::ResultSet {
@@ -884,19 +894,22 @@ impl crate::collect::Sink for Collecting {
             ..Default::default()
         }
         .encode_to_vec();
-        let (run_id, set_index) = (&self.run_id, self.set_index);
+        let (run_id, set_index) = (self.run_id.clone(), self.set_index);
         let (rows, rows_bytes) = (
             i64::try_from(self.rows).unwrap_or(i64::MAX),
             i64::try_from(self.rows_bytes).unwrap_or(i64::MAX),
         );
-        self.store.with(|conn| {
-            conn.execute(
-                "INSERT INTO collecting_sets (run_id, set_index, opening, closing, rows, rows_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, set_index, opening, closing, rows, rows_bytes],
-            )?;
-            Ok(())
-        })?;
+        self.store
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO collecting_sets
+                         (run_id, set_index, opening, closing, rows, rows_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![run_id, set_index, opening, closing, rows, rows_bytes],
+                )?;
+                Ok(())
+            })
+            .await?;
         self.set_index += 1;
         self.piece = 0;
         self.rows = 0;
@@ -1060,18 +1073,16 @@ mod tests {
         header.digest.clear();
         header.hash_key_id = "0123456789abcdef".into();
 
-        let mut sink = spool.begin(&header.run_id).expect("begins");
+        let mut sink = block(spool.begin(&header.run_id)).expect("begins");
         for s in &sets {
-            for row in &s.rows {
-                sink.row(row).expect("row");
-            }
-            sink.end_set(&pb::ResultSet {
+            put_rows(&mut sink, &s.rows);
+            block(sink.end_set(&pb::ResultSet {
                 rows: Vec::new(),
                 ..s.clone()
-            })
+            }))
             .expect("set");
         }
-        let (digest, size) = sink.finish(&header, rfc3339(at(1))).expect("finishes");
+        let (digest, size) = block(sink.finish(&header, rfc3339(at(1)))).expect("finishes");
 
         let mut expected = header.clone();
         expected.results = sets.to_vec();
@@ -1121,19 +1132,28 @@ mod tests {
                         }],
                     })
                     .collect();
-                for row in &rows {
-                    sink.row(row).expect("row");
-                }
+                put_rows(sink, &rows);
                 let set = pb::ResultSet {
                     query_id: format!("{tag}-Q{s}"),
                     level: "Basic".into(),
                     duration_ms: 1,
                     ..Default::default()
                 };
-                sink.end_set(&set).expect("set");
+                block(sink.end_set(&set)).expect("set");
                 pb::ResultSet { rows, ..set }
             })
             .collect()
+    }
+
+    /// Hands `rows` to `sink` as a collection does, writing a piece whenever one is full.
+    fn put_rows(sink: &mut Collecting, rows: &[pb::Row]) {
+        use crate::collect::Sink as _;
+        for row in rows {
+            sink.row(row).expect("row");
+            if sink.full() {
+                block(sink.flush()).expect("writes a piece");
+            }
+        }
     }
 
     /// Runs `work` to its end, for the tests that drive collections by hand.
@@ -1177,14 +1197,14 @@ mod tests {
         let service = Spool::open(&path).expect("opens");
         let once = Spool::open(&path).expect("opens again");
 
-        let mut first = service.begin("run-service").expect("begins");
+        let mut first = block(service.begin("run-service")).expect("begins");
         let first_sets = write_sets(&mut first, "S", 3, 3_000);
 
         // From another thread, on the other handle, while the first is live: refused at
         // once, naming the spool, without touching the first's sets.
         let refused = std::thread::scope(|scope| {
             scope
-                .spawn(|| once.begin("run-once").err())
+                .spawn(|| block(once.begin("run-once")).err())
                 .join()
                 .expect("joins")
         });
@@ -1195,8 +1215,7 @@ mod tests {
             }
             other => panic!("expected the spool to be busy, got {other:?}"),
         }
-        let message = once
-            .begin("run-once")
+        let message = block(once.begin("run-once"))
             .err()
             .expect("still busy")
             .to_string();
@@ -1208,19 +1227,15 @@ mod tests {
 
         // The first goes on and finishes whole.
         let more = write_sets(&mut first, "T", 1, 10);
-        first
-            .finish(&header("run-service", 1), rfc3339(at(1)))
-            .expect("finishes");
+        block(first.finish(&header("run-service", 1), rfc3339(at(1)))).expect("finishes");
         let run = spooled_run(&once, "run-service");
         assert_eq!(run.results, [first_sets, more].concat());
         assert_eq!(run.digest, hrs_core::digest::run_digest(&run));
 
         // Once it is done, the second collects in turn, and both runs stay.
-        let mut second = once.begin("run-once").expect("begins after the first");
+        let mut second = block(once.begin("run-once")).expect("begins after the first");
         let second_sets = write_sets(&mut second, "O", 2, 50);
-        second
-            .finish(&header("run-once", 2), rfc3339(at(1)))
-            .expect("finishes");
+        block(second.finish(&header("run-once", 2), rfc3339(at(1)))).expect("finishes");
         assert_eq!(spooled_run(&service, "run-once").results, second_sets);
         assert_eq!(spooled_run(&service, "run-service").results.len(), 4);
         assert_eq!(collecting(&service), (0, 0));
@@ -1230,17 +1245,16 @@ mod tests {
     fn the_next_collection_clears_what_an_interrupted_one_left() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
-        let mut crashed = spool.begin("run-crashed").expect("begins");
+        let mut crashed = block(spool.begin("run-crashed")).expect("begins");
         write_sets(&mut crashed, "C", 2, 5_000);
         // Dropped unfinished, as when the process dies: the lock goes with it.
         drop(crashed);
         assert!(collecting(&spool).1 > 0);
 
-        let mut next = spool.begin("run-next").expect("begins");
+        let mut next = block(spool.begin("run-next")).expect("begins");
         assert_eq!(collecting(&spool), (0, 0));
         let sets = write_sets(&mut next, "N", 1, 3);
-        next.finish(&header("run-next", 2), rfc3339(at(1)))
-            .expect("finishes");
+        block(next.finish(&header("run-next", 2), rfc3339(at(1)))).expect("finishes");
         assert_eq!(spooled_run(&spool, "run-next").results, sets);
         assert_eq!(block(spooled(&spool)).len(), 1);
     }
@@ -1256,15 +1270,14 @@ mod tests {
              VALUES ('run-1', 7, 0, x'2200')",
         ];
         for (n, tampering) in tamperings.iter().enumerate() {
-            let mut sink = spool.begin("run-1").expect("begins");
+            let mut sink = block(spool.begin("run-1")).expect("begins");
             write_sets(&mut sink, "X", 2, 2_000);
             spool
                 .store
                 .with(|conn| Ok(conn.execute(tampering, [])?))
                 .expect("tampers");
-            let error = sink
-                .finish(&header("run-1", 1), rfc3339(at(1)))
-                .expect_err("refuses");
+            let error =
+                block(sink.finish(&header("run-1", 1), rfc3339(at(1)))).expect_err("refuses");
             match (n, &error) {
                 (0, CollectingError::RowBytes { set, .. }) => assert_eq!(set, "X-Q1"),
                 (1, CollectingError::RowCount { set, .. }) => assert_eq!(set, "X-Q0"),
@@ -1281,10 +1294,9 @@ mod tests {
             assert_eq!(block(spool.last_collected()).expect("reads"), None);
             assert!(collecting(&spool).1 > 0);
         }
-        let next = spool.begin("run-2").expect("begins");
+        let next = block(spool.begin("run-2")).expect("begins");
         assert_eq!(collecting(&spool), (0, 0));
-        next.finish(&header("run-2", 2), rfc3339(at(1)))
-            .expect("an empty run finishes");
+        block(next.finish(&header("run-2", 2), rfc3339(at(1)))).expect("an empty run finishes");
     }
 
     #[tokio::test]

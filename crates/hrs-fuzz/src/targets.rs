@@ -560,7 +560,13 @@ pub fn agent_config(data: &[u8]) {
     };
     let _ = format!("{loaded:?} {}", loaded.site_db_summary());
     let text = String::from_utf8_lossy(data);
-    let Some(marked) = password_in(&loaded.site_db)
+    // The setting as written: the loaded config holds it parsed.
+    let site_db = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|table| table.get("site_db")?.as_str().map(str::to_owned));
+    let Some(marked) = site_db
+        .as_deref()
+        .and_then(password_in)
         .filter(|password| text.matches(password.as_str()).count() == 1)
         .and_then(|password| marked(&text, &password))
     else {

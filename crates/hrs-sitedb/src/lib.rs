@@ -14,6 +14,7 @@ mod sqlite;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use hrs_core::{SiteCode, Value};
 use time::Date;
@@ -208,6 +209,39 @@ pub struct QueryParams {
     pub period_end: Date,
 }
 
+/// Work a [`RowSink`] needs awaited before it takes the next row.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), SiteDbError>> + Send + 'a>>;
+
+/// Where a query's rows go as they are read.
+///
+/// A closure taking each row is one. A sink that writes rows away (the agent's spool) also
+/// says when that write must be awaited before the next row, so a slow disk holds the
+/// reader back instead of blocking one of the runtime's threads.
+pub trait RowSink: Send {
+    /// Takes one row; an error stops the query and is returned by it.
+    fn row(&mut self, row: Vec<Value>) -> Result<(), SiteDbError>;
+
+    /// Work to await before the next row is handed over, if the sink has any.
+    fn pending(&mut self) -> Option<Pending<'_>> {
+        None
+    }
+}
+
+impl<F: FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send> RowSink for F {
+    fn row(&mut self, row: Vec<Value>) -> Result<(), SiteDbError> {
+        self(row)
+    }
+}
+
+/// Hands `row` to `each` and awaits what it asks for before the next one.
+pub(crate) async fn hand_over(each: &mut dyn RowSink, row: Vec<Value>) -> Result<(), SiteDbError> {
+    each.row(row)?;
+    if let Some(pending) = each.pending() {
+        pending.await?;
+    }
+    Ok(())
+}
+
 /// A site database the catalog can run against.
 pub trait SiteDb: Send {
     /// Returns the dialect of this backend.
@@ -220,7 +254,7 @@ pub trait SiteDb: Send {
         &mut self,
         sql: &str,
         params: &QueryParams,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+        each: &mut dyn RowSink,
     ) -> impl Future<Output = Result<(), SiteDbError>> + Send;
 
     /// Runs one query and returns all its rows.
@@ -311,7 +345,7 @@ impl SiteDb for AnySiteDb {
         &mut self,
         sql: &str,
         params: &QueryParams,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+        each: &mut dyn RowSink,
     ) -> Result<(), SiteDbError> {
         match self {
             Self::Sqlite(db) => db.query_each(sql, params, each).await,

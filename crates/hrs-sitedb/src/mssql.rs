@@ -19,7 +19,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use hrs_core::secret::PasswordSource;
 
-use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
+use crate::{Dialect, QueryParams, RowSink, SiteDb, SiteDbError};
 
 /// Keys this backend reads from a connection string; anything else is a typo to report.
 const KNOWN_KEYS: &[&str] = &[
@@ -449,16 +449,16 @@ impl MssqlSiteDb {
     }
 
     /// Runs a batch and hands `each` the rows of its result sets as they arrive.
-    async fn batch_each(
-        &mut self,
-        sql: &str,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
-    ) -> Result<(), SiteDbError> {
+    async fn batch_each(&mut self, sql: &str, each: &mut dyn RowSink) -> Result<(), SiteDbError> {
         let client = self.client().await?;
         let outcome = async {
             let mut rows = client.simple_query(sql).await?.into_row_stream();
             while let Some(row) = rows.next().await {
-                if let Err(error) = row_values(row?).and_then(&mut *each) {
+                let handed = match row_values(row?) {
+                    Ok(values) => crate::hand_over(each, values).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = handed {
                     return Ok(Err(error));
                 }
             }
@@ -559,7 +559,7 @@ impl SiteDb for MssqlSiteDb {
         &mut self,
         sql: &str,
         params: &QueryParams,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+        each: &mut dyn RowSink,
     ) -> Result<(), SiteDbError> {
         let batch = format!("{}{sql}", declare_params(params));
         self.batch_each(&batch, each).await

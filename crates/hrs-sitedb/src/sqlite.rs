@@ -8,7 +8,7 @@ use hrs_core::Value;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 
-use crate::{Dialect, QueryParams, SiteDb, SiteDbError};
+use crate::{Dialect, QueryParams, RowSink, SiteDb, SiteDbError};
 
 /// A site database in a SQLite file, opened read-only: the collector never writes to it.
 /// Queries run on tokio's blocking pool, never on the async threads.
@@ -120,7 +120,7 @@ impl SiteDb for SqliteSiteDb {
         &mut self,
         sql: &str,
         params: &QueryParams,
-        each: &mut (dyn FnMut(Vec<Value>) -> Result<(), SiteDbError> + Send),
+        each: &mut dyn RowSink,
     ) -> impl Future<Output = Result<(), SiteDbError>> + Send {
         let conn = Arc::clone(&self.conn);
         let stop = StopOnDrop(Some(Arc::clone(&self.interrupt)));
@@ -136,7 +136,7 @@ impl SiteDb for SqliteSiteDb {
             });
             let mut refused = None;
             while let Some(row) = arriving.recv().await {
-                if let Err(error) = each(row) {
+                if let Err(error) = crate::hand_over(each, row).await {
                     refused = Some(error);
                     break;
                 }

@@ -6,32 +6,62 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use hrs_core::clock::Clock as _;
+use hrs_core::config::ConfigError;
 
 use crate::output::emit;
 
+/// A configuration `hrs status` reads, of whichever role its file is.
+enum RoleConfig {
+    Agent(Box<hrs_agent::AgentConfig>),
+    Aggregator(Box<hrs_aggregator::AggregatorConfig>),
+    ConnectionPoint(Box<hrs_connection::ConnectionPointConfig>),
+}
+
+impl RoleConfig {
+    /// Loads `path` as the role whose configuration it is. Each role's file refuses the
+    /// keys of another's, so the role is the one whose own loader accepts the file; when
+    /// none does, each role's reason is given.
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let agent = match hrs_agent::AgentConfig::load(path) {
+            Ok(config) => return Ok(Self::Agent(Box::new(config))),
+            // An unreadable file is so for every role.
+            Err(error @ ConfigError::Read { .. }) => return Err(error),
+            Err(error) => error,
+        };
+        let aggregator = match hrs_aggregator::AggregatorConfig::load(path) {
+            Ok(config) => return Ok(Self::Aggregator(Box::new(config))),
+            Err(error) => error,
+        };
+        let connection_point = match hrs_connection::ConnectionPointConfig::load(path) {
+            Ok(config) => return Ok(Self::ConnectionPoint(Box::new(config))),
+            Err(error) => error,
+        };
+        let reason = |error: &ConfigError| match error {
+            ConfigError::Invalid { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!(
+                "hrs status reads an agent's, an aggregator's or a connection point's \
+                 configuration, and this is none of them: as an agent's, {}; as an \
+                 aggregator's, {}; as a connection point's, {}",
+                reason(&agent),
+                reason(&aggregator),
+                reason(&connection_point)
+            ),
+        })
+    }
+}
+
 /// Prints the status of the role whose configuration `config` is.
 pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("cannot read {}", config.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not a TOML file: {}", config.display(), e.message()))?;
-    if table.contains_key("sites") {
-        return aggregator(config, format);
-    }
-    if table.contains_key("mode") {
-        return connection_point(config, format);
-    }
-    if !table.contains_key("upstream") {
-        anyhow::bail!(
-            "{}: hrs status reads an agent's configuration (with `upstream`), an \
-             aggregator's (with `sites`) or a connection point's (with `mode`)",
-            config.display()
-        );
-    }
-    let agent = hrs_agent::Agent::open(
-        hrs_agent::AgentConfig::load(config)?,
-        hrs_core::clock::system(),
-    )?;
+    let config = match RoleConfig::load(config)? {
+        RoleConfig::Agent(config) => *config,
+        RoleConfig::Aggregator(config) => return aggregator(&config, format),
+        RoleConfig::ConnectionPoint(config) => return connection_point(&config, format),
+    };
+    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;
     let status = agent.status().await?;
     if format == "json" {
         return Ok(emit(&format!(
@@ -85,8 +115,7 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
 }
 
 /// Prints every configured site's link as the aggregator sees it.
-fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
-    let config = hrs_aggregator::AggregatorConfig::load(config)?;
+fn aggregator(config: &hrs_aggregator::AggregatorConfig, format: &str) -> anyhow::Result<()> {
     if !config.store.exists() {
         anyhow::bail!(
             "no merge store at {}: the aggregator has not run yet",
@@ -95,7 +124,7 @@ fn aggregator(config: &Path, format: &str) -> anyhow::Result<()> {
     }
     let store = hrs_aggregator::SqliteMergeStore::open_read_only(&config.store)
         .with_context(|| format!("cannot open merge store {}", config.store.display()))?;
-    let links = hrs_aggregator::site_links(&config, &store, hrs_core::clock::SystemClock.now())?;
+    let links = hrs_aggregator::site_links(config, &store, hrs_core::clock::SystemClock.now())?;
     if format == "json" {
         return Ok(emit(&format!(
             "{}\n",
@@ -184,9 +213,11 @@ pub fn reinit(
 
 /// Prints what a connection point holds: each period and whether the intake acknowledged
 /// it, the update-check schedule, and the updates available to the hierarchy.
-fn connection_point(config: &Path, format: &str) -> anyhow::Result<()> {
-    let config = hrs_connection::ConnectionPointConfig::load(config)?;
-    let status = hrs_connection::status(&config)?;
+fn connection_point(
+    config: &hrs_connection::ConnectionPointConfig,
+    format: &str,
+) -> anyhow::Result<()> {
+    let status = hrs_connection::status(config)?;
     if format == "json" {
         return Ok(emit(&format!(
             "{}\n",

@@ -122,6 +122,33 @@ fn a_flat_key_of_the_earlier_format_is_refused_naming_its_table() {
 }
 
 #[test]
+fn hrs_status_names_each_roles_reason_when_a_file_is_no_roles_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An aggregator's file with a key no role has: every loader refuses it.
+    let file = dir.path().join("aggregator.toml");
+    let text = with_line(&example("aggregator"), None, "no_such_setting = 1");
+    std::fs::write(&file, text).expect("writes the config");
+    let output = Command::new(env!("CARGO_BIN_EXE_hrs"))
+        .args(["status", "--config", &file.display().to_string()])
+        .output()
+        .expect("hrs runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    for named in [
+        file.display().to_string().as_str(),
+        "as an agent's",
+        "as an aggregator's",
+        "as a connection point's",
+        "no_such_setting",
+    ] {
+        assert!(
+            stderr.contains(named),
+            "the error does not name {named}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn an_intake_token_is_written_owner_only_and_only_its_fingerprint_is_printed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("hierarchy.token");
