@@ -7,6 +7,7 @@ use hrs_core::clock::rfc3339;
 use hrs_core::validate::RunHeader;
 use hrs_core::{Period, SiteCode};
 use hrs_proto::v1 as pb;
+use hrs_store::staging::{self, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{OptionalExtension as _, params};
@@ -50,21 +51,6 @@ CREATE TABLE IF NOT EXISTS relayed (
     run_id     TEXT PRIMARY KEY,
     relayed_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS staged_runs (
-    run_id     TEXT PRIMARY KEY,
-    site       TEXT NOT NULL,
-    size       INTEGER NOT NULL,
-    sha256     TEXT NOT NULL,
-    held       INTEGER NOT NULL,
-    started_at TEXT NOT NULL,
-    outcome    TEXT
-);
-CREATE TABLE IF NOT EXISTS staged_chunks (
-    run_id TEXT NOT NULL,
-    offset INTEGER NOT NULL,
-    data   BLOB NOT NULL,
-    PRIMARY KEY (run_id, offset)
-);
 CREATE TABLE IF NOT EXISTS forwarded (
     period       TEXT PRIMARY KEY,
     digest       TEXT NOT NULL,
@@ -73,7 +59,7 @@ CREATE TABLE IF NOT EXISTS forwarded (
 ";
 
 /// Unfinished chunked runs kept per site, the one being offered included.
-const UNFINISHED_PER_SITE: i64 = 4;
+const UNFINISHED_PER_SITE: u32 = 4;
 
 /// What committing a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,15 +116,7 @@ pub struct StoredRun {
 }
 
 /// What appending a chunk to a staged run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored; this many bytes are held now.
-    Held(u64),
-    /// Not stored: the chunk does not start where the held bytes (this many) end.
-    Elsewhere(u64),
-    /// Not stored: the run is no longer staged (committed, refused, or evicted).
-    Gone,
-}
+pub use hrs_store::staging::Appended;
 
 /// Why a commit was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +258,7 @@ impl SqliteMergeStore {
     /// Opens or creates the store.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            store: Store::open(path, SCHEMA)?,
+            store: Store::open(path, &format!("{SCHEMA}{}", STAGED_RUNS.schema()))?,
         })
     }
 
@@ -311,22 +289,24 @@ fn decode_rows(
 
 /// Writes a staged run's chunks into the payload blob of row `rowid` of `runs`, one chunk
 /// in memory at a time.
-fn copy_staged_payload(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    rowid: i64,
-) -> Result<(), StoreError> {
-    let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, false)?;
-    let mut stmt =
-        tx.prepare("SELECT offset, data FROM staged_chunks WHERE run_id = ?1 ORDER BY offset")?;
-    let mut rows = stmt.query(params![run_id])?;
-    while let Some(row) = rows.next()? {
-        let at = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
-        let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-        blob.write_at(data, at)
-            .map_err(|e| StoreError::Corrupt(format!("staged run {run_id}: {e}")))?;
+/// The staging of runs sent in chunks; its tables keep the names earlier stores have.
+const STAGED_RUNS: Staging = Staging {
+    uploads: "staged_runs",
+    chunks: "staged_chunks",
+    id: "run_id",
+    owner: "site",
+    max_chunk_bytes: hrs_rpc::chunks::MAX_CHUNK_BYTES as u64,
+};
+
+/// A run's offer as its staging records it: a run id staged by one site is never touched
+/// by another's offer.
+fn upload_of(offer: &pb::RunOffer) -> staging::Offer {
+    staging::Offer {
+        id: offer.run_id.clone(),
+        owner: offer.site.clone(),
+        size: offer.size,
+        sha256: offer.sha256.clone(),
     }
-    Ok(())
 }
 
 /// The current runs `filter` (a `WHERE` clause on `runs r`, or nothing) keeps, by period
@@ -596,87 +576,31 @@ impl MergeStore for SqliteMergeStore {
         at: OffsetDateTime,
         stale_before: OffsetDateTime,
     ) -> Result<Staged, MergeError> {
-        let size = i64::try_from(offer.size).unwrap_or(i64::MAX);
         let (at, stale_before) = (rfc3339(at), rfc3339(stale_before));
+        let upload = upload_of(offer);
         self.store.with(|conn| {
             let tx = conn.transaction()?;
-            for table in ["staged_chunks", "staged_runs"] {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE run_id IN
-                           (SELECT run_id FROM staged_runs WHERE started_at < ?1)"
-                    ),
-                    params![stale_before],
-                )?;
-            }
-            let existing: Option<(i64, String, i64, Option<String>, String)> = tx
-                .query_row(
-                    "SELECT size, sha256, held, outcome, site FROM staged_runs WHERE run_id = ?1",
-                    params![offer.run_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            // A run id staged by one site is never touched by another's offer.
-            if let Some((.., owner)) = existing.as_ref().filter(|e| e.4 != offer.site) {
-                return Ok(Err(MergeError::Conflict {
-                    run_id: offer.run_id.clone(),
-                    stored: format!("a staging of site {owner}"),
-                    sent: format!("an offer of site {}", offer.site),
-                }));
-            }
-            let existing =
-                existing.map(|(size, sha256, held, outcome, _)| (size, sha256, held, outcome));
-            let staged = match existing {
-                Some((stored_size, sha256, held, outcome))
-                    if stored_size == size && sha256 == offer.sha256 =>
-                {
-                    Staged {
-                        held: u64::try_from(held).unwrap_or(0),
-                        committed: outcome.as_deref().and_then(Commit::parse),
-                        created: false,
-                    }
-                }
-                Some((_, sha256, _, Some(_))) => {
+            // A site sends its runs one after another, so its older unfinished stagings
+            // are abandoned (runs its spool dropped).
+            let staged =
+                STAGED_RUNS.stage(&tx, &upload, &at, &stale_before, UNFINISHED_PER_SITE)?;
+            let staged = match staged {
+                staging::Staged::Open { held, created } => Staged {
+                    held,
+                    committed: None,
+                    created,
+                },
+                staging::Staged::Settled(outcome) => Staged {
+                    held: offer.size,
+                    committed: Commit::parse(&outcome),
+                    created: false,
+                },
+                staging::Staged::Conflict { stored, sent } => {
                     return Ok(Err(MergeError::Conflict {
                         run_id: offer.run_id.clone(),
-                        stored: sha256,
-                        sent: offer.sha256.clone(),
+                        stored,
+                        sent,
                     }));
-                }
-                existing => {
-                    if existing.is_some() {
-                        tx.execute(
-                            "DELETE FROM staged_chunks WHERE run_id = ?1",
-                            params![offer.run_id],
-                        )?;
-                    }
-                    // A site sends its runs one after another, so its older unfinished
-                    // stagings are abandoned (runs its spool dropped): keep only the newest
-                    // few, which bounds the disk one site can fill.
-                    for table in ["staged_chunks", "staged_runs"] {
-                        tx.execute(
-                            &format!(
-                                "DELETE FROM {table} WHERE run_id IN
-                                   (SELECT run_id FROM staged_runs
-                                    WHERE site = ?1 AND outcome IS NULL AND run_id <> ?2
-                                    ORDER BY started_at DESC LIMIT -1 OFFSET ?3)"
-                            ),
-                            params![offer.site, offer.run_id, UNFINISHED_PER_SITE - 1],
-                        )?;
-                    }
-                    tx.execute(
-                        "INSERT INTO staged_runs (run_id, site, size, sha256, held, started_at)
-                         VALUES (?1, ?2, ?3, ?4, 0, ?5)
-                         ON CONFLICT(run_id) DO UPDATE SET
-                           site = excluded.site, size = excluded.size, sha256 = excluded.sha256,
-                           held = 0, started_at = excluded.started_at, outcome = NULL",
-                        params![offer.run_id, offer.site, size, offer.sha256, at],
-                    )?;
-                    Staged {
-                        held: 0,
-                        committed: None,
-                        created: true,
-                    }
                 }
             };
             tx.commit()?;
@@ -685,79 +609,13 @@ impl MergeStore for SqliteMergeStore {
     }
 
     fn stage_append(&self, run_id: &str, offset: u64, data: &[u8]) -> Result<Appended, StoreError> {
-        self.store.with(|conn| {
-            let tx = conn.transaction()?;
-            let held: Option<i64> = tx
-                .query_row(
-                    "SELECT held FROM staged_runs WHERE run_id = ?1 AND outcome IS NULL",
-                    params![run_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(held) = held else {
-                return Ok(Appended::Gone);
-            };
-            let held = u64::try_from(held).unwrap_or(0);
-            if offset != held {
-                return Ok(Appended::Elsewhere(held));
-            }
-            let after = held + data.len() as u64;
-            let (start, end) = (
-                i64::try_from(held).unwrap_or(i64::MAX),
-                i64::try_from(after).unwrap_or(i64::MAX),
-            );
-            tx.execute(
-                "INSERT INTO staged_chunks (run_id, offset, data) VALUES (?1, ?2, ?3)",
-                params![run_id, start, data],
-            )?;
-            tx.execute(
-                "UPDATE staged_runs SET held = ?2 WHERE run_id = ?1",
-                params![run_id, end],
-            )?;
-            tx.commit()?;
-            Ok(Appended::Held(after))
-        })
+        self.store
+            .with(|conn| STAGED_RUNS.append(conn, run_id, offset, data))
     }
 
     fn staged_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        let (start, end) = (offset, offset + len as u64);
-        self.store.with(|conn| {
-            // No chunk is longer than a chunk may be, so only those starting that far before
-            // the range can reach into it: the key's range scan stays short however many
-            // chunks came before.
-            let mut stmt = conn.prepare(
-                "SELECT offset, data FROM staged_chunks
-                 WHERE run_id = ?1 AND offset >= ?4 AND offset < ?3
-                   AND offset + LENGTH(data) > ?2
-                 ORDER BY offset",
-            )?;
-            let earliest = start.saturating_sub(hrs_rpc::chunks::MAX_CHUNK_BYTES as u64);
-            let mut rows = stmt.query(params![
-                run_id,
-                i64::try_from(start).unwrap_or(i64::MAX),
-                i64::try_from(end).unwrap_or(i64::MAX),
-                i64::try_from(earliest).unwrap_or(i64::MAX)
-            ])?;
-            let mut out = Vec::with_capacity(len);
-            while let Some(row) = rows.next()? {
-                let at = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                let from = usize::try_from(start.saturating_sub(at)).unwrap_or(usize::MAX);
-                let to = usize::try_from(end - at)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                if let Some(part) = data.get(from..to) {
-                    out.extend_from_slice(part);
-                }
-            }
-            if out.len() != len {
-                return Err(StoreError::Corrupt(format!(
-                    "staged run {run_id}: {} of {len} bytes at {offset}",
-                    out.len()
-                )));
-            }
-            Ok(out)
-        })
+        self.store
+            .with(|conn| STAGED_RUNS.range(conn, run_id, offset, len))
     }
 
     fn commit_staged(
@@ -777,20 +635,7 @@ impl MergeStore for SqliteMergeStore {
             let tx = conn.transaction()?;
             // The staging checked a moment ago must still be the same, whole and open: it
             // may have been swept, evicted or replaced meanwhile.
-            let staged: Option<(i64, String, i64, Option<String>)> = tx
-                .query_row(
-                    "SELECT size, sha256, held, outcome FROM staged_runs WHERE run_id = ?1",
-                    params![run_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let whole = i64::try_from(size).unwrap_or(i64::MAX);
-            let intact = matches!(
-                &staged,
-                Some((stored, sha256, held, None))
-                    if *stored == whole && *held == whole && *sha256 == offer.sha256
-            );
-            if !intact {
+            if !STAGED_RUNS.intact(&tx, &upload_of(offer))? {
                 return Err(StoreError::Corrupt(format!(
                     "run {run_id} changed in staging while it was committed; send it again"
                 )));
@@ -828,7 +673,8 @@ impl MergeStore for SqliteMergeStore {
                             i64::try_from(size).unwrap_or(i64::MAX)
                         ],
                     )?;
-                    copy_staged_payload(&tx, &run_id, tx.last_insert_rowid())?;
+                    let rowid = tx.last_insert_rowid();
+                    STAGED_RUNS.copy_into(&tx, &run_id, "runs", "payload", rowid)?;
                     let newer = tx.execute(
                         "INSERT INTO current_runs (period, site, run_id, sequence)
                          VALUES (?1, ?2, ?3, ?4)
@@ -844,30 +690,14 @@ impl MergeStore for SqliteMergeStore {
                     }
                 }
             };
-            tx.execute(
-                "DELETE FROM staged_chunks WHERE run_id = ?1",
-                params![run_id],
-            )?;
-            tx.execute(
-                "UPDATE staged_runs SET outcome = ?2 WHERE run_id = ?1",
-                params![run_id, commit.as_str()],
-            )?;
+            STAGED_RUNS.settle(&tx, &run_id, commit.as_str())?;
             tx.commit()?;
             Ok(Ok(commit))
         })?
     }
 
     fn stage_discard(&self, run_id: &str) -> Result<(), StoreError> {
-        self.store.with(|conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "DELETE FROM staged_chunks WHERE run_id = ?1",
-                params![run_id],
-            )?;
-            tx.execute("DELETE FROM staged_runs WHERE run_id = ?1", params![run_id])?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.store.with(|conn| STAGED_RUNS.discard(conn, run_id))
     }
 }
 

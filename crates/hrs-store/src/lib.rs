@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub mod staging;
+
 /// Why a store could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
