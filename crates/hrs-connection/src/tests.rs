@@ -345,7 +345,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
     let submissions = store.submissions().await.expect("lists");
     assert_eq!(submissions.len(), 2);
     let latest = store
-        .latest(&period.hierarchy_hash, "2026-W48")
+        .latest(&period.hierarchy_hash, &week("2026-W48"))
         .await
         .expect("reads")
         .expect("present");

@@ -285,9 +285,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
         .map(|(merged, state)| {
             let held: Vec<_> = submissions
                 .iter()
-                .filter(|s| {
-                    s.hierarchy_hash == hierarchy.hashed() && s.period == state.period.to_string()
-                })
+                .filter(|s| s.hierarchy_hash == hierarchy.hashed() && s.period == state.period)
                 .collect();
             PeriodSummary {
                 period: merged.period.period.clone(),
