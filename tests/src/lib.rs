@@ -527,12 +527,17 @@ impl Hierarchy {
                 .and_then(|store| store.stored_blocking().ok())
                 .into_iter()
                 .flatten()
-                .any(|p| p.period == s.period && p.digest == s.digest && p.sites.len() == sites)
+                .any(|p| {
+                    p.period == s.period.to_string()
+                        && p.digest == s.digest
+                        && p.sites.len() == sites
+                })
         })
         .await
     }
 
     async fn wait_state(&self, period: &str, done: impl Fn(&PeriodState) -> bool) -> PeriodState {
+        let period: Period = period.parse().expect("a period");
         let started = tokio::time::Instant::now();
         let mut last = None;
         while started.elapsed() < DELIVERY_TIMEOUT {

@@ -49,7 +49,7 @@ async fn a_period_leaves_at_its_deadline_with_the_sites_present_then_again_when_
     // At the deadline it leaves, once, with P02 missing.
     move_past_deadline(&h, Duration::ZERO);
     let first = h.wait_submissions(1).await;
-    assert_eq!(first[0].period, PERIOD);
+    assert_eq!(first[0].period, period());
     assert_eq!(missing(&h, &first[0].submission_id).await, 1);
 
     // P02 reports late: the period goes again, complete, once it has been quiet.
@@ -125,14 +125,14 @@ async fn a_complete_period_leaves_at_once_and_a_changed_one_after_the_settling_t
     }
     let held = h.wait_submissions(2).await;
     assert_eq!(
-        held.iter().map(|s| s.period.clone()).collect::<Vec<_>>(),
-        [PERIOD.to_owned(), next.to_string()],
+        held.iter().map(|s| s.period).collect::<Vec<_>>(),
+        [period(), next],
         "the changed week left before it was quiet"
     );
 
     h.clock.advance(SETTLE);
     let all = h.wait_submissions(3).await;
-    assert_eq!(all[2].period, PERIOD);
+    assert_eq!(all[2].period, period());
     assert_ne!(all[0].digest, all[2].digest);
     h.shutdown().await;
 }

@@ -40,7 +40,7 @@ async fn merged_period_reaches_the_intake_with_every_site() {
     let submissions = h.intake_submissions().await;
     assert_eq!(submissions.len(), 1, "{submissions:?}");
     assert_eq!(submissions[0].submission_id, submission_id);
-    assert_eq!(submissions[0].period, PERIOD);
+    assert_eq!(submissions[0].period.to_string(), PERIOD);
     assert_eq!(submissions[0].hierarchy_hash, h.hierarchy_id.hashed());
     assert_eq!(submissions[0].rows, merged as u64);
 

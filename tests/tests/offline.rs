@@ -6,7 +6,7 @@
 
 use hrs_connection::offline::{self, ConnectOptions, OfflineError, Silent};
 use hrs_connection::{ConnectionPointConfig, Policy, SqliteOutbox, State, outbound};
-use hrs_tests::{Hierarchy, PERIOD, merged_rows, rows};
+use hrs_tests::{Hierarchy, PERIOD, merged_rows, period, rows};
 use prost::Message as _;
 
 /// What the online path would send from this connection point now: every stored period
@@ -68,7 +68,7 @@ async fn two_hierarchies_go_out_through_one_folder_and_the_intake_holds_what_onl
     for h in [&a, &b] {
         let prepared = offline::prepare(&h.connection_point, media.path(), &Silent, &h.clock)
             .expect("prepares");
-        assert_eq!(prepared.periods, [PERIOD]);
+        assert_eq!(prepared.periods, [period()]);
         let bundle = offline::read_bundle_file(&prepared.path.expect("a bundle"))
             .expect("the bundle verifies");
         assert_eq!(
@@ -95,14 +95,14 @@ async fn two_hierarchies_go_out_through_one_folder_and_the_intake_holds_what_onl
     for h in [&a, &b] {
         let imported = offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock)
             .expect("imports");
-        assert_eq!(imported.outcome.accepted, [PERIOD]);
+        assert_eq!(imported.outcome.accepted, [period()]);
         let state = h.wait_delivered(PERIOD).await;
         assert!(state.submission_id.is_some());
         // Importing again changes nothing.
         let again = offline::import(&h.connection_point, downloads.path(), &Silent, &h.clock)
             .expect("imports");
         assert!(again.outcome.accepted.is_empty());
-        assert_eq!(again.outcome.already, [PERIOD]);
+        assert_eq!(again.outcome.already, [period()]);
     }
 
     // The intake holds, byte for byte, what each connection point's online path sends.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hrs_connection::{CheckRecord, SqliteOutbox};
 use hrs_core::clock::{Clock as _, ManualClock, rfc3339};
 use hrs_tests::{Hierarchy, PERIOD};
+use time::OffsetDateTime;
 use time::macros::datetime;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -22,15 +23,15 @@ fn last_check(h: &Hierarchy) -> Option<CheckRecord> {
         .flatten()
 }
 
-/// Waits until the last check ran at `at` (RFC 3339) and returns it.
-async fn wait_check_at(h: &Hierarchy, at: &str) -> CheckRecord {
+/// Waits until the last check ran at `at` and returns it.
+async fn wait_check_at(h: &Hierarchy, at: OffsetDateTime) -> CheckRecord {
     for _ in 0..500 {
         if let Some(check) = last_check(h).filter(|c| c.last_check_at == at) {
             return check;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("no check at {at}; last: {:?}", last_check(h));
+    panic!("no check at {}; last: {:?}", rfc3339(at), last_check(h));
 }
 
 /// An update catalog with one update every demo site is below, and its package.
@@ -62,8 +63,8 @@ async fn a_check_that_finds_nothing_rechecks_after_an_hour() {
         .start()
         .await;
     // The check at start finds nothing: no update catalog at this intake.
-    let first = wait_check_at(&h, &rfc3339(start)).await;
-    assert_eq!(first.next_check_at, rfc3339(start + HOUR));
+    let first = wait_check_at(&h, start).await;
+    assert_eq!(first.next_check_at, start + HOUR);
 
     // A period arriving is submitted by a check at once, whatever the schedule.
     h.collect_everywhere().await;
@@ -74,8 +75,8 @@ async fn a_check_that_finds_nothing_rechecks_after_an_hour() {
     // 1 h 59 min, and the one at the hour would never come.
     clock.advance(HOUR - Duration::from_secs(60));
     clock.advance(Duration::from_secs(60));
-    let hourly = wait_check_at(&h, &rfc3339(start + HOUR)).await;
-    assert_eq!(hourly.next_check_at, rfc3339(start + 2 * HOUR));
+    let hourly = wait_check_at(&h, start + HOUR).await;
+    assert_eq!(hourly.next_check_at, start + 2 * HOUR);
     assert_eq!(hourly.last_error, None);
     // The resubmission is a duplicate: still one submission.
     assert_eq!(h.intake_submissions().await.len(), 1);
@@ -93,19 +94,19 @@ async fn a_check_that_finds_updates_keeps_the_manifest_and_checks_again_a_day_la
         .update_catalog(catalog(updates.path()))
         .start()
         .await;
-    wait_check_at(&h, &rfc3339(start)).await;
+    wait_check_at(&h, start).await;
     h.collect_everywhere().await;
     h.wait_delivered(PERIOD).await;
     // The check that submitted the period also learnt, from it, what applies.
     let mut check = last_check(&h).expect("a check");
     for _ in 0..500 {
-        if check.next_check_at == rfc3339(start + 24 * HOUR) {
+        if check.next_check_at == start + 24 * HOUR {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         check = last_check(&h).expect("a check");
     }
-    assert_eq!(check.next_check_at, rfc3339(start + 24 * HOUR));
+    assert_eq!(check.next_check_at, start + 24 * HOUR);
     let store = SqliteOutbox::open_existing(&h.connection_point.store)
         .expect("opens")
         .expect("exists");
@@ -126,8 +127,8 @@ async fn a_check_that_finds_updates_keeps_the_manifest_and_checks_again_a_day_la
     // An hour later nothing happens; a day later the next check runs.
     clock.advance(HOUR);
     clock.advance(23 * HOUR);
-    let daily = wait_check_at(&h, &rfc3339(start + 24 * HOUR)).await;
-    assert_eq!(daily.next_check_at, rfc3339(start + 48 * HOUR));
+    let daily = wait_check_at(&h, start + 24 * HOUR).await;
+    assert_eq!(daily.next_check_at, start + 48 * HOUR);
     assert_eq!(rfc3339(clock.now()), rfc3339(start + 24 * HOUR));
     h.shutdown().await;
 }

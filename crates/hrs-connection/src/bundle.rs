@@ -11,11 +11,13 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use hrs_core::Value;
+use hrs_core::clock::rfc3339;
 use hrs_core::digest::merged_digest;
 use hrs_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
 
 /// The format tag of bundles written by this version.
 pub const FORMAT: &str = "hrs-bundle/1";
@@ -272,7 +274,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 pub fn write_bundle(
     folder: &Path,
     period: &pb::MergedPeriod,
-    created_at: &str,
+    created_at: OffsetDateTime,
 ) -> Result<PathBuf, BundleError> {
     let path = folder.join(file_name(period));
     let bytes = encode_period(period, created_at)?;
@@ -285,7 +287,10 @@ pub fn write_bundle(
 
 /// Encodes `period` (already filtered by [`crate::outbound`]) as one period's bundle
 /// document made `created_at`, refusing a period whose values would not survive JSON.
-pub fn encode_period(period: &pb::MergedPeriod, created_at: &str) -> Result<Vec<u8>, BundleError> {
+pub fn encode_period(
+    period: &pb::MergedPeriod,
+    created_at: OffsetDateTime,
+) -> Result<Vec<u8>, BundleError> {
     let payload = BundlePayload::from(period);
     let unrepresentable = |problem: String| BundleError::Unrepresentable {
         period: period.period.clone(),
@@ -307,7 +312,7 @@ pub fn encode_period(period: &pb::MergedPeriod, created_at: &str) -> Result<Vec<
         format: FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
         hierarchy_hash: period.hierarchy_hash.clone(),
-        created_at: created_at.to_owned(),
+        created_at: rfc3339(created_at),
         period: period.period.clone(),
         level: period.level.clone(),
         digest: period.digest.clone(),

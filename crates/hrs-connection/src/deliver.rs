@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::intake::IntakeLink;
 use crate::outbound::{Policy, outbound};
-use crate::store::{CheckRecord, ManifestSource, OutboxStore};
+use crate::store::{CheckRecord, ManifestSource, OutboxStore, period_of};
 use crate::{ConnectionPointConfig, Mode};
 
 /// Which updates an online check asks for: everything that applies, for `hrs status`.
@@ -124,9 +124,9 @@ async fn check<S: OutboxStore>(
         Err(e) => (delivery.retry, Some(e.clone())),
     };
     let record = CheckRecord {
-        last_check_at: rfc3339(started),
+        last_check_at: started,
         last_error,
-        next_check_at: rfc3339(started + wait),
+        next_check_at: started + wait,
     };
     if let Err(e) = store.record_check(&record).await {
         error!(error = %e, "cannot record the update check");
@@ -135,7 +135,7 @@ async fn check<S: OutboxStore>(
         Ok(applicable) => {
             info!(
                 applicable,
-                next_check_at = %record.next_check_at,
+                next_check_at = %rfc3339(record.next_check_at),
                 "update check done"
             );
             None
@@ -184,15 +184,16 @@ async fn submit_and_ask<S: OutboxStore>(
                 continue;
             }
         };
-        match store
-            .mark_submitted(
-                &period.period,
-                &period.digest,
-                &answer.submission_id,
-                &clock.stamp(),
-            )
-            .await
-        {
+        // A stored period that does not parse is corruption, reported as a failed record.
+        let recorded = match period_of(&period) {
+            Ok(when) => {
+                store
+                    .mark_submitted(&when, &period.digest, &answer.submission_id, clock.now())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match recorded {
             Ok(true) => info!(
                 period = %period.period,
                 level = %sent.level,
@@ -221,7 +222,7 @@ async fn submit_and_ask<S: OutboxStore>(
         .map_err(|e| e.to_string())?;
     let applicable = manifest.updates.len();
     store
-        .record_manifest(&manifest, ManifestSource::Online, &clock.stamp())
+        .record_manifest(&manifest, ManifestSource::Online, clock.now())
         .await
         .map_err(|e| format!("cannot keep the update manifest: {e}"))?;
     if !failed.is_empty() {

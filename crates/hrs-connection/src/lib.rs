@@ -176,7 +176,7 @@ impl<S: OutboxStore> PointService<S> {
                 expected: self.hierarchy_hash.clone(),
             });
         }
-        let offered = self.store.offer(&period, &self.clock.stamp()).await?;
+        let offered = self.store.offer(&period, self.clock.now()).await?;
         info!(
             period = %when,
             %level,

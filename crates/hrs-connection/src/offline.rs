@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use hrs_core::Period;
 use hrs_core::token::Token;
 use hrs_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{decode_period, encode_period, sha256_hex, write_atomic};
 use crate::intake::{IntakeCallError, IntakeLink};
 use crate::outbound::{Policy, outbound};
-use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, SqliteOutbox};
+use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, SqliteOutbox, period_of};
 use crate::{ConnectionError, ConnectionPointConfig};
 
 /// The format tag of bundles written by this version.
@@ -234,7 +235,7 @@ pub struct Prepared {
     /// The bundle written; none when every period was already acknowledged.
     pub path: Option<PathBuf>,
     /// The periods it holds.
-    pub periods: Vec<String>,
+    pub periods: Vec<Period>,
 }
 
 /// A file-name-safe form of a hashed hierarchy ID (Base64 with `/` and `+`).
@@ -312,13 +313,16 @@ pub fn prepare(
     let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let mut builder = tar::Builder::new(Vec::new());
     let mut entries = Vec::new();
+    // What to mark bundled once the file is written: each period as received.
+    let mut bundled = Vec::new();
     let mut sums = String::new();
     let mut progress = report.progress("bundling periods", unsent.len() as u64);
     for (i, period) in unsent.iter().enumerate() {
+        let when = period_of(period).map_err(ConnectionError::from)?;
         let sent = outbound(period, &policy);
         // A period JSON cannot carry (NaN, infinity) is reported and left unsent; it must
         // not keep the others from leaving.
-        let bytes = match encode_period(&sent, &created_at) {
+        let bytes = match encode_period(&sent, now) {
             Ok(bytes) => bytes,
             Err(e) => {
                 report.line(&format!("{} left out of the bundle: {e}", sent.period));
@@ -339,6 +343,7 @@ pub fn prepare(
             received_digest: period.digest.clone(),
             rows: rows_of(&sent),
         });
+        bundled.push((when, period.digest.clone()));
         progress.set(i as u64 + 1);
     }
     progress.finish();
@@ -379,15 +384,7 @@ pub fn prepare(
     ));
     write_atomic(&path, &archive).map_err(io(&path))?;
     let marked = store
-        .mark_bundled_blocking(
-            &manifest
-                .periods
-                .iter()
-                .map(|p| (p.period.clone(), p.received_digest.clone()))
-                .collect::<Vec<_>>(),
-            &path,
-            &created_at,
-        )
+        .mark_bundled_blocking(&bundled, &path, now)
         .map_err(ConnectionError::from)?;
     for period in &manifest.periods {
         report.line(&format!(
@@ -1113,6 +1110,22 @@ pub fn import(
             ),
         ));
     }
+    // The receipt lists only periods the intake acknowledged, and the intake takes nothing
+    // but ISO weeks: one that is not a period was edited.
+    let acknowledged = receipt
+        .submissions
+        .iter()
+        .map(|s| {
+            Ok(Acknowledged {
+                period: s
+                    .period
+                    .parse()
+                    .map_err(|e| tampered(&receipt_path, format!("it acknowledges {e}")))?,
+                received_digest: s.received_digest.clone(),
+                submission_id: s.submission_id.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, OfflineError>>()?;
     // Every package: listed by the manifest, safe to name, and the bytes it says.
     let manifest = receipt.manifest.as_ref().map(pb::UpdateManifest::from);
     if let Some(m) = &manifest
@@ -1184,17 +1197,8 @@ pub fn import(
             path: to,
         });
     }
-    let acknowledged: Vec<Acknowledged> = receipt
-        .submissions
-        .iter()
-        .map(|s| Acknowledged {
-            period: s.period.clone(),
-            received_digest: s.received_digest.clone(),
-            submission_id: s.submission_id.clone(),
-        })
-        .collect();
     let outcome = store
-        .import_blocking(&acknowledged, manifest.as_ref(), &imported, &clock.stamp())
+        .import_blocking(&acknowledged, manifest.as_ref(), &imported, clock.now())
         .map_err(ConnectionError::from)?;
     for period in &outcome.accepted {
         report.line(&format!(

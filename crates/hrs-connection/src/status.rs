@@ -1,6 +1,7 @@
 //! A connection point's status, for `hrs status`: each period and whether the intake
 //! acknowledged it, the update-check schedule, and the updates available.
 
+use hrs_core::clock::rfc3339;
 use serde::Serialize;
 
 use crate::ConnectionError;
@@ -69,7 +70,7 @@ pub fn status(config: &ConnectionPointConfig) -> Result<PointStatus, ConnectionE
             .states_blocking()?
             .into_iter()
             .map(|s| PointPeriod {
-                period: s.period,
+                period: s.period.to_string(),
                 state: match s.state {
                     State::Submitted => "sent".to_owned(),
                     State::Bundled => "bundled, awaiting import".to_owned(),
@@ -80,10 +81,10 @@ pub fn status(config: &ConnectionPointConfig) -> Result<PointStatus, ConnectionE
                 bundle: s.bundle_path.map(|p| p.display().to_string()),
             })
             .collect(),
-        last_check_at: check.as_ref().map(|c| c.last_check_at.clone()),
+        last_check_at: check.as_ref().map(|c| rfc3339(c.last_check_at)),
         last_check_error: check.as_ref().and_then(|c| c.last_error.clone()),
-        next_check_at: check.as_ref().map(|c| c.next_check_at.clone()),
-        manifest_received_at: manifest.as_ref().map(|m| m.received_at.clone()),
+        next_check_at: check.as_ref().map(|c| rfc3339(c.next_check_at)),
+        manifest_received_at: manifest.as_ref().map(|m| rfc3339(m.received_at)),
         manifest_source: manifest.as_ref().map(|m| m.source.clone()),
         site_versions: manifest
             .as_ref()

@@ -5,14 +5,22 @@
 //! The role writes only through [`OutboxStore`], so another backend can replace SQLite and
 //! be tested against the same suite. The connection tool reads the SQLite file directly
 //! (read-only) through [`SqliteOutbox::open_existing`].
+//!
+//! Periods and times are typed in and out; they become text only in SQL (times as
+//! [`rfc3339`]: UTC, whole seconds), and a stored one that does not parse back is reported
+//! as corruption.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use hrs_core::Period;
+use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The schema; idempotent so every start can apply it.
 const SCHEMA: &str = "
@@ -109,21 +117,21 @@ pub enum Offered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodState {
     /// The period (ISO week).
-    pub period: String,
+    pub period: Period,
     /// Digest of the merged period as received.
     pub digest: String,
     /// The level the period was collected at.
     pub level: String,
-    /// RFC 3339 time it was received.
-    pub received_at: String,
+    /// When it was received (whole seconds, as stored).
+    pub received_at: OffsetDateTime,
     /// How far its delivery got.
     pub state: State,
     /// The intake's identifier, once submitted.
     pub submission_id: Option<String>,
     /// The bundle file, once bundled.
     pub bundle_path: Option<PathBuf>,
-    /// RFC 3339 time of the delivery.
-    pub answered_at: Option<String>,
+    /// When it was delivered (submitted or bundled).
+    pub answered_at: Option<OffsetDateTime>,
 }
 
 /// Every read and write the connection point makes to its durable state.
@@ -132,7 +140,7 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn offer(
         &self,
         period: &pb::MergedPeriod,
-        at: &str,
+        at: OffsetDateTime,
     ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
 
     /// Returns the merged periods the intake has not acknowledged (pending or only
@@ -143,10 +151,10 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// when a newer version arrived meanwhile (which then stays pending).
     fn mark_submitted(
         &self,
-        period: &str,
+        period: &Period,
         digest: &str,
         submission_id: &str,
-        at: &str,
+        at: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Returns every stored period's delivery state, in period order.
@@ -160,7 +168,7 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         manifest: &pb::UpdateManifest,
         source: ManifestSource,
-        received_at: &str,
+        received_at: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records an update check: when it ran, why it failed if it did, and when the next
@@ -196,8 +204,8 @@ impl ManifestSource {
 /// The newest manifest kept, with when and how it arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredManifest {
-    /// RFC 3339 time it arrived.
-    pub received_at: String,
+    /// When it arrived.
+    pub received_at: OffsetDateTime,
     /// `online` or `import`.
     pub source: String,
     /// The manifest itself.
@@ -207,12 +215,12 @@ pub struct StoredManifest {
 /// One update check, as `hrs status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckRecord {
-    /// RFC 3339 time it ran.
-    pub last_check_at: String,
+    /// When it ran (stored to the whole second).
+    pub last_check_at: OffsetDateTime,
     /// Why it failed, when it did.
     pub last_error: Option<String>,
-    /// RFC 3339 time the next check is due.
-    pub next_check_at: String,
+    /// When the next check is due (stored to the whole second).
+    pub next_check_at: OffsetDateTime,
 }
 
 /// An update package the connection tool imported.
@@ -234,7 +242,7 @@ pub struct ImportedPackage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acknowledged {
     /// The period.
-    pub period: String,
+    pub period: Period,
     /// Digest of the period as this connection point received it (not as sent).
     pub received_digest: String,
     /// The intake's identifier of the submission.
@@ -245,12 +253,12 @@ pub struct Acknowledged {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportOutcome {
     /// Periods marked accepted now.
-    pub accepted: Vec<String>,
+    pub accepted: Vec<Period>,
     /// Periods acknowledged for a version this store no longer holds (a newer version
     /// arrived since `prepare`), left unsent.
-    pub stale: Vec<String>,
+    pub stale: Vec<Period>,
     /// Periods that were already accepted.
-    pub already: Vec<String>,
+    pub already: Vec<Period>,
 }
 
 /// The outbox in an embedded SQLite file.
@@ -310,11 +318,11 @@ impl SqliteOutbox {
     /// bundle at `path`; returns the periods recorded (a newer version is left pending).
     pub fn mark_bundled_blocking(
         &self,
-        periods: &[(String, String)],
+        periods: &[(Period, String)],
         path: &Path,
-        at: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let path = path.to_string_lossy().into_owned();
+        at: OffsetDateTime,
+    ) -> Result<Vec<Period>, StoreError> {
+        let (path, at) = (path.to_string_lossy().into_owned(), rfc3339(at));
         self.store.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut marked = Vec::new();
@@ -322,10 +330,10 @@ impl SqliteOutbox {
                 let changed = tx.execute(
                     "UPDATE periods SET state = 'bundled', bundle_path = ?3, answered_at = ?4
                      WHERE period = ?1 AND digest = ?2 AND state IN ('pending', 'bundled')",
-                    params![period, digest, path, at],
+                    params![period.to_string(), digest, path, at],
                 )?;
                 if changed == 1 {
-                    marked.push(period.clone());
+                    marked.push(*period);
                 }
             }
             tx.commit()?;
@@ -342,35 +350,36 @@ impl SqliteOutbox {
         acknowledged: &[Acknowledged],
         manifest: Option<&pb::UpdateManifest>,
         packages: &[ImportedPackage],
-        at: &str,
+        at: OffsetDateTime,
     ) -> Result<ImportOutcome, StoreError> {
-        let manifest = manifest.map(|m| m.encode_to_vec());
+        let (manifest, at) = (manifest.map(|m| m.encode_to_vec()), rfc3339(at));
         self.store.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut outcome = ImportOutcome::default();
             for ack in acknowledged {
+                let period = ack.period.to_string();
                 let stored: Option<(String, String)> = tx
                     .query_row(
                         "SELECT digest, state FROM periods WHERE period = ?1",
-                        params![ack.period],
+                        params![period],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
                 match stored {
                     Some((digest, state)) if digest == ack.received_digest => {
                         if state == "submitted" {
-                            outcome.already.push(ack.period.clone());
+                            outcome.already.push(ack.period);
                         } else {
                             tx.execute(
                                 "UPDATE periods SET state = 'submitted', submission_id = ?2,
                                      answered_at = ?3
                                  WHERE period = ?1",
-                                params![ack.period, ack.submission_id, at],
+                                params![period, ack.submission_id, at],
                             )?;
-                            outcome.accepted.push(ack.period.clone());
+                            outcome.accepted.push(ack.period);
                         }
                     }
-                    _ => outcome.stale.push(ack.period.clone()),
+                    _ => outcome.stale.push(ack.period),
                 }
             }
             if let Some(manifest) = &manifest {
@@ -413,7 +422,7 @@ impl SqliteOutbox {
                 .optional()?;
             row.map(|(received_at, source, bytes)| {
                 Ok(StoredManifest {
-                    received_at,
+                    received_at: stored_time(&received_at)?,
                     source,
                     manifest: pb::UpdateManifest::decode(bytes.as_slice())
                         .map_err(|e| StoreError::Corrupt(format!("manifest: {e}")))?,
@@ -451,19 +460,39 @@ impl SqliteOutbox {
 }
 
 fn read_check(conn: &mut Connection) -> Result<Option<CheckRecord>, StoreError> {
-    Ok(conn
+    let row: Option<(String, Option<String>, String)> = conn
         .query_row(
             "SELECT last_check_at, last_error, next_check_at FROM update_checks WHERE id = 1",
             [],
-            |r| {
-                Ok(CheckRecord {
-                    last_check_at: r.get(0)?,
-                    last_error: r.get(1)?,
-                    next_check_at: r.get(2)?,
-                })
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .optional()?)
+        .optional()?;
+    row.map(|(last_check_at, last_error, next_check_at)| {
+        Ok(CheckRecord {
+            last_check_at: stored_time(&last_check_at)?,
+            last_error,
+            next_check_at: stored_time(&next_check_at)?,
+        })
+    })
+    .transpose()
+}
+
+/// A period the store wrote itself: one that does not parse is corruption.
+fn stored_period(text: &str) -> Result<Period, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("stored period {text:?}: {e}")))
+}
+
+/// A time the store wrote itself (RFC 3339, see [`rfc3339`]).
+fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
+}
+
+/// Returns the period a merged period read back from the store covers: every period was
+/// checked when it was offered, so one that does not parse is corruption.
+pub(crate) fn period_of(period: &pb::MergedPeriod) -> Result<Period, StoreError> {
+    stored_period(&period.period)
 }
 
 fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
@@ -512,14 +541,14 @@ fn read_states(conn: &mut Connection) -> Result<Vec<PeriodState>, StoreError> {
                 answered_at,
             )| {
                 Ok(PeriodState {
-                    period,
+                    period: stored_period(&period)?,
                     digest,
                     level,
-                    received_at,
+                    received_at: stored_time(&received_at)?,
                     state: State::parse(&state)?,
                     submission_id,
                     bundle_path: bundle_path.map(PathBuf::from),
-                    answered_at,
+                    answered_at: answered_at.as_deref().map(stored_time).transpose()?,
                 })
             },
         )
@@ -535,14 +564,18 @@ fn read_stored(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErro
 }
 
 impl OutboxStore for SqliteOutbox {
-    async fn offer(&self, period: &pb::MergedPeriod, at: &str) -> Result<Offered, StoreError> {
+    async fn offer(
+        &self,
+        period: &pb::MergedPeriod,
+        at: OffsetDateTime,
+    ) -> Result<Offered, StoreError> {
         let payload = period.encode_to_vec();
         let (when, digest, level) = (
             period.period.clone(),
             period.digest.clone(),
             period.level.clone(),
         );
-        let received_at = at.to_owned();
+        let received_at = rfc3339(at);
         self.store
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -580,16 +613,16 @@ impl OutboxStore for SqliteOutbox {
 
     async fn mark_submitted(
         &self,
-        period: &str,
+        period: &Period,
         digest: &str,
         submission_id: &str,
-        at: &str,
+        at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let (period, digest, id, at) = (
-            period.to_owned(),
+            period.to_string(),
             digest.to_owned(),
             submission_id.to_owned(),
-            at.to_owned(),
+            rfc3339(at),
         );
         self.store
             .call(move |conn| {
@@ -615,12 +648,12 @@ impl OutboxStore for SqliteOutbox {
         &self,
         manifest: &pb::UpdateManifest,
         source: ManifestSource,
-        received_at: &str,
+        received_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let (bytes, source, at) = (
             manifest.encode_to_vec(),
             source.as_str(),
-            received_at.to_owned(),
+            rfc3339(received_at),
         );
         self.store
             .call(move |conn| {
@@ -634,7 +667,11 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn record_check(&self, check: &CheckRecord) -> Result<(), StoreError> {
-        let check = check.clone();
+        let (last_check_at, last_error, next_check_at) = (
+            rfc3339(check.last_check_at),
+            check.last_error.clone(),
+            rfc3339(check.next_check_at),
+        );
         self.store
             .call(move |conn| {
                 conn.execute(
@@ -642,7 +679,7 @@ impl OutboxStore for SqliteOutbox {
                      VALUES (1, ?1, ?2, ?3)
                      ON CONFLICT (id) DO UPDATE SET last_check_at = excluded.last_check_at,
                          last_error = excluded.last_error, next_check_at = excluded.next_check_at",
-                    params![check.last_check_at, check.last_error, check.next_check_at],
+                    params![last_check_at, last_error, next_check_at],
                 )?;
                 Ok(())
             })

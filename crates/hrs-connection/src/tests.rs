@@ -144,12 +144,16 @@ impl<E: std::fmt::Debug> Server<E> {
     }
 }
 
-/// The time of [`clock`], as stores record it.
-const AT: &str = "2026-11-30T06:00:00Z";
+/// The time [`clock`] reads.
+const AT: time::OffsetDateTime = time::macros::datetime!(2026-11-30 06:00 UTC);
 
 /// The clock every role and tool of these tests reads: pinned, so they pass on any date.
 fn clock() -> hrs_core::clock::ManualClock {
-    hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC))
+    hrs_core::clock::ManualClock::new(AT)
+}
+
+fn week(text: &str) -> hrs_core::Period {
+    text.parse().expect("a period")
 }
 
 async fn start_intake(dir: &Path) -> (Server<hrs_intake::IntakeError>, PathBuf) {
@@ -234,6 +238,7 @@ async fn delivered(
     digest: &str,
     state: State,
 ) -> PeriodState {
+    let period = week(period);
     eventually(&format!("{period} to be {state}"), || {
         periods(config)
             .ok()?
@@ -340,7 +345,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
     let submissions = store.submissions().await.expect("lists");
     assert_eq!(submissions.len(), 2);
     let latest = store
-        .latest(&period.hierarchy_hash, "2026-W48")
+        .latest(&period.hierarchy_hash, &week("2026-W48"))
         .await
         .expect("reads")
         .expect("present");
@@ -419,7 +424,7 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     let prepared = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
         .expect("prepares");
     let path = prepared.path.expect("a bundle");
-    assert_eq!(prepared.periods, ["2026-W48"]);
+    assert_eq!(prepared.periods, [week("2026-W48")]);
     let states = crate::periods(&config).expect("reads");
     assert_eq!(states[0].state, State::Bundled);
     assert_eq!(states[0].bundle_path.as_deref(), Some(path.as_path()));
@@ -443,7 +448,7 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     // A second prepare bundles the same unsent period again.
     let again = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
         .expect("prepares again");
-    assert_eq!(again.periods, ["2026-W48"]);
+    assert_eq!(again.periods, [week("2026-W48")]);
 
     // One byte changed inside a period's file is found, whichever check catches it.
     let at = bytes
@@ -625,7 +630,7 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     );
 
     let states = periods(&config).expect("reads states");
-    let names: Vec<&str> = states.iter().map(|s| s.period.as_str()).collect();
+    let names: Vec<String> = states.iter().map(|s| s.period.to_string()).collect();
     assert_eq!(names, ["2026-W47", "2026-W48"]);
     assert!(states.iter().all(|s| s.state == State::Pending));
 }
@@ -651,14 +656,14 @@ async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() 
     );
     assert!(
         !store
-            .mark_submitted("2026-W48", &older.digest, "x", AT)
+            .mark_submitted(&week("2026-W48"), &older.digest, "x", AT)
             .await
             .expect("marks")
     );
     assert_eq!(store.pending().await.expect("pending"), vec![newer.clone()]);
     assert!(
         store
-            .mark_submitted("2026-W48", &newer.digest, "y", AT)
+            .mark_submitted(&week("2026-W48"), &newer.digest, "y", AT)
             .await
             .expect("marks")
     );
@@ -666,4 +671,146 @@ async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() 
     let states = store.states().await.expect("states");
     assert_eq!(states[0].submission_id.as_deref(), Some("y"));
     assert_eq!(store.stored().await.expect("stored"), vec![newer]);
+}
+
+/// Every text column of `table` in the outbox file at `path`, first row, by name.
+fn raw_row(path: &Path, sql: &str) -> Vec<Option<String>> {
+    let conn = rusqlite::Connection::open(path).expect("opens the file");
+    conn.query_row(sql, [], |r| {
+        (0..r.as_ref().column_count())
+            .map(|i| r.get(i))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .expect("reads the row")
+}
+
+#[tokio::test]
+async fn times_are_stored_as_before_and_read_back_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cp.sqlite");
+    let store = SqliteOutbox::open(&path).expect("opens");
+    let period = merged(
+        "2026-W48",
+        Level::Basic,
+        vec![synthetic_set("B", Level::Basic, 1)],
+    );
+    // A fraction of a second is not kept: times are stored to the second, as always.
+    let at = AT + time::Duration::milliseconds(250);
+    store.offer(&period, at).await.expect("offers");
+    assert!(
+        store
+            .mark_submitted(&week("2026-W48"), &period.digest, "s1", at + HOUR)
+            .await
+            .expect("marks")
+    );
+    let check = CheckRecord {
+        last_check_at: at,
+        last_error: Some("refused".into()),
+        next_check_at: at + HOUR,
+    };
+    store.record_check(&check).await.expect("records");
+    let manifest = pb::UpdateManifest {
+        hierarchy_hash: hierarchy().hashed(),
+        ..Default::default()
+    };
+    store
+        .record_manifest(&manifest, ManifestSource::Online, at)
+        .await
+        .expect("keeps");
+
+    // The text is what earlier versions wrote, so their files still read.
+    assert_eq!(
+        raw_row(
+            &path,
+            "SELECT period, received_at, answered_at FROM periods"
+        ),
+        [
+            Some("2026-W48".to_owned()),
+            Some("2026-11-30T06:00:00Z".to_owned()),
+            Some("2026-11-30T07:00:00Z".to_owned())
+        ]
+    );
+    assert_eq!(
+        raw_row(
+            &path,
+            "SELECT last_check_at, next_check_at FROM update_checks"
+        ),
+        [
+            Some("2026-11-30T06:00:00Z".to_owned()),
+            Some("2026-11-30T07:00:00Z".to_owned())
+        ]
+    );
+    assert_eq!(
+        raw_row(&path, "SELECT received_at FROM manifests"),
+        [Some("2026-11-30T06:00:00Z".to_owned())]
+    );
+
+    let states = store.states().await.expect("states");
+    assert_eq!(states[0].period, week("2026-W48"));
+    assert_eq!(states[0].received_at, AT);
+    assert_eq!(states[0].answered_at, Some(AT + HOUR));
+    assert_eq!(
+        store.last_check().await.expect("reads"),
+        Some(CheckRecord {
+            last_check_at: AT,
+            last_error: Some("refused".into()),
+            next_check_at: AT + HOUR,
+        })
+    );
+    let kept = store
+        .latest_manifest_blocking()
+        .expect("reads")
+        .expect("a manifest");
+    assert_eq!((kept.received_at, kept.manifest), (AT, manifest));
+}
+
+/// An hour, for times in the store tests.
+const HOUR: time::Duration = time::Duration::hours(1);
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cp.sqlite");
+    let store = SqliteOutbox::open(&path).expect("opens");
+    let period = merged(
+        "2026-W48",
+        Level::Basic,
+        vec![synthetic_set("B", Level::Basic, 1)],
+    );
+    store.offer(&period, AT).await.expect("offers");
+    store
+        .record_check(&CheckRecord {
+            last_check_at: AT,
+            last_error: None,
+            next_check_at: AT + HOUR,
+        })
+        .await
+        .expect("records");
+    store
+        .record_manifest(&pb::UpdateManifest::default(), ManifestSource::Import, AT)
+        .await
+        .expect("keeps");
+    let edit = |sql: &str| {
+        rusqlite::Connection::open(&path)
+            .expect("opens the file")
+            .execute(sql, [])
+            .expect("edits");
+    };
+    fn corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+        match result {
+            Err(StoreError::Corrupt(problem)) => assert!(problem.contains(what), "{problem}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    edit("UPDATE periods SET received_at = 'Monday morning'");
+    corrupt(store.states().await, "Monday morning");
+    edit("UPDATE periods SET received_at = '2026-11-30T06:00:00Z', answered_at = '2026-11-30'");
+    corrupt(store.states_blocking(), "2026-11-30");
+    edit("UPDATE periods SET answered_at = NULL, period = '2026-48'");
+    corrupt(store.states().await, "2026-48");
+    edit("UPDATE update_checks SET next_check_at = 'soon'");
+    corrupt(store.last_check().await, "soon");
+    edit("UPDATE manifests SET received_at = ''");
+    corrupt(store.latest_manifest_blocking(), "stored time");
 }

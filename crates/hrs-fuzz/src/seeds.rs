@@ -28,11 +28,11 @@ pub const PERIOD: &str = "2026-W48";
 /// Returns the clock every seed is made by: pinned to the Monday after [`PERIOD`], so the
 /// seeds are the same on any date.
 pub fn clock() -> hrs_core::clock::SharedClock {
-    hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC)).shared()
+    hrs_core::clock::ManualClock::new(MADE_AT).shared()
 }
 
-/// [`clock`]'s time as roles record it.
-pub const MADE_AT: &str = "2026-11-30T06:00:00Z";
+/// The time [`clock`] reads: when every seed was made.
+pub const MADE_AT: time::OffsetDateTime = time::macros::datetime!(2026-11-30 06:00 UTC);
 
 /// A fixed hash key (32 bytes of Base64), so keyed seeds are the same in every run.
 pub const HASH_KEY: &str = "aHJzLWZ1enotZml4ZWQtaGFzaC1rZXktMzItYnl0ZXM=";

@@ -252,7 +252,7 @@ impl<S: IntakeStore> IntakeService<S> {
         Ok(pb::SubmitResponse {
             submission_id: accepted.submission_id,
             duplicate: accepted.duplicate,
-            accepted_at: accepted.accepted_at,
+            accepted_at: hrs_core::clock::rfc3339(accepted.accepted_at),
         })
     }
 

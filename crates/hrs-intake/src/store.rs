@@ -3,17 +3,22 @@
 //! instead of being kept twice.
 //!
 //! Everything goes through [`IntakeStore`], so another backend can replace SQLite and be
-//! tested against the same suite.
+//! tested against the same suite. Periods and times are typed in and out; they become text
+//! only in SQL (times as [`rfc3339`]: UTC, whole seconds), and a stored one that does not
+//! parse back is reported as corruption.
 
 use std::future::Future;
 use std::path::Path;
 
+use hrs_core::Period;
+use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 use sha2::{Digest as _, Sha256};
-use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 /// The schema; idempotent so every start can apply it.
 const SCHEMA: &str = "
@@ -41,8 +46,8 @@ pub struct Accepted {
     pub submission_id: String,
     /// True when this exact submission was already stored.
     pub duplicate: bool,
-    /// RFC 3339 time (UTC, whole seconds) the submission was first accepted.
-    pub accepted_at: String,
+    /// When the submission was first accepted, as stored (UTC, whole seconds).
+    pub accepted_at: OffsetDateTime,
 }
 
 /// One stored submission, without its payload, for listings and status.
@@ -53,13 +58,13 @@ pub struct SubmissionSummary {
     /// The submitting hierarchy's hashed ID.
     pub hierarchy_hash: String,
     /// The period (ISO week).
-    pub period: String,
+    pub period: Period,
     /// The merged period's digest.
     pub digest: String,
     /// The level the data was sent at.
     pub level: String,
-    /// RFC 3339 time the submission was first accepted.
-    pub accepted_at: String,
+    /// When the submission was first accepted (UTC, whole seconds).
+    pub accepted_at: OffsetDateTime,
     /// Result rows in the submission, over all sites and queries.
     pub rows: u64,
 }
@@ -90,7 +95,7 @@ pub trait IntakeStore: Send + Sync + 'static {
     fn latest(
         &self,
         hierarchy_hash: &str,
-        period: &str,
+        period: &Period,
     ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
 
     /// Returns the newest period a hierarchy submitted (its latest accepted version): what
@@ -129,16 +134,29 @@ impl SqliteIntake {
 }
 
 /// Returns the stable identifier of a submission: hex of the first 16 bytes of SHA-256 over
-/// `hierarchy_hash|period|digest`.
+/// `hierarchy_hash|period|digest`, the period as the submission spells it.
 pub fn submission_id(hierarchy_hash: &str, period: &str, digest: &str) -> String {
     let hash = Sha256::digest(format!("{hierarchy_hash}|{period}|{digest}"));
     hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Formats a UTC time as RFC 3339 with whole seconds: fixed width, so stored times order
-/// correctly as text.
-pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    hrs_core::clock::rfc3339(at)
+/// Returns `at` as the store keeps it: UTC, whole seconds (see [`rfc3339`]; the fixed width
+/// makes stored times order correctly as text).
+fn as_stored(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(UtcOffset::UTC);
+    at - time::Duration::nanoseconds(i64::from(at.nanosecond()))
+}
+
+/// A period the store wrote itself: one that does not parse is corruption.
+fn stored_period(text: &str) -> Result<Period, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("stored period {text:?}: {e}")))
+}
+
+/// A time the store wrote itself (RFC 3339, see [`rfc3339`]).
+fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
 fn count_rows(period: &pb::MergedPeriod) -> u64 {
@@ -173,7 +191,7 @@ impl IntakeStore for SqliteIntake {
             period.catalog_version.clone(),
         );
         let client_version = client_version.to_owned();
-        let now = rfc3339(at);
+        let (at, now) = (as_stored(at), rfc3339(at));
         self.store
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -188,7 +206,7 @@ impl IntakeStore for SqliteIntake {
                     return Ok(Accepted {
                         submission_id: id,
                         duplicate: true,
-                        accepted_at,
+                        accepted_at: stored_time(&accepted_at)?,
                     });
                 }
                 tx.execute(
@@ -212,7 +230,7 @@ impl IntakeStore for SqliteIntake {
                 Ok(Accepted {
                     submission_id: id,
                     duplicate: false,
-                    accepted_at: now,
+                    accepted_at: at,
                 })
             })
             .await
@@ -227,18 +245,40 @@ impl IntakeStore for SqliteIntake {
                 )?;
                 let rows = stmt
                     .query_map([], |r| {
-                        Ok(SubmissionSummary {
-                            submission_id: r.get(0)?,
-                            hierarchy_hash: r.get(1)?,
-                            period: r.get(2)?,
-                            digest: r.get(3)?,
-                            level: r.get(4)?,
-                            accepted_at: r.get(5)?,
-                            rows: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                        })
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
+                rows.into_iter()
+                    .map(
+                        |(
+                            submission_id,
+                            hierarchy_hash,
+                            period,
+                            digest,
+                            level,
+                            accepted_at,
+                            rows,
+                        )| {
+                            Ok(SubmissionSummary {
+                                submission_id,
+                                hierarchy_hash,
+                                period: stored_period(&period)?,
+                                digest,
+                                level,
+                                accepted_at: stored_time(&accepted_at)?,
+                                rows: u64::try_from(rows).unwrap_or(0),
+                            })
+                        },
+                    )
+                    .collect()
             })
             .await
     }
@@ -263,9 +303,9 @@ impl IntakeStore for SqliteIntake {
     async fn latest(
         &self,
         hierarchy_hash: &str,
-        period: &str,
+        period: &Period,
     ) -> Result<Option<pb::MergedPeriod>, StoreError> {
-        let (hierarchy_hash, period) = (hierarchy_hash.to_owned(), period.to_owned());
+        let (hierarchy_hash, period) = (hierarchy_hash.to_owned(), period.to_string());
         let bytes: Option<Vec<u8>> = self
             .store
             .call(move |conn| {

@@ -240,7 +240,7 @@ async fn latest_and_prune() {
         .await
         .expect("accepts newer");
     let latest = store
-        .latest(&newer.hierarchy_hash, &newer.period)
+        .latest(&newer.hierarchy_hash, &week(&newer.period))
         .await
         .expect("reads")
         .expect("present");
@@ -260,7 +260,7 @@ async fn latest_and_prune() {
     );
     assert!(
         store
-            .latest(&newer.hierarchy_hash, "2026-W01")
+            .latest(&newer.hierarchy_hash, &week("2026-W01"))
             .await
             .expect("reads")
             .is_none()
@@ -317,10 +317,73 @@ async fn a_submission_is_kept_for_its_retention_by_the_intake_clock_then_deleted
     intake.stop().await;
 }
 
-#[test]
-fn stored_times_are_fixed_width_utc() {
-    let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("valid");
-    assert_eq!(store::rfc3339(at), "2026-11-18T11:06:40Z");
+fn week(text: &str) -> hrs_core::Period {
+    text.parse().expect("a period")
+}
+
+/// The text columns of the first submission in the store file at `path`.
+fn raw_submission(path: &std::path::Path) -> (String, String) {
+    rusqlite::Connection::open(path)
+        .expect("opens the file")
+        .query_row("SELECT period, accepted_at FROM submissions", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("reads the row")
+}
+
+#[tokio::test]
+async fn stored_times_are_fixed_width_utc_and_read_back_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("intake.sqlite");
+    let store = SqliteIntake::open(&path).expect("opens");
+    let whole = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("valid");
+    // Another offset and a fraction of a second: kept as UTC, to the second.
+    let at = (whole + time::Duration::milliseconds(250)).to_offset(time::macros::offset!(+2));
+    let accepted = store.accept(&merged(), "test", at).await.expect("accepts");
+    assert!(!accepted.duplicate);
+    assert_eq!(accepted.accepted_at, whole);
+    assert_eq!(accepted.accepted_at.offset(), time::UtcOffset::UTC);
+    assert_eq!(
+        raw_submission(&path),
+        ("2026-W48".to_owned(), "2026-11-18T11:06:40Z".to_owned())
+    );
+
+    let again = store
+        .accept(&merged(), "test", whole + time::Duration::hours(1))
+        .await
+        .expect("accepts again");
+    assert!(again.duplicate);
+    assert_eq!(again.accepted_at, accepted.accepted_at);
+    let listed = store.submissions().await.expect("lists");
+    assert_eq!(listed[0].period, week("2026-W48"));
+    assert_eq!(listed[0].accepted_at, whole);
+}
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("intake.sqlite");
+    let store = SqliteIntake::open(&path).expect("opens");
+    store.accept(&merged(), "test", NOW).await.expect("accepts");
+    let edit = |sql: &str| {
+        rusqlite::Connection::open(&path)
+            .expect("opens the file")
+            .execute(sql, [])
+            .expect("edits");
+    };
+    fn corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+        match result {
+            Err(StoreError::Corrupt(problem)) => assert!(problem.contains(what), "{problem}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    edit("UPDATE submissions SET accepted_at = 'last week'");
+    corrupt(store.submissions().await, "last week");
+    // A re-send is answered from the stored record, so it reports the damage too.
+    corrupt(store.accept(&merged(), "test", NOW).await, "last week");
+    edit("UPDATE submissions SET accepted_at = '2026-11-30T06:00:00Z', period = 'W48'");
+    corrupt(store.submissions().await, "W48");
 }
 
 // Updates: manifests and packages.

@@ -13,6 +13,7 @@ use std::io::Seek as _;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
+use hrs_core::clock::rfc3339;
 use hrs_core::config::{self, ConfigError};
 use hrs_core::validate::Invalid;
 use hrs_proto::v1 as pb;
@@ -23,8 +24,6 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::warn;
-
-use crate::store::rfc3339;
 
 /// The catalog query whose rows list each site's version.
 pub const SITE_LIST_QUERY: &str = "B-SITE-LIST";

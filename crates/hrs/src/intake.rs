@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use hrs_core::Period;
+use hrs_core::clock::rfc3339;
 use hrs_intake::{IntakeStore as _, SqliteIntake, SubmissionSummary};
 use serde::Serialize;
 
@@ -32,25 +34,26 @@ pub async fn list(config: &Path, format: &str) -> anyhow::Result<()> {
             .or_default()
             .push(submission);
     }
-    let mut hierarchies: Vec<Hierarchy> = by_hierarchy
+    // Most recently heard from last; each one's submissions come oldest first.
+    let mut heard: Vec<(String, Vec<SubmissionSummary>)> = by_hierarchy.into_iter().collect();
+    heard.sort_by_key(|(_, submissions)| submissions.last().map(|s| s.accepted_at));
+    let hierarchies: Vec<Hierarchy> = heard
         .into_iter()
         .filter_map(|(hierarchy, submissions)| {
-            // Submissions come oldest first.
             let last = submissions.last()?;
-            let periods: std::collections::BTreeSet<&str> =
-                submissions.iter().map(|s| s.period.as_str()).collect();
+            let periods: std::collections::BTreeSet<Period> =
+                submissions.iter().map(|s| s.period).collect();
             Some(Hierarchy {
                 submissions: submissions.len(),
                 periods: periods.len(),
-                last_period: last.period.clone(),
+                last_period: last.period.to_string(),
                 last_level: last.level.clone(),
                 last_rows: last.rows,
-                last_accepted_at: last.accepted_at.clone(),
+                last_accepted_at: rfc3339(last.accepted_at),
                 hierarchy,
             })
         })
         .collect();
-    hierarchies.sort_by(|a, b| a.last_accepted_at.cmp(&b.last_accepted_at));
     if format == "json" {
         return Ok(emit(&format!(
             "{}\n",

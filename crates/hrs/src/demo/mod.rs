@@ -282,12 +282,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     let submissions = intake_store.submissions().await?;
     let period_summaries = delivered
         .iter()
-        .map(|(merged, _)| {
+        .map(|(merged, state)| {
             let held: Vec<_> = submissions
                 .iter()
-                .filter(|s| {
-                    s.hierarchy_hash == hierarchy.hashed() && s.period == merged.period.period
-                })
+                .filter(|s| s.hierarchy_hash == hierarchy.hashed() && s.period == state.period)
                 .collect();
             PeriodSummary {
                 period: merged.period.period.clone(),
@@ -491,7 +489,6 @@ async fn wait_delivered(
     trip: Option<&OfflineTrip>,
 ) -> anyhow::Result<(Merged, hrs_connection::PeriodState)> {
     let started = tokio::time::Instant::now();
-    let name = period.to_string();
     loop {
         processes.check_running()?;
         // Under faults, a period counts as delivered only once all its kills have
@@ -504,7 +501,7 @@ async fn wait_delivered(
         if spent && config.store.exists() {
             let state = hrs_connection::periods(config)?
                 .into_iter()
-                .find(|s| s.period == name);
+                .find(|s| s.period == period);
             if let Some(state) = state {
                 let merged = merged_period(layout, level, period)?;
                 if merged.complete && merged.period.digest == state.digest {
