@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
@@ -59,11 +60,7 @@ pub async fn push_run_chunks(
     source: Arc<dyn RunBytes>,
     chunk_bytes: usize,
 ) -> Result<pb::PushRunResponse, ChunkedPushError> {
-    let hashing = Arc::clone(&source);
-    let sha256 = tokio::task::spawn_blocking(move || sha256_of(hashing.as_ref(), chunk_bytes))
-        .await
-        .map_err(|e| ChunkedPushError::Source(std::io::Error::other(e)))?
-        .map_err(ChunkedPushError::Source)?;
+    let sha256 = sha256_off_runtime(&source, chunk_bytes).await?;
     let offer = pb::RunOffer {
         run_id: run.run_id,
         site: run.site,
@@ -89,10 +86,50 @@ pub async fn push_run_chunks(
         tracing::info!(run_id = %offer.run_id, resumed_at = start, size, "resuming a broken upload");
     }
 
-    // A reader off the runtime feeds a short queue, so at most a few chunks are in memory.
-    let (chunks, queue) = tokio::sync::mpsc::channel::<pb::RunChunk>(2);
+    let mut first = Some((offer, link));
+    let (queue, reader) = stream_from(source, start, chunk_bytes, move |offset, data| {
+        let (offer, link) = first
+            .take()
+            .map_or((None, None), |(o, l)| (Some(o), Some(l)));
+        pb::RunChunk {
+            offer,
+            link,
+            offset,
+            data,
+        }
+    });
+    let answer = client.push_run_chunks(queue).await;
+    finished(reader).await?;
+    Ok(answer?.into_inner())
+}
+
+/// The SHA-256 of `source`, read off the runtime.
+pub async fn sha256_off_runtime(
+    source: &Arc<dyn RunBytes>,
+    chunk_bytes: usize,
+) -> Result<String, ChunkedPushError> {
+    let hashing = Arc::clone(source);
+    tokio::task::spawn_blocking(move || sha256_of(hashing.as_ref(), chunk_bytes))
+        .await
+        .map_err(|e| ChunkedPushError::Source(std::io::Error::other(e)))?
+        .map_err(ChunkedPushError::Source)
+}
+
+/// The chunks of `source` from `start` to its end, each made by `chunk(offset, data)`,
+/// for a client-streaming call; at least one chunk is made, empty if nothing is left.
+///
+/// A reader off the runtime feeds a short queue, so at most a few chunks are in memory.
+/// The reader ends when the call does (broken or refused: its status says why); await it
+/// with [`finished`] to learn whether the source could be read.
+pub fn stream_from<C: Send + 'static>(
+    source: Arc<dyn RunBytes>,
+    start: u64,
+    chunk_bytes: usize,
+    mut chunk: impl FnMut(u64, Vec<u8>) -> C + Send + 'static,
+) -> (ReceiverStream<C>, JoinHandle<std::io::Result<()>>) {
+    let (chunks, queue) = tokio::sync::mpsc::channel::<C>(2);
+    let size = source.size();
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut first = Some((offer, link));
         let mut offset = start;
         loop {
             let len = chunk_len(size, offset, chunk_bytes);
@@ -101,17 +138,7 @@ pub async fn push_run_chunks(
             } else {
                 source.read_at(offset, len)?
             };
-            let (offer, link) = first
-                .take()
-                .map_or((None, None), |(o, l)| (Some(o), Some(l)));
-            let chunk = pb::RunChunk {
-                offer,
-                link,
-                offset,
-                data,
-            };
-            if chunks.blocking_send(chunk).is_err() {
-                // The call ended (broken or refused); its status says why.
+            if chunks.blocking_send(chunk(offset, data)).is_err() {
                 return Ok(());
             }
             offset += len as u64;
@@ -120,11 +147,14 @@ pub async fn push_run_chunks(
             }
         }
     });
-    let answer = client.push_run_chunks(ReceiverStream::new(queue)).await;
+    (ReceiverStream::new(queue), reader)
+}
+
+/// Waits for a [`stream_from`] reader: whether the source could be read.
+pub async fn finished(reader: JoinHandle<std::io::Result<()>>) -> Result<(), ChunkedPushError> {
     match reader.await {
-        Ok(Err(error)) => return Err(ChunkedPushError::Source(error)),
-        Err(error) => return Err(ChunkedPushError::Source(std::io::Error::other(error))),
-        Ok(Ok(())) => {}
+        Ok(Err(error)) => Err(ChunkedPushError::Source(error)),
+        Err(error) => Err(ChunkedPushError::Source(std::io::Error::other(error))),
+        Ok(Ok(())) => Ok(()),
     }
-    Ok(answer?.into_inner())
 }
