@@ -18,6 +18,7 @@ pub mod secret;
 pub mod token;
 pub mod validate;
 pub mod value;
+mod wire;
 
 pub use catalog::{Catalog, ColumnDef, ColumnType, Privacy, QueryDef, Scope};
 pub use ids::{HierarchyId, Level, Period, SiteCode};
