@@ -8,8 +8,11 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod encoded;
+pub mod encoded_period;
 pub mod error;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 pub mod hash;
 pub mod ids;
 pub mod link;

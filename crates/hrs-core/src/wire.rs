@@ -16,6 +16,9 @@ use crate::validate::Invalid;
 
 /// How much of the encoding is read at once while a message is read through.
 pub(crate) const WINDOW: usize = 1 << 20;
+/// How much is read at once by a walk that jumps from key to key over messages it does not
+/// read: enough for a key and a length, so the jumps cost little whatever lies between.
+pub(crate) const SKIM_WINDOW: usize = 64;
 /// Most bytes a result set's fields other than its rows may take.
 pub(crate) const MAX_SET_FIELDS: usize = 1 << 20;
 /// Most bytes all result sets' fields other than rows may take together in one run (or one
@@ -65,6 +68,11 @@ impl<'a> Cursor<'a> {
     /// Reads an encoding a [`WINDOW`] at a time.
     pub(crate) fn new(source: &'a dyn RunBytes, root: &'static str) -> Self {
         Self::with_window(source, root, WINDOW)
+    }
+
+    /// Reads an encoding a [`SKIM_WINDOW`] at a time, for walks that skip what they pass.
+    pub(crate) fn skimming(source: &'a dyn RunBytes, root: &'static str) -> Self {
+        Self::with_window(source, root, SKIM_WINDOW)
     }
 
     fn with_window(source: &'a dyn RunBytes, root: &'static str, window_len: usize) -> Self {
