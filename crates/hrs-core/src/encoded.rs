@@ -45,15 +45,6 @@ pub enum EncodedError {
     Read(#[from] std::io::Error),
 }
 
-/// Where one result set lies in the encoding, with its fields and row count.
-struct SetSpan {
-    index: usize,
-    fields: pb::ResultSet,
-    rows: u64,
-    start: u64,
-    end: u64,
-}
-
 /// Checks an encoded run: its own fields, every result set and row against the catalog it
 /// names, and its digest, reading it a window at a time. Returns what the run says about
 /// itself, and the run's own fields (its results left out). A run held decoded is checked
@@ -68,21 +59,15 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
         source.size(),
         &RUN_SHAPE,
         |cursor, index, start, end| {
-            let (fields, rows) = read_set(cursor, &format!("run.results[{index}]"), start, end)?;
-            set_fields += fields.encoded_len();
+            let span = read_set(cursor, &format!("run.results[{index}]"), start, end)?;
+            set_fields += span.fields.encoded_len();
             if set_fields > MAX_ALL_SET_FIELDS {
                 return Err(field(
                     "run.results",
                     format!("fields other than rows exceed {MAX_ALL_SET_FIELDS} bytes in all"),
                 ));
             }
-            spans.push(SetSpan {
-                index,
-                fields,
-                rows,
-                start,
-                end,
-            });
+            spans.push((index, span));
             Ok(())
         },
     )?;
@@ -92,11 +77,11 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
 
     // Sets are checked and digested in query-id order, which is the digest's order; each
     // row is read once for both.
-    spans.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
+    spans.sort_by(|(_, a), (_, b)| a.fields.query_id.cmp(&b.fields.query_id));
     let mut digest = RunDigest::new(&run, spans.len() as u64);
     let mut seen = HashSet::new();
-    for span in &spans {
-        let here = format!("run.results[{}]", span.index);
+    for (index, span) in &spans {
+        let here = format!("run.results[{index}]");
         let declared = check_set(
             &here,
             &span.fields,

@@ -31,7 +31,8 @@ use crate::validate::{
     Declared, Invalid, check_period_fields, check_row, check_set, check_site_fields,
 };
 use crate::wire::{
-    Cursor, MAX_ALL_SET_FIELDS, MAX_SETS, Shape, field, for_each_row, read_set, walk_message,
+    Cursor, MAX_ALL_SET_FIELDS, MAX_SETS, SetSpan, Shape, field, for_each_row, read_set,
+    walk_message,
 };
 
 /// Most sites a period may carry: far above any hierarchy, low enough that every site's
@@ -137,15 +138,6 @@ struct SiteEntry {
     sets: Vec<SetEntry>,
 }
 
-/// A result set as a site's walk finds it: its fields (rows left out), its row count, and
-/// where its content lies.
-struct FoundSet {
-    fields: pb::ResultSet,
-    rows: u64,
-    start: u64,
-    end: u64,
-}
-
 /// Checks an encoded merged period as [`check_merged`](crate::validate::check_merged)
 /// checks a decoded one (its own fields, every site's fields, result sets and rows against
 /// the catalog it names, and its digest), reading it a window at a time. Returns what the
@@ -238,7 +230,7 @@ fn walk_site(
     i: usize,
     start: u64,
     end: u64,
-) -> Result<(pb::SiteResults, Vec<FoundSet>), EncodedError> {
+) -> Result<(pb::SiteResults, Vec<SetSpan>), EncodedError> {
     let path = format!("period.sites[{i}]");
     let shape = Shape {
         path: &path,
@@ -251,20 +243,15 @@ fn walk_site(
     let mut sets = Vec::new();
     let mut set_fields = 0usize;
     let own = walk_message(cursor, start, end, &shape, |cursor, j, start, end| {
-        let (fields, rows) = read_set(cursor, &format!("{path}.results[{j}]"), start, end)?;
-        set_fields += fields.encoded_len();
+        let span = read_set(cursor, &format!("{path}.results[{j}]"), start, end)?;
+        set_fields += span.fields.encoded_len();
         if set_fields > MAX_ALL_SET_FIELDS {
             return Err(field(
                 format!("{path}.results"),
                 format!("fields other than rows exceed {MAX_ALL_SET_FIELDS} bytes in all"),
             ));
         }
-        sets.push(FoundSet {
-            fields,
-            rows,
-            start,
-            end,
-        });
+        sets.push(span);
         Ok(())
     })?;
     let site = pb::SiteResults::decode(own.as_slice())
@@ -326,7 +313,7 @@ struct SetIndex {
 
 impl SetIndex {
     /// Holds a checked set, its columns left to the shape of its query.
-    fn add(&mut self, set: FoundSet, declared: Declared) -> Result<SetEntry, EncodedError> {
+    fn add(&mut self, set: SetSpan, declared: Declared) -> Result<SetEntry, EncodedError> {
         self.sets += 1;
         if self.sets > MAX_PERIOD_SETS {
             return Err(field(
@@ -429,4 +416,4 @@ fn earliest(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

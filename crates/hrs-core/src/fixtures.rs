@@ -19,9 +19,12 @@ pub(crate) const HIERARCHY: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
 /// The period every run covers.
 pub(crate) const PERIOD: &str = "2026-W48";
 
-/// The built-in catalog.
+/// The built-in catalog, parsed once: parsing it is most of a small test case's time.
 pub(crate) fn catalog() -> Catalog {
-    Catalog::builtin().expect("the built-in catalog parses")
+    static CATALOG: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| Catalog::builtin().expect("the built-in catalog parses"))
+        .clone()
 }
 
 /// One result set of a run: which query (among those of the run's level, modulo their
@@ -397,4 +400,35 @@ fn lay_out_set(set: &pb::ResultSet, layout: &Layout) -> Vec<u8> {
         ..set.clone()
     };
     message(layout, stale.encode_to_vec(), own.encode_to_vec(), rows)
+}
+
+/// An encoding in memory that records every read of it, to show how it is read.
+pub(crate) struct Counted {
+    bytes: Vec<u8>,
+    reads: std::sync::Mutex<Vec<(u64, usize)>>,
+}
+
+impl Counted {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            reads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every read so far, as offset and length, and forgets them.
+    pub(crate) fn reads(&self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut *self.reads.lock().expect("not poisoned"))
+    }
+}
+
+impl crate::bytes::RunBytes for Counted {
+    fn size(&self) -> u64 {
+        self.bytes.size()
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.reads.lock().expect("not poisoned").push((offset, len));
+        self.bytes.read_at(offset, len)
+    }
 }

@@ -307,6 +307,19 @@ pub(crate) fn walk_message(
     Ok(fields)
 }
 
+/// Where a result set lies in an encoding, with its fields other than rows and its row
+/// count.
+pub(crate) struct SetSpan {
+    /// The set's fields, its rows left out.
+    pub(crate) fields: pb::ResultSet,
+    /// How many rows it has.
+    pub(crate) rows: u64,
+    /// Where its content starts (after its key and length).
+    pub(crate) start: u64,
+    /// Where its content ends.
+    pub(crate) end: u64,
+}
+
 /// Reads the fields of the result set in `[start, end)` other than its rows, counting the
 /// rows without reading them.
 pub(crate) fn read_set(
@@ -314,7 +327,7 @@ pub(crate) fn read_set(
     here: &str,
     start: u64,
     end: u64,
-) -> Result<(pb::ResultSet, u64), EncodedError> {
+) -> Result<SetSpan, EncodedError> {
     cursor.seek(start, end);
     let mut fields = Vec::new();
     let mut rows = 0;
@@ -334,7 +347,12 @@ pub(crate) fn read_set(
     }
     let fields = pb::ResultSet::decode(fields.as_slice())
         .map_err(|e| field(here, format!("malformed: {e}")))?;
-    Ok((fields, rows))
+    Ok(SetSpan {
+        fields,
+        rows,
+        start,
+        end,
+    })
 }
 
 /// Decodes the rows of the result set in `[start, end)` one at a time, in order, handing

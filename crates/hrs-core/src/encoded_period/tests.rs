@@ -1,5 +1,3 @@
-use std::sync::Mutex;
-
 use proptest::prelude::*;
 
 use super::*;
@@ -52,7 +50,7 @@ fn is_group_refusal(error: &EncodedError) -> bool {
 /// Holds the encoded check to `check_merged` of what prost decodes from the same bytes:
 /// both accept (with the same summary) or both refuse with the same error; bytes prost
 /// cannot decode are refused.
-fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+pub(crate) fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     let streamed = check_merged_encoded(&bytes.to_vec());
     let Ok(decoded) = pb::MergedPeriod::decode(bytes) else {
         prop_assert!(streamed.is_err(), "accepted what prost cannot decode");
@@ -365,7 +363,7 @@ fn apply(period: &mut pb::MergedPeriod, change: &Change) {
 
 /// One edit of an encoding's bytes.
 #[derive(Debug, Clone)]
-enum Edit {
+pub(crate) enum Edit {
     Flip {
         at: prop::sample::Index,
         bit: u8,
@@ -387,7 +385,7 @@ enum Edit {
     },
 }
 
-fn edit() -> impl Strategy<Value = Edit> {
+pub(crate) fn edit() -> impl Strategy<Value = Edit> {
     let i = any::<prop::sample::Index>;
     prop_oneof![
         (i(), 0u8..8).prop_map(|(at, bit)| Edit::Flip { at, bit }),
@@ -399,7 +397,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-fn edit_bytes(bytes: &mut Vec<u8>, edit: &Edit) {
+pub(crate) fn edit_bytes(bytes: &mut Vec<u8>, edit: &Edit) {
     if bytes.is_empty() {
         return;
     }
@@ -420,7 +418,7 @@ fn edit_bytes(bytes: &mut Vec<u8>, edit: &Edit) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(1024))]
 
     /// However a valid period is laid out on the wire, it is accepted, with what it says
     /// about itself.
@@ -587,23 +585,6 @@ fn a_wire_group_among_a_periods_fields_is_refused_by_design() {
     assert!(is_group_refusal(&refused), "{refused}");
 }
 
-/// An encoding in memory that records how much each read asks for.
-struct Counted {
-    bytes: Vec<u8>,
-    reads: Mutex<Vec<usize>>,
-}
-
-impl RunBytes for Counted {
-    fn size(&self) -> u64 {
-        self.bytes.size()
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.reads.lock().expect("not poisoned").push(len);
-        self.bytes.read_at(offset, len)
-    }
-}
-
 #[test]
 fn a_large_period_is_read_a_window_at_a_time_and_about_twice() {
     let catalog = fixtures::catalog();
@@ -615,10 +596,7 @@ fn a_large_period_is_read_a_window_at_a_time_and_about_twice() {
     let mut period = two_sites();
     period.sites[0].results.push(fixtures::set(query, rows, ""));
     period.digest = merged_digest(&period);
-    let source = Counted {
-        bytes: period.encode_to_vec(),
-        reads: Mutex::new(Vec::new()),
-    };
+    let source = fixtures::Counted::new(period.encode_to_vec());
     assert!(
         source.size() > 3 * crate::wire::WINDOW as u64,
         "{}",
@@ -626,9 +604,9 @@ fn a_large_period_is_read_a_window_at_a_time_and_about_twice() {
     );
     let summary = check_merged_encoded(&source).expect("valid");
     assert_eq!(summary.rows, 40_000 + 36);
-    let reads = source.reads.lock().expect("not poisoned");
-    assert!(reads.iter().all(|len| *len <= crate::wire::WINDOW));
-    let read: usize = reads.iter().sum();
+    let reads = source.reads();
+    assert!(reads.iter().all(|(_, len)| *len <= crate::wire::WINDOW));
+    let read: usize = reads.iter().map(|(_, len)| len).sum();
     assert!(
         read as u64 <= 2 * source.size() + 64 * 1024,
         "read {read} bytes of {}",
