@@ -16,6 +16,7 @@ mod fixtures;
 pub mod hash;
 pub mod ids;
 pub mod link;
+pub mod merged_encoding;
 pub mod report;
 pub mod secret;
 pub mod token;
