@@ -145,25 +145,76 @@ impl RunDigest {
 /// Returns the digest of a merged period: every site's result sets in site order, leaving
 /// out run ids, sequences and timing.
 pub fn merged_digest(period: &pb::MergedPeriod) -> String {
-    let mut c = Canonical::new("hrs.v1.MergedPeriod");
-    c.str(&period.hierarchy_hash);
-    c.str(&period.period);
-    c.str(&period.catalog_version);
-    c.str(&period.level);
     let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
     sites.sort_by(|a, b| a.site.cmp(&b.site));
-    c.u64(sites.len() as u64);
+    let mut digest = MergedDigest::new(period, sites.len() as u64);
     for site in sites {
-        c.str(&site.site);
-        c.results(&site.results);
+        digest.site(&site.site, site.results.len() as u64);
+        let mut sets: Vec<&pb::ResultSet> = site.results.iter().collect();
+        sets.sort_by(|a, b| a.query_id.cmp(&b.query_id));
+        for set in sets {
+            digest.set(set, set.rows.len() as u64);
+            for row in &set.rows {
+                digest.row(row);
+            }
+        }
     }
-    let mut missing = period.missing_sites.clone();
-    missing.sort();
-    c.u64(missing.len() as u64);
-    for site in &missing {
-        c.str(site);
+    digest.finish()
+}
+
+/// A merged period's digest computed piece by piece, for periods too large to hold in
+/// memory: equal to [`merged_digest`] when fed the period's own fields, then every site in
+/// site-code order, each site's result sets in query-id order, each set followed by its
+/// rows in order.
+pub struct MergedDigest {
+    canonical: Canonical,
+    /// The period's missing sites, sorted: they close the digest.
+    missing: Vec<String>,
+}
+
+impl MergedDigest {
+    /// Starts with the period's own fields (its sites are not read) and the number of
+    /// sites that will follow.
+    pub fn new(header: &pb::MergedPeriod, sites: u64) -> Self {
+        let mut c = Canonical::new("hrs.v1.MergedPeriod");
+        c.str(&header.hierarchy_hash);
+        c.str(&header.period);
+        c.str(&header.catalog_version);
+        c.str(&header.level);
+        c.u64(sites);
+        let mut missing = header.missing_sites.clone();
+        missing.sort();
+        Self {
+            canonical: c,
+            missing,
+        }
     }
-    c.finish()
+
+    /// Adds a site's code and the number of its result sets, which follow with
+    /// [`Self::set`].
+    pub fn site(&mut self, site: &str, sets: u64) {
+        self.canonical.str(site);
+        self.canonical.u64(sets);
+    }
+
+    /// Adds a result set's fields and its row count; its rows follow with [`Self::row`].
+    pub fn set(&mut self, set: &pb::ResultSet, rows: u64) {
+        self.canonical.set(set, rows);
+    }
+
+    /// Adds one row of the current result set.
+    pub fn row(&mut self, row: &pb::Row) {
+        self.canonical.row(row);
+    }
+
+    /// Returns the digest.
+    pub fn finish(mut self) -> String {
+        self.canonical.u64(self.missing.len() as u64);
+        for site in &self.missing {
+            self.canonical.str(site);
+        }
+        self.canonical.finish()
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +276,40 @@ mod tests {
         let mut b = run();
         b.results[0].rows[0].values[0] = (&crate::Value::Text("3".into())).into();
         assert_ne!(run_digest(&a), run_digest(&b));
+    }
+
+    /// A merged period of two sites, out of order, with a missing site.
+    fn period() -> pb::MergedPeriod {
+        let mut other = run().results[0].clone();
+        other.query_id = "A".into();
+        pb::MergedPeriod {
+            hierarchy_hash: "h".into(),
+            period: "2026-W48".into(),
+            catalog_version: "v".into(),
+            level: "Basic".into(),
+            sites: vec![
+                pb::SiteResults {
+                    site: "P02".into(),
+                    results: vec![run().results[0].clone(), other],
+                    ..Default::default()
+                },
+                pb::SiteResults {
+                    site: "P01".into(),
+                    results: run().results,
+                    ..Default::default()
+                },
+            ],
+            missing_sites: vec!["P09".into(), "P03".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn merged_digests_keep_their_value() {
+        // Pinned: a stored period's digest must not change with the code computing it.
+        assert_eq!(
+            merged_digest(&period()),
+            "70edb417016546d719e10ac618d1611db430bcc262a165aa685f407c1fed3a79"
+        );
     }
 }

@@ -8,16 +8,21 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod encoded;
+pub mod encoded_period;
 pub mod error;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 pub mod hash;
 pub mod ids;
 pub mod link;
+pub mod merged_encoding;
 pub mod report;
 pub mod secret;
 pub mod token;
 pub mod validate;
 pub mod value;
+mod wire;
 
 pub use catalog::{Catalog, ColumnDef, ColumnType, Privacy, QueryDef, Scope};
 pub use ids::{HierarchyId, Level, Period, SiteCode};

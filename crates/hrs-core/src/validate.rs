@@ -3,8 +3,10 @@
 //! One definition of what a valid run is: its own fields (`check_run_fields`), each
 //! result set (`check_set`) and each row (`check_row`). A run is only ever checked
 //! from its encoding, by [`check_run_encoded`](crate::encoded::check_run_encoded), which
-//! walks it a window at a time and applies these checks; a merged period, which arrives
-//! decoded, applies the same set and row checks in [`check_merged`].
+//! walks it a window at a time and applies these checks. A merged period's own fields
+//! (`check_period_fields`) and each site's (`check_site_fields`) are checked with the same
+//! set and row checks, decoded in [`check_merged`] or from the period's encoding in
+//! [`check_merged_encoded`](crate::encoded_period::check_merged_encoded).
 //!
 //! Each failure names the field at fault, so the sender's operator can tell what to fix.
 
@@ -195,6 +197,31 @@ pub(crate) fn check_run_fields(run: &pb::Run) -> Result<(RunHeader, Catalog), In
 
 /// Checks a merged period's shape, every site's results, and its digest.
 pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invalid> {
+    let (when, level, catalog) = check_period_fields(period)?;
+    let mut seen = HashSet::new();
+    for (i, site) in period.sites.iter().enumerate() {
+        check_site_fields(i, site, &mut seen)?;
+        check_results(
+            &format!("period.sites[{i}].results"),
+            &site.results,
+            &catalog,
+            level,
+        )?;
+    }
+    let actual = merged_digest(period);
+    if actual != period.digest {
+        return Err(Invalid::Digest {
+            claimed: period.digest.clone(),
+            actual,
+        });
+    }
+    Ok((when, level))
+}
+
+/// Checks a merged period's own fields (not its sites) and finds the catalog it names.
+pub(crate) fn check_period_fields(
+    period: &pb::MergedPeriod,
+) -> Result<(Period, Level, Catalog), Invalid> {
     if period.hierarchy_hash.is_empty() {
         return Err(field("period.hierarchy_hash", "is empty"));
     }
@@ -220,45 +247,39 @@ pub fn check_merged(period: &pb::MergedPeriod) -> Result<(Period, Level), Invali
         .map_err(|e: crate::ids::IdError| field("period.level", e.to_string()))?;
     let catalog = Catalog::by_version(&period.catalog_version)
         .ok_or_else(|| Invalid::UnknownCatalog(period.catalog_version.clone()))?;
-    let mut seen = HashSet::new();
-    for (i, site) in period.sites.iter().enumerate() {
-        if site.site.is_empty() {
-            return Err(field(format!("period.sites[{i}].site"), "is empty"));
-        }
-        if !seen.insert(site.site.as_str()) {
-            return Err(field(format!("period.sites[{i}].site"), "appears twice"));
-        }
-        bounded(
-            &format!("period.sites[{i}].site"),
-            &site.site,
-            MAX_NAME_BYTES,
-        )?;
-        bounded(
-            &format!("period.sites[{i}].run_id"),
-            &site.run_id,
-            MAX_NAME_BYTES,
-        )?;
-        for (name, value) in [
-            ("started_at", &site.started_at),
-            ("finished_at", &site.finished_at),
-        ] {
-            timestamp(&format!("period.sites[{i}].{name}"), value)?;
-        }
-        check_results(
-            &format!("period.sites[{i}].results"),
-            &site.results,
-            &catalog,
-            level,
-        )?;
+    Ok((when, level, catalog))
+}
+
+/// Checks the own fields (not the results) of a merged period's `i`th site. `seen`
+/// collects site codes, which must not repeat.
+pub(crate) fn check_site_fields(
+    i: usize,
+    site: &pb::SiteResults,
+    seen: &mut HashSet<String>,
+) -> Result<(), Invalid> {
+    if site.site.is_empty() {
+        return Err(field(format!("period.sites[{i}].site"), "is empty"));
     }
-    let actual = merged_digest(period);
-    if actual != period.digest {
-        return Err(Invalid::Digest {
-            claimed: period.digest.clone(),
-            actual,
-        });
+    if !seen.insert(site.site.clone()) {
+        return Err(field(format!("period.sites[{i}].site"), "appears twice"));
     }
-    Ok((when, level))
+    bounded(
+        &format!("period.sites[{i}].site"),
+        &site.site,
+        MAX_NAME_BYTES,
+    )?;
+    bounded(
+        &format!("period.sites[{i}].run_id"),
+        &site.run_id,
+        MAX_NAME_BYTES,
+    )?;
+    for (name, value) in [
+        ("started_at", &site.started_at),
+        ("finished_at", &site.finished_at),
+    ] {
+        timestamp(&format!("period.sites[{i}].{name}"), value)?;
+    }
+    Ok(())
 }
 
 /// Checks that each result set names a catalog query allowed at `level` and that its
