@@ -6,21 +6,24 @@
 //! every site's current runs, as they are, to the aggregator above it, so hierarchies
 //! deeper than two tiers run the same code.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hrs_core::Period;
+use hrs_core::bytes::RunBytes;
 use hrs_core::catalog::Catalog;
 use hrs_core::clock::{Clock, SharedClock};
+use hrs_core::merged_encoding::{MergedEncoding, MergedHeader};
+use hrs_core::{Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_rpc::chunks::ChunkedPushError;
 use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
+use prost::Message as _;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{AggregatorConfig, Onward};
-use crate::merge::merge;
 use crate::store::{MergeStore, StoredRun};
 
 /// How often periods are re-examined when nothing else happens, in case the wall clock
@@ -117,7 +120,7 @@ struct StoredBytes {
     size: u64,
 }
 
-impl hrs_core::bytes::RunBytes for StoredBytes {
+impl RunBytes for StoredBytes {
     fn size(&self) -> u64 {
         self.size
     }
@@ -199,8 +202,54 @@ async fn relay_ready(
     Ok(())
 }
 
+/// Names the current runs a period is merged from, with the level and catalog it is merged
+/// under: equal names, equal merged period, so an unchanged period is passed over without
+/// reading a payload.
+fn runs_named(config: &AggregatorConfig, catalog: &Catalog, runs: &[StoredRun]) -> String {
+    let mut names: Vec<String> = runs
+        .iter()
+        .map(|run| format!("{}={}", run.site, run.run_id))
+        .collect();
+    names.sort();
+    format!("{} {} {}", config.level, catalog.version, names.join(","))
+}
+
+/// Builds a period's merged encoding from its current runs, read from the store a range at
+/// a time, off the runtime.
+async fn merged_encoding(
+    config: &AggregatorConfig,
+    catalog: &Catalog,
+    store: &Arc<dyn MergeStore>,
+    period: Period,
+    runs: &[StoredRun],
+    missing_sites: Vec<SiteCode>,
+) -> Result<MergedEncoding, String> {
+    let header = MergedHeader {
+        hierarchy_hash: config.hierarchy_id.hashed(),
+        period,
+        catalog_version: catalog.version.clone(),
+        level: config.level,
+        missing_sites,
+    };
+    let sources: Vec<Arc<dyn RunBytes>> = runs
+        .iter()
+        .map(|run| {
+            Arc::new(StoredBytes {
+                store: Arc::clone(store),
+                run_id: run.run_id.clone(),
+                size: run.size,
+            }) as Arc<dyn RunBytes>
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || MergedEncoding::build(header, sources))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("period {period} cannot be merged: {e}"))
+}
+
 /// Offers every period that is ready (see [`ready_at`]) to the connection point; returns
-/// when the next of those not yet ready will be.
+/// when the next of those not yet ready will be. A period whose current runs are those of
+/// its last forward is passed over without reading them.
 async fn forward_ready(
     config: &AggregatorConfig,
     store: &Arc<dyn MergeStore>,
@@ -209,39 +258,40 @@ async fn forward_ready(
     clock: &dyn Clock,
 ) -> Result<Option<OffsetDateTime>, String> {
     let reader = Arc::clone(store);
-    let periods = tokio::task::spawn_blocking(move || reader.periods())
+    let current = tokio::task::spawn_blocking(move || reader.current_runs())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    let mut by_period: BTreeMap<Period, Vec<StoredRun>> = BTreeMap::new();
+    for run in current {
+        by_period.entry(run.period).or_default().push(run);
+    }
     let mut client: Option<ConnectionPointClient<tonic::transport::Channel>> = None;
     let mut failed = Vec::new();
     let mut next_due: Option<OffsetDateTime> = None;
-    for period in periods {
+    for (period, runs) in by_period {
+        let named = runs_named(config, catalog, &runs);
         let reader = Arc::clone(store);
-        let key = period;
-        let (runs, forwarded, last_change) = tokio::task::spawn_blocking(move || {
+        let (forwarded, last_change) = tokio::task::spawn_blocking(move || {
             Ok::<_, hrs_store::StoreError>((
-                reader.current(Some(&key), None)?,
-                reader.forwarded(&key)?,
-                reader.last_change(&key)?,
+                reader.forwarded(&period)?,
+                reader.last_change(&period)?,
             ))
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        let merged = merge(
-            config.hierarchy_id,
-            config.level,
-            catalog,
-            &config.sites,
-            &period.to_string(),
-            runs,
-        );
-        if forwarded.as_deref() == Some(merged.period.digest.as_str()) {
+        if forwarded.as_ref().is_some_and(|f| f.runs == named) {
             continue;
         }
+        let missing: Vec<SiteCode> = config
+            .sites
+            .iter()
+            .filter(|site| !runs.iter().any(|run| run.site == **site))
+            .cloned()
+            .collect();
         let readiness = Readiness {
-            complete: merged.complete,
+            complete: missing.is_empty(),
             forwarded_before: forwarded.is_some(),
             last_change,
         };
@@ -255,44 +305,57 @@ async fn forward_ready(
             next_due = Some(next_due.map_or(ready, |due| due.min(ready)));
             continue;
         }
-        let client = match &mut client {
-            Some(client) => client,
-            None => client.insert(
-                ConnectionPointClient::new(
-                    hrs_rpc::tls::connect(upstream, config.tls.as_ref())
-                        .await
-                        .map_err(|e| format!("cannot connect: {e}"))?,
-                )
-                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
-                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
-            ),
-        };
-        let digest = merged.period.digest.clone();
-        let missing = merged.period.missing_sites.len();
-        let offered = client
-            .offer_period(pb::OfferPeriodRequest {
-                period: Some(merged.period),
+        let missing_count = missing.len();
+        let merged = merged_encoding(config, catalog, store, period, &runs, missing).await?;
+        let digest = merged.digest().to_owned();
+        // A newer run with the same content (a re-sent period) changes nothing upstream.
+        if forwarded.as_ref().is_none_or(|f| f.digest != digest) {
+            let client = match &mut client {
+                Some(client) => client,
+                None => client.insert(
+                    ConnectionPointClient::new(
+                        hrs_rpc::tls::connect(upstream, config.tls.as_ref())
+                            .await
+                            .map_err(|e| format!("cannot connect: {e}"))?,
+                    )
+                    .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+                    .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
+                ),
+            };
+            let encoded = tokio::task::spawn_blocking(move || {
+                merged.read_at(0, usize::try_from(merged.size()).unwrap_or(usize::MAX))
             })
-            .await;
-        match offered {
-            Ok(_) => {}
-            // A period the connection point refuses must not hold back the periods after
-            // it; it is offered again at the next retry.
-            Err(status) if hrs_rpc::error::refused(&status) => {
-                tracing::error!(%period, digest, error = %status.message(), "the connection point refused a period");
-                failed.push(period.to_string());
-                continue;
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("period {period} cannot be read: {e}"))?;
+            let merged = pb::MergedPeriod::decode(encoded.as_slice())
+                .map_err(|e| format!("period {period} does not decode: {e}"))?;
+            let offered = client
+                .offer_period(pb::OfferPeriodRequest {
+                    period: Some(merged),
+                })
+                .await;
+            match offered {
+                Ok(_) => {}
+                // A period the connection point refuses must not hold back the periods after
+                // it; it is offered again at the next retry.
+                Err(status) if hrs_rpc::error::refused(&status) => {
+                    tracing::error!(%period, digest, error = %status.message(), "the connection point refused a period");
+                    failed.push(period.to_string());
+                    continue;
+                }
+                Err(status) => {
+                    return Err(format!("period {period} not taken: {}", status.message()));
+                }
             }
-            Err(status) => return Err(format!("period {period} not taken: {}", status.message())),
+            tracing::info!(%period, digest, missing = missing_count, "period forwarded");
         }
         let writer = Arc::clone(store);
         let at = clock.now();
-        let (p, d) = (period, digest.clone());
-        tokio::task::spawn_blocking(move || writer.mark_forwarded(&p, &d, at))
+        tokio::task::spawn_blocking(move || writer.mark_forwarded(&period, &digest, &named, at))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        tracing::info!(%period, digest, missing, "period forwarded");
     }
     if failed.is_empty() {
         Ok(next_due)

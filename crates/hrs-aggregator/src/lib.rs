@@ -22,7 +22,9 @@ use tokio::sync::Notify;
 
 pub use config::{AggregatorConfig, Onward};
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
-pub use store::{Appended, Commit, Contact, MergeStore, SqliteMergeStore, Staged, StoredRun};
+pub use store::{
+    Appended, Commit, Contact, Forwarded, MergeStore, SqliteMergeStore, Staged, StoredRun,
+};
 
 /// Largest message sent upstream (a merged period, a relayed run); the receiving role
 /// enforces its own `max_message_mb`.

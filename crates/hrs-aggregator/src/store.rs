@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS forwarded (
     digest       TEXT NOT NULL,
     forwarded_at TEXT NOT NULL
 );
+-- The current runs a period's last forward was merged from, so an unchanged period is
+-- recognised without reading a payload.
+CREATE TABLE IF NOT EXISTS forwarded_from (
+    period TEXT PRIMARY KEY,
+    runs   TEXT NOT NULL
+);
 ";
 
 /// Unfinished chunked runs kept per site, the one being offered included.
@@ -100,6 +106,16 @@ pub struct Staged {
     pub committed: Option<Commit>,
     /// True when this offer started the staging (nothing of the run was held before).
     pub created: bool,
+}
+
+/// What a period's last forward upstream was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The merged digest committed upstream.
+    pub digest: String,
+    /// The current runs it was merged from, as the forwarder names them; empty when the
+    /// forward was recorded before they were kept.
+    pub runs: String,
 }
 
 /// A stored run, named without its payload.
@@ -150,18 +166,20 @@ pub trait MergeStore: Send + Sync + 'static {
     /// Returns every period that has at least one current run, oldest first.
     fn periods(&self) -> Result<Vec<Period>, StoreError>;
 
-    /// Returns the digest last forwarded upstream for a period.
-    fn forwarded(&self, period: &Period) -> Result<Option<String>, StoreError>;
+    /// Returns what was last forwarded upstream for a period.
+    fn forwarded(&self, period: &Period) -> Result<Option<Forwarded>, StoreError>;
 
     /// Returns when the newest of a period's current runs was received (RFC 3339): the
     /// last time its merged content changed.
     fn last_change(&self, period: &Period) -> Result<Option<OffsetDateTime>, StoreError>;
 
-    /// Records that the merged period with this digest was committed upstream.
+    /// Records that the merged period with this digest, merged from `runs` (see
+    /// [`Forwarded::runs`]), was committed upstream.
     fn mark_forwarded(
         &self,
         period: &Period,
         digest: &str,
+        runs: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
@@ -388,13 +406,19 @@ impl MergeStore for SqliteMergeStore {
         })
     }
 
-    fn forwarded(&self, period: &Period) -> Result<Option<String>, StoreError> {
+    fn forwarded(&self, period: &Period) -> Result<Option<Forwarded>, StoreError> {
         self.store.with(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT digest FROM forwarded WHERE period = ?1",
+                    "SELECT f.digest, COALESCE(r.runs, '') FROM forwarded f
+                     LEFT JOIN forwarded_from r USING (period) WHERE f.period = ?1",
                     params![period.to_string()],
-                    |r| r.get(0),
+                    |r| {
+                        Ok(Forwarded {
+                            digest: r.get(0)?,
+                            runs: r.get(1)?,
+                        })
+                    },
                 )
                 .optional()?)
         })
@@ -416,16 +440,24 @@ impl MergeStore for SqliteMergeStore {
         &self,
         period: &Period,
         digest: &str,
+        runs: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let (period, at) = (period.to_string(), rfc3339(at));
         self.store.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "INSERT INTO forwarded (period, digest, forwarded_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (period) DO UPDATE
                  SET digest = excluded.digest, forwarded_at = excluded.forwarded_at",
                 params![period, digest, at],
             )?;
+            tx.execute(
+                "INSERT INTO forwarded_from (period, runs) VALUES (?1, ?2)
+                 ON CONFLICT (period) DO UPDATE SET runs = excluded.runs",
+                params![period, runs],
+            )?;
+            tx.commit()?;
             Ok(())
         })
     }
