@@ -1,6 +1,6 @@
-//! Sending a run upstream as a resumable stream of bounded chunks of its encoding: the
-//! client side of `PushRunChunks` and `ResumeRun`, shared by agents and by aggregators
-//! that relay to another aggregator.
+//! Sending a run or a merged period upstream as a resumable stream of bounded chunks of its
+//! encoding: the client side of `PushRunChunks` and `ResumeRun` (agents, and aggregators
+//! that relay to another aggregator) and the pieces every period upload is made of.
 
 use std::sync::Arc;
 
@@ -78,10 +78,7 @@ pub async fn push_run_chunks(
         return Ok(answer);
     }
     let size = offer.size;
-    let start = resume.held_bytes;
-    if start > size {
-        return Err(ChunkedPushError::Inconsistent { held: start, size });
-    }
+    let start = resume_at(resume.held_bytes, size)?;
     if start > 0 {
         tracing::info!(run_id = %offer.run_id, resumed_at = start, size, "resuming a broken upload");
     }
@@ -101,6 +98,48 @@ pub async fn push_run_chunks(
     let answer = client.push_run_chunks(queue).await;
     finished(reader).await?;
     Ok(answer?.into_inner())
+}
+
+/// Completes a period's offer with the size and SHA-256 of its encoding `source`.
+pub async fn period_offer(
+    source: &Arc<dyn RunBytes>,
+    offer: pb::PeriodOffer,
+    chunk_bytes: usize,
+) -> Result<pb::PeriodOffer, ChunkedPushError> {
+    Ok(pb::PeriodOffer {
+        size: source.size(),
+        sha256: sha256_off_runtime(source, chunk_bytes).await?,
+        ..offer
+    })
+}
+
+/// The chunks of a period's encoding from `start`, the first carrying its offer; see
+/// [`stream_from`].
+pub fn period_chunks(
+    source: Arc<dyn RunBytes>,
+    offer: pb::PeriodOffer,
+    start: u64,
+    chunk_bytes: usize,
+) -> (
+    ReceiverStream<pb::PeriodChunk>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let mut first = Some(offer);
+    stream_from(source, start, chunk_bytes, move |offset, data| {
+        pb::PeriodChunk {
+            offer: first.take(),
+            offset,
+            data,
+        }
+    })
+}
+
+/// Checks where a resumed upload starts: never past the end of what is sent.
+pub fn resume_at(held: u64, size: u64) -> Result<u64, ChunkedPushError> {
+    if held > size {
+        return Err(ChunkedPushError::Inconsistent { held, size });
+    }
+    Ok(held)
 }
 
 /// The SHA-256 of `source`, read off the runtime.
