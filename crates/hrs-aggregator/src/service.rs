@@ -11,6 +11,7 @@ use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run_time};
 use hrs_core::{HierarchyId, Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
+use hrs_rpc::receive::{Placed, ReceiveError, receive};
 use hrs_rpc::v1::aggregator_server::Aggregator;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -665,86 +666,36 @@ impl AggregatorService {
         offer: &pb::RunOffer,
         held: &mut u64,
     ) -> Result<(), PushError> {
-        let mut next = Some(first);
-        loop {
-            let chunk = match next.take() {
-                Some(chunk) => chunk,
-                None => match chunks.message().await {
-                    Ok(Some(chunk)) if chunk.offer.is_some() => {
-                        return Err(Invalid::Field {
-                            field: "chunk.offer".into(),
-                            problem: "set on a chunk after the first".into(),
-                        }
-                        .into());
-                    }
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    // The sender went away; what it sent is held for its resume.
-                    Err(status) => {
-                        return Err(PushError::from_stream(status, |status| {
-                            tracing::debug!(run_id = %offer.run_id, error = %status.message(), "chunk stream broke");
-                            PushError::Incomplete {
-                                held: *held,
-                                size: offer.size,
-                            }
-                        }));
-                    }
-                },
-            };
-            if chunk.data.len() > hrs_rpc::chunks::MAX_CHUNK_BYTES {
-                return Err(Invalid::Field {
-                    field: "chunk.data".into(),
-                    problem: format!(
-                        "{} bytes; a chunk holds at most {}",
-                        chunk.data.len(),
-                        hrs_rpc::chunks::MAX_CHUNK_BYTES
-                    ),
-                }
-                .into());
+        let store = &self.store;
+        let append = |offset: u64, data: Vec<u8>| {
+            let (store, run_id) = (Arc::clone(store), offer.run_id.clone());
+            async move {
+                let appended =
+                    tokio::task::spawn_blocking(move || store.stage_append(&run_id, offset, &data))
+                        .await
+                        .map_err(|e| PushError::Task(e.to_string()))?
+                        .map_err(MergeError::from)?;
+                Ok(match appended {
+                    Appended::Held(after) => Placed::Held(after),
+                    Appended::Elsewhere(held) => Placed::Elsewhere(held),
+                    // Another stream of the same run finished it, or a newer offer of the
+                    // site evicted it: the sender's resume finds out which.
+                    Appended::Gone => Placed::Gone,
+                })
             }
-            if chunk.offset != *held {
-                return Err(PushError::OutOfOrder {
-                    offset: chunk.offset,
-                    held: *held,
-                });
-            }
-            if *held + chunk.data.len() as u64 > offer.size {
-                return Err(Invalid::Field {
-                    field: "chunk.data".into(),
-                    problem: format!("runs past the offered size of {} bytes", offer.size),
-                }
-                .into());
-            }
-            if chunk.data.is_empty() {
-                continue;
-            }
-            let (store, run_id) = (Arc::clone(&self.store), offer.run_id.clone());
-            let offset = chunk.offset;
-            let appended = tokio::task::spawn_blocking(move || {
-                store.stage_append(&run_id, chunk.offset, &chunk.data)
-            })
+        };
+        receive(&mut chunks, first, offer.size, held, append)
             .await
-            .map_err(|e| PushError::Task(e.to_string()))?
-            .map_err(MergeError::from)?;
-            *held = match appended {
-                Appended::Held(after) => after,
-                Appended::Elsewhere(actual) => {
-                    return Err(PushError::OutOfOrder {
-                        offset,
-                        held: actual,
-                    });
-                }
-                // Another stream of the same run finished it, or a newer offer of the
-                // site evicted it: the sender's resume finds out which.
-                Appended::Gone => {
-                    return Err(PushError::Incomplete {
-                        held: *held,
-                        size: offer.size,
-                    });
-                }
-            };
-        }
-        Ok(())
+            .map_err(|error| match error {
+                ReceiveError::Field { field, problem } => PushError::Invalid(Invalid::Field {
+                    field: field.into(),
+                    problem,
+                }),
+                ReceiveError::OutOfOrder { offset, held } => PushError::OutOfOrder { offset, held },
+                ReceiveError::Incomplete { held, size } => PushError::Incomplete { held, size },
+                ReceiveError::Unreadable(status) => PushError::Unreadable(status),
+                ReceiveError::Store(error) => error,
+            })
     }
 
     /// Answers one call: reads the caller's identity and runs `work` to completion even if

@@ -7,6 +7,7 @@ pub mod chunks;
 pub mod codec;
 pub mod error;
 pub mod proxy;
+pub mod receive;
 pub mod refusals;
 pub mod serve;
 pub mod tls;
