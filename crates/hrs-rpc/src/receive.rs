@@ -20,33 +20,26 @@ pub trait Chunk: Send + 'static {
     fn take_data(&mut self) -> Vec<u8>;
 }
 
-impl Chunk for pb::RunChunk {
-    fn offset(&self) -> u64 {
-        self.offset
-    }
+/// Both chunk messages name their fields alike.
+macro_rules! chunk_message {
+    ($($message:ty),*) => {$(
+        impl Chunk for $message {
+            fn offset(&self) -> u64 {
+                self.offset
+            }
 
-    fn has_offer(&self) -> bool {
-        self.offer.is_some()
-    }
+            fn has_offer(&self) -> bool {
+                self.offer.is_some()
+            }
 
-    fn take_data(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.data)
-    }
+            fn take_data(&mut self) -> Vec<u8> {
+                std::mem::take(&mut self.data)
+            }
+        }
+    )*};
 }
 
-impl Chunk for pb::PeriodChunk {
-    fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    fn has_offer(&self) -> bool {
-        self.offer.is_some()
-    }
-
-    fn take_data(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.data)
-    }
-}
+chunk_message!(pb::RunChunk, pb::PeriodChunk);
 
 /// What storing one chunk did, as the receiver's staging reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
