@@ -19,7 +19,6 @@ use hrs_proto::v1 as pb;
 use hrs_rpc::chunks::ChunkedPushError;
 use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
-use prost::Message as _;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
@@ -322,31 +321,35 @@ async fn forward_ready(
                     .max_decoding_message_size(crate::MAX_MESSAGE_BYTES),
                 ),
             };
-            let encoded = tokio::task::spawn_blocking(move || {
-                merged.read_at(0, usize::try_from(merged.size()).unwrap_or(usize::MAX))
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("period {period} cannot be read: {e}"))?;
-            let merged = pb::MergedPeriod::decode(encoded.as_slice())
-                .map_err(|e| format!("period {period} does not decode: {e}"))?;
-            let offered = client
-                .offer_period(pb::OfferPeriodRequest {
-                    period: Some(merged),
-                })
-                .await;
+            let offer = pb::PeriodOffer {
+                hierarchy_hash: config.hierarchy_id.hashed(),
+                period: period.to_string(),
+                digest: digest.clone(),
+                client_version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..Default::default()
+            };
+            let offered = hrs_rpc::chunks::offer_period_chunks(
+                client,
+                offer,
+                Arc::new(merged),
+                hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+            )
+            .await;
             match offered {
                 Ok(_) => {}
                 // A period the connection point refuses must not hold back the periods after
                 // it; it is offered again at the next retry.
-                Err(status) if hrs_rpc::error::refused(&status) => {
+                Err(ChunkedPushError::Status(status)) if hrs_rpc::error::refused(&status) => {
                     tracing::error!(%period, digest, error = %status.message(), "the connection point refused a period");
                     failed.push(period.to_string());
                     continue;
                 }
-                Err(status) => {
+                // Anything else is the link or the connection point failing: offered again
+                // later, from where its held bytes end.
+                Err(ChunkedPushError::Status(status)) => {
                     return Err(format!("period {period} not taken: {}", status.message()));
                 }
+                Err(error) => return Err(format!("period {period} not taken: {error}")),
             }
             tracing::info!(%period, digest, missing = missing_count, "period forwarded");
         }

@@ -11,6 +11,7 @@ pub mod bundle;
 mod config;
 mod deliver;
 pub mod intake;
+mod offer;
 pub mod offline;
 mod outbound;
 mod status;
@@ -26,6 +27,7 @@ use hrs_core::clock::Clock;
 use hrs_core::validate::{Invalid, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
+use hrs_rpc::receive::ReceiveError;
 use hrs_rpc::serve::{Background, RoleService as _, RoleServing, ServeError, serve_role};
 use hrs_rpc::tls::ClientCertificates;
 use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServer};
@@ -74,6 +76,32 @@ pub enum ConnectionError {
         /// Who called, as its certificate names it.
         caller: String,
     },
+    /// A period's encoding is larger than the outbox keeps.
+    #[error("period of {size} bytes; the connection point keeps periods of at most {max}")]
+    TooLarge {
+        /// The offered size.
+        size: u64,
+        /// The most it keeps.
+        max: u64,
+    },
+    /// A period's bytes are not what its offer said (SHA-256, period or digest).
+    #[error("{0}")]
+    Corrupt(String),
+    /// A period was already stored under this content with other bytes, or its upload
+    /// belongs to another hierarchy.
+    #[error("period upload conflicts: the connection point holds {stored}, the offer is {sent}")]
+    Conflict {
+        /// What is held.
+        stored: String,
+        /// What was offered.
+        sent: String,
+    },
+    /// A chunk stream broke the protocol, or broke off.
+    #[error(transparent)]
+    Receive(#[from] ReceiveError<StoreError>),
+    /// A staged period could not be read back for its check.
+    #[error("cannot read the staged period: {0}")]
+    Staged(String),
     /// The store could not be opened, read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -116,7 +144,11 @@ impl RpcError for ConnectionError {
             Self::Invalid(Invalid::UnknownCatalog(_)) => Code::FailedPrecondition,
             Self::Invalid(_) => Code::InvalidArgument,
             Self::WrongHierarchy { .. } | Self::NotPermitted { .. } => Code::PermissionDenied,
-            Self::Store(_)
+            Self::TooLarge { .. } | Self::Corrupt(_) => Code::InvalidArgument,
+            Self::Conflict { .. } => Code::AlreadyExists,
+            Self::Receive(error) => error.code().unwrap_or(Code::Internal),
+            Self::Staged(_)
+            | Self::Store(_)
             | Self::NoStore { .. }
             | Self::Tls(_)
             | Self::Bundle(_)
@@ -201,24 +233,72 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
         &self,
         request: Request<pb::OfferPeriodRequest>,
     ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
-        let span = tracing::info_span!("offer_period", peer = ?request.remote_addr());
-        if self.tls {
-            let caller = hrs_rpc::tls::peer_certificate(&request)
-                .and_then(|der| hrs_pki::identity(&der).ok());
-            if caller != Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
-                let caller =
-                    caller.map_or("a client without an identity".into(), |c| c.to_string());
-                return Err(hrs_rpc::error::status(&ConnectionError::NotPermitted {
-                    caller,
-                }));
-            }
+        self.answer("offer_period", request, |service, request| async move {
+            service.handle(request).await
+        })
+        .await
+    }
+
+    async fn offer_period_chunks(
+        &self,
+        request: Request<tonic::Streaming<pb::PeriodChunk>>,
+    ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
+        self.answer(
+            "offer_period_chunks",
+            request,
+            |service, chunks| async move { service.receive(chunks).await },
+        )
+        .await
+    }
+
+    async fn resume_period(
+        &self,
+        request: Request<pb::ResumePeriodRequest>,
+    ) -> Result<Response<pb::ResumePeriodResponse>, Status> {
+        self.answer("resume_period", request, |service, request| async move {
+            service.resume(request).await
+        })
+        .await
+    }
+}
+
+impl<S: OutboxStore> PointService<S> {
+    /// With TLS, only the aggregator's certificate may offer periods.
+    fn permitted<T>(&self, request: &Request<T>) -> Result<(), ConnectionError> {
+        if !self.tls {
+            return Ok(());
         }
-        let request = request.into_inner();
-        let service = self.clone();
+        let caller =
+            hrs_rpc::tls::peer_certificate(request).and_then(|der| hrs_pki::identity(&der).ok());
+        if caller == Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
+            return Ok(());
+        }
+        Err(ConnectionError::NotPermitted {
+            caller: caller.map_or("a client without an identity".into(), |c| c.to_string()),
+        })
+    }
+
+    /// Answers one call from an aggregator that may offer periods, running `work` to
+    /// completion even if the caller goes away.
+    async fn answer<Req, Resp, Work, Fut>(
+        &self,
+        name: &'static str,
+        request: Request<Req>,
+        work: Work,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Work: FnOnce(Self, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Resp, ConnectionError>> + Send + 'static,
+    {
+        let span = tracing::info_span!("call", name, peer = ?request.remote_addr());
+        self.permitted(&request)
+            .map_err(|error| hrs_rpc::error::status(&error))?;
+        let (service, request) = (self.clone(), request.into_inner());
         hrs_rpc::serve::detached(
             async move {
-                service
-                    .handle(request)
+                work(service, request)
                     .await
                     .map_err(|error| hrs_rpc::error::status(&error))
             }

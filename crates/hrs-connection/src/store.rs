@@ -12,10 +12,14 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hrs_core::Level;
 use hrs_core::Period;
+use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
+use hrs_store::staging::{self, Appended, Staged, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
@@ -113,6 +117,17 @@ pub enum Offered {
     Duplicate,
 }
 
+impl Offered {
+    /// The outcome's name, as a period's staging records it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Replaced => "replaced",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// One stored period and its delivery state, for status and polling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodState {
@@ -180,6 +195,84 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// The last update check, if any ran.
     fn last_check(&self) -> impl Future<Output = Result<Option<CheckRecord>, StoreError>> + Send;
+
+    /// Starts staging a period sent in chunks, or finds it staged: how much is held, or
+    /// that it is stored. Stagings untouched since `stale_before` are dropped first.
+    fn stage(
+        &self,
+        offer: &pb::PeriodOffer,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> impl Future<Output = Result<Staged, StoreError>> + Send;
+
+    /// Appends a chunk of a staged period durably, if it starts where the held bytes end.
+    fn stage_append(
+        &self,
+        offer: &pb::PeriodOffer,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// A staged period's bytes, read a range at a time (reads block: run them off the
+    /// runtime).
+    fn staged_bytes(&self, offer: &pb::PeriodOffer) -> Arc<dyn RunBytes>;
+
+    /// Stores a whole staged period, checked, for delivery, as received `at`, in the one
+    /// transaction that settles its staging; `level` is the level it was collected at.
+    fn commit_staged(
+        &self,
+        offer: &pb::PeriodOffer,
+        level: Level,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
+
+    /// Forgets a staged period (refused on its content).
+    fn stage_discard(
+        &self,
+        offer: &pb::PeriodOffer,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The staging of periods sent in chunks.
+const STAGED_PERIODS: Staging = Staging {
+    uploads: "staged_periods",
+    chunks: "staged_period_chunks",
+    id: "upload_id",
+    owner: "hierarchy_hash",
+    max_chunk_bytes: hrs_rpc::chunks::MAX_CHUNK_BYTES as u64,
+};
+
+/// Unfinished period uploads kept per hierarchy, the one being offered included: an
+/// aggregator offers one period at a time, and a newer version replaces an older one.
+const OPEN_UPLOADS: u32 = 4;
+
+/// The staging a period's offer names: one per period and content.
+fn upload_of(offer: &pb::PeriodOffer) -> staging::Offer {
+    staging::Offer {
+        id: format!("{}/{}", offer.period, offer.sha256),
+        owner: offer.hierarchy_hash.clone(),
+        size: offer.size,
+        sha256: offer.sha256.clone(),
+    }
+}
+
+/// A staged period's bytes, read from the staging a range at a time.
+struct StagedBytes {
+    store: Store,
+    upload: String,
+    size: u64,
+}
+
+impl RunBytes for StagedBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store
+            .with(|conn| STAGED_PERIODS.range(conn, &self.upload, offset, len))
+            .map_err(std::io::Error::other)
+    }
 }
 
 /// Where a manifest came from.
@@ -271,7 +364,7 @@ impl SqliteOutbox {
     /// Opens (creating if needed) the outbox file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            store: Store::open(path, SCHEMA)?,
+            store: Store::open(path, &format!("{SCHEMA}{}", STAGED_PERIODS.schema()))?,
         })
     }
 
@@ -688,5 +781,112 @@ impl OutboxStore for SqliteOutbox {
 
     async fn last_check(&self) -> Result<Option<CheckRecord>, StoreError> {
         self.store.call(read_check).await
+    }
+
+    async fn stage(
+        &self,
+        offer: &pb::PeriodOffer,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> Result<Staged, StoreError> {
+        let (upload, at, stale_before) = (upload_of(offer), rfc3339(at), rfc3339(stale_before));
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let staged =
+                    STAGED_PERIODS.stage(&tx, &upload, &at, &stale_before, OPEN_UPLOADS)?;
+                tx.commit()?;
+                Ok(staged)
+            })
+            .await
+    }
+
+    async fn stage_append(
+        &self,
+        offer: &pb::PeriodOffer,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Appended, StoreError> {
+        let upload = upload_of(offer).id;
+        self.store
+            .call(move |conn| STAGED_PERIODS.append(conn, &upload, offset, &data))
+            .await
+    }
+
+    fn staged_bytes(&self, offer: &pb::PeriodOffer) -> Arc<dyn RunBytes> {
+        Arc::new(StagedBytes {
+            store: self.store.clone(),
+            upload: upload_of(offer).id,
+            size: offer.size,
+        })
+    }
+
+    async fn commit_staged(
+        &self,
+        offer: &pb::PeriodOffer,
+        level: Level,
+        at: OffsetDateTime,
+    ) -> Result<Offered, StoreError> {
+        let upload = upload_of(offer);
+        let (period, digest, received_at) =
+            (offer.period.clone(), offer.digest.clone(), rfc3339(at));
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // The staging checked a moment ago must still be whole and open: a newer
+                // offer may have evicted it meanwhile.
+                if !STAGED_PERIODS.intact(&tx, &upload)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "period {period} changed in staging while it was stored; send it again"
+                    )));
+                }
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT digest FROM periods WHERE period = ?1",
+                        params![period],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let offered = match existing {
+                    Some(stored) if stored == digest => Offered::Duplicate,
+                    Some(_) => Offered::Replaced,
+                    None => Offered::New,
+                };
+                if offered != Offered::Duplicate {
+                    tx.execute(
+                        "INSERT INTO periods (period, digest, level, payload, received_at, state)
+                         VALUES (?1, ?2, ?3, zeroblob(?4), ?5, 'pending')
+                         ON CONFLICT (period) DO UPDATE SET
+                             digest = excluded.digest, level = excluded.level,
+                             payload = excluded.payload, received_at = excluded.received_at,
+                             state = 'pending', submission_id = NULL, bundle_path = NULL,
+                             answered_at = NULL",
+                        params![
+                            period,
+                            digest,
+                            level.as_str(),
+                            i64::try_from(upload.size).unwrap_or(i64::MAX),
+                            received_at
+                        ],
+                    )?;
+                    let rowid: i64 = tx.query_row(
+                        "SELECT rowid FROM periods WHERE period = ?1",
+                        params![period],
+                        |r| r.get(0),
+                    )?;
+                    STAGED_PERIODS.copy_into(&tx, &upload.id, "periods", "payload", rowid)?;
+                }
+                STAGED_PERIODS.settle(&tx, &upload.id, offered.as_str())?;
+                tx.commit()?;
+                Ok(offered)
+            })
+            .await
+    }
+
+    async fn stage_discard(&self, offer: &pb::PeriodOffer) -> Result<(), StoreError> {
+        let upload = upload_of(offer).id;
+        self.store
+            .call(move |conn| STAGED_PERIODS.discard(conn, &upload))
+            .await
     }
 }

@@ -814,3 +814,169 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
     edit("UPDATE manifests SET received_at = ''");
     corrupt(store.latest_manifest_blocking(), "stored time");
 }
+
+/// A valid Full-level period of two sites whose encoding is larger than any message may
+/// be: one catalog query's set with `rows` rows, each carrying `text_bytes` of text in a
+/// column the catalog does not hash.
+fn large_period(rows: usize, text_bytes: usize) -> pb::MergedPeriod {
+    let catalog = Catalog::builtin().expect("builtin catalog");
+    let (query, column) = catalog
+        .at_level(Level::Full)
+        .find_map(|query| {
+            // Output columns: the hierarchy hash, then every column not dropped.
+            query
+                .columns
+                .iter()
+                .filter(|c| c.privacy != hrs_core::Privacy::Drop)
+                .position(|c| c.ty == ColumnType::Text && c.privacy != hrs_core::Privacy::Hash)
+                .map(|column| (query.clone(), column + 1))
+        })
+        .expect("a Full query with a text column kept in clear");
+    let mut set = catalog_set(&query);
+    let row = set.rows[0].clone();
+    let long: pb::Value = (&Value::Text("x".repeat(text_bytes))).into();
+    set.rows = (0..rows)
+        .map(|_| {
+            let mut row = row.clone();
+            row.values[column] = long.clone();
+            row
+        })
+        .collect();
+    merged("2026-W48", Level::Full, vec![set])
+}
+
+#[tokio::test]
+async fn a_period_larger_than_a_message_arrives_in_chunks_and_resumes_after_a_cut() {
+    use hrs_core::bytes::RunBytes;
+    use hrs_rpc::chunks::{DEFAULT_CHUNK_BYTES, offer_period_chunks, period_chunks, period_offer};
+
+    let period = large_period(4_400, 8 << 10);
+    let encoded = period.encode_to_vec();
+    assert!(encoded.len() > MAX_MESSAGE_BYTES, "{} bytes", encoded.len());
+    let source: Arc<dyn RunBytes> = Arc::new(encoded);
+    let base = pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        ..Default::default()
+    };
+    let offer = period_offer(&source, base.clone(), DEFAULT_CHUNK_BYTES)
+        .await
+        .expect("hashes");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = point_config(dir.path(), Mode::Offline, None);
+    let server = start_point(&config).await;
+    let mut client = point_client(server.addr).await;
+
+    // The first stream ends after ten chunks: what arrived is held, the offer answered as
+    // incomplete, nothing stored.
+    let (full, reader) = period_chunks(Arc::clone(&source), offer.clone(), 0, DEFAULT_CHUNK_BYTES);
+    let cut = tokio_stream::StreamExt::take(full, 10);
+    let status = client
+        .offer_period_chunks(cut)
+        .await
+        .expect_err("an incomplete period is not stored");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(status.message().contains("resume"), "{status:?}");
+    drop(reader);
+    let resume = client
+        .resume_period(pb::ResumePeriodRequest {
+            offer: Some(offer.clone()),
+        })
+        .await
+        .expect("resumes")
+        .into_inner();
+    assert_eq!(resume.held_bytes, 10 * DEFAULT_CHUNK_BYTES as u64);
+    assert!(resume.committed.is_none());
+
+    // Offered again, it goes on from the held bytes and is stored whole.
+    let answer = offer_period_chunks(
+        &mut client,
+        base.clone(),
+        Arc::clone(&source),
+        DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("stored");
+    assert!(!answer.duplicate);
+    let again = offer_period_chunks(&mut client, base, Arc::clone(&source), DEFAULT_CHUNK_BYTES)
+        .await
+        .expect("answered");
+    assert!(again.duplicate, "a stored period is a duplicate");
+    let outbox = SqliteOutbox::open(&config.store).expect("opens");
+    let stored = outbox.stored_blocking().expect("reads");
+    assert_eq!(stored, [period]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_period_whose_bytes_are_not_its_offer_is_refused_naming_why() {
+    use hrs_core::bytes::RunBytes;
+    use hrs_rpc::chunks::{DEFAULT_CHUNK_BYTES, offer_period_chunks, period_chunks, period_offer};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = point_config(dir.path(), Mode::Offline, None);
+    let server = start_point(&config).await;
+    let mut client = point_client(server.addr).await;
+    let period = catalog_period("2026-W48");
+    let base = pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        ..Default::default()
+    };
+    let source: Arc<dyn RunBytes> = Arc::new(period.encode_to_vec());
+
+    // Bytes that hash to something else than the offer says.
+    let offer = period_offer(&source, base.clone(), DEFAULT_CHUNK_BYTES)
+        .await
+        .expect("hashes");
+    let lying = pb::PeriodOffer {
+        sha256: "0".repeat(64),
+        ..offer
+    };
+    let (chunks, _reader) = period_chunks(Arc::clone(&source), lying, 0, DEFAULT_CHUNK_BYTES);
+    let status = client
+        .offer_period_chunks(chunks)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("hash to"), "{status:?}");
+
+    // An offer naming another digest than the period carries.
+    let other = pb::PeriodOffer {
+        digest: "ab".repeat(32),
+        ..base.clone()
+    };
+    let status = offer_period_chunks(&mut client, other, Arc::clone(&source), DEFAULT_CHUNK_BYTES)
+        .await
+        .expect_err("refused");
+    assert!(status.to_string().contains("digest"), "{status}");
+
+    // Another hierarchy's period is refused before a byte is kept.
+    let foreign = pb::PeriodOffer {
+        hierarchy_hash: OTHER_HIERARCHY
+            .parse::<HierarchyId>()
+            .expect("guid")
+            .hashed(),
+        ..base
+    };
+    let status = offer_period_chunks(&mut client, foreign, source, DEFAULT_CHUNK_BYTES)
+        .await
+        .expect_err("refused");
+    assert!(status.to_string().contains("hierarchy"), "{status}");
+    let outbox = SqliteOutbox::open(&config.store).expect("opens");
+    assert!(outbox.stored_blocking().expect("reads").is_empty());
+    let staged: i64 = outbox_count(&config.store, "SELECT COUNT(*) FROM staged_period_chunks");
+    assert_eq!(staged, 0, "refused uploads leave no chunks behind");
+    server.stop().await;
+}
+
+/// Runs a counting query on the outbox file.
+fn outbox_count(path: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("opens")
+        .query_row(sql, [], |r| r.get(0))
+        .expect("counts")
+}

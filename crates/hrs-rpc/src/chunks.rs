@@ -12,6 +12,7 @@ use hrs_core::bytes::{RunBytes, chunk_len, sha256_of};
 use hrs_proto::v1 as pb;
 
 use crate::v1::aggregator_client::AggregatorClient;
+use crate::v1::connection_point_client::ConnectionPointClient;
 
 /// Default size of one chunk: small enough to keep memory flat and a cut link cheap to
 /// resume, large enough that per-chunk overhead does not matter.
@@ -96,6 +97,36 @@ pub async fn push_run_chunks(
         }
     });
     let answer = client.push_run_chunks(queue).await;
+    finished(reader).await?;
+    Ok(answer?.into_inner())
+}
+
+/// Offers a merged period to the connection point: asks what it already holds, then
+/// streams the rest of the encoding `source` in chunks of `chunk_bytes`. Returns the
+/// connection point's answer once the period is stored, at once if it already was. After a
+/// broken stream, calling this again resumes where it broke.
+pub async fn offer_period_chunks(
+    client: &mut ConnectionPointClient<Channel>,
+    offer: pb::PeriodOffer,
+    source: Arc<dyn RunBytes>,
+    chunk_bytes: usize,
+) -> Result<pb::OfferPeriodResponse, ChunkedPushError> {
+    let offer = period_offer(&source, offer, chunk_bytes).await?;
+    let resume = client
+        .resume_period(pb::ResumePeriodRequest {
+            offer: Some(offer.clone()),
+        })
+        .await?
+        .into_inner();
+    if let Some(answer) = resume.committed {
+        return Ok(answer);
+    }
+    let start = resume_at(resume.held_bytes, offer.size)?;
+    if start > 0 {
+        tracing::info!(period = %offer.period, resumed_at = start, size = offer.size, "resuming a broken period upload");
+    }
+    let (queue, reader) = period_chunks(source, offer, start, chunk_bytes);
+    let answer = client.offer_period_chunks(queue).await;
     finished(reader).await?;
     Ok(answer?.into_inner())
 }
