@@ -43,7 +43,7 @@ pub use outbound::{Policy, outbound};
 pub use status::{PointPeriod, PointStatus, status};
 pub use store::{
     Acknowledged, CheckRecord, ImportOutcome, ImportedPackage, ManifestSource, Offered,
-    OutboxStore, PeriodState, SqliteOutbox, State, StoredManifest,
+    OutboxStore, PeriodState, SqliteOutbox, State, StoredManifest, Unsent,
 };
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 

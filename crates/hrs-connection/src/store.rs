@@ -196,6 +196,15 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// The last update check, if any ran.
     fn last_check(&self) -> impl Future<Output = Result<Option<CheckRecord>, StoreError>> + Send;
 
+    /// Returns the periods the intake has not acknowledged (pending or only bundled), named
+    /// without their payloads, oldest period first.
+    fn unsent(&self) -> impl Future<Output = Result<Vec<Unsent>, StoreError>> + Send;
+
+    /// A stored period's encoding as received, read a range at a time (reads block: run
+    /// them off the runtime); a read after the period was replaced by a newer version
+    /// fails.
+    fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes>;
+
     /// Starts staging a period sent in chunks, or finds it staged: how much is held, or
     /// that it is stored. Stagings untouched since `stale_before` are dropped first.
     fn stage(
@@ -231,6 +240,59 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         offer: &pb::PeriodOffer,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A stored period the intake has not acknowledged, named without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsent {
+    /// The period.
+    pub period: Period,
+    /// Its merged digest as received.
+    pub digest: String,
+    /// The level it was collected at.
+    pub level: Level,
+    /// Length of its encoding.
+    pub size: u64,
+}
+
+/// A stored period's encoding, read from the outbox a range at a time.
+struct PayloadBytes {
+    store: Store,
+    period: String,
+    digest: String,
+    size: u64,
+}
+
+impl RunBytes for PayloadBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store
+            .with(|conn| {
+                let rowid: Option<i64> = conn
+                    .query_row(
+                        "SELECT rowid FROM periods WHERE period = ?1 AND digest = ?2",
+                        params![self.period, self.digest],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(rowid) = rowid else {
+                    return Err(StoreError::Corrupt(format!(
+                        "period {} was replaced by a newer version while it was read",
+                        self.period
+                    )));
+                };
+                let blob = conn.blob_open(rusqlite::MAIN_DB, "periods", "payload", rowid, true)?;
+                let mut out = vec![0; len];
+                let at = usize::try_from(offset).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                blob.read_at_exact(&mut out, at)
+                    .map_err(|e| StoreError::Corrupt(format!("period {}: {e}", self.period)))?;
+                Ok(out)
+            })
+            .map_err(std::io::Error::other)
+    }
 }
 
 /// The staging of periods sent in chunks.
@@ -781,6 +843,50 @@ impl OutboxStore for SqliteOutbox {
 
     async fn last_check(&self) -> Result<Option<CheckRecord>, StoreError> {
         self.store.call(read_check).await
+    }
+
+    async fn unsent(&self) -> Result<Vec<Unsent>, StoreError> {
+        self.store
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT period, digest, level, length(payload) FROM periods
+                     WHERE state IN ('pending', 'bundled') ORDER BY period",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(period, digest, level, size)| {
+                        Ok(Unsent {
+                            period: stored_period(&period)?,
+                            digest,
+                            level: level.parse().map_err(|e| {
+                                StoreError::Corrupt(format!(
+                                    "period {period}: level {level:?}: {e}"
+                                ))
+                            })?,
+                            size: u64::try_from(size).unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes> {
+        Arc::new(PayloadBytes {
+            store: self.store.clone(),
+            period: unsent.period.to_string(),
+            digest: unsent.digest.clone(),
+            size: unsent.size,
+        })
     }
 
     async fn stage(
