@@ -13,6 +13,7 @@
 //! point appends it on the way out ([`mode_field`]).
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use hrs_proto::v1 as pb;
@@ -78,8 +79,8 @@ pub enum BuildError {
 enum Piece {
     /// The literal bytes from this offset on.
     Literal { at: usize },
-    /// The bytes of run `run` from `offset` on.
-    Run { run: usize, offset: u64 },
+    /// The bytes of source `source` (a run, or a whole period) from `offset` on.
+    Source { source: usize, offset: u64 },
 }
 
 /// A stretch of the encoding, from one place.
@@ -92,10 +93,12 @@ struct Segment {
     piece: Piece,
 }
 
-/// A merged period's encoding built from its sites' runs, read a range at a time.
+/// A merged period's encoding built from encodings it copies ranges of (its sites' runs,
+/// or a period it reshapes), read a range at a time.
 pub struct MergedEncoding {
-    /// The sites' runs, in site order; segments name them by index.
-    runs: Vec<Arc<dyn RunBytes>>,
+    /// The encodings copied from (the sites' runs in site order, or the one period
+    /// reshaped); segments name them by index.
+    sources: Vec<Arc<dyn RunBytes>>,
     /// Every literal segment's bytes, back to back.
     literals: Vec<u8>,
     /// The segments, in order, each starting where the one before ends.
@@ -183,7 +186,11 @@ impl MergedEncoding {
                     "more than {MAX_PERIOD_SETS} result sets"
                 )));
             }
-            out.site(run, &site.fields, &sets);
+            out.site(
+                run,
+                &run_site(&site.fields),
+                sets.iter().map(|set| set.start..set.end),
+            );
 
             digest.site(&site.fields.site, sets.len() as u64);
             sets.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
@@ -212,7 +219,7 @@ impl MergedEncoding {
             .encode_to_vec(),
         );
         Ok(Self {
-            runs: sites.into_iter().map(|site| site.bytes).collect(),
+            sources: sites.into_iter().map(|site| site.bytes).collect(),
             literals: out.literals,
             segments: out.segments,
             size: out.size,
@@ -258,13 +265,15 @@ impl RunBytes for MergedEncoding {
                     })?;
                     out.extend_from_slice(bytes);
                 }
-                Piece::Run { run, offset } => {
-                    let source = self.runs.get(run).ok_or_else(|| {
-                        std::io::Error::other(format!("the period has no run {run}"))
+                Piece::Source { source, offset } => {
+                    let bytes = self.sources.get(source).ok_or_else(|| {
+                        std::io::Error::other(format!("the period has no source {source}"))
                     })?;
-                    let bytes = source.read_at(offset + from, len)?;
+                    let bytes = bytes.read_at(offset + from, len)?;
                     if bytes.len() != len {
-                        return Err(std::io::Error::other("a run read returned a short range"));
+                        return Err(std::io::Error::other(
+                            "a source read returned a short range",
+                        ));
                     }
                     out.extend(bytes);
                 }
@@ -286,6 +295,18 @@ pub fn mode_field(mode: &str) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec()
+}
+
+/// The own fields of the site a run makes in a merged period: the run's identity and timing.
+fn run_site(run: &pb::Run) -> pb::SiteResults {
+    pb::SiteResults {
+        site: run.site.clone(),
+        run_id: run.run_id.clone(),
+        sequence: run.sequence,
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        results: Vec::new(),
+    }
 }
 
 /// A run's own fields, its result sets jumped over.
@@ -357,38 +378,43 @@ impl Segments {
         self.size += bytes.len() as u64;
     }
 
-    /// Adds `len` bytes of run `run` from `offset` on.
-    fn run(&mut self, run: usize, offset: u64, len: u64) {
+    /// Adds `len` bytes of source `source` from `offset` on.
+    fn source(&mut self, source: usize, offset: u64, len: u64) {
         if len == 0 {
             return;
         }
         self.segments.push(Segment {
             start: self.size,
             len,
-            piece: Piece::Run { run, offset },
+            piece: Piece::Source { source, offset },
         });
         self.size += len;
     }
 
-    /// Adds a site of the period (field 5) as prost writes it: its run's identity and
-    /// timing from the run's own fields, and its kept sets copied from the run.
-    fn site(&mut self, run: usize, fields: &pb::Run, sets: &[SetSpan]) {
+    /// Adds a site of the period (field 5) as prost writes it: its own fields from `own`
+    /// (its results ignored), and its sets' contents copied from source `source` at `sets`.
+    fn site(
+        &mut self,
+        source: usize,
+        own: &pb::SiteResults,
+        sets: impl Iterator<Item = Range<u64>> + Clone,
+    ) {
         // Fields 1 to 3, the sets (4), then fields 5 and 6.
         let head = pb::SiteResults {
-            site: fields.site.clone(),
-            run_id: fields.run_id.clone(),
-            sequence: fields.sequence,
+            site: own.site.clone(),
+            run_id: own.run_id.clone(),
+            sequence: own.sequence,
             ..Default::default()
         }
         .encode_to_vec();
         let tail = pb::SiteResults {
-            started_at: fields.started_at.clone(),
-            finished_at: fields.finished_at.clone(),
+            started_at: own.started_at.clone(),
+            finished_at: own.finished_at.clone(),
             ..Default::default()
         }
         .encode_to_vec();
         let sets_len: u64 = sets
-            .iter()
+            .clone()
             .map(|set| {
                 let len = set.end - set.start;
                 length_prefix(SITE_RESULTS, len).len() as u64 + len
@@ -400,7 +426,7 @@ impl Segments {
         for set in sets {
             let len = set.end - set.start;
             self.literal(&length_prefix(SITE_RESULTS, len));
-            self.run(run, set.start, len);
+            self.source(source, set.start, len);
         }
         self.literal(&tail);
     }
