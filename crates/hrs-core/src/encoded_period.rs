@@ -206,7 +206,9 @@ pub fn for_each_row_of<E: From<EncodedError>>(
 }
 
 /// Reads a period's own fields, jumping over its sites, and where each site lies.
-fn walk_period(source: &dyn RunBytes) -> Result<(pb::MergedPeriod, Vec<(u64, u64)>), EncodedError> {
+pub(crate) fn walk_period(
+    source: &dyn RunBytes,
+) -> Result<(pb::MergedPeriod, Vec<(u64, u64)>), EncodedError> {
     let mut cursor = Cursor::skimming(source, "period");
     let mut spans = Vec::new();
     let own = walk_message(
@@ -224,36 +226,59 @@ fn walk_period(source: &dyn RunBytes) -> Result<(pb::MergedPeriod, Vec<(u64, u64
     Ok((fields, spans))
 }
 
+/// How the `i`th site, at `path`, is walked: its sets indexed, its other fields kept.
+fn site_shape(path: &str) -> Shape<'_> {
+    Shape {
+        path,
+        nested: SITE_RESULTS,
+        nested_name: "results",
+        noun: "result sets",
+        max_nested: MAX_SETS,
+        max_fields: MAX_SITE_FIELDS,
+    }
+}
+
+/// Reads the `i`th site's own fields only, jumping over its sets (best with a skimming
+/// cursor).
+pub(crate) fn site_fields(
+    cursor: &mut Cursor<'_>,
+    i: usize,
+    start: u64,
+    end: u64,
+) -> Result<pb::SiteResults, EncodedError> {
+    let path = format!("period.sites[{i}]");
+    let own = walk_message(cursor, start, end, &site_shape(&path), |_, _, _, _| Ok(()))?;
+    pb::SiteResults::decode(own.as_slice()).map_err(|e| field(&path, format!("malformed: {e}")))
+}
+
 /// Reads the `i`th site's own fields and its sets' fields, rows skipped.
-fn walk_site(
+pub(crate) fn walk_site(
     cursor: &mut Cursor<'_>,
     i: usize,
     start: u64,
     end: u64,
 ) -> Result<(pb::SiteResults, Vec<SetSpan>), EncodedError> {
     let path = format!("period.sites[{i}]");
-    let shape = Shape {
-        path: &path,
-        nested: SITE_RESULTS,
-        nested_name: "results",
-        noun: "result sets",
-        max_nested: MAX_SETS,
-        max_fields: MAX_SITE_FIELDS,
-    };
     let mut sets = Vec::new();
     let mut set_fields = 0usize;
-    let own = walk_message(cursor, start, end, &shape, |cursor, j, start, end| {
-        let span = read_set(cursor, &format!("{path}.results[{j}]"), start, end)?;
-        set_fields += span.fields.encoded_len();
-        if set_fields > MAX_ALL_SET_FIELDS {
-            return Err(field(
-                format!("{path}.results"),
-                format!("fields other than rows exceed {MAX_ALL_SET_FIELDS} bytes in all"),
-            ));
-        }
-        sets.push(span);
-        Ok(())
-    })?;
+    let own = walk_message(
+        cursor,
+        start,
+        end,
+        &site_shape(&path),
+        |cursor, j, start, end| {
+            let span = read_set(cursor, &format!("{path}.results[{j}]"), start, end)?;
+            set_fields += span.fields.encoded_len();
+            if set_fields > MAX_ALL_SET_FIELDS {
+                return Err(field(
+                    format!("{path}.results"),
+                    format!("fields other than rows exceed {MAX_ALL_SET_FIELDS} bytes in all"),
+                ));
+            }
+            sets.push(span);
+            Ok(())
+        },
+    )?;
     let site = pb::SiteResults::decode(own.as_slice())
         .map_err(|e| field(&path, format!("malformed: {e}")))?;
     Ok((site, sets))

@@ -332,7 +332,8 @@ fn stale(value: &str) -> String {
     }
 }
 
-/// Encodes a period in a layout; the canonical layout is prost's own encoding.
+/// Encodes a period in a layout. The default layout decodes as prost's encoding does but is
+/// not byte for byte prost's: each message's own fields come before its repeated messages.
 pub(crate) fn lay_out(period: &pb::MergedPeriod, layout: &Layout) -> Vec<u8> {
     let sites: Vec<u8> = period
         .sites

@@ -1,18 +1,21 @@
-//! A merged period's encoding made from the stored runs of its sites without holding them,
-//! so the aggregator sends a period of any size in chunks with flat memory.
+//! A merged period's encoding made from encodings it copies without holding them: from the
+//! stored runs of its sites, so the aggregator sends a period of any size in chunks with
+//! flat memory ([`MergedEncoding::build`]), and from a stored period, so the connection
+//! point sends it out reshaped for the intake the same way ([`MergedEncoding::outbound`]).
 //!
 //! The encoding is a list of segments: small literal bytes (keys, lengths, the period's and
-//! each site's own fields, the digest) and ranges of each run's encoding, one per result
-//! set kept, copied verbatim. Building it reads each run's own fields and its sets' fields,
-//! then its kept rows once, one at a time, for the digest; reading a range of it reads only
-//! the run ranges it overlaps.
+//! each site's own fields, the digest) and ranges of the sources' encodings, one per result
+//! set kept, copied verbatim. Building it reads each source's own fields and its sets'
+//! fields, then its kept rows once, one at a time, for the digest; reading a range of it
+//! reads only the source ranges it overlaps.
 //!
-//! What it holds is what the aggregator's `merge` makes of the same runs, as prost encodes
-//! it: sites in code order, each with its run's result sets of a level allowed at the
-//! period's, in the run's order; the digest at the end. `mode` is not set: the connection
-//! point appends it on the way out ([`mode_field`]).
+//! What `build` holds is what the aggregator's `merge` makes of the same runs, as prost
+//! encodes it: sites in code order, each with its run's result sets of a level allowed at
+//! the period's, in the run's order; the digest at the end. `mode` is not set: the
+//! connection point sets it on the way out ([`mode_field`], or `outbound`).
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use hrs_proto::v1 as pb;
@@ -22,7 +25,9 @@ use prost::encoding::{WireType, encode_key, encode_varint};
 use crate::bytes::RunBytes;
 use crate::digest::MergedDigest;
 use crate::encoded::{EncodedError, RUN_SHAPE};
-use crate::encoded_period::{MAX_PERIOD_SETS, MAX_SITES, PERIOD_SITES, SITE_RESULTS};
+use crate::encoded_period::{
+    MAX_PERIOD_SETS, MAX_SITES, PERIOD_SITES, SITE_RESULTS, site_fields, walk_period, walk_site,
+};
 use crate::ids::{Level, Period, SiteCode};
 use crate::wire::{
     Cursor, MAX_ALL_SET_FIELDS, SetSpan, field, for_each_row, read_set, walk_message,
@@ -71,6 +76,9 @@ pub enum BuildError {
     /// The period is beyond what a receiver accepts.
     #[error("the period is too large: {0}")]
     TooLarge(String),
+    /// The period to reshape could not be read, or its encoding is not a merged period's.
+    #[error("the period: {0}")]
+    Period(#[source] EncodedError),
 }
 
 /// Where a segment's bytes come from.
@@ -78,8 +86,8 @@ pub enum BuildError {
 enum Piece {
     /// The literal bytes from this offset on.
     Literal { at: usize },
-    /// The bytes of run `run` from `offset` on.
-    Run { run: usize, offset: u64 },
+    /// The bytes of source `source` (a run, or a whole period) from `offset` on.
+    Source { source: usize, offset: u64 },
 }
 
 /// A stretch of the encoding, from one place.
@@ -92,16 +100,25 @@ struct Segment {
     piece: Piece,
 }
 
-/// A merged period's encoding built from its sites' runs, read a range at a time.
+/// A merged period's encoding built from encodings it copies ranges of (its sites' runs,
+/// or a period it reshapes), read a range at a time.
 pub struct MergedEncoding {
-    /// The sites' runs, in site order; segments name them by index.
-    runs: Vec<Arc<dyn RunBytes>>,
+    /// The encodings copied from (the sites' runs in site order, or the one period
+    /// reshaped); segments name them by index.
+    sources: Vec<Arc<dyn RunBytes>>,
     /// Every literal segment's bytes, back to back.
     literals: Vec<u8>,
     /// The segments, in order, each starting where the one before ends.
     segments: Vec<Segment>,
     size: u64,
     digest: String,
+}
+
+/// A site of a period being reshaped: its own fields as they leave, and where its kept sets
+/// lie in the period.
+struct OutboundSite {
+    own: pb::SiteResults,
+    sets: Vec<Range<u64>>,
 }
 
 /// A run to merge: its encoding and its own fields.
@@ -159,15 +176,8 @@ impl MergedEncoding {
                 .collect(),
             ..Default::default()
         };
-        // prost's order: fields 1 to 4, the sites (5), the missing sites (6), the digest (7).
         let mut out = Segments::default();
-        out.literal(
-            &pb::MergedPeriod {
-                missing_sites: Vec::new(),
-                ..own.clone()
-            }
-            .encode_to_vec(),
-        );
+        out.open(&own);
         let mut digest = MergedDigest::new(&own, sites.len() as u64);
         let mut all_sets = 0usize;
         for (run, site) in sites.iter().enumerate() {
@@ -183,7 +193,11 @@ impl MergedEncoding {
                     "more than {MAX_PERIOD_SETS} result sets"
                 )));
             }
-            out.site(run, &site.fields, &sets);
+            out.site(
+                run,
+                &run_site(&site.fields),
+                sets.iter().map(|set| set.start..set.end),
+            );
 
             digest.site(&site.fields.site, sets.len() as u64);
             sets.sort_by(|a, b| a.fields.query_id.cmp(&b.fields.query_id));
@@ -196,28 +210,102 @@ impl MergedEncoding {
                 .map_err(error)?;
             }
         }
-        out.literal(
-            &pb::MergedPeriod {
-                missing_sites: own.missing_sites,
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        );
         let digest = digest.finish();
-        out.literal(
-            &pb::MergedPeriod {
-                digest: digest.clone(),
-                ..Default::default()
+        out.close(own.missing_sites, &digest, "");
+        Ok(out.into_encoding(sites.into_iter().map(|site| site.bytes).collect(), digest))
+    }
+
+    /// Builds the encoding of `period` (the encoding of a merged period the period check
+    /// accepted) as it may leave the hierarchy, as the connection point's `outbound` makes
+    /// it of the decoded period: its level is the lower of the period's and `level`; only
+    /// result sets of a level allowed at that are kept (a set whose level does not parse is
+    /// dropped); site codes, present and missing, are replaced by `rename` of them unless
+    /// that level is Full; run ids and sequences are cleared; `mode` is set and the digest
+    /// recomputed. Sites and sets keep the period's order, each kept set copied verbatim,
+    /// so a period prost encoded gives what prost encodes of the reshaped one. Reads the
+    /// period a window at a time: every site's and set's own fields, then the kept rows
+    /// once for the digest.
+    pub fn outbound(
+        period: Arc<dyn RunBytes>,
+        level: Level,
+        rename: impl Fn(&str) -> String,
+        mode: &str,
+    ) -> Result<Self, BuildError> {
+        let (fields, spans) = walk_period(period.as_ref()).map_err(BuildError::Period)?;
+        // The period check refuses a level that does not parse; were one to come here, the
+        // strictest level is the safe reading, as `outbound` reads it.
+        let collected = fields.level.parse().unwrap_or(Level::Basic);
+        let effective = collected.min(level);
+        // Site codes never leave below Full.
+        let name = |code: &str| {
+            if effective == Level::Full {
+                code.to_owned()
+            } else {
+                rename(code)
             }
-            .encode_to_vec(),
-        );
-        Ok(Self {
-            runs: sites.into_iter().map(|site| site.bytes).collect(),
-            literals: out.literals,
-            segments: out.segments,
-            size: out.size,
-            digest,
-        })
+        };
+        let own = pb::MergedPeriod {
+            hierarchy_hash: fields.hierarchy_hash,
+            period: fields.period,
+            catalog_version: fields.catalog_version,
+            level: effective.as_str().to_owned(),
+            missing_sites: fields.missing_sites.iter().map(|code| name(code)).collect(),
+            ..Default::default()
+        };
+
+        // The digest takes sites in the order of their new names, which a hash shuffles:
+        // a skim over every site's own fields gives that order before any set is read.
+        let mut skim = Cursor::skimming(period.as_ref(), "period");
+        let mut sites = Vec::with_capacity(spans.len());
+        for (i, &(start, end)) in spans.iter().enumerate() {
+            let site = site_fields(&mut skim, i, start, end).map_err(BuildError::Period)?;
+            sites.push(OutboundSite {
+                own: pb::SiteResults {
+                    site: name(&site.site),
+                    started_at: site.started_at,
+                    finished_at: site.finished_at,
+                    ..Default::default()
+                },
+                sets: Vec::new(),
+            });
+        }
+        let mut by_name: Vec<usize> = (0..sites.len()).collect();
+        // Stable, as `merged_digest`'s sort of the reshaped period's sites.
+        by_name.sort_by(|&a, &b| sites[a].own.site.cmp(&sites[b].own.site));
+
+        let mut digest = MergedDigest::new(&own, sites.len() as u64);
+        let mut cursor = Cursor::new(period.as_ref(), "period");
+        for i in by_name {
+            let (start, end) = spans[i];
+            let (_, sets) = walk_site(&mut cursor, i, start, end).map_err(BuildError::Period)?;
+            let mut kept: Vec<(usize, SetSpan)> = sets
+                .into_iter()
+                .enumerate()
+                .filter(|(_, set)| allowed(&set.fields, effective))
+                .collect();
+            let site = &mut sites[i];
+            site.sets = kept.iter().map(|(_, set)| set.start..set.end).collect();
+            digest.site(&site.own.site, kept.len() as u64);
+            kept.sort_by(|(_, a), (_, b)| a.fields.query_id.cmp(&b.fields.query_id));
+            for (j, set) in &kept {
+                digest.set(&set.fields, set.rows);
+                let here = format!("period.sites[{i}].results[{j}]");
+                for_each_row(&mut cursor, &here, set.start, set.end, |_, row| {
+                    digest.row(row);
+                    Ok::<_, EncodedError>(())
+                })
+                .map_err(BuildError::Period)?;
+            }
+        }
+
+        let mut out = Segments::default();
+        out.open(&own);
+        for site in &sites {
+            out.site(0, &site.own, site.sets.iter().cloned());
+        }
+        let digest = digest.finish();
+        out.close(own.missing_sites, &digest, mode);
+        Ok(out.into_encoding(vec![period], digest))
     }
 
     /// Returns the period's digest, which the encoding carries.
@@ -258,13 +346,15 @@ impl RunBytes for MergedEncoding {
                     })?;
                     out.extend_from_slice(bytes);
                 }
-                Piece::Run { run, offset } => {
-                    let source = self.runs.get(run).ok_or_else(|| {
-                        std::io::Error::other(format!("the period has no run {run}"))
+                Piece::Source { source, offset } => {
+                    let bytes = self.sources.get(source).ok_or_else(|| {
+                        std::io::Error::other(format!("the period has no source {source}"))
                     })?;
-                    let bytes = source.read_at(offset + from, len)?;
+                    let bytes = bytes.read_at(offset + from, len)?;
                     if bytes.len() != len {
-                        return Err(std::io::Error::other("a run read returned a short range"));
+                        return Err(std::io::Error::other(
+                            "a source read returned a short range",
+                        ));
                     }
                     out.extend(bytes);
                 }
@@ -288,6 +378,18 @@ pub fn mode_field(mode: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The own fields of the site a run makes in a merged period: the run's identity and timing.
+fn run_site(run: &pb::Run) -> pb::SiteResults {
+    pb::SiteResults {
+        site: run.site.clone(),
+        run_id: run.run_id.clone(),
+        sequence: run.sequence,
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        results: Vec::new(),
+    }
+}
+
 /// A run's own fields, its result sets jumped over.
 fn run_fields(source: &dyn RunBytes) -> Result<pb::Run, EncodedError> {
     let mut cursor = Cursor::skimming(source, "run");
@@ -305,12 +407,7 @@ fn kept_sets(cursor: &mut Cursor<'_>, level: Level) -> Result<Vec<SetSpan>, Enco
     let size = cursor.size;
     walk_message(cursor, 0, size, &RUN_SHAPE, |cursor, index, start, end| {
         let span = read_set(cursor, &format!("run.results[{index}]"), start, end)?;
-        let allowed = span
-            .fields
-            .level
-            .parse::<Level>()
-            .is_ok_and(|l| l.allowed_at(level));
-        if allowed {
+        if allowed(&span.fields, level) {
             set_fields += span.fields.encoded_len();
             if set_fields > MAX_ALL_SET_FIELDS {
                 return Err(field(
@@ -325,6 +422,14 @@ fn kept_sets(cursor: &mut Cursor<'_>, level: Level) -> Result<Vec<SetSpan>, Enco
     Ok(sets)
 }
 
+/// Whether a result set is kept in a period of `level`: only if its own level provably is
+/// allowed at it, so a set whose level does not parse is dropped.
+fn allowed(set: &pb::ResultSet, level: Level) -> bool {
+    set.level
+        .parse::<Level>()
+        .is_ok_and(|l| l.allowed_at(level))
+}
+
 /// The encoding's segments as they are made, in order.
 #[derive(Default)]
 struct Segments {
@@ -334,6 +439,45 @@ struct Segments {
 }
 
 impl Segments {
+    /// Starts the period with its fields before its sites (1 to 4), as prost orders them.
+    fn open(&mut self, own: &pb::MergedPeriod) {
+        self.literal(
+            &pb::MergedPeriod {
+                hierarchy_hash: own.hierarchy_hash.clone(),
+                period: own.period.clone(),
+                catalog_version: own.catalog_version.clone(),
+                level: own.level.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+    }
+
+    /// Ends the period with its fields after its sites: the missing sites (6), the digest
+    /// (7) and the mode (8, not written when empty).
+    fn close(&mut self, missing_sites: Vec<String>, digest: &str, mode: &str) {
+        self.literal(
+            &pb::MergedPeriod {
+                missing_sites,
+                digest: digest.to_owned(),
+                mode: mode.to_owned(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+    }
+
+    /// The encoding these segments make, copying from `sources`.
+    fn into_encoding(self, sources: Vec<Arc<dyn RunBytes>>, digest: String) -> MergedEncoding {
+        MergedEncoding {
+            sources,
+            literals: self.literals,
+            segments: self.segments,
+            size: self.size,
+            digest,
+        }
+    }
+
     /// Adds literal bytes; literals written back to back make one segment.
     fn literal(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
@@ -357,38 +501,43 @@ impl Segments {
         self.size += bytes.len() as u64;
     }
 
-    /// Adds `len` bytes of run `run` from `offset` on.
-    fn run(&mut self, run: usize, offset: u64, len: u64) {
+    /// Adds `len` bytes of source `source` from `offset` on.
+    fn source(&mut self, source: usize, offset: u64, len: u64) {
         if len == 0 {
             return;
         }
         self.segments.push(Segment {
             start: self.size,
             len,
-            piece: Piece::Run { run, offset },
+            piece: Piece::Source { source, offset },
         });
         self.size += len;
     }
 
-    /// Adds a site of the period (field 5) as prost writes it: its run's identity and
-    /// timing from the run's own fields, and its kept sets copied from the run.
-    fn site(&mut self, run: usize, fields: &pb::Run, sets: &[SetSpan]) {
+    /// Adds a site of the period (field 5) as prost writes it: its own fields from `own`
+    /// (its results ignored), and its sets' contents copied from source `source` at `sets`.
+    fn site(
+        &mut self,
+        source: usize,
+        own: &pb::SiteResults,
+        sets: impl Iterator<Item = Range<u64>> + Clone,
+    ) {
         // Fields 1 to 3, the sets (4), then fields 5 and 6.
         let head = pb::SiteResults {
-            site: fields.site.clone(),
-            run_id: fields.run_id.clone(),
-            sequence: fields.sequence,
+            site: own.site.clone(),
+            run_id: own.run_id.clone(),
+            sequence: own.sequence,
             ..Default::default()
         }
         .encode_to_vec();
         let tail = pb::SiteResults {
-            started_at: fields.started_at.clone(),
-            finished_at: fields.finished_at.clone(),
+            started_at: own.started_at.clone(),
+            finished_at: own.finished_at.clone(),
             ..Default::default()
         }
         .encode_to_vec();
         let sets_len: u64 = sets
-            .iter()
+            .clone()
             .map(|set| {
                 let len = set.end - set.start;
                 length_prefix(SITE_RESULTS, len).len() as u64 + len
@@ -400,7 +549,7 @@ impl Segments {
         for set in sets {
             let len = set.end - set.start;
             self.literal(&length_prefix(SITE_RESULTS, len));
-            self.run(run, set.start, len);
+            self.source(source, set.start, len);
         }
         self.literal(&tail);
     }

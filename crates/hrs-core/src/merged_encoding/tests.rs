@@ -240,3 +240,5 @@ fn runs_of_another_period_a_site_twice_and_broken_runs_are_refused() {
         "{refused:?}"
     );
 }
+
+mod outbound;
