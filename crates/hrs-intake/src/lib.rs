@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
+use hrs_core::encoded::EncodedError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
@@ -36,6 +37,7 @@ pub use store::{Accepted, IntakeStore, SqliteIntake, SubmissionSummary, submissi
 pub use updates::{
     BadVersion, CatalogUpdate, Download, PACKAGE_CHUNK_BYTES, PackageFile, SITE_LIST_QUERY,
     SITE_VERSION_COLUMN, UpdateCatalog, UpdateError, UpdateKind, Version, site_versions,
+    site_versions_of,
 };
 
 /// Calls one connection may have open at once.
@@ -256,6 +258,21 @@ impl<S: IntakeStore> IntakeService<S> {
         })
     }
 
+    /// Returns the site versions of a hierarchy's latest submission (none when it has
+    /// submitted nothing), read from its stored encoding a row at a time.
+    async fn site_versions(
+        &self,
+        hierarchy_hash: &str,
+    ) -> Result<Option<Vec<Version>>, IntakeError> {
+        let Some(latest) = self.store.last_accepted(hierarchy_hash).await? else {
+            return Ok(None);
+        };
+        let versions = tokio::task::spawn_blocking(move || site_versions_of(latest.as_ref()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok(Some(versions.map_err(unreadable)?))
+    }
+
     /// Decides a hierarchy's update manifest from its latest submission.
     async fn manifest(
         &self,
@@ -263,10 +280,10 @@ impl<S: IntakeStore> IntakeService<S> {
     ) -> Result<pb::UpdateManifest, IntakeError> {
         check_hierarchy(&request.hierarchy_hash)?;
         let download: Download = request.download.parse()?;
-        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        let latest = self.site_versions(&request.hierarchy_hash).await?;
         let manifest = self.updates.manifest(
             &request.hierarchy_hash,
-            latest.as_ref(),
+            latest.as_deref().unwrap_or_default(),
             &download,
             self.clock.now(),
         );
@@ -289,7 +306,7 @@ impl<S: IntakeStore> IntakeService<S> {
         request: pb::DownloadPackageRequest,
     ) -> Result<mpsc::Receiver<Result<pb::PackageChunk, Status>>, IntakeError> {
         check_hierarchy(&request.hierarchy_hash)?;
-        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        let latest = self.site_versions(&request.hierarchy_hash).await?;
         let not_found = || UpdateError::NotFound {
             update: request.update_id.clone(),
             package: request.name.clone(),
@@ -297,7 +314,11 @@ impl<S: IntakeStore> IntakeService<S> {
         };
         let (update, package) = self
             .updates
-            .package(latest.as_ref(), &request.update_id, &request.name)
+            .package(
+                latest.as_deref().unwrap_or_default(),
+                &request.update_id,
+                &request.name,
+            )
             .map(|(u, p)| (u.id.clone(), p.clone()))
             .ok_or_else(not_found)?;
         let (file, package) = {
@@ -321,6 +342,20 @@ impl<S: IntakeStore> IntakeService<S> {
             update,
             self.chunk_bytes,
         ))
+    }
+}
+
+/// Why a stored payload did not read back: the store failed, or, as the intake checked the
+/// payload before it stored it, something other than the intake changed it.
+fn unreadable(error: EncodedError) -> StoreError {
+    match error {
+        EncodedError::Read(error) => match error.downcast::<StoreError>() {
+            Ok(error) => error,
+            Err(error) => StoreError::Corrupt(format!("stored submission: {error}")),
+        },
+        EncodedError::Invalid(invalid) => {
+            StoreError::Corrupt(format!("stored submission: {invalid}"))
+        }
     }
 }
 

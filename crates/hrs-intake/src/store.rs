@@ -2,6 +2,9 @@
 //! digest), so a re-sent submission is recognised and answered with the stored record
 //! instead of being kept twice.
 //!
+//! Stored payloads are read back a range at a time ([`IntakeStore::last_accepted`]), so no
+//! submission is held whole to decide its hierarchy's updates.
+//!
 //! Everything goes through [`IntakeStore`], so another backend can replace SQLite and be
 //! tested against the same suite. Periods and times are typed in and out; they become text
 //! only in SQL (times as [`rfc3339`]: UTC, whole seconds), and a stored one that does not
@@ -9,8 +12,10 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use hrs_core::Period;
+use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
 use hrs_store::{Store, StoreError};
@@ -98,13 +103,14 @@ pub trait IntakeStore: Send + Sync + 'static {
         period: &Period,
     ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
 
-    /// Returns the newest period a hierarchy submitted (its latest accepted version): what
-    /// the intake knows of the hierarchy now, which decides its updates; a late re-send of an
-    /// older period does not turn its versions back.
+    /// Returns the encoding of the newest period a hierarchy submitted (its latest accepted
+    /// version), read a range at a time: what the intake knows of the hierarchy now, which
+    /// decides its updates; a late re-send of an older period does not turn its versions
+    /// back.
     fn last_accepted(
         &self,
         hierarchy_hash: &str,
-    ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<dyn RunBytes>>, StoreError>> + Send;
 
     /// Deletes submissions accepted before `older_than`; returns how many went.
     fn prune(
@@ -166,6 +172,43 @@ fn count_rows(period: &pb::MergedPeriod) -> u64 {
         .flat_map(|s| &s.results)
         .map(|r| r.rows.len() as u64)
         .sum()
+}
+
+/// A stored submission's payload, read a range at a time with SQLite's incremental blob
+/// I/O, so reading a period of any size holds only the range asked for.
+struct StoredPayload {
+    store: Store,
+    submission_id: String,
+    size: u64,
+}
+
+impl RunBytes for StoredPayload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let id = &self.submission_id;
+        self.store
+            .with(|conn| {
+                // By id on every read: the row may have been pruned meanwhile, and its
+                // rowid taken by another.
+                let rowid: i64 = conn.query_row(
+                    "SELECT rowid FROM submissions WHERE submission_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                let blob =
+                    conn.blob_open(rusqlite::MAIN_DB, "submissions", "payload", rowid, true)?;
+                let offset = usize::try_from(offset)
+                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: offset {e}")))?;
+                let mut data = vec![0u8; len];
+                blob.read_at_exact(&mut data, offset)
+                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: {e}")))?;
+                Ok(data)
+            })
+            .map_err(std::io::Error::other)
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {
@@ -325,24 +368,31 @@ impl IntakeStore for SqliteIntake {
     async fn last_accepted(
         &self,
         hierarchy_hash: &str,
-    ) -> Result<Option<pb::MergedPeriod>, StoreError> {
+    ) -> Result<Option<Arc<dyn RunBytes>>, StoreError> {
         let hierarchy_hash = hierarchy_hash.to_owned();
-        let bytes: Option<Vec<u8>> = self
+        let newest: Option<(String, i64)> = self
             .store
             .call(move |conn| {
                 // Periods (YYYY-Www) order as text; acceptance times have whole seconds, so
                 // the row id orders the versions of one period accepted in one second.
                 Ok(conn
                     .query_row(
-                        "SELECT payload FROM submissions WHERE hierarchy_hash = ?1
+                        "SELECT submission_id, length(payload) FROM submissions
+                         WHERE hierarchy_hash = ?1
                          ORDER BY period DESC, accepted_at DESC, rowid DESC LIMIT 1",
                         params![hierarchy_hash],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?)
             })
             .await?;
-        bytes.as_deref().map(decode).transpose()
+        Ok(newest.map(|(submission_id, size)| {
+            Arc::new(StoredPayload {
+                store: self.store.clone(),
+                submission_id,
+                size: u64::try_from(size).unwrap_or(0),
+            }) as Arc<dyn RunBytes>
+        }))
     }
 
     async fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError> {
