@@ -9,6 +9,7 @@ pub mod error;
 pub mod proxy;
 pub mod refusals;
 pub mod serve;
+pub mod submit;
 pub mod tls;
 
 /// The services of version 1 of the contract, package `hrs.v1`: a client and a server
