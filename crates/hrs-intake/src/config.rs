@@ -19,6 +19,8 @@ struct IntakeFile {
     store: PathBuf,
     #[serde(default = "default_retention_days")]
     retention_days: u32,
+    #[serde(default = "default_max_submission_mb")]
+    max_submission_mb: u64,
     #[serde(default)]
     hierarchy_tokens: Vec<HierarchyToken>,
     #[serde(default)]
@@ -43,6 +45,9 @@ pub struct IntakeConfig {
     pub store: PathBuf,
     /// Days a submission is kept before it is pruned (the vendor keeps data one year).
     pub retention_days: u32,
+    /// Largest submission (its encoding) a hierarchy may send in chunks, in MiB; a larger
+    /// offer is refused before any byte is stored.
+    pub max_submission_mb: u64,
     /// Hierarchies whose connection point may present a token instead of a client
     /// certificate (TLS is then still required, client certificates become optional).
     pub hierarchy_tokens: Vec<HierarchyToken>,
@@ -79,6 +84,14 @@ fn default_retention_days() -> u32 {
     365
 }
 
+/// The largest submission the store can hold: SQLite keeps one in a blob, which it caps
+/// at 10^9 bytes; in MiB.
+pub(crate) const MAX_SUBMISSION_MB: u64 = 953;
+
+fn default_max_submission_mb() -> u64 {
+    MAX_SUBMISSION_MB
+}
+
 impl IntakeConfig {
     /// An intake listening on `listen` and storing in `store`, every other setting at its
     /// default (plaintext): for tests and demos that build configurations in code.
@@ -87,6 +100,7 @@ impl IntakeConfig {
             listen,
             store,
             retention_days: default_retention_days(),
+            max_submission_mb: default_max_submission_mb(),
             hierarchy_tokens: Vec::new(),
             update_catalog: None,
             tls: None,
@@ -110,6 +124,7 @@ impl IntakeConfig {
             listen: file.listen,
             store: config::resolve(path, &file.store),
             retention_days: file.retention_days,
+            max_submission_mb: file.max_submission_mb,
             hierarchy_tokens: file.hierarchy_tokens,
             update_catalog,
             tls: config::tls_settings(path, file.tls, &[])?,
@@ -196,6 +211,15 @@ impl IntakeConfig {
                 "must be at least 1 (days a submission is kept)",
             ));
         }
+        if !(1..=MAX_SUBMISSION_MB).contains(&self.max_submission_mb) {
+            return Err(config::invalid(
+                path,
+                "max_submission_mb",
+                format!(
+                    "must be between 1 and {MAX_SUBMISSION_MB} (SQLite keeps a submission in one blob of at most 10^9 bytes)"
+                ),
+            ));
+        }
         if self.store.as_os_str().is_empty() {
             return Err(config::invalid(path, "store", "is empty"));
         }
@@ -223,6 +247,23 @@ mod tests {
         let config = IntakeConfig::load(&path).expect("loads");
         assert_eq!(config.store, dir.path().join("data/intake.sqlite"));
         assert_eq!(config.retention_days, 365);
+        assert_eq!(config.max_submission_mb, MAX_SUBMISSION_MB);
+    }
+
+    #[test]
+    fn max_submission_mb_is_within_what_the_store_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "listen = \"127.0.0.1:7400\"\nstore = \"i.sqlite\"\n";
+        for bad in ["0", "954", "2048"] {
+            let path = write(dir.path(), &format!("{base}max_submission_mb = {bad}\n"));
+            let err = IntakeConfig::load(&path).expect_err(bad).to_string();
+            assert!(err.contains("max_submission_mb"), "{bad}: {err}");
+        }
+        let path = write(dir.path(), &format!("{base}max_submission_mb = 100\n"));
+        assert_eq!(
+            IntakeConfig::load(&path).expect("loads").max_submission_mb,
+            100
+        );
     }
 
     #[test]

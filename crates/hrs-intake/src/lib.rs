@@ -3,10 +3,12 @@
 //!
 //! It checks every submission as strictly as a real receiver would (shape, catalog, digest),
 //! commits it before answering, answers a re-send with the stored record, and prunes what
-//! is older than its retention. It also tells each hierarchy which updates of its update
-//! catalog apply, decided from the site versions of its latest submission, and serves
-//! their packages.
+//! is older than its retention. A period of any size arrives in resumable chunks
+//! ([`chunked`]) and is held whole neither as it arrives nor when it is read again. It also
+//! tells each hierarchy which updates of its update catalog apply, decided from the site
+//! versions of its latest submission, and serves their packages.
 
+mod chunked;
 mod config;
 mod store;
 mod updates;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
+use hrs_core::encoded::EncodedError;
 use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
@@ -32,10 +35,11 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info, warn};
 
 pub use config::{HierarchyToken, IntakeConfig};
-pub use store::{Accepted, IntakeStore, SqliteIntake, SubmissionSummary, submission_id};
+pub use store::{Accepted, Held, IntakeStore, SqliteIntake, SubmissionSummary, submission_id};
 pub use updates::{
     BadVersion, CatalogUpdate, Download, PACKAGE_CHUNK_BYTES, PackageFile, SITE_LIST_QUERY,
     SITE_VERSION_COLUMN, UpdateCatalog, UpdateError, UpdateKind, Version, site_versions,
+    site_versions_of,
 };
 
 /// Calls one connection may have open at once.
@@ -77,6 +81,63 @@ pub enum IntakeError {
         /// The hierarchy as it may be shown (quoted, or its length when too long).
         hierarchy: String,
     },
+    /// A submission offered in chunks is larger than this intake takes.
+    #[error(
+        "offer.size: {size} bytes; this intake takes submissions up to {max} bytes (max_submission_mb)"
+    )]
+    TooLarge {
+        /// The offered size.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// The bytes received do not hash to the offer's SHA-256.
+    #[error("submission: the {size} bytes received hash to {actual}, the offer said {offered}")]
+    Sha256Mismatch {
+        /// Bytes received.
+        size: u64,
+        /// Their SHA-256.
+        actual: String,
+        /// The offer's.
+        offered: String,
+    },
+    /// The period received is not the one offered.
+    #[error("offer.{field}: the submission carries {carried:?}, the offer said {offered:?}")]
+    NotAsOffered {
+        /// The offer's field that differs (hierarchy_hash, period or digest).
+        field: &'static str,
+        /// What the offer said.
+        offered: String,
+        /// What the period's encoding carries.
+        carried: String,
+    },
+    /// A chunk does not start where the held bytes end.
+    #[error("chunk.offset: {offset}, but {held} bytes are held; resume from {held}")]
+    OutOfOrder {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Bytes held.
+        held: u64,
+    },
+    /// A stream ended before the whole submission arrived; what arrived is kept.
+    #[error("the stream ended with {held} of {size} bytes held; resume from {held}")]
+    Incomplete {
+        /// Bytes held.
+        held: u64,
+        /// The offered size.
+        size: u64,
+    },
+    /// A stream broke before its first chunk.
+    #[error("the stream broke before its first chunk: {0}")]
+    Broken(String),
+    /// The stream carried a message that cannot be read (malformed, or over
+    /// `max_message_mb`): answered with the stream's own status, as resending the same
+    /// message would meet the same fate.
+    #[error("{}", .0.message())]
+    Unreadable(Status),
+    /// A staged submission could not be read back.
+    #[error("cannot read the staged submission: {0}")]
+    Staged(String),
     /// The update catalog could not be loaded.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -93,11 +154,17 @@ impl RpcError for IntakeError {
         match self {
             Self::Invalid(Invalid::UnknownCatalog(_))
             | Self::Update(UpdateError::Changed { .. }) => Code::FailedPrecondition,
-            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Invalid(_)
+            | Self::TooLarge { .. }
+            | Self::Sha256Mismatch { .. }
+            | Self::NotAsOffered { .. } => Code::InvalidArgument,
             Self::Update(UpdateError::NotFound { .. }) => Code::NotFound,
             Self::NotPermitted { .. } | Self::NoIdentity => Code::PermissionDenied,
             Self::NoCredentials | Self::TokenRefused { .. } => Code::Unauthenticated,
+            Self::OutOfOrder { .. } | Self::Incomplete { .. } | Self::Broken(_) => Code::Aborted,
+            Self::Unreadable(status) => status.code(),
             Self::Update(UpdateError::Read { .. })
+            | Self::Staged(_)
             | Self::Store(_)
             | Self::Config(_)
             | Self::Serve(_) => Code::Internal,
@@ -126,6 +193,8 @@ struct IntakeService<S> {
     updates: Arc<UpdateCatalog>,
     /// Data bytes per package chunk: at most 1 MiB, and within the message limit.
     chunk_bytes: usize,
+    /// Largest submission offered in chunks (`max_submission_mb`), in bytes.
+    max_submission_bytes: u64,
     /// Stamps submissions and manifests.
     clock: SharedClock,
 }
@@ -138,6 +207,7 @@ impl<S> Clone for IntakeService<S> {
             tokens: Arc::clone(&self.tokens),
             updates: Arc::clone(&self.updates),
             chunk_bytes: self.chunk_bytes,
+            max_submission_bytes: self.max_submission_bytes,
             clock: Arc::clone(&self.clock),
         }
     }
@@ -154,6 +224,14 @@ impl ForHierarchy for pb::SubmitRequest {
         self.period
             .as_ref()
             .map_or("", |p| p.hierarchy_hash.as_str())
+    }
+}
+
+impl ForHierarchy for pb::ResumePeriodRequest {
+    fn hierarchy(&self) -> &str {
+        self.offer
+            .as_ref()
+            .map_or("", |o| o.hierarchy_hash.as_str())
     }
 }
 
@@ -180,17 +258,28 @@ enum Caller {
     Token,
 }
 
+/// What a caller presented, before it is matched to the hierarchy it acts for: a stream's
+/// caller is checked before its first message is read, which names the hierarchy.
+enum Credentials {
+    /// Plaintext: nothing to check.
+    Anyone,
+    /// A connection point's certificate, which may act for any hierarchy.
+    Certificate,
+    /// The SHA-256 of a bearer token, which may act for its own hierarchy only.
+    Token(String),
+}
+
 impl<S> IntakeService<S> {
-    /// Decides whether the caller may act for the request's hierarchy: with TLS, a
-    /// connection point's certificate may for any, a token for its own hierarchy only.
-    fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, IntakeError> {
+    /// Reads what the caller presented: with TLS, a connection point's certificate or a
+    /// bearer token; anything else is refused.
+    fn credentials<T>(&self, request: &Request<T>) -> Result<Credentials, IntakeError> {
         if !self.tls {
-            return Ok(Caller::Anyone);
+            return Ok(Credentials::Anyone);
         }
         if let Some(der) = hrs_rpc::tls::peer_certificate(request) {
             return match hrs_pki::identity(&der) {
                 Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
-                    Ok(Caller::Certificate)
+                    Ok(Credentials::Certificate)
                 }
                 Ok(other) => Err(IntakeError::NotPermitted {
                     caller: other.to_string(),
@@ -201,9 +290,19 @@ impl<S> IntakeService<S> {
         let Some(token) = bearer(request) else {
             return Err(IntakeError::NoCredentials);
         };
-        let hierarchy = request.get_ref().hierarchy();
+        Ok(Credentials::Token(hrs_core::token::fingerprint(token)))
+    }
+
+    /// Decides whether `credentials` may act for `hierarchy`: a certificate for any, a
+    /// token for its own hierarchy only.
+    fn act_for(&self, credentials: &Credentials, hierarchy: &str) -> Result<Caller, IntakeError> {
+        let fingerprint = match credentials {
+            Credentials::Anyone => return Ok(Caller::Anyone),
+            Credentials::Certificate => return Ok(Caller::Certificate),
+            Credentials::Token(fingerprint) => fingerprint,
+        };
         match self.tokens.get(hierarchy) {
-            Some(expected) if *expected == hrs_core::token::fingerprint(token) => Ok(Caller::Token),
+            Some(expected) if expected == fingerprint => Ok(Caller::Token),
             // A hierarchy no token is configured for may be anything the caller sent:
             // quote it only when it is as short as a real one.
             _ if hierarchy.len() > hrs_core::validate::MAX_NAME_BYTES => {
@@ -215,6 +314,12 @@ impl<S> IntakeService<S> {
                 hierarchy: format!("hierarchy {hierarchy:?}"),
             }),
         }
+    }
+
+    /// Decides whether the caller may act for the request's hierarchy.
+    fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, IntakeError> {
+        let credentials = self.credentials(request)?;
+        self.act_for(&credentials, request.get_ref().hierarchy())
     }
 }
 
@@ -249,11 +354,22 @@ impl<S: IntakeStore> IntakeService<S> {
             client_version = %request.client_version,
             "submission accepted"
         );
-        Ok(pb::SubmitResponse {
-            submission_id: accepted.submission_id,
-            duplicate: accepted.duplicate,
-            accepted_at: hrs_core::clock::rfc3339(accepted.accepted_at),
-        })
+        Ok(answered(accepted))
+    }
+
+    /// Returns the site versions of a hierarchy's latest submission (none when it has
+    /// submitted nothing), read from its stored encoding a row at a time.
+    async fn site_versions(
+        &self,
+        hierarchy_hash: &str,
+    ) -> Result<Option<Vec<Version>>, IntakeError> {
+        let Some(latest) = self.store.last_accepted(hierarchy_hash).await? else {
+            return Ok(None);
+        };
+        let versions = tokio::task::spawn_blocking(move || site_versions_of(latest.as_ref()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok(Some(versions.map_err(unreadable)?))
     }
 
     /// Decides a hierarchy's update manifest from its latest submission.
@@ -261,12 +377,12 @@ impl<S: IntakeStore> IntakeService<S> {
         &self,
         request: pb::CheckUpdatesRequest,
     ) -> Result<pb::UpdateManifest, IntakeError> {
-        check_hierarchy(&request.hierarchy_hash)?;
+        check_hierarchy("hierarchy_hash", &request.hierarchy_hash)?;
         let download: Download = request.download.parse()?;
-        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        let latest = self.site_versions(&request.hierarchy_hash).await?;
         let manifest = self.updates.manifest(
             &request.hierarchy_hash,
-            latest.as_ref(),
+            latest.as_deref().unwrap_or_default(),
             &download,
             self.clock.now(),
         );
@@ -288,8 +404,8 @@ impl<S: IntakeStore> IntakeService<S> {
         &self,
         request: pb::DownloadPackageRequest,
     ) -> Result<mpsc::Receiver<Result<pb::PackageChunk, Status>>, IntakeError> {
-        check_hierarchy(&request.hierarchy_hash)?;
-        let latest = self.store.last_accepted(&request.hierarchy_hash).await?;
+        check_hierarchy("hierarchy_hash", &request.hierarchy_hash)?;
+        let latest = self.site_versions(&request.hierarchy_hash).await?;
         let not_found = || UpdateError::NotFound {
             update: request.update_id.clone(),
             package: request.name.clone(),
@@ -297,7 +413,11 @@ impl<S: IntakeStore> IntakeService<S> {
         };
         let (update, package) = self
             .updates
-            .package(latest.as_ref(), &request.update_id, &request.name)
+            .package(
+                latest.as_deref().unwrap_or_default(),
+                &request.update_id,
+                &request.name,
+            )
             .map(|(u, p)| (u.id.clone(), p.clone()))
             .ok_or_else(not_found)?;
         let (file, package) = {
@@ -324,8 +444,32 @@ impl<S: IntakeStore> IntakeService<S> {
     }
 }
 
-/// Refuses a request naming no hierarchy, or an oversize name, before any store read.
-fn check_hierarchy(hierarchy_hash: &str) -> Result<(), Invalid> {
+/// Why a stored payload did not read back: the store failed, or, as the intake checked the
+/// payload before it stored it, something other than the intake changed it.
+fn unreadable(error: EncodedError) -> StoreError {
+    match error {
+        EncodedError::Read(error) => match error.downcast::<StoreError>() {
+            Ok(error) => error,
+            Err(error) => StoreError::Corrupt(format!("stored submission: {error}")),
+        },
+        EncodedError::Invalid(invalid) => {
+            StoreError::Corrupt(format!("stored submission: {invalid}"))
+        }
+    }
+}
+
+/// The answer to a submission, fresh or a re-send.
+fn answered(accepted: Accepted) -> pb::SubmitResponse {
+    pb::SubmitResponse {
+        submission_id: accepted.submission_id,
+        duplicate: accepted.duplicate,
+        accepted_at: hrs_core::clock::rfc3339(accepted.accepted_at),
+    }
+}
+
+/// Refuses a request naming no hierarchy in `field`, or an oversize name, before any
+/// store read.
+fn check_hierarchy(field: &str, hierarchy_hash: &str) -> Result<(), Invalid> {
     let problem = if hierarchy_hash.is_empty() {
         "is empty".to_owned()
     } else if hierarchy_hash.len() > MAX_NAME_BYTES {
@@ -334,7 +478,7 @@ fn check_hierarchy(hierarchy_hash: &str) -> Result<(), Invalid> {
         return Ok(());
     };
     Err(Invalid::Field {
-        field: "hierarchy_hash".into(),
+        field: field.into(),
         problem,
     })
 }
@@ -358,8 +502,57 @@ impl<S: IntakeStore> IntakeService<S> {
             .authenticate(&request)
             .map_err(|error| hrs_rpc::error::status(&error))?;
         span.record("caller", tracing::field::debug(&caller));
+        self.run(span, request.into_inner(), work).await
+    }
+
+    /// Answers a stream of chunks: refuses a caller whose credentials can act for no
+    /// hierarchy before its first message is read, then runs `work` (which matches the
+    /// credentials to the offer's hierarchy) as [`Self::answer`] does.
+    async fn answer_stream<Req, Resp, Work, Fut>(
+        &self,
+        span: tracing::Span,
+        request: Request<Req>,
+        work: Work,
+    ) -> Result<Resp, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Work: FnOnce(Self, Credentials, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
+    {
+        let credentials = self
+            .credentials(&request)
+            .and_then(|credentials| match &credentials {
+                Credentials::Token(fingerprint)
+                    if !self.tokens.values().any(|known| known == fingerprint) =>
+                {
+                    Err(IntakeError::TokenRefused {
+                        hierarchy: "any hierarchy this intake serves".into(),
+                    })
+                }
+                _ => Ok(credentials),
+            })
+            .map_err(|error| hrs_rpc::error::status(&error))?;
+        self.run(span, request.into_inner(), move |service, request| {
+            work(service, credentials, request)
+        })
+        .await
+    }
+
+    /// Runs `work` to completion even if the caller goes away, inside `span`.
+    async fn run<Req, Resp, Work, Fut>(
+        &self,
+        span: tracing::Span,
+        request: Req,
+        work: Work,
+    ) -> Result<Resp, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Work: FnOnce(Self, Req) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
+    {
         let service = self.clone();
-        let request = request.into_inner();
         hrs_rpc::serve::detached(
             async move {
                 work(service, request)
@@ -408,6 +601,30 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         let span = tracing::info_span!("submit", peer = ?request.remote_addr(), caller = tracing::field::Empty);
         self.answer(span, request, |service, request| async move {
             service.handle(request).await
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn submit_chunks(
+        &self,
+        request: Request<tonic::Streaming<pb::PeriodChunk>>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let span = tracing::info_span!("submit_chunks", peer = ?request.remote_addr(), caller = tracing::field::Empty);
+        self.answer_stream(span, request, |service, credentials, chunks| async move {
+            service.submit_chunks(chunks, &credentials).await
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn resume_submission(
+        &self,
+        request: Request<pb::ResumePeriodRequest>,
+    ) -> Result<Response<pb::ResumeSubmissionResponse>, Status> {
+        let span = tracing::info_span!("resume_submission", peer = ?request.remote_addr(), caller = tracing::field::Empty);
+        self.answer(span, request, |service, request| async move {
+            service.resume_submission(request).await
         })
         .await
         .map(Response::new)
@@ -501,6 +718,7 @@ pub async fn serve_with_clock(
         now: clock.now(),
     };
     let tls = config.tls.is_some();
+    let max_submission_bytes = config.max_submission_mb.saturating_mul(1 << 20);
     let result = serve_role(
         role,
         listener,
@@ -516,6 +734,7 @@ pub async fn serve_with_clock(
                         .saturating_sub(CHUNK_FRAMING_BYTES)
                         .max(1),
                 ),
+                max_submission_bytes,
                 clock: Arc::clone(&clock),
             });
             server.add_service(service.limited(limits, gate))

@@ -2,6 +2,10 @@
 //! digest), so a re-sent submission is recognised and answered with the stored record
 //! instead of being kept twice.
 //!
+//! A submission sent in chunks is staged (hrs-store's [`staging`]) until whole and checked,
+//! then copied into its row a chunk at a time; stored payloads are read back a range at a
+//! time ([`IntakeStore::last_accepted`]), so no submission is ever held whole.
+//!
 //! Everything goes through [`IntakeStore`], so another backend can replace SQLite and be
 //! tested against the same suite. Periods and times are typed in and out; they become text
 //! only in SQL (times as [`rfc3339`]: UTC, whole seconds), and a stored one that does not
@@ -9,10 +13,14 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use hrs_core::Period;
+use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
+use hrs_core::encoded_period::MergedSummary;
 use hrs_proto::v1 as pb;
+use hrs_store::staging::{self, Appended, Offer, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
@@ -38,6 +46,25 @@ CREATE TABLE IF NOT EXISTS submissions (
 CREATE INDEX IF NOT EXISTS submissions_accepted_at ON submissions (accepted_at);
 CREATE INDEX IF NOT EXISTS submissions_hierarchy ON submissions (hierarchy_hash, accepted_at);
 ";
+
+/// The staging of submissions sent in chunks: one upload per submission id, owned by the
+/// hierarchy that sends it.
+const STAGED_SUBMISSIONS: Staging = Staging {
+    uploads: "staged_submissions",
+    chunks: "staged_submission_chunks",
+    id: "submission_id",
+    owner: "hierarchy_hash",
+    max_chunk_bytes: hrs_rpc::chunks::MAX_CHUNK_BYTES as u64,
+};
+
+/// The outcome a staging is settled with: the submission's row is the record a re-send is
+/// answered with, so the staging only says it is done.
+const SETTLED: &str = "stored";
+
+/// Unfinished chunked submissions one hierarchy may have staged at once: its connection
+/// point sends periods one after another, so beyond the newest few the oldest are
+/// abandoned ones; bounds the disk one hierarchy can fill.
+const UNFINISHED_PER_HIERARCHY: u32 = 4;
 
 /// The outcome of storing one submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +96,21 @@ pub struct SubmissionSummary {
     pub rows: u64,
 }
 
+/// Where a submission offered in chunks stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// Being received: this many bytes are held, from the start; `created` when this offer
+    /// started the staging.
+    Open {
+        /// Bytes held durably.
+        held: u64,
+        /// True when nothing of the submission was staged before this offer.
+        created: bool,
+    },
+    /// Already stored: a re-send is answered with the stored record.
+    Stored(Accepted),
+}
+
 /// Every read and write the intake makes to its durable state.
 pub trait IntakeStore: Send + Sync + 'static {
     /// Stores a checked merged period durably, as accepted `at`; a re-send returns the
@@ -98,13 +140,54 @@ pub trait IntakeStore: Send + Sync + 'static {
         period: &Period,
     ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
 
-    /// Returns the newest period a hierarchy submitted (its latest accepted version): what
-    /// the intake knows of the hierarchy now, which decides its updates; a late re-send of an
-    /// older period does not turn its versions back.
+    /// Returns the encoding of the newest period a hierarchy submitted (its latest accepted
+    /// version), read a range at a time: what the intake knows of the hierarchy now, which
+    /// decides its updates; a late re-send of an older period does not turn its versions
+    /// back.
     fn last_accepted(
         &self,
         hierarchy_hash: &str,
-    ) -> impl Future<Output = Result<Option<pb::MergedPeriod>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<dyn RunBytes>>, StoreError>> + Send;
+
+    /// Finds or starts the staging of a submission offered in chunks (`upload.id` its
+    /// submission id, `upload.owner` its hierarchy): how much is held, or the stored record
+    /// when it is stored already. An offer of other bytes restarts an unfinished staging.
+    /// Stagings started before `stale_before` are dropped first.
+    fn stage(
+        &self,
+        upload: &Offer,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+
+    /// Appends a chunk durably, if it starts where the held bytes end.
+    fn stage_append(
+        &self,
+        submission_id: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Returns a staged submission's bytes, read a range at a time (reads block).
+    fn staged(&self, submission_id: &str, size: u64) -> Arc<dyn RunBytes>;
+
+    /// Stores a whole staged submission that was checked as `summary`, as accepted `at`: its
+    /// payload is copied from the staged chunks one at a time and the staging settled, in
+    /// one transaction. A submission stored already is answered with its record.
+    fn commit_staged(
+        &self,
+        upload: &Offer,
+        summary: &MergedSummary,
+        client_version: &str,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Accepted, StoreError>> + Send;
+
+    /// Drops a staged submission whose bytes turned out bad, so the next offer starts
+    /// afresh.
+    fn stage_discard(
+        &self,
+        submission_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes submissions accepted before `older_than`; returns how many went.
     fn prune(
@@ -123,7 +206,7 @@ impl SqliteIntake {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            store: Store::open(path, SCHEMA)?,
+            store: Store::open(path, &format!("{SCHEMA}{}", STAGED_SUBMISSIONS.schema()))?,
         })
     }
 
@@ -159,6 +242,8 @@ fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
+/// Rows in a period over all sites and sets: what `check_merged_encoded`'s summary counts
+/// for a submission sent in chunks.
 fn count_rows(period: &pb::MergedPeriod) -> u64 {
     period
         .sites
@@ -166,6 +251,132 @@ fn count_rows(period: &pb::MergedPeriod) -> u64 {
         .flat_map(|s| &s.results)
         .map(|r| r.rows.len() as u64)
         .sum()
+}
+
+/// A SQLite integer for a count or size; none of ours reach `i64::MAX`.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The stored record of submission `id`, if it is stored.
+fn stored(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<Accepted>, StoreError> {
+    let accepted_at: Option<String> = tx
+        .query_row(
+            "SELECT accepted_at FROM submissions WHERE submission_id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    accepted_at
+        .map(|at| {
+            Ok(Accepted {
+                submission_id: id.to_owned(),
+                duplicate: true,
+                accepted_at: stored_time(&at)?,
+            })
+        })
+        .transpose()
+}
+
+/// The fields of a submission's row, apart from its payload.
+struct Row {
+    id: String,
+    hierarchy_hash: String,
+    period: String,
+    digest: String,
+    level: String,
+    catalog_version: String,
+    client_version: String,
+    rows: i64,
+}
+
+impl Row {
+    /// Inserts the row with `payload` (bytes, or a `zeroblob` to copy the payload into);
+    /// returns its rowid.
+    fn insert(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        payload: &dyn rusqlite::ToSql,
+        payload_sql: &str,
+        at: &str,
+    ) -> Result<i64, StoreError> {
+        tx.execute(
+            &format!(
+                "INSERT INTO submissions (submission_id, hierarchy_hash, period, digest, level,
+                     catalog_version, client_version, rows, payload, accepted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {payload_sql}, ?10)"
+            ),
+            params![
+                self.id,
+                self.hierarchy_hash,
+                self.period,
+                self.digest,
+                self.level,
+                self.catalog_version,
+                self.client_version,
+                self.rows,
+                payload,
+                at
+            ],
+        )?;
+        Ok(tx.last_insert_rowid())
+    }
+}
+
+/// A stored submission's payload, read a range at a time with SQLite's incremental blob
+/// I/O, so reading a period of any size holds only the range asked for.
+struct StoredPayload {
+    store: Store,
+    submission_id: String,
+    size: u64,
+}
+
+impl RunBytes for StoredPayload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let id = &self.submission_id;
+        self.store
+            .with(|conn| {
+                // By id on every read: the row may have been pruned meanwhile, and its
+                // rowid taken by another.
+                let rowid: i64 = conn.query_row(
+                    "SELECT rowid FROM submissions WHERE submission_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                let blob =
+                    conn.blob_open(rusqlite::MAIN_DB, "submissions", "payload", rowid, true)?;
+                let offset = usize::try_from(offset)
+                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: offset {e}")))?;
+                let mut data = vec![0u8; len];
+                blob.read_at_exact(&mut data, offset)
+                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: {e}")))?;
+                Ok(data)
+            })
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// A staged submission's bytes, read back from its chunks a range at a time.
+struct StagedPayload {
+    store: Store,
+    submission_id: String,
+    size: u64,
+}
+
+impl RunBytes for StagedPayload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.store
+            .with(|conn| STAGED_SUBMISSIONS.range(conn, &self.submission_id, offset, len))
+            .map_err(std::io::Error::other)
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {
@@ -182,50 +393,24 @@ impl IntakeStore for SqliteIntake {
     ) -> Result<Accepted, StoreError> {
         let id = submission_id(&period.hierarchy_hash, &period.period, &period.digest);
         let payload = period.encode_to_vec();
-        let rows = i64::try_from(count_rows(period)).unwrap_or(i64::MAX);
-        let (hierarchy_hash, when, digest, level, catalog_version) = (
-            period.hierarchy_hash.clone(),
-            period.period.clone(),
-            period.digest.clone(),
-            period.level.clone(),
-            period.catalog_version.clone(),
-        );
-        let client_version = client_version.to_owned();
+        let row = Row {
+            id: id.clone(),
+            hierarchy_hash: period.hierarchy_hash.clone(),
+            period: period.period.clone(),
+            digest: period.digest.clone(),
+            level: period.level.clone(),
+            catalog_version: period.catalog_version.clone(),
+            client_version: client_version.to_owned(),
+            rows: int(count_rows(period)),
+        };
         let (at, now) = (as_stored(at), rfc3339(at));
         self.store
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT accepted_at FROM submissions WHERE submission_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(accepted_at) = existing {
-                    return Ok(Accepted {
-                        submission_id: id,
-                        duplicate: true,
-                        accepted_at: stored_time(&accepted_at)?,
-                    });
+                if let Some(accepted) = stored(&tx, &id)? {
+                    return Ok(accepted);
                 }
-                tx.execute(
-                    "INSERT INTO submissions (submission_id, hierarchy_hash, period, digest, level,
-                         catalog_version, client_version, rows, payload, accepted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        id,
-                        hierarchy_hash,
-                        when,
-                        digest,
-                        level,
-                        catalog_version,
-                        client_version,
-                        rows,
-                        payload,
-                        now
-                    ],
-                )?;
+                row.insert(&tx, &payload, "?9", &now)?;
                 tx.commit()?;
                 Ok(Accepted {
                     submission_id: id,
@@ -325,24 +510,167 @@ impl IntakeStore for SqliteIntake {
     async fn last_accepted(
         &self,
         hierarchy_hash: &str,
-    ) -> Result<Option<pb::MergedPeriod>, StoreError> {
+    ) -> Result<Option<Arc<dyn RunBytes>>, StoreError> {
         let hierarchy_hash = hierarchy_hash.to_owned();
-        let bytes: Option<Vec<u8>> = self
+        let newest: Option<(String, i64)> = self
             .store
             .call(move |conn| {
                 // Periods (YYYY-Www) order as text; acceptance times have whole seconds, so
                 // the row id orders the versions of one period accepted in one second.
                 Ok(conn
                     .query_row(
-                        "SELECT payload FROM submissions WHERE hierarchy_hash = ?1
+                        "SELECT submission_id, length(payload) FROM submissions
+                         WHERE hierarchy_hash = ?1
                          ORDER BY period DESC, accepted_at DESC, rowid DESC LIMIT 1",
                         params![hierarchy_hash],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?)
             })
             .await?;
-        bytes.as_deref().map(decode).transpose()
+        Ok(newest.map(|(submission_id, size)| {
+            Arc::new(StoredPayload {
+                store: self.store.clone(),
+                submission_id,
+                size: u64::try_from(size).unwrap_or(0),
+            }) as Arc<dyn RunBytes>
+        }))
+    }
+
+    async fn stage(
+        &self,
+        upload: &Offer,
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> Result<Held, StoreError> {
+        let (at, stale_before) = (rfc3339(at), rfc3339(stale_before));
+        let upload = upload.clone();
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if let Some(accepted) = stored(&tx, &upload.id)? {
+                    // A staging of it left unfinished (it was sent whole meanwhile) is done.
+                    STAGED_SUBMISSIONS.settle(&tx, &upload.id, SETTLED)?;
+                    tx.commit()?;
+                    return Ok(Held::Stored(accepted));
+                }
+                // Settled, but its submission is gone (pruned since): it starts over.
+                let Staging { uploads, id, .. } = STAGED_SUBMISSIONS;
+                tx.execute(
+                    &format!("DELETE FROM {uploads} WHERE {id} = ?1 AND outcome IS NOT NULL"),
+                    params![upload.id],
+                )?;
+                let held = match STAGED_SUBMISSIONS.stage(
+                    &tx,
+                    &upload,
+                    &at,
+                    &stale_before,
+                    UNFINISHED_PER_HIERARCHY,
+                )? {
+                    staging::Staged::Open { held, created } => Held::Open { held, created },
+                    // Neither can be: the id names its hierarchy, and settled stagings
+                    // without their submission were just dropped.
+                    staging::Staged::Settled(outcome) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "staged submission {} settled as {outcome:?} without a stored row",
+                            upload.id
+                        )));
+                    }
+                    staging::Staged::Conflict { stored, sent } => {
+                        return Err(StoreError::Corrupt(format!(
+                            "staged submission {}: {stored} conflicts with {sent}",
+                            upload.id
+                        )));
+                    }
+                };
+                tx.commit()?;
+                Ok(held)
+            })
+            .await
+    }
+
+    async fn stage_append(
+        &self,
+        submission_id: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Appended, StoreError> {
+        let id = submission_id.to_owned();
+        self.store
+            .call(move |conn| STAGED_SUBMISSIONS.append(conn, &id, offset, &data))
+            .await
+    }
+
+    fn staged(&self, submission_id: &str, size: u64) -> Arc<dyn RunBytes> {
+        Arc::new(StagedPayload {
+            store: self.store.clone(),
+            submission_id: submission_id.to_owned(),
+            size,
+        })
+    }
+
+    async fn commit_staged(
+        &self,
+        upload: &Offer,
+        summary: &MergedSummary,
+        client_version: &str,
+        at: OffsetDateTime,
+    ) -> Result<Accepted, StoreError> {
+        let period = summary.period.to_string();
+        let row = Row {
+            id: submission_id(&summary.hierarchy_hash, &period, &summary.digest),
+            hierarchy_hash: summary.hierarchy_hash.clone(),
+            period,
+            digest: summary.digest.clone(),
+            level: summary.level.as_str().to_owned(),
+            catalog_version: summary.catalog_version.clone(),
+            client_version: client_version.to_owned(),
+            rows: int(summary.rows),
+        };
+        if row.id != upload.id {
+            return Err(StoreError::Corrupt(format!(
+                "staged submission {} holds submission {}",
+                upload.id, row.id
+            )));
+        }
+        let upload = upload.clone();
+        let (at, now) = (as_stored(at), rfc3339(at));
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Stored meanwhile (by another stream of it, or sent whole): its record
+                // answers, and the staging is done with.
+                if let Some(accepted) = stored(&tx, &row.id)? {
+                    STAGED_SUBMISSIONS.settle(&tx, &upload.id, SETTLED)?;
+                    tx.commit()?;
+                    return Ok(accepted);
+                }
+                // The staging checked a moment ago must still be the same, whole and open: it
+                // may have been swept, evicted or replaced meanwhile.
+                if !STAGED_SUBMISSIONS.intact(&tx, &upload)? {
+                    return Err(StoreError::Corrupt(format!(
+                        "submission {} changed in staging while it was committed; send it again",
+                        upload.id
+                    )));
+                }
+                let rowid = row.insert(&tx, &int(upload.size), "zeroblob(?9)", &now)?;
+                STAGED_SUBMISSIONS.copy_into(&tx, &upload.id, "submissions", "payload", rowid)?;
+                STAGED_SUBMISSIONS.settle(&tx, &upload.id, SETTLED)?;
+                tx.commit()?;
+                Ok(Accepted {
+                    submission_id: row.id,
+                    duplicate: false,
+                    accepted_at: at,
+                })
+            })
+            .await
+    }
+
+    async fn stage_discard(&self, submission_id: &str) -> Result<(), StoreError> {
+        let id = submission_id.to_owned();
+        self.store
+            .call(move |conn| STAGED_SUBMISSIONS.discard(conn, &id))
+            .await
     }
 
     async fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError> {

@@ -8,6 +8,7 @@ use hrs_core::digest::merged_digest;
 use hrs_core::{Catalog, ColumnType, HierarchyId, Level, Value};
 use hrs_proto::v1 as pb;
 use hrs_rpc::v1::intake_client::IntakeClient;
+use prost::Message as _;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -250,7 +251,11 @@ async fn latest_and_prune() {
         .await
         .expect("reads")
         .expect("present");
-    assert_eq!(last.digest, newer.digest);
+    assert_eq!(
+        hrs_core::bytes::sha256_of(last.as_ref(), 1000).expect("reads in ranges"),
+        sha256_hex(&newer.encode_to_vec()),
+        "the newest submission's payload, read a range at a time"
+    );
     assert!(
         store
             .last_accepted("another")
@@ -282,6 +287,78 @@ async fn latest_and_prune() {
         2
     );
     assert!(store.submissions().await.expect("lists").is_empty());
+}
+
+#[tokio::test]
+async fn a_staged_submission_is_stored_once_and_starts_over_once_its_record_is_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("intake.sqlite");
+    let store = SqliteIntake::open(&path).expect("opens");
+    let period = merged();
+    let bytes = period.encode_to_vec();
+    let summary =
+        hrs_core::encoded_period::check_merged_encoded(&bytes.clone()).expect("a valid period");
+    let upload = hrs_store::staging::Offer {
+        id: submission_id(&period.hierarchy_hash, &period.period, &period.digest),
+        owner: period.hierarchy_hash.clone(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    };
+    let stale = NOW - time::Duration::days(7);
+    let open = |held, created| Held::Open { held, created };
+    assert_eq!(
+        store.stage(&upload, NOW, stale).await.expect("stages"),
+        open(0, true)
+    );
+    let half = bytes.len() / 2;
+    for (at, data) in [(0, &bytes[..half]), (half, &bytes[half..])] {
+        store
+            .stage_append(&upload.id, at as u64, data.to_vec())
+            .await
+            .expect("appends");
+    }
+    let staged = store.staged(&upload.id, upload.size);
+    assert_eq!(staged.read_at(3, 10).expect("reads"), bytes[3..13]);
+    let accepted = store
+        .commit_staged(&upload, &summary, "test", NOW)
+        .await
+        .expect("commits");
+    assert!(!accepted.duplicate);
+    assert_eq!(accepted.submission_id, upload.id);
+    let listed = store.submissions().await.expect("lists");
+    assert_eq!((listed[0].rows, listed[0].level.as_str()), (2, "Enhanced"));
+    assert_eq!(
+        store.payload(&upload.id).await.expect("reads"),
+        Some(period.clone())
+    );
+    match store.stage(&upload, NOW, stale).await.expect("stages") {
+        Held::Stored(again) => assert_eq!(again.accepted_at, accepted.accepted_at),
+        other => panic!("expected the stored record, got {other:?}"),
+    }
+
+    // Pruned, the submission is received afresh.
+    assert_eq!(
+        store
+            .prune(NOW + time::Duration::days(1))
+            .await
+            .expect("prunes"),
+        1
+    );
+    assert_eq!(
+        store.stage(&upload, NOW, stale).await.expect("stages"),
+        open(0, true)
+    );
+    store
+        .stage_append(&upload.id, 0, bytes[..half].to_vec())
+        .await
+        .expect("appends");
+    // Sent whole meanwhile: its staging is done with, and a re-offer gets the record.
+    store.accept(&period, "test", NOW).await.expect("accepts");
+    assert!(matches!(
+        store.stage(&upload, NOW, stale).await.expect("stages"),
+        Held::Stored(_)
+    ));
+    assert_eq!(staged_rows(&path).1, 0, "no chunk left behind");
 }
 
 #[tokio::test]
@@ -941,5 +1018,550 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
     }
 
     drop((anonymous, by_point, by_site, stream));
+    intake.stop().await;
+}
+
+// Submissions in chunks.
+
+/// An encoding read only in ranges no longer than a chunk may be, so a test fails if the
+/// sending side ever reads a period whole.
+struct Ranged(Vec<u8>);
+
+impl hrs_core::bytes::RunBytes for Ranged {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        if len > hrs_rpc::chunks::MAX_CHUNK_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a read of {len} bytes at once"
+            )));
+        }
+        self.0.read_at(offset, len)
+    }
+}
+
+/// Rows of filler per site in [`large_at`], and the bytes of each one's text.
+const FILLER_ROWS: usize = 560;
+const FILLER_BYTES: usize = 64 << 10;
+
+/// Returns the encoding of a period over 64 MiB (more than one message may carry) and its
+/// rows: [`merged_at`]'s sites, each also carrying a `B-ROLE-COUNTS` set of rows whose role
+/// names are long filler text.
+fn large_at(period: &str, versions: &[&str]) -> (Vec<u8>, u64) {
+    let catalog = Catalog::builtin().expect("builtin catalog");
+    let query = catalog.query("B-ROLE-COUNTS").expect("the role counts");
+    let columns = query.output_columns();
+    let mut merged = merged_at(period, versions);
+    for (s, site) in merged.sites.iter_mut().enumerate() {
+        let rows = (0..FILLER_ROWS)
+            .map(|r| pb::Row {
+                values: columns
+                    .iter()
+                    .map(|(name, ty)| {
+                        let value = if name == "role_name" {
+                            Value::Text(format!("{s}-{r}-{}", "x".repeat(FILLER_BYTES)))
+                        } else {
+                            sample(*ty)
+                        };
+                        (&value).into()
+                    })
+                    .collect(),
+            })
+            .collect();
+        site.results.push(pb::ResultSet {
+            query_id: query.id.clone(),
+            level: query.level.as_str().into(),
+            columns: columns
+                .iter()
+                .map(|(name, ty)| pb::Column {
+                    name: name.clone(),
+                    r#type: ty.as_str().into(),
+                })
+                .collect(),
+            rows,
+            error: String::new(),
+            duration_ms: 9,
+        });
+    }
+    merged.digest = merged_digest(&merged);
+    let rows = merged
+        .sites
+        .iter()
+        .flat_map(|s| &s.results)
+        .map(|r| r.rows.len() as u64)
+        .sum();
+    let bytes = merged.encode_to_vec();
+    assert!(bytes.len() > 64 << 20, "{} bytes", bytes.len());
+    (bytes, rows)
+}
+
+/// The offer of `period`'s encoding as a connection point starts it; the sender completes
+/// its size and SHA-256.
+fn offer_of(period: &pb::MergedPeriod) -> pb::PeriodOffer {
+    pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        client_version: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// The fields of an encoded period other than its sites, read as a receiver reads them.
+fn fields_of(bytes: &[u8]) -> pb::MergedPeriod {
+    let summary =
+        hrs_core::encoded_period::check_merged_encoded(&bytes.to_vec()).expect("a valid period");
+    pb::MergedPeriod {
+        hierarchy_hash: summary.hierarchy_hash,
+        period: summary.period.to_string(),
+        digest: summary.digest,
+        ..Default::default()
+    }
+}
+
+/// Rows of the staging tables: (uploads, chunks).
+fn staged_rows(store: &std::path::Path) -> (i64, i64) {
+    rusqlite::Connection::open(store)
+        .expect("opens the file")
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM staged_submissions),
+                    (SELECT COUNT(*) FROM staged_submission_chunks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("counts")
+}
+
+/// Sends `bytes[from..to]` as one stream of `size`-byte chunks, the first carrying `offer`.
+async fn send_chunks<T>(
+    client: &mut IntakeClient<T>,
+    offer: &pb::PeriodOffer,
+    bytes: &[u8],
+    from: usize,
+    to: usize,
+) -> Result<pb::SubmitResponse, tonic::Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let size = hrs_rpc::chunks::DEFAULT_CHUNK_BYTES;
+    let chunks: Vec<pb::PeriodChunk> = bytes[from..to]
+        .chunks(size)
+        .enumerate()
+        .map(|(i, data)| pb::PeriodChunk {
+            offer: (i == 0).then(|| offer.clone()),
+            offset: (from + i * size) as u64,
+            data: data.to_vec(),
+        })
+        .collect();
+    client
+        .submit_chunks(tokio_stream::iter(chunks))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Completes an offer of `bytes` as the sender does (size and SHA-256).
+fn completed(offer: pb::PeriodOffer, bytes: &[u8]) -> pb::PeriodOffer {
+    pb::PeriodOffer {
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+        ..offer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_larger_than_a_message_arrives_in_chunks_and_resumes_where_it_broke() {
+    let (intake, _folder) = start_with_updates().await;
+    let mut client = intake.client().await;
+    let (bytes, rows) = large_at("2026-W48", &SITES_AT);
+    let offer = completed(offer_of(&fields_of(&bytes)), &bytes);
+    let hierarchy = offer.hierarchy_hash.clone();
+
+    // Nothing held yet; then a stream that stops after five chunks leaves them held.
+    let resume = |client: &mut IntakeClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        let offer = offer.clone();
+        async move {
+            client
+                .resume_submission(pb::ResumePeriodRequest { offer: Some(offer) })
+                .await
+                .expect("resume answers")
+                .into_inner()
+        }
+    };
+    assert_eq!(resume(&mut client).await.held_bytes, 0);
+    let cut = 5 * hrs_rpc::chunks::DEFAULT_CHUNK_BYTES;
+    let status = send_chunks(&mut client, &offer, &bytes, 0, cut)
+        .await
+        .expect_err("an incomplete stream is not committed");
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert!(
+        status.message().contains(&format!("resume from {cut}")),
+        "{}",
+        status.message()
+    );
+    let held = resume(&mut client).await;
+    assert_eq!((held.held_bytes, held.committed), (cut as u64, None));
+    // A stream that does not start where the held bytes end is refused, and keeps them.
+    let status = send_chunks(&mut client, &offer, &bytes, 0, cut)
+        .await
+        .expect_err("starts before the held bytes end");
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert!(
+        status.message().contains("chunk.offset"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(resume(&mut client).await.held_bytes, cut as u64);
+
+    // The sender resumes from the held bytes, reading the period a chunk at a time.
+    let source: std::sync::Arc<dyn hrs_core::bytes::RunBytes> =
+        std::sync::Arc::new(Ranged(bytes.clone()));
+    let base = offer_of(&fields_of(&bytes));
+    let first = hrs_rpc::submit::submit_period_chunks(
+        &mut client,
+        base.clone(),
+        std::sync::Arc::clone(&source),
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("committed");
+    assert!(!first.duplicate);
+    assert_eq!(
+        first.submission_id,
+        submission_id(&hierarchy, "2026-W48", &offer.digest)
+    );
+    assert_eq!(first.accepted_at, "2026-11-30T06:00:00Z");
+    assert_eq!(
+        staged_rows(&intake.store).1,
+        0,
+        "the settled staging keeps no chunk"
+    );
+
+    // Sent again: answered at once with the stored record.
+    let again = hrs_rpc::submit::submit_period_chunks(
+        &mut client,
+        base,
+        source,
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("a duplicate");
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.submission_id.as_str(), again.accepted_at.as_str()),
+        (first.submission_id.as_str(), first.accepted_at.as_str())
+    );
+    let resumed = resume(&mut client).await;
+    assert_eq!(resumed.held_bytes, offer.size);
+    assert!(resumed.committed.expect("stored").duplicate);
+    // A stream of the whole is answered the same, without its bytes being kept again.
+    let status = send_chunks(&mut client, &offer, &bytes, 0, cut)
+        .await
+        .expect("a duplicate stream");
+    assert!(status.duplicate);
+
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    let listed = store.submissions().await.expect("lists");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].rows, listed[0].level.as_str()),
+        (rows, "Enhanced")
+    );
+    let stored = store
+        .last_accepted(&hierarchy)
+        .await
+        .expect("reads")
+        .expect("stored");
+    assert_eq!(
+        hrs_core::bytes::sha256_of(stored.as_ref(), 1 << 20).expect("reads"),
+        offer.sha256,
+        "stored byte for byte"
+    );
+
+    // Updates are decided from the large submission's site list.
+    let manifest = client
+        .check_updates(check(&hierarchy, "latest"))
+        .await
+        .expect("manifest")
+        .into_inner();
+    assert_eq!(manifest.site_versions, ["5.00.9122.1018", "5.00.9128.1000"]);
+    assert_eq!(ids(&manifest), ["2026.10"]);
+
+    drop(client);
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_submission_that_is_not_what_it_was_offered_as_is_refused_naming_why() {
+    let intake = start_in(tempfile::tempdir().expect("tempdir"), |c| {
+        c.max_submission_mb = 1;
+    })
+    .await;
+    let mut client = intake.client().await;
+    let period = merged_at("2026-W48", &SITES_AT);
+    let bytes = period.encode_to_vec();
+    let offer = completed(offer_of(&period), &bytes);
+
+    let refused = |offer: pb::PeriodOffer, bytes: Vec<u8>| {
+        let mut client = client.clone();
+        async move {
+            let len = bytes.len();
+            send_chunks(&mut client, &offer, &bytes, 0, len)
+                .await
+                .expect_err("refused")
+        }
+    };
+    let mut cases: Vec<(pb::PeriodOffer, Vec<u8>, tonic::Code, &str)> = Vec::new();
+    // Bytes other than the offered ones.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    cases.push((
+        offer.clone(),
+        flipped,
+        tonic::Code::InvalidArgument,
+        "hash to",
+    ));
+    // Another period's digest in the offer.
+    let mut other = offer.clone();
+    other.digest = "ab".repeat(32);
+    cases.push((
+        other,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "offer.digest",
+    ));
+    // Another period than the offer's.
+    let mut week = offer.clone();
+    week.period = "2026-W47".into();
+    cases.push((
+        week,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "offer.period",
+    ));
+    // A period whose content does not match its own digest.
+    let mut tampered = period.clone();
+    tampered.sites[0].results[0].rows[0] = tampered.sites[1].results[0].rows[0].clone();
+    let tampered_bytes = tampered.encode_to_vec();
+    cases.push((
+        completed(offer_of(&tampered), &tampered_bytes),
+        tampered_bytes,
+        tonic::Code::InvalidArgument,
+        "digest",
+    ));
+    // Offers refused before a byte is kept.
+    let mut large = offer.clone();
+    large.size = 2 << 20;
+    cases.push((
+        large,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "max_submission_mb",
+    ));
+    let mut sha = offer.clone();
+    sha.sha256 = "not hex".into();
+    cases.push((
+        sha,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "offer.sha256",
+    ));
+    let mut when = offer.clone();
+    when.period = "W48".into();
+    cases.push((
+        when,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "offer.period",
+    ));
+    let mut short = offer.clone();
+    short.size -= 1;
+    short.sha256 = sha256_hex(&bytes[..bytes.len() - 1]);
+    cases.push((
+        short,
+        bytes.clone(),
+        tonic::Code::InvalidArgument,
+        "runs past the offered size",
+    ));
+    for (offer, bytes, code, reason) in cases {
+        let status = refused(offer, bytes).await;
+        assert_eq!(status.code(), code, "{reason}: {}", status.message());
+        assert!(
+            status.message().contains(reason),
+            "{reason}: {}",
+            status.message()
+        );
+        // Nothing refused is kept.
+        assert_eq!(staged_rows(&intake.store), (0, 0), "{reason}");
+    }
+    let status = client
+        .submit_chunks(tokio_stream::iter(vec![pb::PeriodChunk {
+            offer: None,
+            offset: 0,
+            data: bytes.clone(),
+        }]))
+        .await
+        .expect_err("no offer");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("chunk.offer"),
+        "{}",
+        status.message()
+    );
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    assert!(store.submissions().await.expect("lists").is_empty());
+
+    // The offered bytes themselves are stored, and counted as the unary path counts them.
+    let accepted = send_chunks(&mut client, &offer, &bytes, 0, bytes.len())
+        .await
+        .expect("accepted");
+    assert!(!accepted.duplicate);
+    let listed = store.submissions().await.expect("lists");
+    assert_eq!(listed[0].rows, 2);
+    let unary = client
+        .submit(request(&period))
+        .await
+        .expect("a duplicate")
+        .into_inner();
+    assert!(unary.duplicate, "one submission, whichever way it came");
+    assert_eq!(unary.submission_id, accepted.submission_id);
+
+    drop(client);
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_for_the_hierarchy()
+{
+    use hrs_pki::{Identity, Role};
+    use hrs_rpc::tls::ClientTls;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    hrs_pki::init(&pki, "test", 30, SystemClock.now()).expect("CA");
+    let issue = |identity: Identity| {
+        hrs_pki::issue(
+            &pki,
+            &identity,
+            &["127.0.0.1".into()],
+            30,
+            SystemClock.now(),
+        )
+        .expect("issues")
+    };
+    let server = issue(Identity::Role(Role::Intake));
+    let point = issue(Identity::Role(Role::ConnectionPoint));
+    let site = issue(Identity::Site("P01".parse().expect("site code")));
+    let token = hrs_core::token::Token::generate();
+    let period = merged_at("2026-W48", &SITES_AT);
+    let bytes = period.encode_to_vec();
+    let offer = completed(offer_of(&period), &bytes);
+    let hierarchy = period.hierarchy_hash.clone();
+    let ca = pki.join("ca.pem");
+    let intake = start_in(dir, |config| {
+        config.tls = Some(hrs_core::config::TlsFiles {
+            cert: server.cert.clone(),
+            key: server.key.clone(),
+            ca: ca.clone(),
+        });
+        config.hierarchy_tokens = vec![HierarchyToken {
+            hierarchy: hierarchy.clone(),
+            token_sha256: token.fingerprint(),
+        }];
+    })
+    .await;
+    let channel = |identity: Option<&hrs_pki::Issued>| {
+        let tls = ClientTls {
+            ca: ca.clone(),
+            identity: identity.map(|i| (i.cert.clone(), i.key.clone())),
+        };
+        let url = format!("https://{}", intake.addr);
+        async move {
+            hrs_rpc::tls::endpoint_with(&url, Some(&tls))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connects")
+        }
+    };
+    let with_token = |channel, token: Option<String>| {
+        IntakeClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(token) = &token {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("header value"),
+                );
+            }
+            Ok(request)
+        })
+    };
+    let good = Some(token.expose().to_owned());
+
+    // No credentials, or a token of no hierarchy: refused before the stream is read, so a
+    // stream that never sends a chunk is answered.
+    for (token, code) in [
+        (None, tonic::Code::Unauthenticated),
+        (Some("wrong".to_owned()), tonic::Code::Unauthenticated),
+    ] {
+        let mut client = with_token(channel(None).await, token);
+        let status = client
+            .submit_chunks(tokio_stream::pending::<pb::PeriodChunk>())
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
+    // A site's certificate, and the hierarchy's token offering another hierarchy's period.
+    let mut by_site = IntakeClient::new(channel(Some(&site)).await);
+    let status = send_chunks(&mut by_site, &offer, &bytes, 0, bytes.len())
+        .await
+        .expect_err("a site may not submit");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let mut by_token = with_token(channel(None).await, good.clone());
+    let mut elsewhere = offer.clone();
+    elsewhere.hierarchy_hash = "another".into();
+    let status = send_chunks(&mut by_token, &elsewhere, &bytes, 0, bytes.len())
+        .await
+        .expect_err("another hierarchy's");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("another"), "{}", status.message());
+    let status = by_token
+        .resume_submission(pb::ResumePeriodRequest {
+            offer: Some(elsewhere),
+        })
+        .await
+        .expect_err("another hierarchy's");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
+
+    // The hierarchy's token, through an intercepted client, and a connection point's
+    // certificate submit.
+    let source: std::sync::Arc<dyn hrs_core::bytes::RunBytes> = std::sync::Arc::new(bytes);
+    let accepted = hrs_rpc::submit::submit_period_chunks(
+        &mut by_token,
+        offer_of(&period),
+        std::sync::Arc::clone(&source),
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("the token submits");
+    assert!(!accepted.duplicate);
+    let mut by_point = IntakeClient::new(channel(Some(&point)).await);
+    let again = hrs_rpc::submit::submit_period_chunks(
+        &mut by_point,
+        offer_of(&period),
+        source,
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("the certificate submits");
+    assert!(again.duplicate);
+
+    drop((by_site, by_token, by_point));
     intake.stop().await;
 }

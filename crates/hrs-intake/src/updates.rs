@@ -7,14 +7,17 @@
 //! serve, and a file changed afterwards is refused instead of served.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::Seek as _;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
+use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_core::config::{self, ConfigError};
+use hrs_core::encoded::EncodedError;
+use hrs_core::encoded_period::for_each_row_of;
 use hrs_core::validate::Invalid;
 use hrs_proto::v1 as pb;
 use serde::Deserialize;
@@ -401,22 +404,21 @@ impl UpdateCatalog {
         }
     }
 
-    /// Returns the manifest of `hierarchy_hash` decided from its latest submission (none
-    /// yet: nothing applies), at `now`.
+    /// Returns the manifest of `hierarchy_hash` decided from the site versions of its
+    /// latest submission (none yet: nothing applies), at `now`.
     pub fn manifest(
         &self,
         hierarchy_hash: &str,
-        latest: Option<&pb::MergedPeriod>,
+        sites: &[Version],
         download: &Download,
         now: OffsetDateTime,
     ) -> pb::UpdateManifest {
-        let sites = latest.map(site_versions).unwrap_or_default();
         pb::UpdateManifest {
             hierarchy_hash: hierarchy_hash.to_owned(),
             generated_at: rfc3339(now),
             site_versions: sites.iter().map(ToString::to_string).collect(),
             updates: self
-                .select(&sites, download)
+                .select(sites, download)
                 .into_iter()
                 .map(pb::Update::from)
                 .collect(),
@@ -424,19 +426,18 @@ impl UpdateCatalog {
     }
 
     /// Returns the update `update_id` and its package `name` if that update applies to a
-    /// hierarchy whose latest submission is `latest` (as `all` would list it).
+    /// hierarchy whose latest submission reports `sites` (as `all` would list it).
     pub fn package(
         &self,
-        latest: Option<&pb::MergedPeriod>,
+        sites: &[Version],
         update_id: &str,
         name: &str,
     ) -> Option<(&CatalogUpdate, &PackageFile)> {
-        let sites = latest.map(site_versions).unwrap_or_default();
         let update = self
             .updates
             .iter()
             .find(|u| u.id == update_id)
-            .filter(|u| u.applies_to(&sites))?;
+            .filter(|u| u.applies_to(sites))?;
         Some((update, update.package(name)?))
     }
 }
@@ -603,31 +604,58 @@ fn hex(bytes: &[u8]) -> String {
 /// `version` column of every site's [`SITE_LIST_QUERY`] rows. A set that failed, or a
 /// value that is not a dotted numeric version, tells nothing and is skipped.
 pub fn site_versions(period: &pb::MergedPeriod) -> Vec<Version> {
-    let mut versions = std::collections::BTreeSet::new();
-    for set in period
-        .sites
-        .iter()
-        .flat_map(|s| &s.results)
-        .filter(|r| r.query_id == SITE_LIST_QUERY && r.error.is_empty())
-    {
+    let mut versions = SiteVersions::default();
+    for set in period.sites.iter().flat_map(|s| &s.results) {
+        for row in &set.rows {
+            versions.row(set, row);
+        }
+    }
+    versions.into_sorted()
+}
+
+/// Returns the site versions of a stored period's encoding as [`site_versions`] does,
+/// reading only its [`SITE_LIST_QUERY`] rows, a row at a time: deciding a hierarchy's
+/// updates never holds its (possibly huge) latest period. Reads block: run it off the
+/// async runtime.
+pub fn site_versions_of(source: &dyn RunBytes) -> Result<Vec<Version>, EncodedError> {
+    let mut versions = SiteVersions::default();
+    for_each_row_of(source, SITE_LIST_QUERY, |_, set, row| {
+        versions.row(set, row);
+        Ok::<_, EncodedError>(())
+    })?;
+    Ok(versions.into_sorted())
+}
+
+/// The versions gathered so far, one row at a time, so a decoded period and an encoded
+/// one are read by the same rules.
+#[derive(Default)]
+struct SiteVersions(BTreeSet<Version>);
+
+impl SiteVersions {
+    /// Takes the version of one row of `set` (its fields; the rows are not needed).
+    fn row(&mut self, set: &pb::ResultSet, row: &pb::Row) {
+        if set.query_id != SITE_LIST_QUERY || !set.error.is_empty() {
+            return;
+        }
         let Some(column) = set
             .columns
             .iter()
             .position(|c| c.name == SITE_VERSION_COLUMN)
         else {
-            continue;
+            return;
         };
-        for row in &set.rows {
-            if let Some(pb::Value {
-                kind: Some(pb::value::Kind::Text(text)),
-            }) = row.values.get(column)
-                && let Ok(version) = text.parse::<Version>()
-            {
-                versions.insert(version);
-            }
+        if let Some(pb::Value {
+            kind: Some(pb::value::Kind::Text(text)),
+        }) = row.values.get(column)
+            && let Ok(version) = text.parse::<Version>()
+        {
+            self.0.insert(version);
         }
     }
-    versions.into_iter().collect()
+
+    fn into_sorted(self) -> Vec<Version> {
+        self.0.into_iter().collect()
+    }
 }
 
 impl PackageFile {
@@ -1058,5 +1086,12 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(versions, ["5.00.9122.1018", "5.00.9128.1000"]);
+        // Read from the encoding a row at a time, by the same rules.
+        let encoded: Vec<String> = site_versions_of(&prost::Message::encode_to_vec(&period))
+            .expect("reads")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(encoded, versions);
     }
 }

@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod receive;
 pub mod refusals;
 pub mod serve;
+pub mod submit;
 pub mod tls;
 
 /// The services of version 1 of the contract, package `hrs.v1`: a client and a server

@@ -32,6 +32,20 @@ impl Intake for EchoIntake {
         Err(Status::unimplemented("not in this test"))
     }
 
+    async fn submit_chunks(
+        &self,
+        _: Request<tonic::Streaming<pb::PeriodChunk>>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn resume_submission(
+        &self,
+        _: Request<pb::ResumePeriodRequest>,
+    ) -> Result<Response<pb::ResumeSubmissionResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     async fn check_updates(
         &self,
         request: Request<pb::CheckUpdatesRequest>,
