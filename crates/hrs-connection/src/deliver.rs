@@ -15,13 +15,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hrs_core::Level;
+use hrs_core::bytes::RunBytes as _;
 use hrs_core::clock::{Clock, rfc3339};
+use hrs_core::merged_encoding::MergedEncoding;
+use hrs_proto::v1 as pb;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use crate::intake::IntakeLink;
-use crate::outbound::{Policy, outbound};
-use crate::store::{CheckRecord, ManifestSource, OutboxStore, period_of};
+use crate::intake::{IntakeCallError, IntakeLink, IntakeSession};
+use crate::outbound::Policy;
+#[cfg(doc)]
+use crate::outbound::outbound;
+use crate::store::{CheckRecord, ManifestSource, OutboxStore, Unsent};
 use crate::{ConnectionPointConfig, Mode};
 
 /// Which updates an online check asks for: everything that applies, for `hrs status`.
@@ -163,16 +169,16 @@ async fn submit_and_ask<S: OutboxStore>(
     store: &S,
     clock: &dyn Clock,
 ) -> Result<usize, String> {
-    let pending = store
-        .pending()
+    let unsent = store
+        .unsent()
         .await
         .map_err(|e| format!("cannot read unsent periods: {e}"))?;
     let mut session = intake.connect().await.map_err(|e| e.to_string())?;
     let mut failed = Vec::new();
-    for period in pending {
-        let sent = outbound(&period, &delivery.policy);
-        let answer = match session.submit(&sent).await {
-            Ok(answer) => answer,
+    for period in unsent {
+        let submitted = submit(&mut session, delivery, store, &period).await;
+        let (answer, sent) = match submitted {
+            Ok(submitted) => submitted,
             Err(e) => {
                 warn!(period = %period.period, intake = %intake.url, error = %e, "submission failed");
                 failed.push(format!("{}: {e}", period.period));
@@ -184,20 +190,20 @@ async fn submit_and_ask<S: OutboxStore>(
                 continue;
             }
         };
-        // A stored period that does not parse is corruption, reported as a failed record.
-        let recorded = match period_of(&period) {
-            Ok(when) => {
-                store
-                    .mark_submitted(&when, &period.digest, &answer.submission_id, clock.now())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let recorded = store
+            .mark_submitted(
+                &period.period,
+                &period.digest,
+                &answer.submission_id,
+                clock.now(),
+            )
+            .await;
         match recorded {
             Ok(true) => info!(
                 period = %period.period,
                 level = %sent.level,
                 digest = %sent.digest,
+                bytes = sent.size,
                 submission_id = %answer.submission_id,
                 duplicate = answer.duplicate,
                 "period submitted"
@@ -229,4 +235,49 @@ async fn submit_and_ask<S: OutboxStore>(
         return Err(format!("refused by the intake: {}", failed.join("; ")));
     }
     Ok(applicable)
+}
+
+/// What left for the intake: the reshaped period's level, digest and size.
+struct Sent {
+    level: Level,
+    digest: String,
+    size: u64,
+}
+
+/// Reshapes one stored period as it may leave (see [`outbound`]), read from the store a
+/// range at a time, and submits it in chunks.
+async fn submit<S: OutboxStore>(
+    session: &mut IntakeSession,
+    delivery: &Delivery,
+    store: &S,
+    period: &Unsent,
+) -> Result<(pb::SubmitResponse, Sent), IntakeCallError> {
+    let source = store.payload(period);
+    let policy = delivery.policy.clone();
+    let level = period.level.min(policy.level);
+    let leaving = tokio::task::spawn_blocking(move || {
+        let hasher = policy.hasher;
+        MergedEncoding::outbound(
+            source,
+            policy.level,
+            move |site| hasher.hash(site),
+            policy.mode.as_str(),
+        )
+    })
+    .await
+    .map_err(|e| IntakeCallError::Source(e.to_string()))?
+    .map_err(|e| IntakeCallError::Source(e.to_string()))?;
+    let sent = Sent {
+        level,
+        digest: leaving.digest().to_owned(),
+        size: leaving.size(),
+    };
+    let offer = pb::PeriodOffer {
+        hierarchy_hash: delivery.hierarchy_hash.clone(),
+        period: period.period.to_string(),
+        digest: sent.digest.clone(),
+        ..Default::default()
+    };
+    let answer = session.submit_chunks(offer, Arc::new(leaving)).await?;
+    Ok((answer, sent))
 }

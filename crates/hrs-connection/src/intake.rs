@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hrs_core::token::Token;
 use hrs_proto::v1 as pb;
+use hrs_rpc::chunks::ChunkedPushError;
 use hrs_rpc::tls::{ClientTls, TlsError};
 use hrs_rpc::v1::intake_client::IntakeClient;
 use sha2::{Digest as _, Sha256};
@@ -58,6 +59,9 @@ pub enum IntakeCallError {
         /// What arrived.
         actual: String,
     },
+    /// A stored period could not be read or reshaped to be sent.
+    #[error("cannot read the period to send it: {0}")]
+    Source(String),
     /// A downloaded package could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -74,6 +78,8 @@ impl IntakeCallError {
         match self {
             Self::Unreachable { .. } => true,
             Self::Refused(status) => !hrs_rpc::error::refused(status),
+            // The store is read again at the next check.
+            Self::Source(_) => true,
             Self::Corrupt { .. } | Self::Io { .. } => false,
         }
     }
@@ -83,6 +89,7 @@ impl IntakeCallError {
 #[derive(Debug, Clone)]
 pub struct IntakeSession {
     client: IntakeClient<Channel>,
+    channel: Channel,
     token: Option<Token>,
 }
 
@@ -101,9 +108,10 @@ impl IntakeLink {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(IntakeSession {
-            client: IntakeClient::new(channel)
+            client: IntakeClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            channel,
             token: self.token.clone(),
         })
     }
@@ -112,14 +120,36 @@ impl IntakeLink {
 impl IntakeSession {
     /// A request carrying the token, when there is one.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token
-            && let Ok(value) = format!("Bearer {}", token.expose()).parse()
-        {
-            // A token is visible ASCII (checked when it was read), so it always parses.
-            request.metadata_mut().insert("authorization", value);
-        }
-        request
+        with_token(tonic::Request::new(message), self.token.as_ref())
+    }
+
+    /// Submits one period, as it leaves the hierarchy, in chunks of its encoding `source`:
+    /// resumed where the intake's held bytes end, answered once the intake committed it.
+    pub async fn submit_chunks(
+        &mut self,
+        offer: pb::PeriodOffer,
+        source: std::sync::Arc<dyn hrs_core::bytes::RunBytes>,
+    ) -> Result<pb::SubmitResponse, IntakeCallError> {
+        let token = self.token.clone();
+        let mut client = IntakeClient::with_interceptor(
+            self.channel.clone(),
+            move |request: tonic::Request<()>| Ok(with_token(request, token.as_ref())),
+        );
+        let offer = pb::PeriodOffer {
+            client_version: hrs_core::VERSION.to_owned(),
+            ..offer
+        };
+        hrs_rpc::submit::submit_period_chunks(
+            &mut client,
+            offer,
+            source,
+            hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+        )
+        .await
+        .map_err(|error| match error {
+            ChunkedPushError::Status(status) => IntakeCallError::Refused(status),
+            other => IntakeCallError::Source(other.to_string()),
+        })
     }
 
     /// Submits one period as it leaves the hierarchy.
@@ -208,4 +238,15 @@ impl IntakeSession {
         }
         tokio::fs::rename(&partial, dest).await.map_err(io)
     }
+}
+
+/// `request` with the hierarchy's token, when there is one.
+fn with_token<T>(mut request: tonic::Request<T>, token: Option<&Token>) -> tonic::Request<T> {
+    if let Some(token) = token
+        && let Ok(value) = format!("Bearer {}", token.expose()).parse()
+    {
+        // A token is visible ASCII (checked when it was read), so it always parses.
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
