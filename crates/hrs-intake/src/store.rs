@@ -28,7 +28,9 @@ use sha2::{Digest as _, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-/// The schema; idempotent so every start can apply it.
+/// The schema; idempotent so every start can apply it. `payload` is the last column: SQLite
+/// keeps the `zeroblob` a chunked submission is copied into unmade only when it is the row's
+/// last value, and otherwise makes it whole in memory.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS submissions (
     submission_id   TEXT PRIMARY KEY,
@@ -39,8 +41,8 @@ CREATE TABLE IF NOT EXISTS submissions (
     catalog_version TEXT NOT NULL,
     client_version  TEXT NOT NULL,
     rows            INTEGER NOT NULL,
-    payload         BLOB NOT NULL,
     accepted_at     TEXT NOT NULL,
+    payload         BLOB NOT NULL,
     UNIQUE (hierarchy_hash, period, digest)
 );
 CREATE INDEX IF NOT EXISTS submissions_accepted_at ON submissions (accepted_at);
@@ -205,15 +207,46 @@ pub struct SqliteIntake {
 impl SqliteIntake {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self {
-            store: Store::open(path, &format!("{SCHEMA}{}", STAGED_SUBMISSIONS.schema()))?,
-        })
+        let store = Store::open(path, &format!("{SCHEMA}{}", STAGED_SUBMISSIONS.schema()))?;
+        store.with(payload_last)?;
+        Ok(Self { store })
     }
 
     /// Returns the store's file.
     pub fn path(&self) -> &Path {
         self.store.path()
     }
+}
+
+/// Rebuilds a store made before submissions arrived in chunks, whose `payload` comes before
+/// `accepted_at`, with `payload` last (see [`SCHEMA`]), once; row ids are kept, as they
+/// order the submissions accepted in one second.
+fn payload_last(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('submissions') ORDER BY cid")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if columns.last().is_none_or(|last| last == "payload") {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The renamed table keeps its indexes, by their names: they go, and come back with the
+    // new table.
+    tx.execute_batch(&format!(
+        "ALTER TABLE submissions RENAME TO submissions_before_chunks;
+         DROP INDEX IF EXISTS submissions_accepted_at;
+         DROP INDEX IF EXISTS submissions_hierarchy;
+         {SCHEMA}
+         INSERT INTO submissions (rowid, submission_id, hierarchy_hash, period, digest, level,
+             catalog_version, client_version, rows, accepted_at, payload)
+         SELECT rowid, submission_id, hierarchy_hash, period, digest, level, catalog_version,
+             client_version, rows, accepted_at, payload
+         FROM submissions_before_chunks ORDER BY rowid;
+         DROP TABLE submissions_before_chunks;"
+    ))?;
+    tx.commit()?;
+    tracing::info!("intake store rebuilt with each submission's payload last");
+    Ok(())
 }
 
 /// Returns the stable identifier of a submission: hex of the first 16 bytes of SHA-256 over

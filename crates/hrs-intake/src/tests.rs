@@ -304,6 +304,8 @@ async fn a_staged_submission_is_stored_once_and_starts_over_once_its_record_is_p
         size: bytes.len() as u64,
         sha256: sha256_hex(&bytes),
     };
+    // Kept last, the zeroblob a staged submission is copied into is never made in memory.
+    assert_eq!(last_column(&path), "payload");
     let stale = NOW - time::Duration::days(7);
     let open = |held, created| Held::Open { held, created };
     assert_eq!(
@@ -359,6 +361,85 @@ async fn a_staged_submission_is_stored_once_and_starts_over_once_its_record_is_p
         Held::Stored(_)
     ));
     assert_eq!(staged_rows(&path).1, 0, "no chunk left behind");
+}
+
+/// The last column of the submissions table in the store file at `path`.
+fn last_column(path: &std::path::Path) -> String {
+    rusqlite::Connection::open(path)
+        .expect("opens the file")
+        .query_row(
+            "SELECT name FROM pragma_table_info('submissions') ORDER BY cid DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("reads")
+}
+
+#[tokio::test]
+async fn a_store_made_before_chunks_is_rebuilt_with_each_payload_last_keeping_its_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("intake.sqlite");
+    let (older, newer) = (merged_at("2026-W48", &SITES_AT), merged());
+    {
+        // The layout stores had before: payload before accepted_at.
+        let conn = rusqlite::Connection::open(&path).expect("opens the file");
+        conn.execute_batch(
+            "CREATE TABLE submissions (
+                 submission_id TEXT PRIMARY KEY, hierarchy_hash TEXT NOT NULL,
+                 period TEXT NOT NULL, digest TEXT NOT NULL, level TEXT NOT NULL,
+                 catalog_version TEXT NOT NULL, client_version TEXT NOT NULL,
+                 rows INTEGER NOT NULL, payload BLOB NOT NULL, accepted_at TEXT NOT NULL,
+                 UNIQUE (hierarchy_hash, period, digest));
+             CREATE INDEX submissions_accepted_at ON submissions (accepted_at);
+             CREATE INDEX submissions_hierarchy ON submissions (hierarchy_hash, accepted_at);",
+        )
+        .expect("old schema");
+        // Both in one second: the row ids order them, the older first.
+        for (rowid, period) in [(7, &older), (9, &newer)] {
+            conn.execute(
+                "INSERT INTO submissions (rowid, submission_id, hierarchy_hash, period, digest,
+                     level, catalog_version, client_version, rows, payload, accepted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'Enhanced', ?6, 'old', 2, ?7, '2026-11-30T06:00:00Z')",
+                rusqlite::params![
+                    rowid,
+                    submission_id(&period.hierarchy_hash, &period.period, &period.digest),
+                    period.hierarchy_hash,
+                    period.period,
+                    period.digest,
+                    period.catalog_version,
+                    period.encode_to_vec()
+                ],
+            )
+            .expect("old row");
+        }
+    }
+    let store = SqliteIntake::open(&path).expect("opens and rebuilds");
+    SqliteIntake::open(&path).expect("opens again, rebuilt already");
+    assert_eq!(last_column(&path), "payload");
+    let listed = store.submissions().await.expect("lists");
+    assert_eq!(
+        listed.iter().map(|s| s.digest.as_str()).collect::<Vec<_>>(),
+        [older.digest.as_str(), newer.digest.as_str()]
+    );
+    let id = &listed[1].submission_id;
+    assert_eq!(store.payload(id).await.expect("reads"), Some(newer.clone()));
+    let last = store
+        .last_accepted(&newer.hierarchy_hash)
+        .await
+        .expect("reads")
+        .expect("stored");
+    assert_eq!(
+        site_versions_of(last.as_ref()).expect("reads"),
+        [],
+        "the newest of the second, by row id"
+    );
+    assert!(
+        store
+            .accept(&newer, "test", NOW)
+            .await
+            .expect("a re-send")
+            .duplicate
+    );
 }
 
 #[tokio::test]
