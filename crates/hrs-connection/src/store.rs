@@ -28,6 +28,9 @@ use time::format_description::well_known::Rfc3339;
 
 /// The schema; idempotent so every start can apply it.
 const SCHEMA: &str = "
+-- `payload` is empty for every period stored now: payloads live in `period_payloads`, so
+-- recording a period's delivery never rewrites its bytes. Stores written before keep the
+-- payloads they hold here; readers take either.
 CREATE TABLE IF NOT EXISTS periods (
     period        TEXT PRIMARY KEY,
     digest        TEXT NOT NULL,
@@ -38,6 +41,13 @@ CREATE TABLE IF NOT EXISTS periods (
     submission_id TEXT,
     bundle_path   TEXT,
     answered_at   TEXT
+);
+-- A stored period's encoding as received: inserted whole, never updated. The payload is the
+-- last column, so SQLite can write it from a zeroblob a chunk at a time without making
+-- the blob in memory first.
+CREATE TABLE IF NOT EXISTS period_payloads (
+    period  TEXT PRIMARY KEY,
+    payload BLOB NOT NULL
 );
 -- Every update manifest the intake answered, online or carried back by the connection
 -- tool; the newest is what `hrs status` shows.
@@ -271,20 +281,34 @@ impl RunBytes for PayloadBytes {
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         self.store
             .with(|conn| {
-                let rowid: Option<i64> = conn
+                let found: Option<(Option<i64>, i64)> = conn
                     .query_row(
-                        "SELECT rowid FROM periods WHERE period = ?1 AND digest = ?2",
+                        "SELECT pp.rowid, p.rowid FROM periods p
+                         LEFT JOIN period_payloads pp USING (period)
+                         WHERE p.period = ?1 AND p.digest = ?2",
                         params![self.period, self.digest],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                let Some(rowid) = rowid else {
-                    return Err(StoreError::Corrupt(format!(
-                        "period {} was replaced by a newer version while it was read",
-                        self.period
-                    )));
+                let blob = match found {
+                    Some((Some(rowid), _)) => conn.blob_open(
+                        rusqlite::MAIN_DB,
+                        "period_payloads",
+                        "payload",
+                        rowid,
+                        true,
+                    )?,
+                    // Stored before payloads had a table of their own.
+                    Some((None, rowid)) => {
+                        conn.blob_open(rusqlite::MAIN_DB, "periods", "payload", rowid, true)?
+                    }
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "period {} was replaced by a newer version while it was read",
+                            self.period
+                        )));
+                    }
                 };
-                let blob = conn.blob_open(rusqlite::MAIN_DB, "periods", "payload", rowid, true)?;
                 let mut out = vec![0; len];
                 let at = usize::try_from(offset).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 blob.read_at_exact(&mut out, at)
@@ -650,9 +674,37 @@ pub(crate) fn period_of(period: &pb::MergedPeriod) -> Result<Period, StoreError>
     stored_period(&period.period)
 }
 
+/// Records a period as received and pending, replacing an older version of it and its
+/// payload; the caller inserts the new payload into `period_payloads`.
+fn put_period(
+    tx: &rusqlite::Transaction<'_>,
+    period: &str,
+    digest: &str,
+    level: &str,
+    received_at: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM period_payloads WHERE period = ?1",
+        params![period],
+    )?;
+    tx.execute(
+        "INSERT INTO periods (period, digest, level, payload, received_at, state)
+         VALUES (?1, ?2, ?3, X'', ?4, 'pending')
+         ON CONFLICT (period) DO UPDATE SET
+             digest = excluded.digest, level = excluded.level,
+             payload = excluded.payload, received_at = excluded.received_at,
+             state = 'pending', submission_id = NULL, bundle_path = NULL,
+             answered_at = NULL",
+        params![period, digest, level, received_at],
+    )?;
+    Ok(())
+}
+
 fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT payload FROM periods WHERE state IN ('pending', 'bundled') ORDER BY period",
+        "SELECT COALESCE(pp.payload, p.payload) FROM periods p
+         LEFT JOIN period_payloads pp USING (period)
+         WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
     )?;
     let payloads = stmt
         .query_map([], |r| r.get::<_, Vec<u8>>(0))?
@@ -711,7 +763,10 @@ fn read_states(conn: &mut Connection) -> Result<Vec<PeriodState>, StoreError> {
 }
 
 fn read_stored(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
-    let mut stmt = conn.prepare("SELECT payload FROM periods ORDER BY period")?;
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(pp.payload, p.payload) FROM periods p
+         LEFT JOIN period_payloads pp USING (period) ORDER BY p.period",
+    )?;
     let payloads = stmt
         .query_map([], |r| r.get::<_, Vec<u8>>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -746,15 +801,10 @@ impl OutboxStore for SqliteOutbox {
                     Some(_) => Offered::Replaced,
                     None => Offered::New,
                 };
+                put_period(&tx, &when, &digest, &level, &received_at)?;
                 tx.execute(
-                    "INSERT INTO periods (period, digest, level, payload, received_at, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending')
-                     ON CONFLICT (period) DO UPDATE SET
-                         digest = excluded.digest, level = excluded.level,
-                         payload = excluded.payload, received_at = excluded.received_at,
-                         state = 'pending', submission_id = NULL, bundle_path = NULL,
-                         answered_at = NULL",
-                    params![when, digest, level, payload, received_at],
+                    "INSERT INTO period_payloads (period, payload) VALUES (?1, ?2)",
+                    params![when, payload],
                 )?;
                 tx.commit()?;
                 Ok(offered)
@@ -849,8 +899,9 @@ impl OutboxStore for SqliteOutbox {
         self.store
             .call(|conn| {
                 let mut stmt = conn.prepare(
-                    "SELECT period, digest, level, length(payload) FROM periods
-                     WHERE state IN ('pending', 'bundled') ORDER BY period",
+                    "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
+                     FROM periods p LEFT JOIN period_payloads pp USING (period)
+                     WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
                 )?;
                 let rows = stmt
                     .query_map([], |r| {
@@ -959,28 +1010,19 @@ impl OutboxStore for SqliteOutbox {
                     None => Offered::New,
                 };
                 if offered != Offered::Duplicate {
+                    put_period(&tx, &period, &digest, level.as_str(), &received_at)?;
                     tx.execute(
-                        "INSERT INTO periods (period, digest, level, payload, received_at, state)
-                         VALUES (?1, ?2, ?3, zeroblob(?4), ?5, 'pending')
-                         ON CONFLICT (period) DO UPDATE SET
-                             digest = excluded.digest, level = excluded.level,
-                             payload = excluded.payload, received_at = excluded.received_at,
-                             state = 'pending', submission_id = NULL, bundle_path = NULL,
-                             answered_at = NULL",
-                        params![
-                            period,
-                            digest,
-                            level.as_str(),
-                            i64::try_from(upload.size).unwrap_or(i64::MAX),
-                            received_at
-                        ],
+                        "INSERT INTO period_payloads (period, payload) VALUES (?1, zeroblob(?2))",
+                        params![period, i64::try_from(upload.size).unwrap_or(i64::MAX)],
                     )?;
-                    let rowid: i64 = tx.query_row(
-                        "SELECT rowid FROM periods WHERE period = ?1",
-                        params![period],
-                        |r| r.get(0),
+                    let rowid = tx.last_insert_rowid();
+                    STAGED_PERIODS.copy_into(
+                        &tx,
+                        &upload.id,
+                        "period_payloads",
+                        "payload",
+                        rowid,
                     )?;
-                    STAGED_PERIODS.copy_into(&tx, &upload.id, "periods", "payload", rowid)?;
                 }
                 STAGED_PERIODS.settle(&tx, &upload.id, offered.as_str())?;
                 tx.commit()?;

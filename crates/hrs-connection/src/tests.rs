@@ -980,3 +980,29 @@ fn outbox_count(path: &Path, sql: &str) -> i64 {
         .query_row(sql, [], |r| r.get(0))
         .expect("counts")
 }
+
+#[tokio::test]
+async fn a_period_stored_before_payloads_had_their_own_table_is_still_read_and_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cp.sqlite");
+    let outbox = SqliteOutbox::open(&path).expect("opens");
+    let period = catalog_period("2026-W48");
+    // As an earlier version wrote it: the payload in the period's own row.
+    rusqlite::Connection::open(&path)
+        .expect("opens")
+        .execute(
+            "INSERT INTO periods (period, digest, level, payload, received_at, state)
+             VALUES (?1, ?2, 'Full', ?3, '2026-11-30T06:00:00Z', 'pending')",
+            rusqlite::params![period.period, period.digest, period.encode_to_vec()],
+        )
+        .expect("writes the old layout");
+    assert_eq!(
+        outbox.stored_blocking().expect("reads"),
+        std::slice::from_ref(&period)
+    );
+    let unsent = outbox.unsent().await.expect("lists");
+    assert_eq!(unsent.len(), 1);
+    let bytes = outbox.payload(&unsent[0]);
+    let read = bytes.read_at(0, unsent[0].size as usize).expect("reads");
+    assert_eq!(read, period.encode_to_vec());
+}
