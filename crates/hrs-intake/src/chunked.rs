@@ -14,10 +14,10 @@ use hrs_core::encoded::EncodedError;
 use hrs_core::encoded_period::check_merged_encoded;
 use hrs_core::validate::Invalid;
 use hrs_proto::v1 as pb;
-use hrs_rpc::chunks::MAX_CHUNK_BYTES;
+use hrs_rpc::receive::{Placed, ReceiveError, receive};
 use hrs_store::StoreError;
 use hrs_store::staging::{Appended, Offer};
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::store::{Accepted, Held, IntakeStore};
 use crate::{Credentials, IntakeError, IntakeService, answered, check_hierarchy, submission_id};
@@ -192,75 +192,30 @@ impl<S: IntakeStore> IntakeService<S> {
         upload: &Offer,
         held: &mut u64,
     ) -> Result<(), IntakeError> {
-        let mut next = Some(first);
-        loop {
-            let chunk = match next.take() {
-                Some(chunk) => chunk,
-                None => match chunks.message().await {
-                    Ok(Some(chunk)) if chunk.offer.is_some() => {
-                        return Err(field("chunk.offer", "set on a chunk after the first"));
-                    }
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => return Ok(()),
-                    // The sender went away; what it sent is held for its resume.
-                    Err(status) => {
-                        return Err(IntakeError::from_stream(status, |status| {
-                            debug!(submission_id = %upload.id, error = %status.message(), "chunk stream broke");
-                            IntakeError::Incomplete {
-                                held: *held,
-                                size: upload.size,
-                            }
-                        }));
-                    }
-                },
-            };
-            if chunk.data.len() > MAX_CHUNK_BYTES {
-                return Err(field(
-                    "chunk.data",
-                    format!(
-                        "{} bytes; a chunk holds at most {MAX_CHUNK_BYTES}",
-                        chunk.data.len()
-                    ),
-                ));
-            }
-            if chunk.offset != *held {
-                return Err(IntakeError::OutOfOrder {
-                    offset: chunk.offset,
-                    held: *held,
-                });
-            }
-            if chunk.offset + chunk.data.len() as u64 > upload.size {
-                return Err(field(
-                    "chunk.data",
-                    format!("runs past the offered size of {} bytes", upload.size),
-                ));
-            }
-            if chunk.data.is_empty() {
-                continue;
-            }
-            let offset = chunk.offset;
-            *held = match self
-                .store
-                .stage_append(&upload.id, offset, chunk.data)
-                .await?
-            {
-                Appended::Held(after) => after,
-                Appended::Elsewhere(actual) => {
-                    return Err(IntakeError::OutOfOrder {
-                        offset,
-                        held: actual,
-                    });
-                }
+        let store = &self.store;
+        let append = |offset: u64, data: Vec<u8>| async move {
+            Ok::<_, IntakeError>(match store.stage_append(&upload.id, offset, data).await? {
+                Appended::Held(after) => Placed::Held(after),
+                Appended::Elsewhere(held) => Placed::Elsewhere(held),
                 // Another stream of the same submission finished it, or a newer offer of
                 // the hierarchy evicted it: the sender's resume finds out which.
-                Appended::Gone => {
-                    return Err(IntakeError::Incomplete {
-                        held: *held,
-                        size: upload.size,
-                    });
+                Appended::Gone => Placed::Gone,
+            })
+        };
+        receive(&mut chunks, first, upload.size, held, append)
+            .await
+            .map_err(|error| match error {
+                ReceiveError::Field {
+                    field: name,
+                    problem,
+                } => field(name, problem),
+                ReceiveError::OutOfOrder { offset, held } => {
+                    IntakeError::OutOfOrder { offset, held }
                 }
-            };
-        }
+                ReceiveError::Incomplete { held, size } => IntakeError::Incomplete { held, size },
+                ReceiveError::Unreadable(status) => IntakeError::Unreadable(status),
+                ReceiveError::Store(error) => error,
+            })
     }
 
     /// Checks a whole staged submission straight from its staged chunks, never holding more
