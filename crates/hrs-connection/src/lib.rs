@@ -37,7 +37,6 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info};
 
-pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
 pub use outbound::{Policy, outbound};
 pub use status::{PointPeriod, PointStatus, status};
@@ -116,9 +115,6 @@ pub enum ConnectionError {
         /// The configuration that names it.
         config: String,
     },
-    /// A bundle could not be written or read.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
     Tls(#[from] hrs_rpc::tls::TlsError),
@@ -151,7 +147,6 @@ impl RpcError for ConnectionError {
             | Self::Store(_)
             | Self::NoStore { .. }
             | Self::Tls(_)
-            | Self::Bundle(_)
             | Self::Io { .. }
             | Self::Config(_)
             | Self::Serve(_) => Code::Internal,

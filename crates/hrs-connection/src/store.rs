@@ -488,9 +488,10 @@ impl SqliteOutbox {
         Self::open(path).map(Some)
     }
 
-    /// Returns the unacknowledged periods, on the calling thread.
-    pub fn pending_blocking(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
-        self.store.with(read_pending)
+    /// Returns the unacknowledged periods named without their payloads, oldest first, on
+    /// the calling thread.
+    pub fn unsent_blocking(&self) -> Result<Vec<Unsent>, StoreError> {
+        self.store.with(read_unsent)
     }
 
     /// Records, on the calling thread, that `periods` at their digests went into the
@@ -668,12 +669,6 @@ fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
-/// Returns the period a merged period read back from the store covers: every period was
-/// checked when it was offered, so one that does not parse is corruption.
-pub(crate) fn period_of(period: &pb::MergedPeriod) -> Result<Period, StoreError> {
-    stored_period(&period.period)
-}
-
 /// Records a period as received and pending, replacing an older version of it and its
 /// payload; the caller inserts the new payload into `period_payloads`.
 fn put_period(
@@ -698,6 +693,37 @@ fn put_period(
         params![period, digest, level, received_at],
     )?;
     Ok(())
+}
+
+/// The periods the intake has not acknowledged, named without their payloads, oldest first.
+fn read_unsent(conn: &mut Connection) -> Result<Vec<Unsent>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
+         FROM periods p LEFT JOIN period_payloads pp USING (period)
+         WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(period, digest, level, size)| {
+            Ok(Unsent {
+                period: stored_period(&period)?,
+                digest,
+                level: level.parse().map_err(|e| {
+                    StoreError::Corrupt(format!("period {period}: level {level:?}: {e}"))
+                })?,
+                size: u64::try_from(size).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
@@ -896,39 +922,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn unsent(&self) -> Result<Vec<Unsent>, StoreError> {
-        self.store
-            .call(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
-                     FROM periods p LEFT JOIN period_payloads pp USING (period)
-                     WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
-                )?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|(period, digest, level, size)| {
-                        Ok(Unsent {
-                            period: stored_period(&period)?,
-                            digest,
-                            level: level.parse().map_err(|e| {
-                                StoreError::Corrupt(format!(
-                                    "period {period}: level {level:?}: {e}"
-                                ))
-                            })?,
-                            size: u64::try_from(size).unwrap_or(0),
-                        })
-                    })
-                    .collect()
-            })
-            .await
+        self.store.call(read_unsent).await
     }
 
     fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes> {

@@ -431,7 +431,7 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
 
     let bundle = crate::offline::read_bundle_file(&path).expect("verifies");
     let expected = outbound(&period, &Policy::of(&config));
-    assert_eq!(bundle.periods, [expected]);
+    assert_eq!(bundle.decoded().expect("decodes"), [expected]);
     assert_eq!(bundle.manifest.periods[0].received_digest, period.digest);
     assert_eq!(bundle.manifest.hierarchy_hash, hierarchy().hashed());
     let bytes = std::fs::read(&path).expect("reads file");
@@ -450,18 +450,10 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
         .expect("prepares again");
     assert_eq!(again.periods, [week("2026-W48")]);
 
-    // One byte changed inside a period's file is found, whichever check catches it.
-    let at = bytes
-        .windows(8)
-        .position(|w| w == b"2026-W48")
-        .expect("the period is in the bundle");
+    // One byte changed inside a period's file (its data starts after the first header)
+    // is found, whichever check catches it.
     let mut tampered = bytes.clone();
-    let inside = at
-        + bytes[at..]
-            .windows(9)
-            .position(|w| w == b"\"payload\"")
-            .unwrap_or(0);
-    tampered[inside + 12] ^= 1;
+    tampered[512 + bundle.manifest.periods[0].bytes as usize / 2] ^= 1;
     let copy = dir.path().join("hrs-tampered.tar");
     std::fs::write(&copy, &tampered).expect("writes copy");
     let err = crate::offline::read_bundle_file(&copy).expect_err("tampered bundle refused");
@@ -472,42 +464,74 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     assert!(err.to_string().contains("hrs-tampered.tar"), "{err}");
 }
 
-#[test]
-fn bundle_checks_the_digest_as_well_as_the_checksum() {
+#[tokio::test]
+async fn a_bundle_edited_with_its_checksums_rewritten_is_refused_on_its_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let period = outbound(
-        &merged(
-            "2026-W48",
-            Level::Full,
-            vec![synthetic_set("Q", Level::Basic, 2)],
-        ),
-        &policy(Level::Full),
+    let config = point_config(dir.path(), Mode::Offline, None);
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    store
+        .offer(&catalog_period("2026-W48"), AT)
+        .await
+        .expect("stored");
+    let media = dir.path().join("media");
+    let prepared = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
+        .expect("prepares");
+    let path = prepared.path.expect("a bundle");
+
+    // Unpack, change one value of the period, fix every checksum to match, pack again.
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&path).expect("opens"));
+    for entry in archive.entries().expect("lists") {
+        let mut entry = entry.expect("reads");
+        let name = entry.path().expect("named").to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("reads");
+        files.push((name, bytes));
+    }
+    let hex = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut period = pb::MergedPeriod::decode(&files[0].1[..]).expect("decodes");
+    // A value changed within its type, as a careful hand edit would.
+    let value = &mut period.sites[0].results[0].rows[0].values[1];
+    *value = match Value::from(&*value) {
+        Value::Text(text) => (&Value::Text(format!("{text}x"))).into(),
+        Value::Int(n) => (&Value::Int(n + 1)).into(),
+        other => panic!("an unexpected value {other:?}"),
+    };
+    files[0].1 = period.encode_to_vec();
+    let mut manifest: crate::offline::BundleManifest =
+        serde_json::from_slice(&files[1].1).expect("manifest");
+    manifest.periods[0].sha256 = hex(&files[0].1);
+    manifest.periods[0].bytes = files[0].1.len() as u64;
+    files[1].1 = serde_json::to_vec_pretty(&manifest).expect("json");
+    files[2].1 = format!(
+        "{}  manifest.json\n{}  {}\n",
+        hex(&files[1].1),
+        hex(&files[0].1),
+        files[0].0
+    )
+    .into_bytes();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in &files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, &bytes[..])
+            .expect("packs");
+    }
+    let resigned = dir.path().join("hrs-resigned.tar");
+    std::fs::write(&resigned, builder.into_inner().expect("packs")).expect("writes");
+    let err = crate::offline::read_bundle_file(&resigned).expect_err("refused");
+    assert!(
+        matches!(err, crate::offline::OfflineError::Tampered { .. }),
+        "{err}"
     );
-    let path = write_bundle(dir.path(), &period, AT).expect("writes");
-    assert_eq!(read_bundle(&path).expect("reads"), period);
-
-    // Re-sign the payload after changing it: the checksum holds, the digest does not.
-    let mut document: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("reads")).expect("json");
-    document["payload"]["sites"][0]["results"][0]["rows"][0][0] = 41.into();
-    let payload = serde_json::to_string(&document["payload"]).expect("json");
-    let sum: String = sha2::Sha256::digest(payload.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    document["payload_sha256"] = sum.into();
-    let text = serde_json::to_string(&document).expect("json");
-    std::fs::write(&path, text).expect("writes");
-    let err = read_bundle(&path).expect_err("re-signed bundle refused");
     assert!(err.to_string().contains("digest"), "{err}");
-
-    let mut nan = period.clone();
-    nan.sites[0].results[0].rows[0].values[0] = (&Value::Real(f64::NAN)).into();
-    nan.digest = merged_digest(&nan);
-    assert!(matches!(
-        write_bundle(dir.path(), &nan, AT),
-        Err(BundleError::Unrepresentable { .. })
-    ));
 }
 
 #[test]
@@ -908,6 +932,205 @@ async fn a_period_larger_than_a_message_arrives_in_chunks_and_resumes_after_a_cu
     let stored = outbox.stored_blocking().expect("reads");
     assert_eq!(stored, [period]);
     server.stop().await;
+}
+
+/// A report that stops a step as a kill would, once the progress labelled `label` reaches
+/// `at` units (at its start, for 0).
+struct CutAt {
+    label: &'static str,
+    at: u64,
+}
+
+/// The progress of a step [`CutAt`] stops.
+struct CutProgress {
+    at: Option<u64>,
+}
+
+impl crate::offline::Report for CutAt {
+    fn line(&self, _text: &str) {}
+    fn progress(&self, label: &str, _total: u64) -> Box<dyn crate::offline::Progress> {
+        let at = (label == self.label).then_some(self.at);
+        assert!(at != Some(0), "cut at the start of {label}");
+        Box::new(CutProgress { at })
+    }
+}
+
+impl crate::offline::Progress for CutProgress {
+    fn set(&mut self, done: u64) {
+        if self.at.is_some_and(|at| done >= at) {
+            panic!("cut at {done}");
+        }
+    }
+    fn finish(&mut self) {}
+}
+
+/// Runs a step that a [`CutAt`] stops, and returns once it has stopped.
+fn cut_short<T>(step: impl FnOnce() -> T) {
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    assert!(stopped.is_err(), "the step was not cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_larger_than_a_message_goes_out_offline_and_each_hop_resumes_after_a_cut() {
+    use crate::offline::{self, ConnectOptions, Silent};
+    use hrs_core::bytes::RunBytes as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (intake, intake_store) = start_intake(dir.path()).await;
+    let config = point_config(dir.path(), Mode::Offline, Some(intake.addr));
+    let period = large_period(5_000, 8 << 10);
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    store.offer(&period, AT).await.expect("stored");
+    drop(store);
+    // The same store, for a prepare that is never cut.
+    let uncut_config = ConnectionPointConfig {
+        store: dir.path().join("uncut.sqlite"),
+        ..config.clone()
+    };
+    std::fs::copy(&config.store, &uncut_config.store).expect("copies the store");
+
+    // prepare: cut after 72 MiB of the bundle were written; the next prepare goes on from
+    // the checkpoint at 64 MiB and writes the very bundle an uncut prepare writes.
+    let media = dir.path().join("media");
+    cut_short(|| {
+        offline::prepare(
+            &config,
+            &media,
+            &CutAt {
+                label: "writing the bundle",
+                at: 72 << 20,
+            },
+            &clock(),
+        )
+    });
+    assert!(offline::find_bundles(&media).is_err(), "no bundle yet");
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states[0].state, State::Pending);
+    let prepared = offline::prepare(&config, &media, &Silent, &clock()).expect("prepares");
+    assert_eq!(
+        prepared.resumed_from,
+        Some(512 + crate::bundle::CHECKPOINT_BYTES)
+    );
+    let path = prepared.path.expect("a bundle");
+    let uncut = offline::prepare(&uncut_config, &dir.path().join("uncut"), &Silent, &clock())
+        .expect("prepares");
+    assert_eq!(uncut.resumed_from, None);
+    let bytes = std::fs::read(&path).expect("reads");
+    assert!(
+        bytes == std::fs::read(uncut.path.expect("a bundle")).expect("reads"),
+        "a resumed bundle is the bundle an uncut prepare writes"
+    );
+    drop(bytes);
+    let bundle = offline::read_bundle_file(&path).expect("verifies");
+    let size = bundle.periods[0].size();
+    assert!(size > MAX_MESSAGE_BYTES as u64, "{size} bytes");
+
+    // connect: the link to the intake is cut part-way through the period; the next
+    // connect goes on where the intake's held bytes end.
+    let cutting = hrs_chaos::Proxy::start(
+        intake.addr,
+        hrs_chaos::Faults {
+            cut_chance: 1.0,
+            cut_after_max_bytes: size / 2,
+            ..hrs_chaos::Faults::none()
+        },
+        3,
+    )
+    .await
+    .expect("starts");
+    let downloads = dir.path().join("downloads");
+    let options = |intake: std::net::SocketAddr| ConnectOptions {
+        updates_dest: downloads.clone(),
+        download: "all".into(),
+        intake: Some(format!("http://{intake}")),
+        intake_ca: None,
+        token: None,
+        proxy: None,
+    };
+    let summary = offline::connect(&media, &options(cutting.addr()), &Silent, &clock())
+        .await
+        .expect("runs");
+    assert!(summary.connected[0].acknowledged.is_empty(), "{summary:?}");
+    assert_eq!(
+        cutting
+            .counters()
+            .cut
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let entry = &bundle.manifest.periods[0];
+    let offer = pb::PeriodOffer {
+        hierarchy_hash: bundle.manifest.hierarchy_hash.clone(),
+        period: entry.period.clone(),
+        digest: entry.digest.clone(),
+        size,
+        sha256: entry.sha256.clone(),
+        ..Default::default()
+    };
+    let mut intake_client =
+        hrs_rpc::v1::intake_client::IntakeClient::connect(format!("http://{}", intake.addr))
+            .await
+            .expect("connects");
+    let held = intake_client
+        .resume_submission(pb::ResumePeriodRequest {
+            offer: Some(offer.clone()),
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    assert!(held.committed.is_none());
+    assert!(
+        held.held_bytes > 0 && held.held_bytes < size,
+        "held {} of {size}",
+        held.held_bytes
+    );
+    let summary = offline::connect(&media, &options(intake.addr), &Silent, &clock())
+        .await
+        .expect("runs");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(
+        summary.connected[0].acknowledged,
+        std::slice::from_ref(&entry.period)
+    );
+    let intake_store = SqliteIntake::open(&intake_store).expect("opens");
+    let submissions = intake_store.submissions().await.expect("lists");
+    assert_eq!(submissions.len(), 1);
+    let held = intake_store
+        .payload(&submissions[0].submission_id)
+        .await
+        .expect("reads")
+        .expect("held");
+    assert_eq!(
+        [held],
+        bundle.decoded().expect("decodes")[..],
+        "the intake holds what the bundle carries"
+    );
+
+    // import: cut before anything changed; the next import marks the period sent.
+    cut_short(|| {
+        offline::import(
+            &config,
+            &downloads,
+            &CutAt {
+                label: "verifying packages",
+                at: 0,
+            },
+            &clock(),
+        )
+    });
+    assert_eq!(
+        crate::periods(&config).expect("reads")[0].state,
+        State::Bundled
+    );
+    let imported = offline::import(&config, &downloads, &Silent, &clock()).expect("imports");
+    assert_eq!(imported.outcome.accepted, [week("2026-W48")]);
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states[0].state, State::Submitted);
+    assert_eq!(
+        states[0].submission_id.as_deref(),
+        Some(submissions[0].submission_id.as_str())
+    );
+    intake.stop().await;
 }
 
 #[tokio::test]

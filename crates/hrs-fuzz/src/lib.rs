@@ -4,7 +4,7 @@
 //! `check_run_encoded`, on the bytes as they arrive and on prost's canonical encoding of
 //! what prost decodes from them), merged periods (`check_merged`), the gRPC requests of
 //! every service (the aggregator's answered by a real service in this process, runs
-//! pushed to it in chunks over loopback), single-period bundles and the connection tool's
+//! pushed to it in chunks over loopback), the connection tool's
 //! tar bundles, the four roles' configuration files, site database connection strings,
 //! and identifiers.
 //!
@@ -155,13 +155,6 @@ pub const TARGETS: &[Target] = &[
         seeds: periods,
         form: Form::Protobuf(Schema::MergedPeriod),
         cases: 150,
-    },
-    Target {
-        name: "bundle",
-        run: targets::bundle,
-        seeds: || seeds::corpus().bundles.clone(),
-        form: Form::Text,
-        cases: 200,
     },
     Target {
         name: "offline_bundle",
@@ -331,7 +324,7 @@ fn interesting_token() -> impl Strategy<Value = String> {
         "{}",
         "[]",
         "\"server=h;password=Fuzz-Secret-1\"",
-        "hrs-bundle/2",
+        "hrs-bundle/3",
         "payload",
         "digest",
     ])

@@ -53,9 +53,7 @@ pub struct Corpus {
     /// Merged periods that `check_merged` accepts, as merged inside the hierarchy and as
     /// sent out of it.
     pub periods: Vec<pb::MergedPeriod>,
-    /// Single-period bundle files (`hrs-bundle/1`) `read_bundle` accepts, as bytes.
-    pub bundles: Vec<Vec<u8>>,
-    /// Offline bundles (`hrs-bundle/2`, tar files) the connection tool's `prepare` wrote,
+    /// Offline bundles (`hrs-bundle/3`, tar files) the connection tool's `prepare` wrote,
     /// which `read_bundle_file` accepts, as bytes.
     pub offline_bundles: Vec<Vec<u8>>,
     /// Agent configuration files that load.
@@ -93,12 +91,10 @@ fn make() -> Result<Corpus, SeedError> {
         .build()?;
     let runs = runtime.block_on(collect_runs(dir.path()))?;
     let periods = merged_periods(&runs)?;
-    let bundles = bundles(dir.path(), &periods)?;
     let offline_bundles = runtime.block_on(offline_bundles(dir.path(), &periods))?;
     Ok(Corpus {
         runs,
         periods,
-        bundles,
         offline_bundles,
         agent_configs: agent_configs(),
         aggregator_configs: aggregator_configs(),
@@ -225,17 +221,6 @@ fn merged_periods(runs: &[pb::Run]) -> Result<Vec<pb::MergedPeriod>, SeedError> 
             .map_err(|e| format!("a merged seed period is invalid: {e}"))?;
     }
     Ok(periods)
-}
-
-fn bundles(dir: &Path, periods: &[pb::MergedPeriod]) -> Result<Vec<Vec<u8>>, SeedError> {
-    let outbox = dir.join("outbox");
-    let mut bundles = Vec::new();
-    // Bundles carry outbound periods only: the last two.
-    for period in periods.iter().skip(2) {
-        let path = hrs_connection::write_bundle(&outbox, period, MADE_AT)?;
-        bundles.push(std::fs::read(&path)?);
-    }
-    Ok(bundles)
 }
 
 /// Prepares an offline bundle as the connection tool does: a connection point store in

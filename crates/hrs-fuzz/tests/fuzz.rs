@@ -30,7 +30,6 @@ fuzz_tests!(
     run_encoded,
     run_decoded,
     merged_period,
-    bundle,
     offline_bundle,
     run_chunk,
     aggregator_service,
