@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use hrs_core::Period;
 use hrs_core::clock::Clock;
-use hrs_core::merged_encoding::MergedEncoding;
 use hrs_core::token::Token;
 use hrs_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -216,13 +215,7 @@ pub fn prepare(
     let mut leaving = Vec::new();
     let mut progress = report.progress("reading unsent periods", unsent.len() as u64);
     for (i, period) in unsent.iter().enumerate() {
-        let hasher = policy.hasher.clone();
-        let reshaped = MergedEncoding::outbound(
-            store.payload(period),
-            policy.level,
-            move |site| hasher.hash(site),
-            policy.mode.as_str(),
-        );
+        let reshaped = policy.reshape(store.payload(period));
         progress.set(i as u64 + 1);
         // A period the store cannot give whole is reported and left unsent; it must not
         // keep the others from leaving.

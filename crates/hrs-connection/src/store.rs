@@ -488,6 +488,12 @@ impl SqliteOutbox {
         Self::open(path).map(Some)
     }
 
+    /// Returns every stored period named without its payload (which [`OutboxStore::payload`]
+    /// reads a range at a time), oldest first, on the calling thread.
+    pub fn named_blocking(&self) -> Result<Vec<Unsent>, StoreError> {
+        self.store.with(|conn| read_named(conn, ""))
+    }
+
     /// Returns the unacknowledged periods named without their payloads, oldest first, on
     /// the calling thread.
     pub fn unsent_blocking(&self) -> Result<Vec<Unsent>, StoreError> {
@@ -697,11 +703,16 @@ fn put_period(
 
 /// The periods the intake has not acknowledged, named without their payloads, oldest first.
 fn read_unsent(conn: &mut Connection) -> Result<Vec<Unsent>, StoreError> {
-    let mut stmt = conn.prepare(
+    read_named(conn, "WHERE p.state IN ('pending', 'bundled')")
+}
+
+/// The stored periods `filter` keeps, named without their payloads, oldest first.
+fn read_named(conn: &mut Connection, filter: &str) -> Result<Vec<Unsent>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
         "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
          FROM periods p LEFT JOIN period_payloads pp USING (period)
-         WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
-    )?;
+         {filter} ORDER BY p.period"
+    ))?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
