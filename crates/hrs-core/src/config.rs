@@ -252,6 +252,14 @@ pub struct LimitsTable {
     pub max_message_mb: Option<u64>,
     /// Longest a call may take, in seconds, before it is cancelled.
     pub request_timeout_seconds: Option<u64>,
+    /// Connections served at once from one address; beyond it a new one is closed at
+    /// once, so one address's flood never takes every place under `max_connections`.
+    pub max_connections_per_peer: Option<u32>,
+    /// Longest a connection may stay open without making a call (its TLS handshake, the
+    /// HTTP/2 preface and a first request), in seconds.
+    pub first_call_seconds: Option<u64>,
+    /// Longest a connection may stay open between calls, in seconds.
+    pub idle_seconds: Option<u64>,
 }
 
 /// The limits a server role serves with, checked in one place so every role names its
@@ -264,7 +272,21 @@ pub struct ServerLimits {
     pub max_message_mb: u64,
     /// `limits.request_timeout_seconds`: longest a call may take.
     pub request_timeout_seconds: u64,
+    /// `limits.max_connections_per_peer`: connections served at once from one address.
+    pub max_connections_per_peer: u32,
+    /// `limits.first_call_seconds`: longest a connection may wait to make its first call.
+    pub first_call_seconds: u64,
+    /// `limits.idle_seconds`: longest a connection may stay open between calls.
+    pub idle_seconds: u64,
 }
+
+/// Default `first_call_seconds` of every server role: a TLS handshake and a first request
+/// take well under a second on any link that can carry a run.
+pub const DEFAULT_FIRST_CALL_SECONDS: u64 = 10;
+
+/// Default `idle_seconds` of every server role: callers connect to deliver and close, or
+/// call again within a check; an idle connection only holds a place.
+pub const DEFAULT_IDLE_SECONDS: u64 = 120;
 
 /// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
 pub const DEFAULT_MAX_MESSAGE_MB: u64 = 64;
@@ -276,6 +298,12 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 600;
 /// Largest `max_message_mb` any role accepts: 1 GiB, beyond any legitimate message.
 pub const MAX_MESSAGE_MB: u64 = 1024;
 
+/// Default `max_connections_per_peer` for `max_connections`: an eighth of the places (at
+/// least four), so one address holds at most that many and the rest stay for others.
+fn default_per_peer(max_connections: u32) -> u32 {
+    (max_connections / 8).max(4).min(max_connections)
+}
+
 impl ServerLimits {
     /// A role's defaults: `max_connections` is the role's own, the rest every role's.
     pub fn with_max_connections(max_connections: u32) -> Self {
@@ -283,6 +311,9 @@ impl ServerLimits {
             max_connections,
             max_message_mb: DEFAULT_MAX_MESSAGE_MB,
             request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            max_connections_per_peer: default_per_peer(max_connections),
+            first_call_seconds: DEFAULT_FIRST_CALL_SECONDS,
+            idle_seconds: DEFAULT_IDLE_SECONDS,
         }
     }
 }
@@ -296,12 +327,21 @@ impl LimitsTable {
         defaults: ServerLimits,
         min_message_mb: u64,
     ) -> Result<ServerLimits, ConfigError> {
+        let max_connections = self.max_connections.unwrap_or(defaults.max_connections);
         let limits = ServerLimits {
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_connections,
             max_message_mb: self.max_message_mb.unwrap_or(defaults.max_message_mb),
             request_timeout_seconds: self
                 .request_timeout_seconds
                 .unwrap_or(defaults.request_timeout_seconds),
+            // Follows a `max_connections` the file sets, unless set itself.
+            max_connections_per_peer: self
+                .max_connections_per_peer
+                .unwrap_or(default_per_peer(max_connections)),
+            first_call_seconds: self
+                .first_call_seconds
+                .unwrap_or(defaults.first_call_seconds),
+            idle_seconds: self.idle_seconds.unwrap_or(defaults.idle_seconds),
         };
         if limits.max_connections == 0 {
             return Err(invalid(
@@ -323,6 +363,24 @@ impl LimitsTable {
                 "limits.request_timeout_seconds",
                 "must be at least 1",
             ));
+        }
+        if !(1..=limits.max_connections).contains(&limits.max_connections_per_peer) {
+            return Err(invalid(
+                path,
+                "limits.max_connections_per_peer",
+                format!(
+                    "must be between 1 and limits.max_connections ({})",
+                    limits.max_connections
+                ),
+            ));
+        }
+        for (setting, value) in [
+            ("limits.first_call_seconds", limits.first_call_seconds),
+            ("limits.idle_seconds", limits.idle_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(path, setting, "must be at least 1"));
+            }
         }
         Ok(limits)
     }
