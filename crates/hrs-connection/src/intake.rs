@@ -152,22 +152,6 @@ impl IntakeSession {
         })
     }
 
-    /// Submits one period as it leaves the hierarchy.
-    pub async fn submit(
-        &mut self,
-        period: &pb::MergedPeriod,
-    ) -> Result<pb::SubmitResponse, IntakeCallError> {
-        let request = self.request(pb::SubmitRequest {
-            period: Some(period.clone()),
-            client_version: hrs_core::VERSION.to_owned(),
-        });
-        self.client
-            .submit(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(IntakeCallError::Refused)
-    }
-
     /// Asks which updates apply to `hierarchy_hash`, filtered by `download`.
     pub async fn check_updates(
         &mut self,

@@ -882,7 +882,18 @@ async fn connect_hierarchy(
     let mut problems = Vec::new();
     'bundles: for bundle in bundles {
         for (entry, period) in bundle.manifest.periods.iter().zip(&bundle.periods) {
-            let answer = match session.submit(period).await {
+            let answer = match session
+                .submit_chunks(
+                    pb::PeriodOffer {
+                        hierarchy_hash: period.hierarchy_hash.clone(),
+                        period: period.period.clone(),
+                        digest: period.digest.clone(),
+                        ..Default::default()
+                    },
+                    std::sync::Arc::new(prost::Message::encode_to_vec(period)),
+                )
+                .await
+            {
                 Ok(answer) => answer,
                 Err(e) => {
                     let transient = e.is_transient();

@@ -138,7 +138,7 @@ impl<S: IntakeStore> IntakeService<S> {
             .offer
             .clone()
             .ok_or_else(|| field("chunk.offer", "missing on the stream's first chunk"))?;
-        let caller = self.act_for(credentials, &offer.hierarchy_hash)?;
+        let caller = self.callers.act_for(credentials, &offer.hierarchy_hash)?;
         tracing::Span::current().record("caller", tracing::field::debug(&caller));
         let upload = self.check_offer(Some(&offer))?;
         let (mut held, created) = match self.stage(&upload).await? {

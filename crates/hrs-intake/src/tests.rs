@@ -137,11 +137,14 @@ impl Running {
     }
 }
 
-fn request(period: &pb::MergedPeriod) -> pb::SubmitRequest {
-    pb::SubmitRequest {
-        period: Some(period.clone()),
-        client_version: "test".into(),
-    }
+/// The chunks of `period`'s whole encoding under its completed offer: what a connection
+/// point streams for a period the intake holds nothing of yet.
+fn submission(
+    period: &pb::MergedPeriod,
+) -> tokio_stream::Iter<std::vec::IntoIter<pb::PeriodChunk>> {
+    let bytes = period.encode_to_vec();
+    let offer = completed(offer_of(period), &bytes);
+    tokio_stream::iter(chunks(&offer, &bytes, 0, bytes.len()))
 }
 
 #[tokio::test]
@@ -150,8 +153,25 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     let mut client = intake.client().await;
     let period = merged();
 
+    // Content that does not match its digest, sent before the period itself: once a
+    // submission is stored, an offer under its digest is answered from the stored record
+    // without its bytes being read.
+    let mut altered = period.clone();
+    altered.sites[0].results[0].rows.clear();
+    let status = client
+        .submit_chunks(submission(&altered))
+        .await
+        .expect_err("content that does not match its digest refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("digest"), "{}", status.message());
+    assert_eq!(
+        staged_rows(&intake.store),
+        (0, 0),
+        "a refusal keeps nothing"
+    );
+
     let first = client
-        .submit(request(&period))
+        .submit_chunks(submission(&period))
         .await
         .expect("accepted")
         .into_inner();
@@ -163,50 +183,52 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     assert_eq!(first.submission_id.len(), 32);
 
     let again = client
-        .submit(request(&period))
+        .submit_chunks(submission(&period))
         .await
         .expect("re-send accepted")
         .into_inner();
     assert!(again.duplicate);
     assert_eq!(again.submission_id, first.submission_id);
     assert_eq!(again.accepted_at, first.accepted_at);
+    let staged = staged_rows(&intake.store);
 
     let mut tampered = period.clone();
     tampered.digest = "0".repeat(64);
     let status = client
-        .submit(request(&tampered))
+        .submit_chunks(submission(&tampered))
         .await
         .expect_err("tampered digest refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("digest"), "{}", status.message());
 
-    let mut altered = period.clone();
-    altered.sites[0].results[0].rows.clear();
-    let status = client
-        .submit(request(&altered))
+    let resent = client
+        .submit_chunks(submission(&altered))
         .await
-        .expect_err("content that does not match its digest refused");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        .expect("answered from the stored record")
+        .into_inner();
+    assert!(resent.duplicate);
+    assert_eq!(resent.submission_id, first.submission_id);
 
     let status = client
-        .submit(pb::SubmitRequest {
-            period: None,
-            client_version: "test".into(),
-        })
+        .submit_chunks(tokio_stream::iter([pb::PeriodChunk::default()]))
         .await
-        .expect_err("missing period refused");
+        .expect_err("a stream without an offer refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(status.message(), "field period: missing");
+    assert_eq!(
+        status.message(),
+        "field chunk.offer: missing on the stream's first chunk"
+    );
 
     let mut unknown = period.clone();
     unknown.catalog_version = "1999.1.1".into();
     unknown.digest = merged_digest(&unknown);
     let status = client
-        .submit(request(&unknown))
+        .submit_chunks(submission(&unknown))
         .await
         .expect_err("unknown catalog refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 
+    assert_eq!(staged_rows(&intake.store), staged, "refusals keep nothing");
     let store = SqliteIntake::open(&intake.store).expect("opens store");
     let stored = store.submissions().await.expect("lists");
     assert_eq!(stored.len(), 1);
@@ -451,7 +473,7 @@ async fn a_submission_is_kept_for_its_retention_by_the_intake_clock_then_deleted
     let accepted = intake
         .client()
         .await
-        .submit(request(&merged()))
+        .submit_chunks(submission(&merged()))
         .await
         .expect("accepted")
         .into_inner();
@@ -712,7 +734,10 @@ async fn update_manifests_follow_the_latest_submission_and_the_filter() {
     assert_eq!(manifest.hierarchy_hash, hierarchy);
     assert!(manifest.site_versions.is_empty() && manifest.updates.is_empty());
 
-    client.submit(request(&first)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&first))
+        .await
+        .expect("accepted");
     let checker = client.clone();
     let manifest_of = |download: &'static str| {
         let mut client = checker.clone();
@@ -786,7 +811,10 @@ async fn update_manifests_follow_the_latest_submission_and_the_filter() {
     // The next submission has every site at 5.00.9128.1000: the gated update applies, and
     // is the latest.
     let next = merged_at("2026-W49", &["5.00.9128.1000", "5.00.9128.1000"]);
-    client.submit(request(&next)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&next))
+        .await
+        .expect("accepted");
     let latest = manifest_of("latest").await;
     assert_eq!(latest.site_versions, ["5.00.9128.1000"]);
     assert_eq!(ids(&latest), ["2026.12"]);
@@ -835,7 +863,10 @@ async fn packages_download_in_chunks_matching_the_manifest() {
     let (intake, _folder) = start_with_updates().await;
     let mut client = intake.client().await;
     let period = merged_at("2026-W48", &SITES_AT);
-    client.submit(request(&period)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&period))
+        .await
+        .expect("accepted");
     let manifest = client
         .check_updates(check(&period.hierarchy_hash, "all"))
         .await
@@ -888,7 +919,10 @@ async fn packages_that_do_not_apply_or_changed_on_disk_are_refused() {
     let mut client = intake.client().await;
     let period = merged_at("2026-W48", &SITES_AT);
     let hierarchy = period.hierarchy_hash.clone();
-    client.submit(request(&period)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&period))
+        .await
+        .expect("accepted");
 
     for (hierarchy, update, name) in [
         // Gated by min_version: a site is below it.
@@ -1024,7 +1058,7 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
 
     // The hierarchy's token submits, checks and downloads for its own hierarchy.
     anonymous
-        .submit(with_token(request(&period), good))
+        .submit_chunks(with_token(submission(&period), good))
         .await
         .expect("token submits");
     let manifest = anonymous
@@ -1215,7 +1249,7 @@ fn staged_rows(store: &std::path::Path) -> (i64, i64) {
         .expect("counts")
 }
 
-/// Sends `bytes[from..to]` as one stream of `size`-byte chunks, the first carrying `offer`.
+/// Sends `bytes[from..to]` as one stream of chunks, the first carrying `offer`.
 async fn send_chunks<T>(
     client: &mut IntakeClient<T>,
     offer: &pb::PeriodOffer,
@@ -1229,8 +1263,16 @@ where
     T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
+    client
+        .submit_chunks(tokio_stream::iter(chunks(offer, bytes, from, to)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `bytes[from..to]` as the chunks of one stream, the first carrying `offer`.
+fn chunks(offer: &pb::PeriodOffer, bytes: &[u8], from: usize, to: usize) -> Vec<pb::PeriodChunk> {
     let size = hrs_rpc::chunks::DEFAULT_CHUNK_BYTES;
-    let chunks: Vec<pb::PeriodChunk> = bytes[from..to]
+    bytes[from..to]
         .chunks(size)
         .enumerate()
         .map(|(i, data)| pb::PeriodChunk {
@@ -1238,11 +1280,7 @@ where
             offset: (from + i * size) as u64,
             data: data.to_vec(),
         })
-        .collect();
-    client
-        .submit_chunks(tokio_stream::iter(chunks))
-        .await
-        .map(tonic::Response::into_inner)
+        .collect()
 }
 
 /// Completes an offer of `bytes` as the sender does (size and SHA-256).
@@ -1498,20 +1536,13 @@ async fn a_chunked_submission_that_is_not_what_it_was_offered_as_is_refused_nami
     let store = SqliteIntake::open(&intake.store).expect("opens");
     assert!(store.submissions().await.expect("lists").is_empty());
 
-    // The offered bytes themselves are stored, and counted as the unary path counts them.
+    // The offered bytes themselves are stored, their rows counted.
     let accepted = send_chunks(&mut client, &offer, &bytes, 0, bytes.len())
         .await
         .expect("accepted");
     assert!(!accepted.duplicate);
     let listed = store.submissions().await.expect("lists");
     assert_eq!(listed[0].rows, 2);
-    let unary = client
-        .submit(request(&period))
-        .await
-        .expect("a duplicate")
-        .into_inner();
-    assert!(unary.duplicate, "one submission, whichever way it came");
-    assert_eq!(unary.submission_id, accepted.submission_id);
 
     drop(client);
     intake.stop().await;
@@ -1644,5 +1675,128 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
     assert!(again.duplicate);
 
     drop((by_site, by_token, by_point));
+    intake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_is_read() {
+    use hrs_pki::{Identity, Role};
+    use hrs_rpc::tls::ClientTls;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    hrs_pki::init(&pki, "test", 30, SystemClock.now()).expect("CA");
+    let server = hrs_pki::issue(
+        &pki,
+        &Identity::Role(Role::Intake),
+        &["127.0.0.1".into()],
+        30,
+        SystemClock.now(),
+    )
+    .expect("issues");
+    let token = hrs_core::token::Token::generate();
+    let period = merged_at("2026-W48", &SITES_AT);
+    let bytes = period.encode_to_vec();
+    let offer = completed(offer_of(&period), &bytes);
+    let ca = pki.join("ca.pem");
+    let intake = start_in(dir, |config| {
+        config.tls = Some(hrs_core::config::TlsFiles {
+            cert: server.cert.clone(),
+            key: server.key.clone(),
+            ca: ca.clone(),
+        });
+        // A configured token lets a client without a certificate connect at all.
+        config.hierarchy_tokens = vec![HierarchyToken {
+            hierarchy: period.hierarchy_hash.clone(),
+            token_sha256: token.fingerprint(),
+        }];
+        config.limits.max_message_mb = 1;
+    })
+    .await;
+    let channel = hrs_rpc::tls::endpoint_with(
+        &format!("https://{}", intake.addr),
+        Some(&ClientTls {
+            ca: ca.clone(),
+            identity: None,
+        }),
+    )
+    .expect("endpoint")
+    .connect()
+    .await
+    .expect("connects");
+    let mut client = IntakeClient::new(channel);
+
+    // A whole, valid period, sent without credentials: refused, nothing staged or stored.
+    let status = send_chunks(&mut client, &offer, &bytes, 0, bytes.len())
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "{}",
+        status.message()
+    );
+    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    assert!(store.submissions().await.expect("lists").is_empty());
+
+    // Messages beyond max_message_mb would be refused `OutOfRange` once read: without
+    // credentials, or with a token of no hierarchy, they are refused as unauthenticated
+    // first, so they were never read.
+    let oversize = || pb::PeriodOffer {
+        client_version: "v".repeat(2 << 20),
+        ..offer.clone()
+    };
+    let chunk = || pb::PeriodChunk {
+        offer: Some(offer.clone()),
+        offset: 0,
+        data: vec![0; 2 << 20],
+    };
+    for token in [None, Some("wrong")] {
+        let status = client
+            .submit_chunks(with_token(tokio_stream::iter([chunk()]), token))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{token:?}: {}",
+            status.message()
+        );
+        let status = client
+            .resume_submission(with_token(
+                pb::ResumePeriodRequest {
+                    offer: Some(oversize()),
+                },
+                token,
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{token:?}: {}",
+            status.message()
+        );
+    }
+    // With the hierarchy's token the same resume is read, and refused for its size.
+    let status = client
+        .resume_submission(with_token(
+            pb::ResumePeriodRequest {
+                offer: Some(oversize()),
+            },
+            Some(token.expose()),
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        status.code(),
+        tonic::Code::OutOfRange,
+        "{}",
+        status.message()
+    );
+    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
+
+    drop(client);
     intake.stop().await;
 }
