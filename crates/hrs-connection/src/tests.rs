@@ -257,6 +257,31 @@ async fn offer(
     }
 }
 
+/// Stores `period` in `store` as the connection point stores one offered in chunks:
+/// staged whole, then committed as received `at`.
+async fn keep(
+    store: &SqliteOutbox,
+    period: &pb::MergedPeriod,
+    at: time::OffsetDateTime,
+) -> Result<Offered, StoreError> {
+    use hrs_store::staging::{Appended, Staged};
+    let bytes = period.encode_to_vec();
+    let offer = pb::PeriodOffer {
+        size: bytes.len() as u64,
+        sha256: crate::bundle::sha256_hex(&bytes),
+        ..offer_of(period)
+    };
+    match store.stage(&offer, at, at).await? {
+        Staged::Settled(_) => return Ok(Offered::Duplicate),
+        Staged::Open { held: 0, .. } => {}
+        other => panic!("staging {}: {other:?}", period.period),
+    }
+    let appended = store.stage_append(&offer, 0, bytes).await?;
+    assert_eq!(appended, Appended::Held(offer.size), "staged whole");
+    let level = period.level.parse().expect("a level");
+    store.commit_staged(&offer, level, at).await
+}
+
 /// Waits until `period` at `digest` has left in the given state.
 async fn delivered(
     config: &ConnectionPointConfig,
@@ -600,10 +625,10 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let w48 = merged("2026-W48", Level::Full, sets);
     {
         let store = SqliteOutbox::open(&config.store).expect("opens");
-        assert_eq!(store.offer(&w48, AT).await.expect("offers"), Offered::New);
-        assert_eq!(store.offer(&w47, AT).await.expect("offers"), Offered::New);
+        assert_eq!(keep(&store, &w48, AT).await.expect("offers"), Offered::New);
+        assert_eq!(keep(&store, &w47, AT).await.expect("offers"), Offered::New);
         assert_eq!(
-            store.offer(&w47, AT).await.expect("offers"),
+            keep(&store, &w47, AT).await.expect("offers"),
             Offered::Duplicate
         );
     }
@@ -664,9 +689,12 @@ async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() 
         Level::Basic,
         vec![synthetic_set("B", Level::Basic, 2)],
     );
-    assert_eq!(store.offer(&older, AT).await.expect("offers"), Offered::New);
     assert_eq!(
-        store.offer(&newer, AT).await.expect("offers"),
+        keep(&store, &older, AT).await.expect("offers"),
+        Offered::New
+    );
+    assert_eq!(
+        keep(&store, &newer, AT).await.expect("offers"),
         Offered::Replaced
     );
     assert!(
@@ -711,7 +739,7 @@ async fn times_are_stored_as_before_and_read_back_typed() {
     );
     // A fraction of a second is not kept: times are stored to the second, as always.
     let at = AT + time::Duration::milliseconds(250);
-    store.offer(&period, at).await.expect("offers");
+    keep(&store, &period, at).await.expect("offers");
     assert!(
         store
             .mark_submitted(&week("2026-W48"), &period.digest, "s1", at + HOUR)
@@ -792,7 +820,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
         Level::Basic,
         vec![synthetic_set("B", Level::Basic, 1)],
     );
-    store.offer(&period, AT).await.expect("offers");
+    keep(&store, &period, AT).await.expect("offers");
     store
         .record_check(&CheckRecord {
             last_check_at: AT,

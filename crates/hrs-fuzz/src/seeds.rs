@@ -257,7 +257,15 @@ async fn offline_bundles(
     )?;
     let config = hrs_connection::ConnectionPointConfig::load(&config_path)?;
     let store = hrs_connection::SqliteOutbox::open(&config.store)?;
-    store.offer(&periods[0], MADE_AT).await?;
+    // Kept as the connection point keeps a period offered in chunks: staged whole, then
+    // committed.
+    let bytes = periods[0].encode_to_vec();
+    let offer = period_offer(&periods[0], &bytes, true);
+    store.stage(&offer, MADE_AT, MADE_AT).await?;
+    store.stage_append(&offer, 0, bytes).await?;
+    store
+        .commit_staged(&offer, parsed(&periods[0].level)?, MADE_AT)
+        .await?;
     drop(store);
     let prepared = hrs_connection::offline::prepare(
         &config,

@@ -245,6 +245,33 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     intake.stop().await;
 }
 
+/// Stores `period` in `store` as the intake stores a submission sent in chunks: staged
+/// whole, checked from its encoding, committed as accepted `at`.
+async fn accept(
+    store: &SqliteIntake,
+    period: &pb::MergedPeriod,
+    at: OffsetDateTime,
+) -> Result<Accepted, StoreError> {
+    let bytes = period.encode_to_vec();
+    let upload = hrs_store::staging::Offer {
+        id: submission_id(&period.hierarchy_hash, &period.period, &period.digest),
+        owner: period.hierarchy_hash.clone(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    };
+    if let Held::Stored(accepted) = store.stage(&upload, at, at).await? {
+        return Ok(accepted);
+    }
+    let appended = store.stage_append(&upload.id, 0, bytes.clone()).await?;
+    assert_eq!(
+        appended,
+        hrs_store::staging::Appended::Held(upload.size),
+        "staged whole"
+    );
+    let summary = hrs_core::encoded_period::check_merged_encoded(&bytes).expect("a valid period");
+    store.commit_staged(&upload, &summary, "test", at).await
+}
+
 #[tokio::test]
 async fn latest_and_prune() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -254,14 +281,8 @@ async fn latest_and_prune() {
     newer.missing_sites = vec![hrs_core::hash::hash_value("site-c")];
     newer.digest = merged_digest(&newer);
 
-    store
-        .accept(&older, "test", NOW)
-        .await
-        .expect("accepts older");
-    store
-        .accept(&newer, "test", NOW)
-        .await
-        .expect("accepts newer");
+    accept(&store, &older, NOW).await.expect("accepts older");
+    accept(&store, &newer, NOW).await.expect("accepts newer");
     let latest = store
         .latest(&newer.hierarchy_hash, &week(&newer.period))
         .await
@@ -376,8 +397,16 @@ async fn a_staged_submission_is_stored_once_and_starts_over_once_its_record_is_p
         .stage_append(&upload.id, 0, bytes[..half].to_vec())
         .await
         .expect("appends");
-    // Sent whole meanwhile: its staging is done with, and a re-offer gets the record.
-    store.accept(&period, "test", NOW).await.expect("accepts");
+    // Finished, it is stored afresh, and a re-offer gets the new record.
+    store
+        .stage_append(&upload.id, half as u64, bytes[half..].to_vec())
+        .await
+        .expect("appends");
+    let afresh = store
+        .commit_staged(&upload, &summary, "test", NOW)
+        .await
+        .expect("commits");
+    assert!(!afresh.duplicate, "stored afresh");
     assert!(matches!(
         store.stage(&upload, NOW, stale).await.expect("stages"),
         Held::Stored(_)
@@ -456,8 +485,7 @@ async fn a_store_made_before_chunks_is_rebuilt_with_each_payload_last_keeping_it
         "the newest of the second, by row id"
     );
     assert!(
-        store
-            .accept(&newer, "test", NOW)
+        accept(&store, &newer, NOW)
             .await
             .expect("a re-send")
             .duplicate
@@ -519,7 +547,7 @@ async fn stored_times_are_fixed_width_utc_and_read_back_typed() {
     let whole = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("valid");
     // Another offset and a fraction of a second: kept as UTC, to the second.
     let at = (whole + time::Duration::milliseconds(250)).to_offset(time::macros::offset!(+2));
-    let accepted = store.accept(&merged(), "test", at).await.expect("accepts");
+    let accepted = accept(&store, &merged(), at).await.expect("accepts");
     assert!(!accepted.duplicate);
     assert_eq!(accepted.accepted_at, whole);
     assert_eq!(accepted.accepted_at.offset(), time::UtcOffset::UTC);
@@ -528,8 +556,7 @@ async fn stored_times_are_fixed_width_utc_and_read_back_typed() {
         ("2026-W48".to_owned(), "2026-11-18T11:06:40Z".to_owned())
     );
 
-    let again = store
-        .accept(&merged(), "test", whole + time::Duration::hours(1))
+    let again = accept(&store, &merged(), whole + time::Duration::hours(1))
         .await
         .expect("accepts again");
     assert!(again.duplicate);
@@ -544,7 +571,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("intake.sqlite");
     let store = SqliteIntake::open(&path).expect("opens");
-    store.accept(&merged(), "test", NOW).await.expect("accepts");
+    accept(&store, &merged(), NOW).await.expect("accepts");
     let edit = |sql: &str| {
         rusqlite::Connection::open(&path)
             .expect("opens the file")
@@ -561,7 +588,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
     edit("UPDATE submissions SET accepted_at = 'last week'");
     corrupt(store.submissions().await, "last week");
     // A re-send is answered from the stored record, so it reports the damage too.
-    corrupt(store.accept(&merged(), "test", NOW).await, "last week");
+    corrupt(accept(&store, &merged(), NOW).await, "last week");
     edit("UPDATE submissions SET accepted_at = '2026-11-30T06:00:00Z', period = 'W48'");
     corrupt(store.submissions().await, "W48");
 }
