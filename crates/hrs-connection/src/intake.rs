@@ -19,7 +19,8 @@ use crate::MAX_MESSAGE_BYTES;
 /// How long to wait for the intake to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one call may take, for a period of up to [`MAX_MESSAGE_BYTES`].
+/// How long one call may take; a stream of chunks it cuts off resumes at the next
+/// attempt where the intake's held bytes end.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where the intake is and how to prove who is calling.

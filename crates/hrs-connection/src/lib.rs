@@ -48,8 +48,8 @@ pub use store::{
 };
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 
-/// Largest message sent to the intake: a whole hierarchy's period in one message (the
-/// intake enforces its own `max_message_mb`).
+/// Largest message sent to or taken from the intake, far above any of them (a chunk of a
+/// period, a manifest, a chunk of a package); the intake enforces its own `max_message_mb`.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Calls one connection may have open at once; an aggregator offers one period at a time.
