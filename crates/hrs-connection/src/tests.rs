@@ -1050,6 +1050,12 @@ async fn a_period_stored_before_payloads_had_their_own_table_is_still_read_and_s
     assert_eq!(read, period.encode_to_vec());
 }
 
+/// Asserts that a call was refused with `code`, showing its message when it was not.
+fn refused_with<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, code: tonic::Code) {
+    let status = answer.expect_err("refused");
+    assert_eq!(status.code(), code, "{}", status.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_other_than_the_aggregator_is_refused_before_any_message_of_its_call_is_read() {
     use hrs_core::clock::{Clock as _, SystemClock};
@@ -1127,25 +1133,15 @@ async fn a_caller_other_than_the_aggregator_is_refused_before_any_message_of_its
         matches!(&status, hrs_rpc::chunks::ChunkedPushError::Status(s) if s.code() == tonic::Code::PermissionDenied),
         "{status:?}"
     );
-    let status = by_site
-        .offer_period_chunks(tokio_stream::iter([oversize_chunk()]))
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
+    refused_with(
+        by_site
+            .offer_period_chunks(tokio_stream::iter([oversize_chunk()]))
+            .await,
         tonic::Code::PermissionDenied,
-        "{}",
-        status.message()
     );
-    let status = by_site
-        .resume_period(oversize_resume())
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
+    refused_with(
+        by_site.resume_period(oversize_resume()).await,
         tonic::Code::PermissionDenied,
-        "{}",
-        status.message()
     );
     let outbox = SqliteOutbox::open(&config.store).expect("opens");
     assert!(outbox.stored_blocking().expect("reads").is_empty());
@@ -1157,15 +1153,9 @@ async fn a_caller_other_than_the_aggregator_is_refused_before_any_message_of_its
     // The aggregator's certificate: the same resume is read, and refused for its size;
     // the period is stored.
     let mut by_aggregator = client(&aggregator).await;
-    let status = by_aggregator
-        .resume_period(oversize_resume())
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
+    refused_with(
+        by_aggregator.resume_period(oversize_resume()).await,
         tonic::Code::OutOfRange,
-        "{}",
-        status.message()
     );
     let answer = offer_period_chunks(
         &mut by_aggregator,

@@ -1705,6 +1705,12 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
     intake.stop().await;
 }
 
+/// Asserts that a call was refused with `code`, showing its message when it was not.
+fn refused_with<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, code: tonic::Code) {
+    let status = answer.expect_err("refused");
+    assert_eq!(status.code(), code, "{}", status.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_is_read() {
     use hrs_pki::{Identity, Role};
@@ -1754,14 +1760,9 @@ async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_
     let mut client = IntakeClient::new(channel);
 
     // A whole, valid period, sent without credentials: refused, nothing staged or stored.
-    let status = send_chunks(&mut client, &offer, &bytes, 0, bytes.len())
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
+    refused_with(
+        send_chunks(&mut client, &offer, &bytes, 0, bytes.len()).await,
         tonic::Code::Unauthenticated,
-        "{}",
-        status.message()
     );
     assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
     let store = SqliteIntake::open(&intake.store).expect("opens");
@@ -1770,9 +1771,11 @@ async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_
     // Messages beyond max_message_mb would be refused `OutOfRange` once read: without
     // credentials, or with a token of no hierarchy, they are refused as unauthenticated
     // first, so they were never read.
-    let oversize = || pb::PeriodOffer {
-        client_version: "v".repeat(2 << 20),
-        ..offer.clone()
+    let oversize = || pb::ResumePeriodRequest {
+        offer: Some(pb::PeriodOffer {
+            client_version: "v".repeat(2 << 20),
+            ..offer.clone()
+        }),
     };
     let chunk = || pb::PeriodChunk {
         offer: Some(offer.clone()),
@@ -1780,47 +1783,25 @@ async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_
         data: vec![0; 2 << 20],
     };
     for token in [None, Some("wrong")] {
-        let status = client
-            .submit_chunks(with_token(tokio_stream::iter([chunk()]), token))
-            .await
-            .expect_err("refused");
-        assert_eq!(
-            status.code(),
+        refused_with(
+            client
+                .submit_chunks(with_token(tokio_stream::iter([chunk()]), token))
+                .await,
             tonic::Code::Unauthenticated,
-            "{token:?}: {}",
-            status.message()
         );
-        let status = client
-            .resume_submission(with_token(
-                pb::ResumePeriodRequest {
-                    offer: Some(oversize()),
-                },
-                token,
-            ))
-            .await
-            .expect_err("refused");
-        assert_eq!(
-            status.code(),
+        refused_with(
+            client
+                .resume_submission(with_token(oversize(), token))
+                .await,
             tonic::Code::Unauthenticated,
-            "{token:?}: {}",
-            status.message()
         );
     }
     // With the hierarchy's token the same resume is read, and refused for its size.
-    let status = client
-        .resume_submission(with_token(
-            pb::ResumePeriodRequest {
-                offer: Some(oversize()),
-            },
-            Some(token.expose()),
-        ))
-        .await
-        .expect_err("refused");
-    assert_eq!(
-        status.code(),
+    refused_with(
+        client
+            .resume_submission(with_token(oversize(), Some(token.expose())))
+            .await,
         tonic::Code::OutOfRange,
-        "{}",
-        status.message()
     );
     assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
 
