@@ -270,6 +270,29 @@ struct InProcess {
 /// the seed runs of a few KiB travel in several chunks.
 const PUSH_CHUNK_BYTES: usize = 4 << 10;
 
+/// A runtime of its own for `what`, a service served in this process for as long as it
+/// runs, and a listener on a loopback port for it.
+fn served_here(
+    what: &str,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a runtime for the {what}: {e}"));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("binds a loopback port for the {what}: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the {what}'s address: {e}"));
+    (runtime, listener, addr)
+}
+
 fn aggregator() -> &'static InProcess {
     static SERVICE: OnceLock<InProcess> = OnceLock::new();
     SERVICE.get_or_init(|| {
@@ -294,15 +317,7 @@ fn aggregator() -> &'static InProcess {
             Arc::new(tokio::sync::Notify::new()),
             seeds::clock(),
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the aggregator");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binds a loopback port for the aggregator");
-        let addr = listener.local_addr().expect("the aggregator's address");
+        let (runtime, listener, addr) = served_here("aggregator");
         // Served for as long as the process runs: the service is shared by every test.
         runtime.spawn(
             tonic::transport::Server::builder()
@@ -501,15 +516,7 @@ fn receiver(receiving: Receiving) -> &'static PeriodReceiver {
     };
     cell.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a folder for the receiver's store");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the receiver");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binds a loopback port for the receiver");
-        let addr = listener.local_addr().expect("the receiver's address");
+        let (runtime, listener, addr) = served_here("receiver");
         // Our own handle is opened before the role's, so the two never make the schema at
         // once.
         let kept = match receiving {

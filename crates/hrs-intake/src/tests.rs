@@ -1576,8 +1576,7 @@ async fn a_chunked_submission_that_is_not_what_it_was_offered_as_is_refused_nami
 }
 
 #[tokio::test]
-async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_for_the_hierarchy()
-{
+async fn a_caller_is_refused_before_any_message_is_read_unless_it_may_act_for_the_hierarchy() {
     use hrs_pki::{Identity, Role};
     use hrs_rpc::tls::ClientTls;
 
@@ -1613,6 +1612,8 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
             hierarchy: hierarchy.clone(),
             token_sha256: token.fingerprint(),
         }];
+        // Small, so that a message beyond it is cheap to send.
+        config.limits.max_message_mb = 1;
     })
     .await;
     let channel = |identity: Option<&hrs_pki::Issued>| {
@@ -1642,19 +1643,49 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
     };
     let good = Some(token.expose().to_owned());
 
-    // No credentials, or a token of no hierarchy: refused before the stream is read, so a
-    // stream that never sends a chunk is answered.
-    for (token, code) in [
-        (None, tonic::Code::Unauthenticated),
-        (Some("wrong".to_owned()), tonic::Code::Unauthenticated),
-    ] {
+    // Messages beyond max_message_mb, which would be refused `OutOfRange` once read.
+    let oversize_resume = || pb::ResumePeriodRequest {
+        offer: Some(pb::PeriodOffer {
+            client_version: "v".repeat(2 << 20),
+            ..offer.clone()
+        }),
+    };
+    let oversize_chunk = || pb::PeriodChunk {
+        offer: Some(offer.clone()),
+        offset: 0,
+        data: vec![0; 2 << 20],
+    };
+
+    // No credentials, or a token of no hierarchy: refused before any message is read, so
+    // a stream that never sends a chunk is answered, and messages too large to read are
+    // refused as unauthenticated; a whole, valid period is refused too, and nothing is
+    // staged or stored.
+    for token in [None, Some("wrong".to_owned())] {
         let mut client = with_token(channel(None).await, token);
-        let status = client
-            .submit_chunks(tokio_stream::pending::<pb::PeriodChunk>())
-            .await
-            .expect_err("refused");
-        assert_eq!(status.code(), code, "{}", status.message());
+        refused_with(
+            client
+                .submit_chunks(tokio_stream::pending::<pb::PeriodChunk>())
+                .await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            client
+                .submit_chunks(tokio_stream::iter([oversize_chunk()]))
+                .await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            client.resume_submission(oversize_resume()).await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            send_chunks(&mut client, &offer, &bytes, 0, bytes.len()).await,
+            tonic::Code::Unauthenticated,
+        );
     }
+    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    assert!(store.submissions().await.expect("lists").is_empty());
     // A site's certificate, and the hierarchy's token offering another hierarchy's period.
     let mut by_site = IntakeClient::new(channel(Some(&site)).await);
     let status = send_chunks(&mut by_site, &offer, &bytes, 0, bytes.len())
@@ -1662,6 +1693,11 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
         .expect_err("a site may not submit");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     let mut by_token = with_token(channel(None).await, good.clone());
+    // The hierarchy's token: the oversize resume is read, and refused for its size.
+    refused_with(
+        by_token.resume_submission(oversize_resume()).await,
+        tonic::Code::OutOfRange,
+    );
     let mut elsewhere = offer.clone();
     elsewhere.hierarchy_hash = "another".into();
     let status = send_chunks(&mut by_token, &elsewhere, &bytes, 0, bytes.len())
@@ -1709,102 +1745,4 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
 fn refused_with<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, code: tonic::Code) {
     let status = answer.expect_err("refused");
     assert_eq!(status.code(), code, "{}", status.message());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_without_credentials_is_refused_before_any_message_of_its_call_is_read() {
-    use hrs_pki::{Identity, Role};
-    use hrs_rpc::tls::ClientTls;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = dir.path().join("pki");
-    hrs_pki::init(&pki, "test", 30, SystemClock.now()).expect("CA");
-    let server = hrs_pki::issue(
-        &pki,
-        &Identity::Role(Role::Intake),
-        &["127.0.0.1".into()],
-        30,
-        SystemClock.now(),
-    )
-    .expect("issues");
-    let token = hrs_core::token::Token::generate();
-    let period = merged_at("2026-W48", &SITES_AT);
-    let bytes = period.encode_to_vec();
-    let offer = completed(offer_of(&period), &bytes);
-    let ca = pki.join("ca.pem");
-    let intake = start_in(dir, |config| {
-        config.tls = Some(hrs_core::config::TlsFiles {
-            cert: server.cert.clone(),
-            key: server.key.clone(),
-            ca: ca.clone(),
-        });
-        // A configured token lets a client without a certificate connect at all.
-        config.hierarchy_tokens = vec![HierarchyToken {
-            hierarchy: period.hierarchy_hash.clone(),
-            token_sha256: token.fingerprint(),
-        }];
-        config.limits.max_message_mb = 1;
-    })
-    .await;
-    let channel = hrs_rpc::tls::endpoint_with(
-        &format!("https://{}", intake.addr),
-        Some(&ClientTls {
-            ca: ca.clone(),
-            identity: None,
-        }),
-    )
-    .expect("endpoint")
-    .connect()
-    .await
-    .expect("connects");
-    let mut client = IntakeClient::new(channel);
-
-    // A whole, valid period, sent without credentials: refused, nothing staged or stored.
-    refused_with(
-        send_chunks(&mut client, &offer, &bytes, 0, bytes.len()).await,
-        tonic::Code::Unauthenticated,
-    );
-    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
-    let store = SqliteIntake::open(&intake.store).expect("opens");
-    assert!(store.submissions().await.expect("lists").is_empty());
-
-    // Messages beyond max_message_mb would be refused `OutOfRange` once read: without
-    // credentials, or with a token of no hierarchy, they are refused as unauthenticated
-    // first, so they were never read.
-    let oversize = || pb::ResumePeriodRequest {
-        offer: Some(pb::PeriodOffer {
-            client_version: "v".repeat(2 << 20),
-            ..offer.clone()
-        }),
-    };
-    let chunk = || pb::PeriodChunk {
-        offer: Some(offer.clone()),
-        offset: 0,
-        data: vec![0; 2 << 20],
-    };
-    for token in [None, Some("wrong")] {
-        refused_with(
-            client
-                .submit_chunks(with_token(tokio_stream::iter([chunk()]), token))
-                .await,
-            tonic::Code::Unauthenticated,
-        );
-        refused_with(
-            client
-                .resume_submission(with_token(oversize(), token))
-                .await,
-            tonic::Code::Unauthenticated,
-        );
-    }
-    // With the hierarchy's token the same resume is read, and refused for its size.
-    refused_with(
-        client
-            .resume_submission(with_token(oversize(), Some(token.expose())))
-            .await,
-        tonic::Code::OutOfRange,
-    );
-    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
-
-    drop(client);
-    intake.stop().await;
 }
