@@ -1,5 +1,5 @@
-//! Submissions sent in chunks (`SubmitChunks`, `ResumeSubmission`): the one way a large
-//! period arrives, never held whole.
+//! Submissions sent in chunks (`SubmitChunks`, `ResumeSubmission`): the one way a period
+//! arrives, never held whole.
 //!
 //! The caller is authenticated before a message is read and its offer checked before a
 //! byte is kept; each chunk is appended durably where the held bytes end, so a cut stream
