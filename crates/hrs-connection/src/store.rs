@@ -161,13 +161,6 @@ pub struct PeriodState {
 
 /// Every read and write the connection point makes to its durable state.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Stores a checked merged period durably for delivery, as received `at`.
-    fn offer(
-        &self,
-        period: &pb::MergedPeriod,
-        at: OffsetDateTime,
-    ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
-
     /// Returns the merged periods the intake has not acknowledged (pending or only
     /// bundled), as received, oldest period first.
     fn pending(&self) -> impl Future<Output = Result<Vec<pb::MergedPeriod>, StoreError>> + Send;
@@ -811,44 +804,6 @@ fn read_stored(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErro
 }
 
 impl OutboxStore for SqliteOutbox {
-    async fn offer(
-        &self,
-        period: &pb::MergedPeriod,
-        at: OffsetDateTime,
-    ) -> Result<Offered, StoreError> {
-        let payload = period.encode_to_vec();
-        let (when, digest, level) = (
-            period.period.clone(),
-            period.digest.clone(),
-            period.level.clone(),
-        );
-        let received_at = rfc3339(at);
-        self.store
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT digest FROM periods WHERE period = ?1",
-                        params![when],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let offered = match existing {
-                    Some(stored) if stored == digest => return Ok(Offered::Duplicate),
-                    Some(_) => Offered::Replaced,
-                    None => Offered::New,
-                };
-                put_period(&tx, &when, &digest, &level, &received_at)?;
-                tx.execute(
-                    "INSERT INTO period_payloads (period, payload) VALUES (?1, ?2)",
-                    params![when, payload],
-                )?;
-                tx.commit()?;
-                Ok(offered)
-            })
-            .await
-    }
-
     async fn pending(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
         self.store.call(read_pending).await
     }

@@ -106,11 +106,11 @@ mod tests {
         let path = Path::new("aggregator.toml");
         let defaults = ServerLimits::with_max_connections(512);
         let set = LimitsTable {
-            max_message_mb: Some(8),
+            max_message_mb: Some(16),
             ..LimitsTable::default()
         };
         let limits = set.resolve(path, defaults, 5).expect("in range");
-        assert_eq!((limits.max_connections, limits.max_message_mb), (512, 8));
+        assert_eq!((limits.max_connections, limits.max_message_mb), (512, 16));
         let small = LimitsTable {
             max_message_mb: Some(1),
             ..LimitsTable::default()
@@ -288,8 +288,11 @@ pub const DEFAULT_FIRST_CALL_SECONDS: u64 = 10;
 /// call again within a check; an idle connection only holds a place.
 pub const DEFAULT_IDLE_SECONDS: u64 = 120;
 
-/// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
-pub const DEFAULT_MAX_MESSAGE_MB: u64 = 64;
+/// Default `max_message_mb` of every server role: room for the largest chunk of a run or
+/// period a receiver takes (4 MiB) with its framing, and for every other message, which is
+/// small. Runs and periods travel only in chunks, so nothing larger is legitimate, and a
+/// caller cannot make a role decode more than this in one message.
+pub const DEFAULT_MAX_MESSAGE_MB: u64 = 8;
 
 /// Default `request_timeout_seconds` of every server role: room for a large upload on a
 /// slow link (a cut upload resumes where it stopped).

@@ -227,16 +227,16 @@ mod tests {
     #[test]
     fn counts_read_as_prometheus_text() {
         let refusals = Refusals::new("intake");
-        refusals.count("/hrs.v1.Intake/Submit", Code::InvalidArgument);
-        refusals.count("/hrs.v1.Intake/Submit", Code::InvalidArgument);
+        refusals.count("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument);
+        refusals.count("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument);
         assert_eq!(
-            refusals.get("/hrs.v1.Intake/Submit", Code::InvalidArgument),
+            refusals.get("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument),
             2
         );
         let text = refusals.render();
         assert!(
             text.contains(
-                "hrs_intake_refusals_total{method=\"/hrs.v1.Intake/Submit\",code=\"InvalidArgument\"} 2"
+                "hrs_intake_refusals_total{method=\"/hrs.v1.Intake/SubmitChunks\",code=\"InvalidArgument\"} 2"
             ),
             "{text}"
         );
