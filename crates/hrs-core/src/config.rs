@@ -122,6 +122,46 @@ mod tests {
     }
 
     #[test]
+    fn the_per_address_cap_follows_max_connections_and_stays_within_it() {
+        let path = Path::new("intake.toml");
+        let defaults = ServerLimits::with_max_connections(1024);
+        assert_eq!(defaults.max_connections_per_peer, 128);
+        let fewer = LimitsTable {
+            max_connections: Some(16),
+            ..LimitsTable::default()
+        };
+        let limits = fewer.resolve(path, defaults, 1).expect("in range");
+        assert_eq!(limits.max_connections_per_peer, 4);
+        for (table, setting) in [
+            (
+                LimitsTable {
+                    max_connections: Some(16),
+                    max_connections_per_peer: Some(17),
+                    ..LimitsTable::default()
+                },
+                "limits.max_connections_per_peer",
+            ),
+            (
+                LimitsTable {
+                    first_call_seconds: Some(0),
+                    ..LimitsTable::default()
+                },
+                "limits.first_call_seconds",
+            ),
+            (
+                LimitsTable {
+                    idle_seconds: Some(0),
+                    ..LimitsTable::default()
+                },
+                "limits.idle_seconds",
+            ),
+        ] {
+            let err = table.resolve(path, defaults, 1).expect_err("out of range");
+            assert!(err.to_string().contains(setting), "{err}");
+        }
+    }
+
+    #[test]
     fn parse_errors_name_the_place_but_never_quote_the_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
