@@ -32,7 +32,7 @@ use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, OutboxStore as 
 use crate::{ConnectionError, ConnectionPointConfig};
 
 /// The format tag of receipts written by this version.
-pub const RECEIPT_FORMAT: &str = "hrs-receipt/1";
+pub const RECEIPT_FORMAT: &str = "hrs-receipt/2";
 
 /// The receipt `connect` writes per hierarchy.
 const RECEIPT: &str = "receipt.json";
@@ -336,6 +336,21 @@ pub struct Receipt {
     pub manifest: Option<ManifestJson>,
     /// The packages downloaded, relative to the receipt's folder.
     pub packages: Vec<ReceiptPackage>,
+    /// Hex SHA-256 of the receipt as written with this field empty: an edit that did not
+    /// also rewrite it is found, and `import` then imports nothing.
+    pub sha256: String,
+}
+
+impl Receipt {
+    /// The checksum of this receipt's content (every field but the checksum itself).
+    fn checksum(&self) -> String {
+        let unsigned = Self {
+            sha256: String::new(),
+            ..self.clone()
+        };
+        // A plain struct of strings and lists always serializes.
+        crate::bundle::sha256_hex(&serde_json::to_vec(&unsigned).unwrap_or_default())
+    }
 }
 
 /// One acknowledged period in a receipt.
@@ -673,7 +688,7 @@ async fn connect_hierarchy(
             }
         ));
     }
-    let receipt = Receipt {
+    let mut receipt = Receipt {
         format: RECEIPT_FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
         hierarchy_hash: hierarchy_hash.to_owned(),
@@ -686,7 +701,9 @@ async fn connect_hierarchy(
         submissions: submissions.into_values().collect(),
         manifest: manifest.as_ref().map(ManifestJson::from),
         packages,
+        sha256: String::new(),
     };
+    receipt.sha256 = receipt.checksum();
     let path = dir.join(RECEIPT);
     let mut bytes = serde_json::to_vec_pretty(&receipt).map_err(|e| OfflineError::Io {
         path: path.clone(),
@@ -770,11 +787,28 @@ fn read_receipt(dir: &Path) -> Result<Option<Receipt>, OfflineError> {
         return Ok(None);
     }
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let receipt: Receipt =
-        serde_json::from_slice(&bytes).map_err(|e| OfflineError::ReceiptTampered {
-            path: path.clone(),
-            problem: format!("it does not read: {e}"),
-        })?;
+    let receipt: Receipt = match serde_json::from_slice(&bytes) {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            // A receipt of an earlier version says so in its format field.
+            let format = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("format")?.as_str().map(str::to_owned));
+            let problem = match format {
+                Some(format) if format != RECEIPT_FORMAT => {
+                    format!("format {format:?}; this version reads {RECEIPT_FORMAT:?}")
+                }
+                _ => format!("it does not read: {e}"),
+            };
+            return Err(OfflineError::ReceiptTampered { path, problem });
+        }
+    };
+    if receipt.sha256 != receipt.checksum() {
+        return Err(OfflineError::ReceiptTampered {
+            path,
+            problem: "its content does not match its sha256".into(),
+        });
+    }
     if receipt.format != RECEIPT_FORMAT {
         return Err(OfflineError::ReceiptTampered {
             path,

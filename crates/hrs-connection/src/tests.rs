@@ -1175,6 +1175,50 @@ async fn a_period_larger_than_a_message_goes_out_offline_and_each_hop_resumes_af
     intake.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_edited_by_hand_imports_nothing() {
+    use crate::offline::{self, ConnectOptions, OfflineError, Silent};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (intake, _) = start_intake(dir.path()).await;
+    let config = point_config(dir.path(), Mode::Offline, Some(intake.addr));
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    keep(&store, &catalog_period("2026-W48"), AT)
+        .await
+        .expect("stored");
+    let media = dir.path().join("media");
+    offline::prepare(&config, &media, &Silent, &clock()).expect("prepares");
+    let downloads = dir.path().join("downloads");
+    let options = ConnectOptions {
+        updates_dest: downloads.clone(),
+        download: "all".into(),
+        intake: None,
+        intake_ca: None,
+        token: None,
+        proxy: None,
+    };
+    let summary = offline::connect(&media, &options, &Silent, &clock())
+        .await
+        .expect("connects");
+    let receipt = summary.connected[0].receipt.clone();
+    let written = std::fs::read_to_string(&receipt).expect("reads");
+
+    // The acknowledged period renamed, as a careless edit would: nothing is imported.
+    std::fs::write(&receipt, written.replace("2026-W48", "2026-W47")).expect("edits");
+    let err = offline::import(&config, &downloads, &Silent, &clock()).expect_err("refused");
+    assert!(matches!(err, OfflineError::ReceiptTampered { .. }), "{err}");
+    assert!(err.to_string().contains("sha256"), "{err}");
+    assert_eq!(
+        crate::periods(&config).expect("reads")[0].state,
+        State::Bundled
+    );
+
+    std::fs::write(&receipt, written).expect("restores");
+    let imported = offline::import(&config, &downloads, &Silent, &clock()).expect("imports");
+    assert_eq!(imported.outcome.accepted, [week("2026-W48")]);
+    intake.stop().await;
+}
+
 #[tokio::test]
 async fn a_chunked_period_whose_bytes_are_not_its_offer_is_refused_naming_why() {
     use hrs_core::bytes::RunBytes;
