@@ -150,9 +150,10 @@ fn default_push_chunk_kib() -> u32 {
     1024
 }
 
-/// Half: a seeded or healthy site database fails no query, and a SQL Server login without
-/// VIEW SERVER STATE fails about one in six (the queries on server views), so only a site
-/// database that is mostly missing or unreadable holds its run.
+/// Half: a seeded or healthy site database fails no query, and a SQL Server login that
+/// cannot read the server's system views fails at most the few queries on them (9 of 42 at
+/// Basic, 12 of 90 at Full), so only a site database mostly missing or unreadable holds
+/// its run.
 pub const DEFAULT_MAX_FAILED_SHARE: f64 = 0.5;
 
 fn default_max_failed_share() -> f64 {
