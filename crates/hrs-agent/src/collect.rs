@@ -99,7 +99,7 @@ pub fn error_sample<'a>(errors: impl IntoIterator<Item = &'a str>) -> String {
         }
     }
     // Stable, so errors as frequent as each other keep the order the queries ran in.
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let mut sample: Vec<String> = counts
         .iter()
         .take(SAMPLE_ERRORS)
