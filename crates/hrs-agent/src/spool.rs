@@ -481,16 +481,10 @@ impl Spool {
         self.store
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let mut failed = read_failed_collections(&tx)?;
+                let mut failed: FailedCollections = read_record(&tx, FAILED_COLLECTIONS)?;
                 failed.count = failed.count.saturating_add(1);
                 failed.last = Some(failure);
-                let text = serde_json::to_string(&failed)
-                    .map_err(|e| StoreError::Corrupt(format!("failed collections: {e}")))?;
-                tx.execute(
-                    "INSERT INTO state (key, value) VALUES ('failed_collections', ?1)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    params![text],
-                )?;
+                write_record(&tx, FAILED_COLLECTIONS, &failed)?;
                 tx.commit()?;
                 Ok(failed)
             })
@@ -499,7 +493,9 @@ impl Spool {
 
     /// Returns the collections that produced nothing to spool: how many, and the last.
     pub async fn failed_collections(&self) -> Result<FailedCollections, StoreError> {
-        self.store.call(|conn| read_failed_collections(conn)).await
+        self.store
+            .call(|conn| read_record(conn, FAILED_COLLECTIONS))
+            .await
     }
 
     /// Returns the last period this site collected, so the scheduler runs each period once.
@@ -527,7 +523,7 @@ impl Spool {
         self.store
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let mut link = read_link(&tx)?;
+                let mut link: LinkRecord = read_record(&tx, LINK)?;
                 link.last_attempt_at = Some(at.clone());
                 match outcome {
                     Ok(()) => {
@@ -540,13 +536,7 @@ impl Spool {
                         link.last_error = Some(error);
                     }
                 }
-                let text = serde_json::to_string(&link)
-                    .map_err(|e| StoreError::Corrupt(format!("link record: {e}")))?;
-                tx.execute(
-                    "INSERT INTO state (key, value) VALUES ('link', ?1)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    params![text],
-                )?;
+                write_record(&tx, LINK, &link)?;
                 tx.commit()?;
                 Ok(link)
             })
@@ -555,7 +545,7 @@ impl Spool {
 
     /// Returns what is known of the link to the upstream.
     pub async fn link(&self) -> Result<LinkRecord, StoreError> {
-        self.store.call(|conn| read_link(conn)).await
+        self.store.call(|conn| read_record(conn, LINK)).await
     }
 
     /// Returns how many runs wait for delivery (held runs do not), how large they are, and
@@ -1213,33 +1203,48 @@ fn read_held(conn: &rusqlite::Connection) -> Result<Vec<HeldRun>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn read_failed_collections(conn: &rusqlite::Connection) -> Result<FailedCollections, StoreError> {
+/// The state key of the link's record, and how errors name it.
+const LINK: (&str, &str) = ("link", "link record");
+
+/// The state key of the failed collections' record, and how errors name it.
+const FAILED_COLLECTIONS: (&str, &str) = ("failed_collections", "failed collections");
+
+/// Reads the record kept as JSON under `key` in the spool's state; the default when none is.
+fn read_record<T: serde::de::DeserializeOwned + Default>(
+    conn: &rusqlite::Connection,
+    (key, name): (&str, &str),
+) -> Result<T, StoreError> {
     let text: Option<String> = conn
         .query_row(
-            "SELECT value FROM state WHERE key = 'failed_collections'",
-            [],
+            "SELECT value FROM state WHERE key = ?1",
+            params![key],
             |r| r.get(0),
         )
         .optional()?;
     match text {
-        None => Ok(FailedCollections::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt(format!("failed collections: {e}"))),
+        None => Ok(T::default()),
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
+        }
     }
 }
 
-fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
-    let text: Option<String> = conn
-        .query_row("SELECT value FROM state WHERE key = 'link'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    match text {
-        None => Ok(LinkRecord::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt(format!("link record: {e}"))),
-    }
+/// Keeps `record` as JSON under `key` in the spool's state.
+fn write_record<T: serde::Serialize>(
+    conn: &rusqlite::Connection,
+    (key, name): (&str, &str),
+    record: &T,
+) -> Result<(), StoreError> {
+    let text =
+        serde_json::to_string(record).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+    conn.execute(
+        "INSERT INTO state (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, text],
+    )?;
+    Ok(())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

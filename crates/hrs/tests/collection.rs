@@ -21,18 +21,18 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Bytes that are no SQLite database: a fixed pseudo-random sequence, as a garbled file
-/// holds.
+/// Bytes that are no SQLite database, as a garbled file holds: a SHA-256 chain, the same
+/// at every run.
 fn garbage(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
+    use sha2::Digest as _;
+    let mut block = sha2::Sha256::digest(b"garbage").to_vec();
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        bytes.extend_from_slice(&block);
+        block = sha2::Sha256::digest(&block).to_vec();
+    }
+    bytes.truncate(len);
+    bytes
 }
 
 /// Seeds a small site database for P01 at `path` with `hrs sitedb seed`.
