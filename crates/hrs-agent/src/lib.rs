@@ -39,9 +39,6 @@ pub enum AgentError {
     /// A collection could not start (another holds the spool) or be spooled.
     #[error(transparent)]
     Collecting(#[from] spool::CollectingError),
-    /// The site database could not be opened.
-    #[error(transparent)]
-    SiteDb(#[from] hrs_sitedb::SiteDbError),
     /// The hierarchy's hash key could not be loaded.
     #[error(transparent)]
     HashKey(#[from] hrs_core::hash::HashKeyError),
