@@ -430,6 +430,8 @@ impl Hierarchy {
             max_run_mb: 953,
             link_degraded_after: 12,
             link_failed_after: 24,
+            max_failed_share: hrs_agent::config::DEFAULT_MAX_FAILED_SHARE,
+            file: None,
         }
     }
 

@@ -375,6 +375,18 @@ fn aggregator_cases(run: &pb::Run) -> Vec<Case> {
             Code::InvalidArgument,
             "digest",
         ),
+        // Newer than the site's current run, it would replace its data with nothing.
+        Case::push(
+            "a run in which every query failed",
+            spoiled(&|run| {
+                for set in &mut run.results {
+                    set.rows.clear();
+                    set.error = "sqlite: file is not a database".into();
+                }
+            }),
+            Code::FailedPrecondition,
+            "every one of its",
+        ),
     ]);
 
     // Chunks out of order, oversize, or cut short.

@@ -73,6 +73,48 @@ pub struct Collected {
     pub failed_queries: usize,
     /// Result rows across all queries.
     pub rows: u64,
+    /// The error each failed query recorded, in the order they ran.
+    pub errors: Vec<String>,
+}
+
+impl Collected {
+    /// True when queries ran and every one failed: the run holds no data at all.
+    pub fn nothing_collected(&self) -> bool {
+        self.queries > 0 && self.failed_queries == self.queries
+    }
+}
+
+/// How many distinct errors [`error_sample`] names.
+const SAMPLE_ERRORS: usize = 3;
+
+/// Returns a few of the distinct errors failed queries recorded, the most frequent first,
+/// each with how many queries hit it: enough to say what to check (a file that is not a
+/// database, views that are missing) without listing every query.
+pub fn error_sample<'a>(errors: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for error in errors {
+        match counts.iter_mut().find(|(seen, _)| *seen == error) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((error, 1)),
+        }
+    }
+    // Stable, so errors as frequent as each other keep the order the queries ran in.
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let mut sample: Vec<String> = counts
+        .iter()
+        .take(SAMPLE_ERRORS)
+        .map(|(error, count)| match count {
+            1 => format!("{error:?}"),
+            n => format!("{error:?} ({n} queries)"),
+        })
+        .collect();
+    let others: usize = counts.iter().skip(SAMPLE_ERRORS).map(|(_, n)| n).sum();
+    match others {
+        0 => {}
+        1 => sample.push("1 more query with another error".to_owned()),
+        n => sample.push(format!("{n} more queries with other errors")),
+    }
+    sample.join(", ")
 }
 
 /// Keeps a whole collection in memory.
@@ -308,6 +350,7 @@ pub async fn collect_into<D: SiteDb, S: Sink>(
     let mut budget =
         max_run_bytes.map(|limit| Budget::new(limit, &header, sets.iter().map(|(_, set)| set)));
     let (mut queries, mut failed_queries, mut total_rows) = (0, 0, 0);
+    let mut errors = Vec::new();
     for (query, set) in sets {
         let began = Instant::now();
         let outcome = run_query(
@@ -338,6 +381,9 @@ pub async fn collect_into<D: SiteDb, S: Sink>(
         if let Some(budget) = budget.as_mut() {
             budget.end_set(error.is_empty());
         }
+        if !error.is_empty() {
+            errors.push(error.clone());
+        }
         queries += 1;
         sink.end_set(&pb::ResultSet {
             error,
@@ -352,6 +398,7 @@ pub async fn collect_into<D: SiteDb, S: Sink>(
         queries,
         failed_queries,
         rows: total_rows,
+        errors,
     })
 }
 
@@ -568,6 +615,20 @@ pub(crate) mod tests {
                 assert_eq!(failed, ["F-UPDATE-STATUS"]);
             }
         }
+    }
+
+    #[test]
+    fn the_error_sample_names_the_commonest_errors_and_counts_the_rest() {
+        let one = std::iter::repeat_n("sqlite: file is not a database", 70);
+        assert_eq!(
+            error_sample(one),
+            "\"sqlite: file is not a database\" (70 queries)"
+        );
+        let many = ["a", "b", "b", "c", "d", "e", "e"];
+        assert_eq!(
+            error_sample(many),
+            "\"b\" (2 queries), \"e\" (2 queries), \"a\", 2 more queries with other errors"
+        );
     }
 
     #[test]

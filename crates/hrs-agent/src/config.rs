@@ -59,6 +59,8 @@ struct AgentFile {
     max_run_mb: u64,
     #[serde(default = "default_push_chunk_kib")]
     push_chunk_kib: u32,
+    #[serde(default = "default_max_failed_share")]
+    max_failed_share: f64,
     #[serde(default = "default_degraded_after")]
     link_degraded_after: u32,
     #[serde(default = "default_failed_after")]
@@ -113,10 +115,18 @@ pub struct AgentConfig {
     /// Size of the chunks a run is sent in, in KiB: a broken link resumes from the last
     /// chunk the upstream holds, so slow or flaky links want smaller chunks.
     pub push_chunk_kib: u32,
+    /// The largest share of a run's queries (0 to 1) that may fail for the run to be
+    /// delivered unasked: a run above it would replace the site's data upstream with a
+    /// fraction of it, so it is spooled but held until an operator releases it
+    /// (`hrs release`). A collection where every query failed is never spooled.
+    pub max_failed_share: f64,
     /// Consecutive failed deliveries after which the link to the upstream is degraded.
     pub link_degraded_after: u32,
     /// Consecutive failed deliveries after which the link to the upstream has failed.
     pub link_failed_after: u32,
+    /// The file this configuration was read from (none when built in code), so messages
+    /// can name the command to run against it.
+    pub file: Option<PathBuf>,
 }
 
 /// The largest `max_run_mb`, and its default: SQLite keeps a spooled run in one blob of at
@@ -138,6 +148,16 @@ fn default_spool_max_age_days() -> u64 {
 
 fn default_push_chunk_kib() -> u32 {
     1024
+}
+
+/// Half: a seeded or healthy site database fails no query, and a SQL Server login that
+/// cannot read the server's system views fails at most the few queries on them (9 of 42 at
+/// Basic, 12 of 90 at Full), so only a site database mostly missing or unreadable holds
+/// its run.
+pub const DEFAULT_MAX_FAILED_SHARE: f64 = 0.5;
+
+fn default_max_failed_share() -> f64 {
+    DEFAULT_MAX_FAILED_SHARE
 }
 
 fn default_degraded_after() -> u32 {
@@ -222,6 +242,17 @@ impl AgentConfig {
                 format!("must be between 1 and {max_kib}"),
             ));
         }
+        if !(0.0..=1.0).contains(&file.max_failed_share) {
+            return Err(config::invalid(
+                path,
+                "max_failed_share",
+                format!(
+                    "{} is not a share: it must be between 0 and 1 (0.5 holds a run when more \
+                     than half of its queries failed)",
+                    file.max_failed_share
+                ),
+            ));
+        }
         let thresholds = LinkThresholds {
             degraded_after: file.link_degraded_after,
             failed_after: file.link_failed_after,
@@ -268,8 +299,10 @@ impl AgentConfig {
             spool_max_age_days: file.spool_max_age_days,
             max_run_mb: file.max_run_mb,
             push_chunk_kib: file.push_chunk_kib,
+            max_failed_share: file.max_failed_share,
             link_degraded_after: file.link_degraded_after,
             link_failed_after: file.link_failed_after,
+            file: Some(path.to_owned()),
         })
     }
 
@@ -289,6 +322,15 @@ impl AgentConfig {
     /// Returns the largest run the agent builds, in bytes.
     pub fn max_run_bytes(&self) -> u64 {
         self.max_run_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// Returns the command that releases `run_id`, held in this agent's spool.
+    pub fn release_command(&self, run_id: &str) -> String {
+        let config = self
+            .file
+            .as_deref()
+            .map_or_else(|| "AGENT.toml".to_owned(), |f| f.display().to_string());
+        format!("hrs release --config {config} --run {run_id}")
     }
 
     /// Returns when the link to the upstream counts as degraded, then failed.
@@ -355,6 +397,24 @@ mod tests {
             assert!(
                 error.contains("max_run_mb") && error.contains("between 1 and 953"),
                 "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_failed_share_defaults_to_half_and_must_be_a_share() {
+        let (_dir, config) = load_with_site_db("site.sqlite");
+        assert_eq!(config.max_failed_share, 0.5);
+        for fine in ["0", "0.25", "1"] {
+            let (_dir, config) = try_load("site.sqlite", &format!("max_failed_share = {fine}\n"));
+            config.unwrap_or_else(|e| panic!("max_failed_share = {fine}: {e}"));
+        }
+        for wrong in ["2", "-0.1", "1.5", "nan"] {
+            let (_dir, config) = try_load("site.sqlite", &format!("max_failed_share = {wrong}\n"));
+            let error = config.expect_err(wrong).to_string();
+            assert!(
+                error.contains("max_failed_share") && error.contains("between 0 and 1"),
+                "{wrong}: {error}"
             );
         }
     }

@@ -39,9 +39,6 @@ pub enum AgentError {
     /// A collection could not start (another holds the spool) or be spooled.
     #[error(transparent)]
     Collecting(#[from] spool::CollectingError),
-    /// The site database could not be opened.
-    #[error(transparent)]
-    SiteDb(#[from] hrs_sitedb::SiteDbError),
     /// The hierarchy's hash key could not be loaded.
     #[error(transparent)]
     HashKey(#[from] hrs_core::hash::HashKeyError),
@@ -79,6 +76,57 @@ pub enum AgentError {
         /// The gRPC status it answered.
         status: Box<tonic::Status>,
     },
+    /// The site database could not be opened to collect; nothing was spooled.
+    #[error(
+        "cannot open the site database {site_db} (the agent's site_db setting) to collect \
+         {period}: {source}; nothing was spooled, so the site's data upstream stays as it was"
+    )]
+    Unopened {
+        /// The site database, as logs may show it.
+        site_db: String,
+        /// The period that was to be collected.
+        period: Period,
+        /// Why it could not be opened.
+        source: hrs_sitedb::SiteDbError,
+    },
+    /// Every query of a collection failed: the run would hold no data, and made current
+    /// upstream it would erase the site's data there, so nothing was spooled.
+    #[error(
+        "every one of the {queries} queries failed at the site database {site_db} while \
+         collecting {period}: {sample}; nothing was spooled, so the site's data upstream stays \
+         as it was: check the agent's site_db setting, and that it names this site's \
+         database and the agent can read it"
+    )]
+    NothingCollected {
+        /// The site database, as logs may show it.
+        site_db: String,
+        /// The period collected.
+        period: Period,
+        /// Queries run, every one failed.
+        queries: usize,
+        /// A few of the errors they recorded.
+        sample: String,
+    },
+    /// A run was spooled but held: too many of its queries failed for it to replace the
+    /// site's current data without an operator's word.
+    #[error(
+        "run {run_id} of {period} is held in the spool, not delivered: {reason}; check the \
+         site database and collect again (a run of {period} that is not held replaces this \
+         one), or deliver it as it is with `{release}`"
+    )]
+    Held {
+        /// The held run.
+        run_id: String,
+        /// Its period.
+        period: Period,
+        /// Why it is held.
+        reason: String,
+        /// The command that releases it.
+        release: String,
+    },
+    /// Held runs could not be released.
+    #[error(transparent)]
+    Release(#[from] spool::ReleaseError),
     /// Runs were still spooled when the deadline of a one-shot delivery passed.
     #[error("{pending} run(s) still spooled after {seconds} s; the service delivers them later")]
     Undelivered {
@@ -115,6 +163,9 @@ pub struct RunSummary {
     pub failed_queries: usize,
     /// Result rows across all queries.
     pub rows: usize,
+    /// Why the run is held in the spool instead of delivered, when it is: more than
+    /// `max_failed_share` of its queries failed.
+    pub held: Option<String>,
 }
 
 /// One site's agent: its configuration, catalog, spool and clock.
@@ -147,18 +198,66 @@ impl Agent {
         self.config.period_at(self.clock.now())
     }
 
-    /// Runs the catalog for `period` and spools the run.
+    /// Runs the catalog for `period` and spools the run; holds it (spooled, not delivered)
+    /// when more than `max_failed_share` of its queries failed.
+    ///
+    /// A collection that cannot open the site database, or in which every query failed,
+    /// spools nothing: it fails with [`AgentError::Unopened`] or
+    /// [`AgentError::NothingCollected`], and is counted in the spool for `hrs status`.
+    /// The period is not marked collected, so the service tries it again at its next check.
     ///
     /// Fails at once with [`spool::CollectingError::Busy`] while another collection (say
     /// the service, beside `--once`) runs on the same spool.
     pub async fn collect(&self, period: Period) -> Result<RunSummary, AgentError> {
+        let outcome = self.collect_run(period).await;
+        match &outcome {
+            Err(error @ (AgentError::Unopened { .. } | AgentError::NothingCollected { .. })) => {
+                let failure = spool::FailedCollection {
+                    at: self.clock.stamp(),
+                    period: period.to_string(),
+                    error: error.to_string(),
+                };
+                if let Err(record) = self.spool.record_failed_collection(failure).await {
+                    tracing::warn!(error = %record, "cannot count the failed collection in the spool");
+                }
+                self.write_metrics().await;
+            }
+            Ok(RunSummary {
+                run_id,
+                held: Some(reason),
+                ..
+            }) => {
+                tracing::error!(
+                    %run_id,
+                    %period,
+                    %reason,
+                    release = %self.config.release_command(run_id),
+                    "run held in the spool, not delivered: too many of its queries failed for it \
+                     to replace the site's data upstream; fix the site database and collect \
+                     again, or release the run"
+                );
+                self.write_metrics().await;
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    /// Collects `period` into the spool; see [`Agent::collect`].
+    async fn collect_run(&self, period: Period) -> Result<RunSummary, AgentError> {
         let run_id = uuid::Uuid::new_v4();
         // Rows go to the spool as they are read, so memory stays flat however large the
         // run; the run becomes visible in the spool only once whole. Taken first: it holds
         // the spool's collection lock, so nothing is read while another collection runs.
         let mut sink = self.spool.begin(&run_id.to_string()).await?;
         let spec = self.config.site_db.clone();
-        let mut db = hrs_sitedb::open(&spec).await?;
+        let mut db = hrs_sitedb::open(&spec)
+            .await
+            .map_err(|source| AgentError::Unopened {
+                site_db: spec.to_string(),
+                period,
+                source,
+            })?;
         let what = collect::Collection {
             site: self.config.site.clone(),
             site_type: self.config.site_type,
@@ -179,9 +278,27 @@ impl Agent {
             &mut sink,
         )
         .await?;
+        if collected.nothing_collected() {
+            sink.discard().await?;
+            return Err(AgentError::NothingCollected {
+                site_db: spec.to_string(),
+                period,
+                queries: collected.queries,
+                sample: collect::error_sample(collected.errors.iter().map(String::as_str)),
+            });
+        }
+        let held = self.hold_reason(collected.failed_queries, collected.queries);
         let collected_at = self.clock.stamp();
         let header = collected.header.clone();
-        let (_, bytes) = sink.finish(&header, collected_at).await?;
+        let finished = sink.finish(&header, collected_at, held.clone()).await?;
+        for replaced in &finished.replaced {
+            tracing::warn!(
+                %replaced,
+                run_id = %run_id,
+                %period,
+                "a held run of the period was replaced by this newer one"
+            );
+        }
         self.enforce_limits().await?;
         let summary = RunSummary {
             run_id: run_id.to_string(),
@@ -189,6 +306,7 @@ impl Agent {
             queries: collected.queries,
             failed_queries: collected.failed_queries,
             rows: usize::try_from(collected.rows).unwrap_or(usize::MAX),
+            held,
         };
         tracing::info!(
             run_id = %summary.run_id,
@@ -196,11 +314,45 @@ impl Agent {
             queries = summary.queries,
             failed = summary.failed_queries,
             rows = summary.rows,
-            bytes,
+            bytes = finished.size,
+            held = summary.held.is_some(),
             site_db = %spec,
             "run spooled"
         );
         Ok(summary)
+    }
+
+    /// Returns why a run with `failed` of `queries` queries failed is held, when more than
+    /// `max_failed_share` of them failed.
+    fn hold_reason(&self, failed: usize, queries: usize) -> Option<String> {
+        if queries == 0 {
+            return None;
+        }
+        let share = failed as f64 / queries as f64;
+        (share > self.config.max_failed_share).then(|| {
+            format!(
+                "{failed} of {queries} queries failed ({:.0}%), more than max_failed_share = {} \
+                 allows",
+                share * 100.0,
+                self.config.max_failed_share
+            )
+        })
+    }
+
+    /// Releases held runs, an operator's word (`hrs release`): the run `run_id`, or every
+    /// held run when `None`, goes with the next delivery. Returns what was released.
+    pub async fn release(&self, run_id: Option<&str>) -> Result<Vec<spool::HeldRun>, AgentError> {
+        let released = self.spool.release(run_id).await?;
+        for run in &released {
+            tracing::info!(
+                run_id = %run.run_id,
+                period = %run.period,
+                reason = %run.reason,
+                "held run released by an operator; it goes with the next delivery"
+            );
+        }
+        self.write_metrics().await;
+        Ok(released)
     }
 
     /// Pushes every spooled run upstream, oldest first, removing each once committed, or
@@ -262,7 +414,12 @@ impl Agent {
             match text.parse::<Period>() {
                 Ok(period) => {
                     tracing::info!(%period, "re-initialising: collecting again at the upstream's request");
-                    self.collect(period).await?;
+                    // The delivery this follows succeeded; a collection that fails here is
+                    // counted and logged, and the request, still pending upstream, is
+                    // answered at a later check.
+                    if let Err(error) = self.collect(period).await {
+                        tracing::error!(%error, %period, "re-initialisation: collection failed");
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "ignoring a re-initialisation request"),
             }
@@ -385,14 +542,35 @@ impl Agent {
     }
 
     /// Collects the configured period now and delivers the spool, retrying with backoff
-    /// until `deadline`; what is left stays spooled for the service.
+    /// until `deadline`; what is left stays spooled for the service. A run held by
+    /// [`Agent::collect`] stays in the spool while the rest is delivered, and is the error
+    /// returned.
     pub async fn run_once(&self, deadline: Duration) -> Result<RunSummary, AgentError> {
         let summary = self.collect(self.due_period()).await?;
+        let delivered = self.deliver_until(deadline).await;
+        match summary.held.clone() {
+            None => delivered.map(|()| summary),
+            Some(reason) => {
+                if let Err(error) = delivered {
+                    tracing::error!(%error, "delivery failed");
+                }
+                Err(AgentError::Held {
+                    release: self.config.release_command(&summary.run_id),
+                    run_id: summary.run_id,
+                    period: summary.period,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Delivers the spool, retrying with backoff until `deadline`.
+    async fn deliver_until(&self, deadline: Duration) -> Result<(), AgentError> {
         let started = tokio::time::Instant::now();
         let mut backoff = Backoff::new(self.config.retry_max_seconds);
         loop {
             match self.deliver().await {
-                Ok(_) => return Ok(summary),
+                Ok(_) => return Ok(()),
                 Err(error) if error.is_refusal() => return Err(error),
                 Err(error) => {
                     let wait = backoff.next();
@@ -472,6 +650,8 @@ impl Agent {
             oldest_pending_at: backlog.oldest_collected_at,
             last_collected_period: self.spool.last_collected().await?,
             dropped_runs: self.spool.dropped_runs().await?,
+            held_runs: self.spool.held().await?,
+            failed_collections: self.spool.failed_collections().await?,
             certificate: self
                 .config
                 .tls
@@ -580,6 +760,10 @@ pub struct AgentStatus {
     pub last_collected_period: Option<String>,
     /// Runs dropped, ever, to keep the spool within its limits; never delivered.
     pub dropped_runs: u64,
+    /// Runs kept in the spool but not delivered until an operator releases them.
+    pub held_runs: Vec<spool::HeldRun>,
+    /// Collections that spooled nothing (site database unopened, every query failed).
+    pub failed_collections: spool::FailedCollections,
     /// This site's TLS certificate and when it expires, with TLS.
     pub certificate: Option<hrs_pki::Expiry>,
 }
@@ -618,39 +802,58 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_run_past_max_run_mb_is_spooled_with_the_overflowing_query_failed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let site_db = dir.path().join("site.sqlite");
-        collect::tests::seed_large_site(&site_db);
-        let config = AgentConfig {
+    /// An agent configuration for tests: site P01 of a fixed hierarchy, collecting
+    /// `site_db` into a spool in `dir`, with an upstream never called.
+    fn config_for(dir: &std::path::Path, site_db: std::path::PathBuf) -> AgentConfig {
+        AgentConfig {
             site: "P01".parse().expect("site code"),
             site_type: SiteType::Primary,
             hierarchy_id: "3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47".parse().expect("id"),
-            level: hrs_core::Level::Full,
-            site_db: hrs_sitedb::SiteDbSpec::Sqlite(site_db.clone()),
+            level: hrs_core::Level::Enhanced,
+            site_db: hrs_sitedb::SiteDbSpec::Sqlite(site_db),
             hash_key_file: None,
-            spool: dir.path().join("spool.sqlite"),
+            spool: dir.join("spool.sqlite"),
             tls: None,
-            metrics: hrs_core::config::MetricsTable::default(),
-            // Never called: the run is only collected and spooled.
+            metrics: hrs_core::config::MetricsTable {
+                file: Some(dir.join("agent.prom")),
+            },
+            // Never called: runs are only collected and spooled.
             upstream: "http://127.0.0.1:9".into(),
             period: None,
             check_minutes: 60,
             retry_max_seconds: 1,
             spool_max_mb: 1024,
             spool_max_age_days: 365,
-            max_run_mb: 1,
+            max_run_mb: 953,
             push_chunk_kib: 1024,
             link_degraded_after: 12,
             link_failed_after: 24,
+            max_failed_share: config::DEFAULT_MAX_FAILED_SHARE,
+            file: Some(dir.join("agent.toml")),
+        }
+    }
+
+    /// The clock of these tests: the Monday after 2026-W48.
+    fn monday() -> hrs_core::clock::ManualClock {
+        hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC))
+    }
+
+    #[tokio::test]
+    async fn a_run_past_max_run_mb_is_spooled_with_the_overflowing_query_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site_db = dir.path().join("site.sqlite");
+        collect::tests::seed_large_site(&site_db);
+        let config = AgentConfig {
+            level: hrs_core::Level::Full,
+            metrics: hrs_core::config::MetricsTable::default(),
+            max_run_mb: 1,
+            ..config_for(dir.path(), site_db.clone())
         };
-        let clock =
-            hrs_core::clock::ManualClock::new(time::macros::datetime!(2026-11-30 06:00 UTC));
-        let agent = Agent::open(config, clock.shared()).expect("opens");
+        let agent = Agent::open(config, monday().shared()).expect("opens");
         let period: Period = "2026-W48".parse().expect("period");
         let summary = agent.collect(period).await.expect("collects");
         assert_eq!(summary.failed_queries, 1);
+        assert_eq!(summary.held, None);
 
         // Spooled whole, within the limit, its digest that of its content, so the
         // aggregator takes it; the other queries kept their rows.
@@ -691,6 +894,195 @@ mod tests {
         assert!(kept("F-UPDATE-ERRORS") > 1_000);
         assert!(kept("F-ALERTS") > 0);
         assert_eq!(run.results.len(), summary.queries);
+    }
+
+    /// Bytes that are no SQLite database, as a garbled or overwritten site database file
+    /// holds: a fixed pseudo-random sequence, so every run of the test sees the same.
+    fn garbage(len: usize) -> Vec<u8> {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_site_database_that_is_garbage_empty_or_missing_spools_nothing_and_is_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbled = dir.path().join("garbage.sqlite");
+        std::fs::write(&garbled, garbage(64 << 10)).expect("writes");
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, b"").expect("writes");
+        let missing = dir.path().join("missing.sqlite");
+        let period: Period = "2026-W48".parse().expect("period");
+        let cases = [
+            (garbled, "file is not a database"),
+            (empty, "no such table"),
+            (missing, "does not exist"),
+        ];
+        for (n, (site_db, names)) in cases.into_iter().enumerate() {
+            let agent = Agent::open(config_for(dir.path(), site_db.clone()), monday().shared())
+                .expect("opens");
+            let error = agent
+                .collect(period)
+                .await
+                .expect_err("a failed collection");
+            let message = error.to_string();
+            assert!(
+                matches!(
+                    error,
+                    AgentError::NothingCollected { .. } | AgentError::Unopened { .. }
+                ),
+                "{message}"
+            );
+            // It says what to check: the setting, the database, and what the queries hit.
+            for part in [
+                "site_db",
+                &site_db.display().to_string(),
+                names,
+                "nothing was spooled",
+            ] {
+                assert!(message.contains(part), "{part:?} missing from: {message}");
+            }
+            // Nothing spooled, the period not marked collected, so the service tries again.
+            assert!(agent.spool.pending().await.expect("pending").is_empty());
+            assert_eq!(agent.spool.last_collected().await.expect("reads"), None);
+            let status = agent.status().await.expect("status");
+            assert_eq!(status.failed_collections.count, n as u64 + 1);
+            let last = status.failed_collections.last.expect("the last failure");
+            assert_eq!(last.period, "2026-W48");
+            assert_eq!(last.at, "2026-11-30T06:00:00Z");
+            assert!(last.error.contains(names), "{}", last.error);
+            let metrics = std::fs::read_to_string(dir.path().join("agent.prom")).expect("metrics");
+            let line = format!("hrs_agent_failed_collections_total {}", n + 1);
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} missing from\n{metrics}"
+            );
+        }
+        // The next collection's lock is free and nothing of the failed ones is left.
+        let seeded = dir.path().join("site.sqlite");
+        hrs_sitedb::seed(&seeded, &"P01".parse().expect("site"), 20, 1).expect("seeds");
+        let agent = Agent::open(config_for(dir.path(), seeded), monday().shared()).expect("opens");
+        let summary = agent.collect(period).await.expect("collects");
+        assert_eq!((summary.failed_queries, summary.held), (0, None));
+        assert_eq!(agent.spool.waiting().await.expect("waiting").len(), 1);
+    }
+
+    /// Seeds a site database at `path`, then drops every view but `v_R_System`, so most
+    /// queries fail and a few still return rows.
+    fn seed_mostly_missing(path: &std::path::Path) {
+        hrs_sitedb::seed(path, &"P01".parse().expect("site"), 20, 1).expect("seeds");
+        let conn = rusqlite::Connection::open(path).expect("opens");
+        let names: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT type, name FROM sqlite_master
+                 WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'
+                   AND name <> 'v_R_System'",
+            )
+            .expect("prepares")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("lists")
+            .collect::<Result<_, _>>()
+            .expect("reads");
+        for (kind, name) in names {
+            conn.execute_batch(&format!("DROP {kind} IF EXISTS \"{name}\""))
+                .expect("drops");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_with_most_queries_failed_is_held_until_released_or_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broken_db = dir.path().join("broken.sqlite");
+        seed_mostly_missing(&broken_db);
+        let good_db = dir.path().join("good.sqlite");
+        hrs_sitedb::seed(&good_db, &"P01".parse().expect("site"), 20, 1).expect("seeds");
+        let clock = monday();
+        let broken = Agent::open(config_for(dir.path(), broken_db), clock.shared()).expect("opens");
+        let period: Period = "2026-W48".parse().expect("period");
+
+        let first = broken.collect(period).await.expect("collects");
+        assert!(
+            first.failed_queries * 2 > first.queries && first.failed_queries < first.queries,
+            "{} of {} failed",
+            first.failed_queries,
+            first.queries
+        );
+        let reason = first.held.clone().expect("held");
+        assert!(
+            reason.contains(&format!(
+                "{} of {} queries failed",
+                first.failed_queries, first.queries
+            )) && reason.contains("max_failed_share = 0.5"),
+            "{reason}"
+        );
+        // Spooled, the period collected, but not for delivery nor in the backlog.
+        let spooled = broken.spool.pending().await.expect("pending");
+        assert_eq!(spooled.len(), 1);
+        assert!(broken.spool.waiting().await.expect("waiting").is_empty());
+        assert_eq!(
+            broken
+                .spool
+                .last_collected()
+                .await
+                .expect("reads")
+                .as_deref(),
+            Some("2026-W48")
+        );
+        let status = broken.status().await.expect("status");
+        assert_eq!(status.backlog_runs, 0);
+        assert_eq!(status.held_runs.len(), 1);
+        assert_eq!(status.held_runs[0].run_id, first.run_id);
+        assert_eq!(status.held_runs[0].reason, reason);
+        let metrics = std::fs::read_to_string(dir.path().join("agent.prom")).expect("metrics");
+        assert!(
+            metrics.lines().any(|l| l == "hrs_agent_held_runs 1"),
+            "{metrics}"
+        );
+
+        // An operator's word: an unknown id is refused naming what is held; then released.
+        let unknown = broken
+            .release(Some("no-such-run"))
+            .await
+            .expect_err("unknown");
+        assert!(
+            unknown.to_string().contains("no-such-run is not held")
+                && unknown.to_string().contains(&first.run_id),
+            "{unknown}"
+        );
+        let released = broken.release(None).await.expect("releases");
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].run_id, first.run_id);
+        let waiting = broken.spool.waiting().await.expect("waiting");
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].run_id, first.run_id);
+        let nothing = broken.release(None).await.expect_err("nothing held");
+        assert!(nothing.to_string().contains("no run is held"), "{nothing}");
+
+        // A newer held run of the period replaces an older held one, and a run that is
+        // not held replaces both; the released run is delivered as any other.
+        let second = broken.collect(period).await.expect("collects");
+        let third = broken.collect(period).await.expect("collects");
+        assert!(second.held.is_some() && third.held.is_some());
+        let held = broken.spool.held().await.expect("held");
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].run_id, third.run_id);
+        let good = Agent::open(config_for(dir.path(), good_db), clock.shared()).expect("opens");
+        let fourth = good.collect(period).await.expect("collects");
+        assert_eq!((fourth.failed_queries, fourth.held), (0, None));
+        assert!(good.spool.held().await.expect("held").is_empty());
+        let waiting = good.spool.waiting().await.expect("waiting");
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(
+            (&waiting[0].run_id, &waiting[1].run_id),
+            (&first.run_id, &fourth.run_id)
+        );
+        assert_eq!(good.spool.pending().await.expect("pending").len(), 2);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The agent's metrics as a Prometheus text file: an agent has no listener of its own, so
 //! it rewrites the file after every delivery attempt and an exporter's textfile collector
 //! (node_exporter, windows_exporter) serves it. What an operator alerts on: a backlog that
-//! grows, runs dropped to stay within the spool's limits, a link that is not active.
+//! grows, runs dropped to stay within the spool's limits, a link that is not active, a
+//! collection that spooled nothing, a run held for an operator's word.
 
 use std::path::Path;
 
@@ -53,6 +54,29 @@ pub fn render(status: &AgentStatus) -> Result<String, std::fmt::Error> {
         "spool_dropped_runs",
         "Runs dropped to keep the spool within its limits; they are never delivered",
         dropped,
+    );
+    let failed = Counter::<u64>::default();
+    failed.inc_by(status.failed_collections.count);
+    registry.register(
+        "failed_collections",
+        "Collections that spooled nothing: the site database could not be opened, or every query failed",
+        failed,
+    );
+    registry.register(
+        "last_failed_collection_timestamp_seconds",
+        "When a collection last spooled nothing (0 if never)",
+        gauge(unix_seconds(
+            status
+                .failed_collections
+                .last
+                .as_ref()
+                .map(|last| last.at.as_str()),
+        )),
+    );
+    registry.register(
+        "held_runs",
+        "Runs kept in the spool, not delivered, until an operator releases them (hrs release)",
+        gauge(count(status.held_runs.len() as u64)),
     );
     registry.register(
         "link_consecutive_failures",
@@ -108,6 +132,21 @@ mod tests {
             lag_seconds: Some(3600),
             last_collected_period: None,
             dropped_runs: 1,
+            held_runs: vec![crate::spool::HeldRun {
+                run_id: "r1".into(),
+                period: "2026-W48".into(),
+                reason: "69 of 70 queries failed".into(),
+                held_at: "2026-11-30T06:00:00Z".into(),
+                size: 512,
+            }],
+            failed_collections: crate::spool::FailedCollections {
+                count: 3,
+                last: Some(crate::spool::FailedCollection {
+                    at: "2026-11-23T10:00:00Z".into(),
+                    period: "2026-W47".into(),
+                    error: "every one of the 70 queries failed".into(),
+                }),
+            },
             certificate: None,
         };
         let text = render(&status).expect("renders");
@@ -120,6 +159,11 @@ mod tests {
             "hrs_agent_link_last_success_timestamp_seconds 1795428000",
             "hrs_agent_link_state{state=\"degraded\"} 1",
             "hrs_agent_link_state{state=\"active\"} 0",
+            "hrs_agent_failed_collections_total 3",
+            "hrs_agent_last_failed_collection_timestamp_seconds 1795428000",
+            "hrs_agent_held_runs 1",
+            "# TYPE hrs_agent_failed_collections counter",
+            "# HELP hrs_agent_held_runs Runs kept in the spool, not delivered, until an operator releases them (hrs release).",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS held_runs (
+    run_id  TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    held_at TEXT NOT NULL
+);
 ";
 
 /// A spooled run awaiting delivery.
@@ -125,6 +130,67 @@ pub struct Dropped {
     pub period: String,
     /// Which limit it broke.
     pub reason: String,
+}
+
+/// A spooled run kept from delivery until an operator releases it (`hrs release`): too
+/// many of its queries failed for it to replace the site's current data unasked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldRun {
+    /// The run's id.
+    pub run_id: String,
+    /// Its period.
+    pub period: String,
+    /// Why it is held: how many of its queries failed, against which limit.
+    pub reason: String,
+    /// When it was held (RFC 3339).
+    pub held_at: String,
+    /// The length of its encoding, in bytes.
+    pub size: u64,
+}
+
+/// The last collection that produced nothing to spool, as `hrs status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedCollection {
+    /// When it failed (RFC 3339).
+    pub at: String,
+    /// The period it was collecting.
+    pub period: String,
+    /// Why: what the operator has to check.
+    pub error: String,
+}
+
+/// Collections that produced nothing to spool (the site database could not be opened, or
+/// every query failed), kept in the spool's state so they outlive the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedCollections {
+    /// How many, ever.
+    pub count: u64,
+    /// The last of them.
+    pub last: Option<FailedCollection>,
+}
+
+/// Why held runs could not be released.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The spool failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No run is held.
+    #[error("spool {spool}: no run is held, so there is nothing to release")]
+    NothingHeld {
+        /// The spool file.
+        spool: PathBuf,
+    },
+    /// The run named is not one of the held runs.
+    #[error("spool {spool}: run {run_id} is not held (held: {held})")]
+    NotHeld {
+        /// The spool file.
+        spool: PathBuf,
+        /// The run asked for.
+        run_id: String,
+        /// The runs that are held, for the operator to pick from.
+        held: String,
+    },
 }
 
 /// Why a collection could not be written into the spool, or turned into a run there.
@@ -306,13 +372,15 @@ impl Spool {
             .await
     }
 
-    /// Returns every spooled run's id, sequence, period and size, oldest first, without
-    /// reading the runs themselves.
+    /// Returns the id, sequence, period and size of every spooled run delivery may push
+    /// (held runs are not), oldest first, without reading the runs themselves.
     pub async fn waiting(&self) -> Result<Vec<Waiting>, StoreError> {
         self.store
             .call(|conn| {
                 let mut stmt = conn.prepare(
-                    "SELECT run_id, sequence, period, LENGTH(payload) FROM runs ORDER BY sequence",
+                    "SELECT run_id, sequence, period, LENGTH(payload) FROM runs
+                     WHERE run_id NOT IN (SELECT run_id FROM held_runs)
+                     ORDER BY sequence",
                 )?;
                 let rows = stmt.query_map([], |r| {
                     Ok(Waiting {
@@ -352,9 +420,81 @@ impl Spool {
         let run_id = run_id.to_owned();
         self.store
             .call(move |conn| {
-                conn.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
+                let tx = conn.transaction()?;
+                tx.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
+                tx.execute("DELETE FROM held_runs WHERE run_id = ?1", params![run_id])?;
+                tx.commit()?;
                 Ok(())
             })
+            .await
+    }
+
+    /// Returns the held runs, oldest first.
+    pub async fn held(&self) -> Result<Vec<HeldRun>, StoreError> {
+        self.store.call(|conn| read_held(conn)).await
+    }
+
+    /// Releases the held run `run_id`, or every held run when `None`, so the next delivery
+    /// pushes it; returns what it released.
+    pub async fn release(&self, run_id: Option<&str>) -> Result<Vec<HeldRun>, ReleaseError> {
+        let spool = self.store.path().to_owned();
+        let wanted = run_id.map(str::to_owned);
+        let released = self
+            .store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let held = read_held(&tx)?;
+                let chosen: Vec<HeldRun> = match &wanted {
+                    None => held.clone(),
+                    Some(id) => held.iter().filter(|h| &h.run_id == id).cloned().collect(),
+                };
+                for run in &chosen {
+                    tx.execute(
+                        "DELETE FROM held_runs WHERE run_id = ?1",
+                        params![run.run_id],
+                    )?;
+                }
+                tx.commit()?;
+                Ok((held, chosen))
+            })
+            .await?;
+        match released {
+            (held, _) if held.is_empty() => Err(ReleaseError::NothingHeld { spool }),
+            (held, chosen) if chosen.is_empty() => Err(ReleaseError::NotHeld {
+                spool,
+                run_id: run_id.unwrap_or_default().to_owned(),
+                held: held
+                    .iter()
+                    .map(|h| format!("{} ({})", h.run_id, h.period))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            (_, chosen) => Ok(chosen),
+        }
+    }
+
+    /// Counts a collection that produced nothing to spool, and keeps it as the last one.
+    pub async fn record_failed_collection(
+        &self,
+        failure: FailedCollection,
+    ) -> Result<FailedCollections, StoreError> {
+        self.store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let mut failed: FailedCollections = read_record(&tx, FAILED_COLLECTIONS)?;
+                failed.count = failed.count.saturating_add(1);
+                failed.last = Some(failure);
+                write_record(&tx, FAILED_COLLECTIONS, &failed)?;
+                tx.commit()?;
+                Ok(failed)
+            })
+            .await
+    }
+
+    /// Returns the collections that produced nothing to spool: how many, and the last.
+    pub async fn failed_collections(&self) -> Result<FailedCollections, StoreError> {
+        self.store
+            .call(|conn| read_record(conn, FAILED_COLLECTIONS))
             .await
     }
 
@@ -383,7 +523,7 @@ impl Spool {
         self.store
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let mut link = read_link(&tx)?;
+                let mut link: LinkRecord = read_record(&tx, LINK)?;
                 link.last_attempt_at = Some(at.clone());
                 match outcome {
                     Ok(()) => {
@@ -396,13 +536,7 @@ impl Spool {
                         link.last_error = Some(error);
                     }
                 }
-                let text = serde_json::to_string(&link)
-                    .map_err(|e| StoreError::Corrupt(format!("link record: {e}")))?;
-                tx.execute(
-                    "INSERT INTO state (key, value) VALUES ('link', ?1)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    params![text],
-                )?;
+                write_record(&tx, LINK, &link)?;
                 tx.commit()?;
                 Ok(link)
             })
@@ -411,16 +545,17 @@ impl Spool {
 
     /// Returns what is known of the link to the upstream.
     pub async fn link(&self) -> Result<LinkRecord, StoreError> {
-        self.store.call(|conn| read_link(conn)).await
+        self.store.call(|conn| read_record(conn, LINK)).await
     }
 
-    /// Returns how many runs wait, how large they are, and since when.
+    /// Returns how many runs wait for delivery (held runs do not), how large they are, and
+    /// since when.
     pub async fn backlog(&self) -> Result<Backlog, StoreError> {
         self.store
             .call(|conn| {
                 Ok(conn.query_row(
                     "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(collected_at)
-                     FROM runs",
+                     FROM runs WHERE run_id NOT IN (SELECT run_id FROM held_runs)",
                     [],
                     |r| {
                         Ok(Backlog {
@@ -481,6 +616,7 @@ impl Spool {
                         continue;
                     };
                     tx.execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])?;
+                    tx.execute("DELETE FROM held_runs WHERE run_id = ?1", params![run_id])?;
                     total -= bytes;
                     dropped.push(Dropped {
                         run_id,
@@ -626,9 +762,23 @@ impl Spool {
     }
 }
 
+/// A collection turned into a spooled run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The run's digest, computed from its pieces.
+    pub digest: String,
+    /// The length of its encoding, in bytes.
+    pub size: u64,
+    /// The held runs of the same period it replaced.
+    pub replaced: Vec<String>,
+}
+
 impl Collecting {
     /// Writes the gathered pieces into the spool as one run, its digest computed from
-    /// them, together with the period it collected; returns the digest and the run's size.
+    /// them, together with the period it collected. With `hold` (the reason), the run is
+    /// held in the same transaction, so it is never pushable before it is held. Any held
+    /// run of the same period is replaced: the newest collection of a period is the one an
+    /// operator decides on.
     ///
     /// It first checks that the pieces are what was recorded of them (bytes and rows of
     /// every set) and that the run comes out at the size computed for it; on a mismatch
@@ -637,7 +787,8 @@ impl Collecting {
         self,
         header: &pb::Run,
         collected_at: String,
-    ) -> Result<(String, u64), CollectingError> {
+        hold: Option<String>,
+    ) -> Result<Finished, CollectingError> {
         let Collecting {
             store,
             lock,
@@ -646,11 +797,39 @@ impl Collecting {
         } = self;
         let header = header.clone();
         let finished = store
-            .call(move |conn| Ok(write_run(conn, &run_id, &header, collected_at)))
+            .call(move |conn| Ok(write_run(conn, &run_id, &header, collected_at, hold)))
             .await?;
         // Released only once the run is committed (or left as it was).
         drop(lock);
         finished
+    }
+
+    /// Ends the collection without spooling anything: its pieces are cleared, the period
+    /// is not marked collected, and the lock is released.
+    pub async fn discard(self) -> Result<(), CollectingError> {
+        let Collecting {
+            store,
+            lock,
+            run_id,
+            ..
+        } = self;
+        store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "DELETE FROM collecting_rows WHERE run_id = ?1",
+                    params![run_id],
+                )?;
+                tx.execute(
+                    "DELETE FROM collecting_sets WHERE run_id = ?1",
+                    params![run_id],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        drop(lock);
+        Ok(())
     }
 }
 
@@ -661,7 +840,8 @@ fn write_run(
     run_id: &str,
     header: &pb::Run,
     collected_at: String,
-) -> Result<(String, u64), CollectingError> {
+    hold: Option<String>,
+) -> Result<Finished, CollectingError> {
     let tx = conn.transaction()?;
     let sets = collected_sets(&tx, run_id)?;
     check_pieces(&tx, run_id, &sets)?;
@@ -723,6 +903,24 @@ fn write_run(
             .map(|set| 1 + encoded_len_varint(set_len(set)) as u64 + set_len(set))
             .sum::<u64>();
 
+    let replaced: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT h.run_id FROM held_runs h JOIN runs r ON r.run_id = h.run_id
+             WHERE r.period = ?1",
+        )?;
+        stmt.query_map(params![header.period], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for old in &replaced {
+        tx.execute("DELETE FROM runs WHERE run_id = ?1", params![old])?;
+        tx.execute("DELETE FROM held_runs WHERE run_id = ?1", params![old])?;
+    }
+    if let Some(reason) = hold {
+        tx.execute(
+            "INSERT INTO held_runs (run_id, reason, held_at) VALUES (?1, ?2, ?3)",
+            params![run_id, reason, collected_at],
+        )?;
+    }
     tx.execute(
         "INSERT INTO runs (run_id, sequence, period, digest, collected_at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, zeroblob(?6))",
@@ -782,7 +980,11 @@ fn write_run(
         params![run_id],
     )?;
     tx.commit()?;
-    Ok((digest, size))
+    Ok(Finished {
+        digest,
+        size,
+        replaced,
+    })
 }
 
 /// Checks that the pieces stored for each set of `run_id` add up to the bytes recorded
@@ -984,18 +1186,65 @@ fn for_each_piece(
     Ok(())
 }
 
-fn read_link(conn: &rusqlite::Connection) -> Result<LinkRecord, StoreError> {
-    let text: Option<String> = conn
-        .query_row("SELECT value FROM state WHERE key = 'link'", [], |r| {
-            r.get(0)
+fn read_held(conn: &rusqlite::Connection) -> Result<Vec<HeldRun>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT h.run_id, r.period, h.reason, h.held_at, LENGTH(r.payload)
+         FROM held_runs h JOIN runs r ON r.run_id = h.run_id ORDER BY r.sequence",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(HeldRun {
+            run_id: r.get(0)?,
+            period: r.get(1)?,
+            reason: r.get(2)?,
+            held_at: r.get(3)?,
+            size: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
         })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The state key of the link's record, and how errors name it.
+const LINK: (&str, &str) = ("link", "link record");
+
+/// The state key of the failed collections' record, and how errors name it.
+const FAILED_COLLECTIONS: (&str, &str) = ("failed_collections", "failed collections");
+
+/// Reads the record kept as JSON under `key` in the spool's state; the default when none is.
+fn read_record<T: serde::de::DeserializeOwned + Default>(
+    conn: &rusqlite::Connection,
+    (key, name): (&str, &str),
+) -> Result<T, StoreError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM state WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        )
         .optional()?;
     match text {
-        None => Ok(LinkRecord::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt(format!("link record: {e}"))),
+        None => Ok(T::default()),
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
+        }
     }
 }
+
+/// Keeps `record` as JSON under `key` in the spool's state.
+fn write_record<T: serde::Serialize>(
+    conn: &rusqlite::Connection,
+    (key, name): (&str, &str),
+    record: &T,
+) -> Result<(), StoreError> {
+    let text =
+        serde_json::to_string(record).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+    conn.execute(
+        "INSERT INTO state (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, text],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1082,7 +1331,8 @@ mod tests {
             }))
             .expect("set");
         }
-        let (digest, size) = block(sink.finish(&header, rfc3339(at(1)))).expect("finishes");
+        let Finished { digest, size, .. } =
+            block(sink.finish(&header, rfc3339(at(1)), None)).expect("finishes");
 
         let mut expected = header.clone();
         expected.results = sets.to_vec();
@@ -1227,7 +1477,7 @@ mod tests {
 
         // The first goes on and finishes whole.
         let more = write_sets(&mut first, "T", 1, 10);
-        block(first.finish(&header("run-service", 1), rfc3339(at(1)))).expect("finishes");
+        block(first.finish(&header("run-service", 1), rfc3339(at(1)), None)).expect("finishes");
         let run = spooled_run(&once, "run-service");
         assert_eq!(run.results, [first_sets, more].concat());
         assert_eq!(run.digest, hrs_core::digest::run_digest(&run));
@@ -1235,7 +1485,7 @@ mod tests {
         // Once it is done, the second collects in turn, and both runs stay.
         let mut second = block(once.begin("run-once")).expect("begins after the first");
         let second_sets = write_sets(&mut second, "O", 2, 50);
-        block(second.finish(&header("run-once", 2), rfc3339(at(1)))).expect("finishes");
+        block(second.finish(&header("run-once", 2), rfc3339(at(1)), None)).expect("finishes");
         assert_eq!(spooled_run(&service, "run-once").results, second_sets);
         assert_eq!(spooled_run(&service, "run-service").results.len(), 4);
         assert_eq!(collecting(&service), (0, 0));
@@ -1254,9 +1504,24 @@ mod tests {
         let mut next = block(spool.begin("run-next")).expect("begins");
         assert_eq!(collecting(&spool), (0, 0));
         let sets = write_sets(&mut next, "N", 1, 3);
-        block(next.finish(&header("run-next", 2), rfc3339(at(1)))).expect("finishes");
+        block(next.finish(&header("run-next", 2), rfc3339(at(1)), None)).expect("finishes");
         assert_eq!(spooled_run(&spool, "run-next").results, sets);
         assert_eq!(block(spooled(&spool)).len(), 1);
+    }
+
+    #[test]
+    fn a_discarded_collection_leaves_nothing_and_frees_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&dir.path().join("spool.sqlite")).expect("opens");
+        let mut sink = block(spool.begin("run-discarded")).expect("begins");
+        write_sets(&mut sink, "D", 2, 3_000);
+        assert!(collecting(&spool).0 > 0);
+        block(sink.discard()).expect("discards");
+        assert_eq!(collecting(&spool), (0, 0));
+        assert!(block(spooled(&spool)).is_empty());
+        assert_eq!(block(spool.last_collected()).expect("reads"), None);
+        let next = block(spool.begin("run-next")).expect("the lock is free");
+        block(next.finish(&header("run-next", 2), rfc3339(at(1)), None)).expect("finishes");
     }
 
     #[test]
@@ -1277,7 +1542,7 @@ mod tests {
                 .with(|conn| Ok(conn.execute(tampering, [])?))
                 .expect("tampers");
             let error =
-                block(sink.finish(&header("run-1", 1), rfc3339(at(1)))).expect_err("refuses");
+                block(sink.finish(&header("run-1", 1), rfc3339(at(1)), None)).expect_err("refuses");
             match (n, &error) {
                 (0, CollectingError::RowBytes { set, .. }) => assert_eq!(set, "X-Q1"),
                 (1, CollectingError::RowCount { set, .. }) => assert_eq!(set, "X-Q0"),
@@ -1296,7 +1561,8 @@ mod tests {
         }
         let next = block(spool.begin("run-2")).expect("begins");
         assert_eq!(collecting(&spool), (0, 0));
-        block(next.finish(&header("run-2", 2), rfc3339(at(1)))).expect("an empty run finishes");
+        block(next.finish(&header("run-2", 2), rfc3339(at(1)), None))
+            .expect("an empty run finishes");
     }
 
     #[tokio::test]

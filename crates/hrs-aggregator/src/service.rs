@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hrs_core::clock::SharedClock;
-use hrs_core::encoded::{EncodedError, check_run_encoded};
+use hrs_core::encoded::{EncodedError, check_run};
 use hrs_core::ids::IdError;
 use hrs_core::validate::{Invalid, RunHeader, check_link_report, check_run_time};
 use hrs_core::{HierarchyId, Period, SiteCode};
@@ -42,6 +42,23 @@ pub enum PushError {
         got: String,
         /// The hierarchy's key fingerprint (empty: plain hash).
         expected: String,
+    },
+    /// Every query of the run failed: it holds no data, and made current it would erase
+    /// the site's data of its period, so it is refused whatever its sequence.
+    #[error(
+        "run {run_id}: every one of its {queries} queries failed at site {site}, so it holds \
+         no data; the site's current run of {period} is kept: check the site's database \
+         (its agent's site_db setting)"
+    )]
+    NothingCollected {
+        /// The run.
+        run_id: String,
+        /// The sending site.
+        site: String,
+        /// Its period.
+        period: String,
+        /// Its queries, every one failed.
+        queries: usize,
     },
     /// The store refused or failed the commit.
     #[error(transparent)]
@@ -124,9 +141,9 @@ impl PushError {
 impl RpcError for PushError {
     fn code(&self) -> Code {
         match self {
-            Self::Invalid(Invalid::UnknownCatalog(_)) | Self::HashKey { .. } => {
-                Code::FailedPrecondition
-            }
+            Self::Invalid(Invalid::UnknownCatalog(_))
+            | Self::HashKey { .. }
+            | Self::NothingCollected { .. } => Code::FailedPrecondition,
             Self::Invalid(_) | Self::TooLarge { .. } | Self::Corrupt(_) => Code::InvalidArgument,
             Self::Busy { .. } => Code::ResourceExhausted,
             Self::Unreadable(status) => status.code(),
@@ -472,8 +489,9 @@ impl AggregatorService {
     }
 
     /// Checks a fully staged run straight from its staged chunks (bytes against the offer,
-    /// then the one run check, `check_run_encoded`, digest included, and the sender
-    /// checks) and commits it, never holding more than a window of it in memory.
+    /// then the one run check, `check_run`, digest included, and the sender checks) and
+    /// commits it, never holding more than a window of it in memory. A run in which every
+    /// query failed is refused: it must never become a site's current run.
     async fn commit_staged(
         &self,
         offer: &pb::RunOffer,
@@ -486,7 +504,7 @@ impl AggregatorService {
         });
         let checked = tokio::task::spawn_blocking(move || {
             let sha256 = hrs_core::bytes::sha256_of(source.as_ref(), CHECK_WINDOW)?;
-            Ok::<_, std::io::Error>((sha256, check_run_encoded(source.as_ref())))
+            Ok::<_, std::io::Error>((sha256, check_run(source.as_ref())))
         })
         .await
         .map_err(|e| PushError::Task(e.to_string()))?
@@ -498,10 +516,12 @@ impl AggregatorService {
                 offer.size, offer.sha256
             )));
         }
-        let (header, fields) = checked.map_err(|error| match error {
+        let checked = checked.map_err(|error| match error {
             EncodedError::Invalid(invalid) => PushError::Invalid(invalid),
             EncodedError::Read(error) => PushError::Staged(error.to_string()),
         })?;
+        let nothing_collected = checked.nothing_collected();
+        let (header, fields, queries) = (checked.header, checked.fields, checked.sets);
         if fields.run_id != offer.run_id || fields.site != offer.site {
             return Err(PushError::Corrupt(format!(
                 "run: carries run {} of site {}, the offer named run {} of site {}",
@@ -510,6 +530,14 @@ impl AggregatorService {
         }
         check_run_time(&header, self.clock.now())?;
         self.check_sender(&header, &fields.hash_key_id)?;
+        if nothing_collected {
+            return Err(PushError::NothingCollected {
+                run_id: header.run_id.to_string(),
+                site: header.site.to_string(),
+                period: header.period.to_string(),
+                queries,
+            });
+        }
         let (store, offer, received_at) =
             (Arc::clone(&self.store), offer.clone(), self.clock.now());
         let commit = tokio::task::spawn_blocking(move || {

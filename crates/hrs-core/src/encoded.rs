@@ -45,11 +45,39 @@ pub enum EncodedError {
     Read(#[from] std::io::Error),
 }
 
+/// Checks an encoded run as [`check_run`] does; returns what the run says about itself,
+/// and the run's own fields (its results left out).
+pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), EncodedError> {
+    check_run(source).map(|checked| (checked.header, checked.fields))
+}
+
+/// A run that passed [`check_run`].
+#[derive(Debug, Clone)]
+pub struct CheckedRun {
+    /// What the run says about itself.
+    pub header: RunHeader,
+    /// Its own fields, its results left out.
+    pub fields: pb::Run,
+    /// Its result sets, one per query it ran.
+    pub sets: usize,
+    /// The sets that carry an error instead of rows: when every set does, the run holds no
+    /// data, and a receiver must not let it replace the site's data.
+    pub failed_sets: usize,
+}
+
+impl CheckedRun {
+    /// True when the run ran queries and every one failed.
+    pub fn nothing_collected(&self) -> bool {
+        self.sets > 0 && self.failed_sets == self.sets
+    }
+}
+
 /// Checks an encoded run: its own fields, every result set and row against the catalog it
 /// names, and its digest, reading it a window at a time. Returns what the run says about
-/// itself, and the run's own fields (its results left out). A run held decoded is checked
-/// through its encoding (`Vec<u8>` is a [`RunBytes`]), so there is one check of a run.
-pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), EncodedError> {
+/// itself, its own fields, and how many of its queries failed. A run held decoded is
+/// checked through its encoding (`Vec<u8>` is a [`RunBytes`]), so there is one check of a
+/// run.
+pub fn check_run(source: &dyn RunBytes) -> Result<CheckedRun, EncodedError> {
     let mut cursor = Cursor::new(source, "run");
     let mut spans = Vec::new();
     let mut set_fields = 0usize;
@@ -105,7 +133,15 @@ pub fn check_run_encoded(source: &dyn RunBytes) -> Result<(RunHeader, pb::Run), 
         }
         .into());
     }
-    Ok((header, run))
+    Ok(CheckedRun {
+        header,
+        fields: run,
+        sets: spans.len(),
+        failed_sets: spans
+            .iter()
+            .filter(|(_, span)| !span.fields.error.is_empty())
+            .count(),
+    })
 }
 
 #[cfg(test)]
@@ -207,6 +243,30 @@ mod tests {
                 .to_string()
                 .contains("appears twice")
         );
+    }
+
+    #[test]
+    fn the_check_counts_the_queries_that_failed() {
+        let good = run();
+        let checked = check_run(&good.encode_to_vec()).expect("valid");
+        assert_eq!((checked.sets, checked.failed_sets), (3, 0));
+        assert!(!checked.nothing_collected());
+
+        let mut failed = good.clone();
+        for set in &mut failed.results {
+            set.rows.clear();
+            set.error = "sqlite: file is not a database".into();
+        }
+        failed.digest = crate::digest::run_digest(&failed);
+        let checked = check_run(&failed.encode_to_vec()).expect("a valid run");
+        assert_eq!((checked.sets, checked.failed_sets), (3, 3));
+        assert!(checked.nothing_collected());
+
+        failed.results[0] = good.results[0].clone();
+        failed.digest = crate::digest::run_digest(&failed);
+        let checked = check_run(&failed.encode_to_vec()).expect("a valid run");
+        assert_eq!(checked.failed_sets, 2);
+        assert!(!checked.nothing_collected());
     }
 
     #[test]

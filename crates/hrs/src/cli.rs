@@ -66,6 +66,16 @@ pub enum Command {
         #[arg(long)]
         period: Option<Period>,
     },
+    /// Release runs an agent holds because too many of their queries failed: its next
+    /// delivery sends them, and upstream they replace the site's current data.
+    Release {
+        /// The agent's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this run (default: every held run).
+        #[arg(long)]
+        run: Option<String>,
+    },
     /// Print the merged data held by an aggregator.
     View(ViewArgs),
     /// Build and run a whole demo hierarchy on this machine.

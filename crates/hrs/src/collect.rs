@@ -27,9 +27,10 @@ pub(crate) async fn open_site_db(
     Ok((spec.to_string(), db))
 }
 
-/// Runs the catalog once and prints the run.
+/// Runs the catalog once and prints the run; fails after printing it when every query
+/// failed, as the agent would spool nothing of such a run.
 pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
-    let (_, mut db) = open_site_db(&args.site_db, &args.password).await?;
+    let (site_db, mut db) = open_site_db(&args.site_db, &args.password).await?;
     let catalog = Catalog::builtin()?;
     let clock = hrs_core::clock::system();
     let what = Collection {
@@ -55,6 +56,20 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
         ))?;
     } else {
         print_table(&run)?;
+    }
+    let errors: Vec<&str> = run
+        .results
+        .iter()
+        .filter(|set| !set.error.is_empty())
+        .map(|set| set.error.as_str())
+        .collect();
+    if !run.results.is_empty() && errors.len() == run.results.len() {
+        anyhow::bail!(
+            "every one of the {} queries failed at the site database {site_db}: {}; \
+             check that --site-db names a site database this login can read",
+            errors.len(),
+            hrs_agent::collect::error_sample(errors.iter().copied())
+        );
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ impl Command {
                 site,
                 period,
             } => links::reinit(&config, &site, period.as_ref()),
+            Command::Release { config, run } => links::release(&config, run.as_deref()).await,
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Stress(args) => stress::run(args).await,

@@ -1,5 +1,6 @@
 //! Replication link commands: `hrs status` (an agent's link to its upstream, or every
-//! site's link as its aggregator sees it) and `hrs reinit` (ask a site to send again).
+//! site's link as its aggregator sees it), `hrs reinit` (ask a site to send again) and
+//! `hrs release` (let an agent send the runs it holds).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -61,7 +62,7 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
         RoleConfig::Aggregator(config) => return aggregator(&config, format),
         RoleConfig::ConnectionPoint(config) => return connection_point(&config, format),
     };
-    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;
+    let agent = hrs_agent::Agent::open(config.clone(), hrs_core::clock::system())?;
     let status = agent.status().await?;
     if format == "json" {
         return Ok(emit(&format!(
@@ -99,6 +100,16 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
             status.dropped_runs
         )?;
     }
+    for held in &status.held_runs {
+        writeln!(
+            out,
+            "HELD          run {} of {}, not delivered: {}; release it with `{}`",
+            held.run_id,
+            held.period,
+            held.reason,
+            config.release_command(&held.run_id)
+        )?;
+    }
     writeln!(
         out,
         "collected     {}",
@@ -107,6 +118,16 @@ pub async fn status(config: &Path, format: &str) -> anyhow::Result<()> {
             .as_deref()
             .unwrap_or("nothing yet")
     )?;
+    if let Some(last) = &status.failed_collections.last {
+        writeln!(
+            out,
+            "FAILED        {} collection(s) spooled nothing; the last, of {} at {}: {}",
+            status.failed_collections.count,
+            last.period,
+            to_seconds(&last.at),
+            last.error
+        )?;
+    }
     writeln!(out, "site db       {}", status.site_db)?;
     if let Some(certificate) = &status.certificate {
         certificate_lines(&mut out, certificate)?;
@@ -209,6 +230,23 @@ pub fn reinit(
         config.site_check_minutes
     ))?;
     Ok(())
+}
+
+/// `hrs release`: lets an agent deliver the runs it holds (one, or all).
+pub async fn release(config: &Path, run: Option<&str>) -> anyhow::Result<()> {
+    let config = hrs_agent::AgentConfig::load(config)?;
+    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;
+    let released = agent.release(run).await?;
+    let mut out = String::new();
+    for held in &released {
+        writeln!(
+            out,
+            "released run {} of {} (held: {}); it goes with the agent's next delivery, \
+             and upstream it becomes the site's current run of {} unless a newer one is there",
+            held.run_id, held.period, held.reason, held.period
+        )?;
+    }
+    Ok(emit(&out)?)
 }
 
 /// Prints what a connection point holds: each period and whether the intake acknowledged

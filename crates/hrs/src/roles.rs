@@ -75,7 +75,8 @@ async fn bind(listen: SocketAddr, ready_file: Option<&Path>) -> anyhow::Result<T
     Ok(listener)
 }
 
-/// `hrs agent`.
+/// `hrs agent`: the service, or with `once` one collection and delivery; a collection
+/// that spooled nothing, or a run held for an operator, is an error (non-zero exit).
 pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::Result<()> {
     let config = hrs_agent::AgentConfig::load(config)?;
     let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;

@@ -100,6 +100,26 @@ fn an_unknown_key_or_a_bad_value_names_the_file_and_the_key() {
 }
 
 #[test]
+fn a_max_failed_share_that_is_no_share_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for value in ["2", "-0.5", "1.01"] {
+        let line = format!("max_failed_share = {value}");
+        let (code, stderr, file) = run(
+            dir.path(),
+            "agent",
+            &with_line(&example("agent"), None, &line),
+        );
+        assert_eq!(code, Some(78), "{line}: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string())
+                && stderr.contains("max_failed_share")
+                && stderr.contains("between 0 and 1"),
+            "{line}: the error names neither the file nor the setting:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_flat_key_of_the_earlier_format_is_refused_naming_its_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (role, line, table) in [
