@@ -317,7 +317,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
 
 /// Makes the demo hierarchy's PKI: a CA, a certificate for every role (serving on
 /// loopback) and one per site, as `hrs pki` would.
-fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
+pub(crate) fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     let now = SystemClock.now();
     hrs_pki::init(dir, "HRS demo hierarchy", 3650, now).context("cannot create the demo CA")?;
