@@ -52,10 +52,7 @@ fn a_tiny_bench_reports_every_phase_against_both_limits_and_every_role() {
             assert!(value.is_finite() && value > 0.0, "{} {figure}", phase["id"]);
         }
     }
-    let targets: Vec<Option<&str>> = phases
-        .iter()
-        .map(|p| p["target"]["of"].as_str())
-        .collect();
+    let targets: Vec<Option<&str>> = phases.iter().map(|p| p["target"]["of"].as_str()).collect();
     assert_eq!(targets, [None, None, Some("a"), Some("a"), Some("c")]);
     for phase in &phases[2..] {
         assert!(phase["target"]["met"].is_boolean());

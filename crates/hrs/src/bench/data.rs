@@ -73,10 +73,7 @@ pub(crate) async fn site_run(
     let sets: Vec<pb::ResultSet> = queries.iter().map(|q| empty_set(q)).collect();
     // What the run holds besides rows (its own fields, each set's), so rows fill the rest.
     let frame = header.encoded_len() as u64
-        + sets
-            .iter()
-            .map(|s| 4 + s.encoded_len() as u64)
-            .sum::<u64>()
+        + sets.iter().map(|s| 4 + s.encoded_len() as u64).sum::<u64>()
         + 128;
     let rows_budget = target.saturating_sub(frame);
     let hierarchy_hash = batch.hierarchy.hashed();
@@ -142,7 +139,8 @@ fn empty_set(query: &QueryDef) -> pb::ResultSet {
 /// The run's own fields: collected on the Monday the period closed, a site a minute.
 fn header(batch: &Batch, site: &SiteCode, run_id: &str, catalog: &Catalog) -> pb::Run {
     let started = batch.period.closes_at() + time::Duration::hours(1);
-    let finished = started + time::Duration::minutes(i64::try_from(site_seed(site) % 50).unwrap_or(0) + 1);
+    let finished =
+        started + time::Duration::minutes(i64::try_from(site_seed(site) % 50).unwrap_or(0) + 1);
     pb::Run {
         run_id: run_id.to_owned(),
         sequence: 1,

@@ -76,7 +76,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Ok(mut report) => {
             match temporary {
                 Some(temporary) => temporary.close()?,
-                None => report.dir = Some(dir.display().to_string()),
+                None => {
+                    report.dir = Some(dir.display().to_string());
+                    // Kept beside the roles' logs, whichever form was printed.
+                    let file = dir.join("report.json");
+                    std::fs::write(&file, serde_json::to_string_pretty(&report)?)
+                        .with_context(|| format!("cannot write {}", file.display()))?;
+                }
             }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -333,7 +339,7 @@ async fn hops(
         let started = Instant::now();
         // A service agent: the period is already collected in its spool, so it only delivers.
         processes.start_agent_with(&run.site, &config, &[])?;
-        let wait = Wait::new(format!("the run of {}", run.site), run.bytes, &processes);
+        let mut wait = Wait::new(format!("the run of {}", run.site), run.bytes, &processes);
         while !committed(&merge, run)? {
             wait.next(&mut processes).await?;
         }
@@ -346,7 +352,7 @@ async fn hops(
     eprintln!("(d) the merged period on its way to the intake…");
     let (cp_pid, intake_pid) = (cp_pid?, intake_pid?);
     let before = [begin(aggregator_pid)?, begin(cp_pid)?, begin(intake_pid)?];
-    let wait = Wait::new("the merged period at the intake", total, &processes);
+    let mut wait = Wait::new("the merged period at the intake", total, &processes);
     let hierarchy_hash = batch.hierarchy.hashed();
     loop {
         let submissions = intake_store.submissions().await?;
@@ -438,14 +444,17 @@ sites = [{sites}]
         configs_written.push(config);
     }
 
-    eprintln!("(e) {} agents pushing to an aggregator at once…", runs.len());
+    eprintln!(
+        "(e) {} agents pushing to an aggregator at once…",
+        runs.len()
+    );
     let before = begin(pid(&processes, "aggregator")?)?;
     let started = Instant::now();
     for (run, config) in runs.iter().zip(&configs_written) {
         processes.start_agent_with(&run.site, config, &[])?;
     }
     let total: u64 = runs.iter().map(|r| r.bytes).sum();
-    let wait = Wait::new("the crowd's runs", total, &processes);
+    let mut wait = Wait::new("the crowd's runs", total, &processes);
     loop {
         let held = merge.current_runs()?;
         if runs
@@ -476,7 +485,7 @@ sites = [{sites}]
 /// it: it listens before it opens its store.
 async fn merge_store(folder: &Path, processes: &mut Processes) -> anyhow::Result<SqliteMergeStore> {
     let path = folder.join("merge.sqlite");
-    let wait = Wait::new("the aggregator's store", 0, processes);
+    let mut wait = Wait::new("the aggregator's store", 0, processes);
     loop {
         if let Ok(store) = SqliteMergeStore::open_read_only(&path)
             && store.current_runs().is_ok()
@@ -524,28 +533,48 @@ fn end(processes: &Processes, name: &str, before: &Reading) -> anyhow::Result<Re
     Ok(now.since(before))
 }
 
+/// How often a long wait says it is still waiting.
+const STILL_WAITING: Duration = Duration::from_secs(60);
+
 /// A bounded wait for the roles to carry something: gives up, saying what the logs last
 /// complained of, once it has taken far longer than any phase should, or a role stopped.
 struct Wait {
     what: String,
+    started: Instant,
     until: Instant,
     logs: PathBuf,
+    /// Minutes already told of, so a long wait is told once a minute.
+    told: u64,
 }
 
 impl Wait {
-    /// A wait for `what`, of `bytes`: two minutes, and a second per MB.
+    /// A wait for `what`, of `bytes`: ten minutes, and four seconds per MB, far longer than
+    /// a phase takes at any rate the bench has seen, so a slow phase is measured, not cut.
     fn new(what: impl Into<String>, bytes: u64, processes: &Processes) -> Self {
-        let patience = Duration::from_secs(120 + bytes / MB);
+        let patience = Duration::from_secs(600 + 4 * bytes / MB);
+        let started = Instant::now();
         Self {
             what: what.into(),
-            until: Instant::now() + patience,
+            started,
+            until: started + patience,
             logs: processes.logs().to_owned(),
+            told: 0,
         }
     }
 
     /// Waits a little, failing when a role has stopped or the wait is over.
-    async fn next(&self, processes: &mut Processes) -> anyhow::Result<()> {
+    async fn next(&mut self, processes: &mut Processes) -> anyhow::Result<()> {
         processes.check_running()?;
+        let waited = self.started.elapsed();
+        let minutes = waited.as_secs() / STILL_WAITING.as_secs();
+        if minutes > self.told {
+            self.told = minutes;
+            eprintln!(
+                "    still waiting for {} ({} s)…",
+                self.what,
+                waited.as_secs()
+            );
+        }
         if Instant::now() > self.until {
             let complaint = last_complaint(&self.logs)
                 .map(|line| format!(": the logs last said {line:?}"))
