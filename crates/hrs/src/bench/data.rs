@@ -71,10 +71,14 @@ pub(crate) async fn site_run(
         .filter(|q| matches!(q.scope, Scope::Both | Scope::Primary))
         .collect();
     let sets: Vec<pb::ResultSet> = queries.iter().map(|q| empty_set(q)).collect();
-    // What the run holds besides rows (its own fields, each set's), so rows fill the rest.
+    // What the run holds besides rows, so rows fill the rest: its own fields and digest,
+    // and each set's fields, key and length (a varint, at most ten bytes).
     let frame = header.encoded_len() as u64
-        + sets.iter().map(|s| 4 + s.encoded_len() as u64).sum::<u64>()
-        + 128;
+        + 128
+        + sets
+            .iter()
+            .map(|s| 11 + s.encoded_len() as u64)
+            .sum::<u64>();
     let rows_budget = target.saturating_sub(frame);
     let hierarchy_hash = batch.hierarchy.hashed();
     let hasher = Hasher::Plain;

@@ -63,14 +63,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let temporary = match &args.dir {
-        Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("hrs-bench-").tempdir()?),
-    };
-    let dir = match (&args.dir, &temporary) {
-        (Some(dir), _) => prepare(dir)?,
-        (None, Some(temporary)) => temporary.path().to_owned(),
-        (None, None) => unreachable!("a temporary folder is made when none is given"),
+    let (dir, temporary) = match &args.dir {
+        Some(dir) => (prepare(dir)?, None),
+        None => {
+            let temporary = tempfile::Builder::new().prefix("hrs-bench-").tempdir()?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
     };
     match measure(&args, &dir).await {
         Ok(mut report) => {
