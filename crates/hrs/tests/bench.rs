@@ -6,6 +6,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// The sum of a list of sizes.
+fn total(sizes: &Value) -> u64 {
+    sizes
+        .as_array()
+        .expect("a list of sizes")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum()
+}
+
 #[test]
 fn a_tiny_bench_reports_every_phase_against_both_limits_and_every_role() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -28,22 +38,12 @@ fn a_tiny_bench_reports_every_phase_against_both_limits_and_every_role() {
     assert_eq!(ids, ["a", "b", "c", "d", "e"]);
     let bytes = |p: &Value| p["bytes"].as_u64().expect("bytes");
     // (a) to (d) carry the same bytes: the two runs the merged period is made of.
-    let runs: u64 = report["run_bytes"]
-        .as_array()
-        .expect("run sizes")
-        .iter()
-        .filter_map(Value::as_u64)
-        .sum();
+    let runs = total(&report["run_bytes"]);
     assert!(runs > 7_000_000 && runs <= 8_000_000, "{runs} bytes");
     for phase in &phases[..4] {
         assert_eq!(bytes(phase), runs, "{}", phase["id"]);
     }
-    let crowd: u64 = report["crowd_run_bytes"]
-        .as_array()
-        .expect("crowd sizes")
-        .iter()
-        .filter_map(Value::as_u64)
-        .sum();
+    let crowd = total(&report["crowd_run_bytes"]);
     assert_eq!(bytes(&phases[4]), crowd);
     assert!(crowd > 0);
     for phase in phases {

@@ -126,14 +126,7 @@ fn empty_set(query: &QueryDef) -> pb::ResultSet {
     pb::ResultSet {
         query_id: query.id.clone(),
         level: query.level.as_str().to_owned(),
-        columns: query
-            .output_columns()
-            .into_iter()
-            .map(|(name, ty)| pb::Column {
-                name,
-                r#type: ty.as_str().to_owned(),
-            })
-            .collect(),
+        columns: query.wire_columns(),
         rows: Vec::new(),
         error: String::new(),
         duration_ms: 40,

@@ -287,32 +287,29 @@ async fn hops(
     security: &Security,
     runs: &[SiteRun],
 ) -> anyhow::Result<Hops> {
-    let common = configs::Common {
-        hierarchy: batch.hierarchy,
-        level: Level::Full,
-        timings: Timings::new(false, batch.period, SystemClock.now()),
-        security,
-    };
+    let common = common(batch, security);
     let mut processes = Processes::new(exe.to_owned(), dir.join("logs"))?;
-    let intake_config = dir.join("intake").join("intake.toml");
-    configs::write(&intake_config, &configs::intake(security, None))?;
-    let intake = processes.start_server("intake", &intake_config).await?;
-    let cp_config = dir.join("connection-point").join("connection-point.toml");
-    configs::write(
-        &cp_config,
-        &configs::connection_point(&common, false, &intake),
-    )?;
-    let cp = processes
-        .start_server("connection-point", &cp_config)
+    let intake = processes
+        .start_configured(
+            "intake",
+            &dir.join("intake").join("intake.toml"),
+            &configs::intake(security, None),
+        )
         .await?;
-    let aggregator_config = dir.join("aggregator").join("aggregator.toml");
+    let cp = processes
+        .start_configured(
+            "connection-point",
+            &dir.join("connection-point").join("connection-point.toml"),
+            &configs::connection_point(&common, false, &intake),
+        )
+        .await?;
     let codes: Vec<SiteCode> = runs.iter().map(|r| r.site.clone()).collect();
-    configs::write(
-        &aggregator_config,
-        &configs::aggregator(&common, &codes, &cp),
-    )?;
     let aggregator = processes
-        .start_server("aggregator", &aggregator_config)
+        .start_configured(
+            "aggregator",
+            &dir.join("aggregator").join("aggregator.toml"),
+            &configs::aggregator(&common, &codes, &cp),
+        )
         .await?;
     let merge = merge_store(&dir.join("aggregator"), &mut processes).await?;
     let intake_store = SqliteIntake::open(&dir.join("intake").join("intake.sqlite"))?;
@@ -329,11 +326,7 @@ async fn hops(
     let mut site_times = Vec::with_capacity(runs.len());
     let mut agents = Vec::with_capacity(runs.len());
     for run in runs {
-        let config = run.folder.join("agent.toml");
-        configs::write(
-            &config,
-            &configs::agent(&common, &run.site, "primary", batch.period, &aggregator),
-        )?;
+        let config = agent_config(&common, batch, run, &aggregator)?;
         let started = Instant::now();
         // A service agent: the period is already collected in its spool, so it only delivers.
         processes.start_agent_with(&run.site, &config, &[])?;
@@ -404,43 +397,34 @@ async fn crowd_push(
     runs: &[SiteRun],
 ) -> anyhow::Result<Crowd> {
     let mut processes = Processes::new(exe.to_owned(), dir.join("logs").join("crowd"))?;
-    let config = dir.join("crowd-aggregator").join("aggregator.toml");
     let sites = runs
         .iter()
         .map(|r| format!("\"{}\"", r.site))
         .collect::<Vec<_>>()
         .join(", ");
-    configs::write(
-        &config,
-        &format!(
-            r#"# HRS aggregator for the crowd of `hrs bench`: takes every site's run, forwards nothing.
+    let aggregator = processes
+        .start_configured(
+            "aggregator",
+            &dir.join("crowd-aggregator").join("aggregator.toml"),
+            &format!(
+                r#"# HRS aggregator for the crowd of `hrs bench`: takes every site's run, forwards nothing.
 listen = "{LISTEN_ANY}"
 hierarchy_id = "{}"
 level = "Full"
 store = "merge.sqlite"
 sites = [{sites}]
 {}"#,
-            batch.hierarchy,
-            security.settings("aggregator")
-        ),
-    )?;
-    let aggregator = processes.start_server("aggregator", &config).await?;
+                batch.hierarchy,
+                security.settings("aggregator")
+            ),
+        )
+        .await?;
     let merge = merge_store(&dir.join("crowd-aggregator"), &mut processes).await?;
-    let common = configs::Common {
-        hierarchy: batch.hierarchy,
-        level: Level::Full,
-        timings: Timings::new(false, batch.period, SystemClock.now()),
-        security,
-    };
-    let mut configs_written = Vec::with_capacity(runs.len());
-    for run in runs {
-        let config = run.folder.join("agent.toml");
-        configs::write(
-            &config,
-            &configs::agent(&common, &run.site, "primary", batch.period, &aggregator),
-        )?;
-        configs_written.push(config);
-    }
+    let common = common(batch, security);
+    let configs_written = runs
+        .iter()
+        .map(|run| agent_config(&common, batch, run, &aggregator))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     eprintln!(
         "(e) {} agents pushing to an aggregator at once…",
@@ -477,6 +461,32 @@ sites = [{sites}]
             RoleUse::of("aggregator", "e", &[aggregator]),
         ],
     })
+}
+
+/// What every role's configuration of the bench shares: its hierarchy, at Full, so every
+/// byte of every run leaves, over mutual TLS.
+fn common<'a>(batch: &Batch, security: &'a Security) -> configs::Common<'a> {
+    configs::Common {
+        hierarchy: batch.hierarchy,
+        level: Level::Full,
+        timings: Timings::new(false, batch.period, SystemClock.now()),
+        security,
+    }
+}
+
+/// Writes the configuration of a site's agent beside its spool, pointed at `aggregator`.
+fn agent_config(
+    common: &configs::Common<'_>,
+    batch: &Batch,
+    run: &SiteRun,
+    aggregator: &str,
+) -> anyhow::Result<PathBuf> {
+    let config = run.folder.join("agent.toml");
+    configs::write(
+        &config,
+        &configs::agent(common, &run.site, "primary", batch.period, aggregator),
+    )?;
+    Ok(config)
 }
 
 /// The merge store of the aggregator in `folder`, read-only, once the aggregator has made
