@@ -13,7 +13,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 const PUSH_RUN_CHUNKS: &str = "/hrs.v1.Aggregator/PushRunChunks";
-const SUBMIT: &str = "/hrs.v1.Intake/Submit";
+const SUBMIT_CHUNKS: &str = "/hrs.v1.Intake/SubmitChunks";
 
 /// Another hierarchy's ID.
 const OTHER_HIERARCHY: &str = "00000000-0000-4000-8000-000000000001";
@@ -54,28 +54,6 @@ impl Decoder for Raw {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
         Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
     }
-}
-
-/// Calls `method` at `url` with `body` as the request message, bytes as given.
-async fn call_raw(
-    url: &str,
-    method: &'static str,
-    body: Vec<u8>,
-) -> Result<Vec<u8>, tonic::Status> {
-    let channel = Channel::from_shared(url.to_owned())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
-    grpc.unary(
-        tonic::Request::new(body),
-        PathAndQuery::from_static(method),
-        Raw,
-    )
-    .await
-    .map(tonic::Response::into_inner)
 }
 
 /// Calls a client-streaming `method` with `messages`, each as given.
@@ -138,12 +116,40 @@ fn push(run: &pb::Run) -> Vec<Vec<u8>> {
     stream(&offer(run, &bytes), &bytes)
 }
 
-fn submit(period: &pb::MergedPeriod) -> Vec<u8> {
-    pb::SubmitRequest {
-        period: Some(period.clone()),
+/// The offer of a period's encoding `bytes`, naming the hierarchy, period and digest
+/// `period` carries.
+fn period_offer(period: &pb::MergedPeriod, bytes: &[u8]) -> pb::PeriodOffer {
+    pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
         client_version: "test".into(),
     }
-    .encode_to_vec()
+}
+
+/// The chunk stream that submits a period's encoding `bytes` under `offer`, each chunk
+/// encoded.
+fn period_stream(offer: &pb::PeriodOffer, bytes: &[u8]) -> Vec<Vec<u8>> {
+    bytes
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, data)| {
+            pb::PeriodChunk {
+                offer: (i == 0).then(|| offer.clone()),
+                offset: (i * CHUNK_BYTES) as u64,
+                data: data.to_vec(),
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
+/// The chunk stream that submits `period`, offered as what it says it is.
+fn submit(period: &pb::MergedPeriod) -> Vec<Vec<u8>> {
+    let bytes = period.encode_to_vec();
+    period_stream(&period_offer(period, &bytes), &bytes)
 }
 
 /// Replaces the first occurrence of `marker` in `bytes` with invalid UTF-8 of its length.
@@ -233,17 +239,12 @@ impl Case {
         }
     }
 
-    fn unary(
-        what: &'static str,
-        method: &'static str,
-        message: Vec<u8>,
-        code: Code,
-        names: &'static str,
-    ) -> Self {
+    /// A submission of `messages`, the chunks of one stream.
+    fn submit(what: &'static str, messages: Vec<Vec<u8>>, code: Code, names: &'static str) -> Self {
         Self {
             what,
-            method,
-            messages: vec![message],
+            method: SUBMIT_CHUNKS,
+            messages,
             code,
             names,
         }
@@ -416,54 +417,65 @@ fn aggregator_cases(run: &pb::Run) -> Vec<Case> {
 }
 
 fn intake_cases(period: &pb::MergedPeriod) -> Vec<Case> {
-    let encoded = submit(period);
+    let whole = submit(period);
+    let first = whole.first().expect("a period has a first chunk");
     let spoiled = |spoil: &dyn Fn(&mut pb::MergedPeriod)| {
         let mut period = period.clone();
         spoil(&mut period);
         remerge(&mut period);
         submit(&period)
     };
+    // A string the digest covers, so the offer is not answered from the stored submission
+    // before its bytes are read.
     let mut marked = period.clone();
-    marked.mode = "MARKMARK".into();
+    marked.catalog_version = "MARKMARK".into();
+    remerge(&mut marked);
+    let spoilt_period = spoil_utf8(marked.encode_to_vec(), b"MARKMARK");
+    // The oversize field is the period's own, under an offer naming the hierarchy as it is.
+    let oversize = {
+        let mut long = period.clone();
+        long.hierarchy_hash = "h".repeat(100_000);
+        remerge(&mut long);
+        let bytes = long.encode_to_vec();
+        let offer = pb::PeriodOffer {
+            hierarchy_hash: period.hierarchy_hash.clone(),
+            ..period_offer(&long, &bytes)
+        };
+        period_stream(&offer, &bytes)
+    };
     vec![
-        Case::unary(
+        Case::submit(
             "a truncated message",
-            SUBMIT,
-            encoded[..encoded.len() / 2].to_vec(),
+            vec![first[..first.len() / 2].to_vec()],
             Code::InvalidArgument,
             "malformed message",
         ),
-        Case::unary(
-            "a message without a period",
-            SUBMIT,
-            Vec::new(),
+        Case::submit(
+            "a first chunk without an offer",
+            vec![Vec::new()],
             Code::InvalidArgument,
-            "period",
+            "chunk.offer",
         ),
-        Case::unary(
+        Case::submit(
             "invalid UTF-8 in a string",
-            SUBMIT,
-            spoil_utf8(submit(&marked), b"MARKMARK"),
+            period_stream(&period_offer(&marked, &spoilt_period), &spoilt_period),
             Code::InvalidArgument,
             "UTF-8",
         ),
-        Case::unary(
+        Case::submit(
             "an unknown catalog version",
-            SUBMIT,
             spoiled(&|p| p.catalog_version = "1999.1.1".into()),
             Code::FailedPrecondition,
             "1999.1.1",
         ),
-        Case::unary(
+        Case::submit(
             "an oversize field",
-            SUBMIT,
-            spoiled(&|p| p.hierarchy_hash = "h".repeat(100_000)),
+            oversize,
             Code::InvalidArgument,
             "period.hierarchy_hash",
         ),
-        Case::unary(
+        Case::submit(
             "a row that does not match its declared columns",
-            SUBMIT,
             spoiled(&|p| {
                 let set = p
                     .sites
@@ -476,9 +488,8 @@ fn intake_cases(period: &pb::MergedPeriod) -> Vec<Case> {
             Code::InvalidArgument,
             "rows[0]",
         ),
-        Case::unary(
+        Case::submit(
             "a digest that does not match",
-            SUBMIT,
             submit(&pb::MergedPeriod {
                 digest: "0".repeat(64),
                 ..period.clone()
@@ -511,13 +522,9 @@ async fn every_bad_input_is_refused_precisely_counted_and_changes_nothing() {
         ("intake", &intake, intake_cases(&period)),
     ] {
         for case in cases {
-            let outcome = if case.method == PUSH_RUN_CHUNKS {
-                stream_raw(url, case.method, case.messages).await
-            } else {
-                let message = case.messages.into_iter().next().expect("a message");
-                call_raw(url, case.method, message).await
-            };
-            let status = outcome.expect_err(case.what);
+            let status = stream_raw(url, case.method, case.messages)
+                .await
+                .expect_err(case.what);
             assert_eq!(
                 status.code(),
                 case.code,
@@ -563,7 +570,7 @@ async fn every_bad_input_is_refused_precisely_counted_and_changes_nothing() {
     let resent = h.push(&delivered).await.expect("a re-sent run is answered");
     assert!(resent.duplicate, "a re-sent run is a duplicate");
     let resubmitted = pb::SubmitResponse::decode(
-        call_raw(&intake, SUBMIT, submit(&period))
+        stream_raw(&intake, SUBMIT_CHUNKS, submit(&period))
             .await
             .expect("a replayed submission is answered")
             .as_slice(),

@@ -54,36 +54,53 @@ impl Running {
     }
 }
 
-/// A client of the intake at `addr` over TLS, presenting `identity` when given.
-async fn intake_client(addr: &str, tls: &ClientTls) -> IntakeClient<Channel> {
-    let channel = hrs_rpc::tls::endpoint_with(&format!("https://{addr}"), Some(tls))
+/// A channel to the intake at `addr` over TLS, presenting `tls`'s identity when given.
+async fn intake_channel(addr: &str, tls: &ClientTls) -> Channel {
+    hrs_rpc::tls::endpoint_with(&format!("https://{addr}"), Some(tls))
         .expect("endpoint")
         .connect()
         .await
-        .expect("connects");
-    IntakeClient::new(channel)
+        .expect("connects")
 }
 
-/// Submits `period`, with `token` as a bearer token when given.
+/// Submits `period` as a connection point does, in chunks of its encoding, with `token` as
+/// a bearer token on every call when given.
 async fn submit(
-    client: &mut IntakeClient<Channel>,
+    channel: Channel,
     period: &pb::MergedPeriod,
     token: Option<&str>,
 ) -> Result<pb::SubmitResponse, tonic::Status> {
-    let mut request = tonic::Request::new(pb::SubmitRequest {
-        period: Some(period.clone()),
+    let bearer: Option<tonic::metadata::AsciiMetadataValue> =
+        token.map(|token| format!("Bearer {token}").parse().expect("header value"));
+    let mut client =
+        IntakeClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(bearer) = &bearer {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
+            Ok(request)
+        });
+    let offer = pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
         client_version: "test".into(),
-    });
-    if let Some(token) = token {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
+        ..Default::default()
+    };
+    let source = std::sync::Arc::new(prost::Message::encode_to_vec(period));
+    match hrs_rpc::submit::submit_period_chunks(
+        &mut client,
+        offer,
+        source,
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    {
+        Ok(answer) => Ok(answer),
+        Err(hrs_rpc::chunks::ChunkedPushError::Status(status)) => Err(status),
+        Err(other) => panic!("the submission could not be sent: {other}"),
     }
-    client
-        .submit(request)
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +173,8 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
         ),
     ];
     for (who, tls, token, period, code) in refusals {
-        let mut client = intake_client(&intake.addr, &tls).await;
-        let status = submit(&mut client, period, token.as_deref())
+        let channel = intake_channel(&intake.addr, &tls).await;
+        let status = submit(channel, period, token.as_deref())
             .await
             .expect_err(who);
         assert_eq!(status.code(), code, "{who}: {}", status.message());
@@ -170,16 +187,21 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
             .is_empty(),
         "refused submissions stored nothing"
     );
+    let staged: i64 = rusqlite::Connection::open(&store_path)
+        .expect("opens the file")
+        .query_row("SELECT COUNT(*) FROM staged_submissions", [], |r| r.get(0))
+        .expect("counts");
+    assert_eq!(staged, 0, "refused submissions staged nothing");
 
     // The hierarchy's token without a certificate, and a connection point's certificate
     // without a token, are both accepted; the second is the same submission.
-    let mut client = intake_client(&intake.addr, &anonymous).await;
-    let first = submit(&mut client, &period, Some(token.expose()))
+    let channel = intake_channel(&intake.addr, &anonymous).await;
+    let first = submit(channel, &period, Some(token.expose()))
         .await
         .expect("the token is accepted");
     assert!(!first.duplicate);
-    let mut client = intake_client(&intake.addr, &with(&point)).await;
-    let second = submit(&mut client, &period, None)
+    let channel = intake_channel(&intake.addr, &with(&point)).await;
+    let second = submit(channel, &period, None)
         .await
         .expect("a connection point's certificate is accepted");
     assert!(second.duplicate);

@@ -72,7 +72,7 @@ async fn two_hierarchies_go_out_through_one_folder_and_the_intake_holds_what_onl
         let bundle = offline::read_bundle_file(&prepared.path.expect("a bundle"))
             .expect("the bundle verifies");
         assert_eq!(
-            merged_rows(&bundle.periods[0]),
+            merged_rows(&bundle.decoded().expect("decodes")[0]),
             h.merged_runs().iter().map(rows).sum::<usize>()
         );
     }

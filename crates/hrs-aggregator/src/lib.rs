@@ -26,8 +26,8 @@ pub use store::{
     Appended, Commit, Contact, Forwarded, MergeStore, SqliteMergeStore, Staged, StoredRun,
 };
 
-/// Largest message sent upstream (a merged period, a relayed run); the receiving role
-/// enforces its own `max_message_mb`.
+/// Largest message sent upstream (a chunk of a merged period or of a relayed run); the
+/// receiving role enforces its own `max_message_mb`.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Calls one connection may have open at once; a site needs two (a resume and a push).

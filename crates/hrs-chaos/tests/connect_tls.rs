@@ -28,13 +28,6 @@ struct WhoIntake;
 
 #[tonic::async_trait]
 impl Intake for WhoIntake {
-    async fn submit(
-        &self,
-        _: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
     async fn submit_chunks(
         &self,
         _: Request<tonic::Streaming<pb::PeriodChunk>>,

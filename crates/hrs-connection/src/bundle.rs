@@ -1,395 +1,776 @@
-//! Offline bundles: one merged period as it leaves the hierarchy, in a JSON file an
-//! administrator carries on removable media to an internet-facing machine.
+//! Offline bundles: the periods the intake has not acknowledged, as they leave the
+//! hierarchy, in one file an administrator carries on removable media to an
+//! internet-facing machine.
 //!
-//! The file is plain JSON so it can be reviewed before it is carried out. It says what it
-//! holds (format, tool version, hierarchy hash, period, level, digest) and protects its
-//! payload twice: a SHA-256 over the payload's exact bytes catches any change to the file,
-//! and the merged digest, recomputed from the payload, proves the content is what the
-//! connection point sent. [`read_bundle`] refuses a file that fails either check.
+//! A bundle is a plain tar file: one `periods/<period>.pb` per period (its encoding exactly
+//! as the online path submits it, so `connect` streams it to the intake in the same
+//! resumable chunks without decoding it), then `manifest.json` (what it holds: hierarchy,
+//! level, tool version, each period's file, size, SHA-256, digest and rows), then
+//! `SHA256SUMS`, so `tar -xf` and `sha256sum -c SHA256SUMS` are enough to check it, and
+//! `hrs connection-tool export` shows the rows it carries as CSV for review. Nothing is
+//! used that does not verify: a bundle whose files no longer match their checksums and
+//! digests (damaged media, an edit that did not also rewrite them) is refused whole.
+//! Checksums are not signatures: they catch damage and careless edits, not a forger who
+//! rewrites them.
+//!
+//! Writing is resumable. Periods stream into `hrs-<hierarchy>.tar.part` beside a small
+//! progress file, both made durable every [`CHECKPOINT_BYTES`] and after each period;
+//! after a cut (the tool stopped, the media pulled, the machine lost power) the next
+//! `prepare` goes on from the last checkpoint when the same periods are still unsent. The
+//! bundle is read back and checked before it gets its final name.
 
-use std::io::{self, Write as _};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use hrs_core::Value;
-use hrs_core::clock::rfc3339;
-use hrs_core::digest::merged_digest;
+use hrs_core::Period;
+use hrs_core::bytes::{FileRange, RunBytes, chunk_len, sha256_of};
+use hrs_core::encoded_period::check_merged_encoded;
 use hrs_proto::v1 as pb;
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
-use time::OffsetDateTime;
+
+use crate::offer::MAX_PERIOD_BYTES;
+use crate::offline::{OfflineError, Report};
 
 /// The format tag of bundles written by this version.
-pub const FORMAT: &str = "hrs-bundle/1";
+pub const BUNDLE_FORMAT: &str = "hrs-bundle/3";
 
-/// Why a bundle could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    /// The file could not be read or written.
-    #[error("bundle {path}: {source}")]
-    Io {
-        /// The bundle file.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
-    },
-    /// The file is not a bundle document.
-    #[error("bundle {path} is not a valid bundle document: {source}")]
-    Parse {
-        /// The bundle file.
-        path: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
-    /// The file is a bundle of a format this version does not read.
-    #[error("bundle {path} has format {found:?}; this version reads {FORMAT:?}")]
-    Format {
-        /// The bundle file.
-        path: PathBuf,
-        /// The format the file declares.
-        found: String,
-    },
-    /// The file was changed after it was written.
-    #[error("bundle {path} was altered after it was written and is refused: {problem}")]
-    Tampered {
-        /// The bundle file.
-        path: PathBuf,
-        /// Which check failed.
-        problem: String,
-    },
-    /// The period cannot be written as a bundle without changing its content.
-    #[error("period {period} cannot be written as a bundle: {problem}")]
-    Unrepresentable {
-        /// The period.
-        period: String,
-        /// Why.
-        problem: String,
-    },
+/// The format tag of the progress file of a bundle being written.
+const PART_FORMAT: &str = "hrs-prepare/1";
+
+/// The file a bundle describes itself in.
+const MANIFEST: &str = "manifest.json";
+
+/// The checksums of a bundle's other files, in `sha256sum` format.
+const SUMS: &str = "SHA256SUMS";
+
+/// Largest manifest or checksum list read: far above what any real bundle lists.
+const MAX_LISTING_BYTES: u64 = 16 << 20;
+
+/// How much is written between two durable checkpoints of a bundle being written: a cut
+/// loses at most this much work.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// How much of a period is read and written at a time.
+const WRITE_BYTES: usize = 4 << 20;
+
+/// A tar block: headers and padding are counted in these.
+const BLOCK: u64 = 512;
+
+/// What a bundle says it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Version of the tool that prepared it.
+    pub tool_version: String,
+    /// The hierarchy's hashed ID: bundles of several hierarchies can share a folder.
+    pub hierarchy_hash: String,
+    /// RFC 3339 time it was prepared.
+    pub created_at: String,
+    /// The level configured when it was prepared (what it holds is at most this).
+    pub level: String,
+    /// The intake the connection point is configured with, if any: `connect` uses it.
+    pub intake: Option<String>,
+    /// The periods, oldest first.
+    pub periods: Vec<BundlePeriod>,
 }
 
-/// A bundle file: what it holds, checksums, and the payload.
-#[derive(Debug, Serialize, Deserialize)]
+/// One period in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BundleFile {
-    /// Always [`FORMAT`] for this version; readers refuse formats they do not know.
-    pub format: String,
-    /// Version of the tool that wrote the bundle.
-    pub tool_version: String,
-    /// The hierarchy's hashed ID, so bundles of several hierarchies can share a folder.
-    pub hierarchy_hash: String,
-    /// RFC 3339 time the bundle was written.
-    pub created_at: String,
+pub struct BundlePeriod {
     /// The period (ISO week).
     pub period: String,
-    /// The level the payload was filtered to.
-    pub level: String,
-    /// The merged digest of the payload.
+    /// Its file in the bundle.
+    pub file: String,
+    /// SHA-256 of that file, lowercase hex.
+    pub sha256: String,
+    /// Size of that file.
+    pub bytes: u64,
+    /// Merged digest of the period as it leaves.
     pub digest: String,
-    /// Hex SHA-256 of the payload's exact bytes in this file.
-    pub payload_sha256: String,
-    /// The payload, kept as its exact bytes so the checksum can be verified.
-    pub payload: Box<RawValue>,
+    /// Merged digest of the period as the connection point received it: `import` marks
+    /// that version sent.
+    pub received_digest: String,
+    /// Result rows, over all sites and queries.
+    pub rows: u64,
 }
 
-/// A merged period as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundlePayload {
+/// A bundle read back and verified.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The file.
+    pub path: PathBuf,
+    /// What it says it holds.
+    pub manifest: BundleManifest,
+    /// Each period's encoding as it leaves, in manifest order, read from the bundle file
+    /// where it lies.
+    pub periods: Vec<Arc<FileRange>>,
+}
+
+impl Bundle {
+    /// Decodes every period whole, for a review of what a bundle holds; the round trip
+    /// itself never does (it streams each period where it lies).
+    pub fn decoded(&self) -> Result<Vec<pb::MergedPeriod>, OfflineError> {
+        self.periods
+            .iter()
+            .map(|range| {
+                let unreadable = |problem: String| OfflineError::Tampered {
+                    path: self.path.clone(),
+                    problem,
+                };
+                let len = usize::try_from(range.size()).map_err(|e| unreadable(e.to_string()))?;
+                let bytes = range.read_at(0, len).map_err(io_at(&self.path))?;
+                pb::MergedPeriod::decode(&bytes[..]).map_err(|e| unreadable(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// A period to write into a bundle: its encoding as it leaves, and what names it.
+pub(crate) struct Leaving {
+    /// The period.
+    pub period: Period,
+    /// Its merged digest as the connection point received it.
+    pub received_digest: String,
+    /// Its merged digest as it leaves.
+    pub digest: String,
+    /// Its encoding as it leaves.
+    pub bytes: Arc<dyn RunBytes>,
+}
+
+/// What a bundle says of itself besides its periods.
+pub(crate) struct Head {
     /// The hierarchy's hashed ID.
     pub hierarchy_hash: String,
-    /// The period (ISO week).
-    pub period: String,
-    /// The catalog version the queries come from.
-    pub catalog_version: String,
-    /// The level the data is sent at.
+    /// When it is prepared, unless an earlier cut attempt is resumed (which keeps its own).
+    pub created_at: String,
+    /// The level configured.
     pub level: String,
-    /// Each site's results; site names are hashed below the Full level.
-    pub sites: Vec<BundleSite>,
-    /// Sites that sent nothing for the period, named like `sites`.
-    pub missing_sites: Vec<String>,
-    /// The merged digest over the content.
-    pub digest: String,
-    /// How the hierarchy sends (`offline` for a bundle): Basic data about the hierarchy.
-    #[serde(default)]
-    pub mode: String,
+    /// The intake configured, if any.
+    pub intake: Option<String>,
 }
 
-/// One site's results in a bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A bundle written.
+pub(crate) struct Written {
+    /// Its final path.
+    pub path: PathBuf,
+    /// What it holds.
+    pub manifest: BundleManifest,
+    /// Its size.
+    pub bytes: u64,
+    /// Where an earlier, cut attempt was resumed, if one was.
+    pub resumed_from: Option<u64>,
+}
+
+/// The progress file of a bundle being written: what it is for, and how far it is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BundleSite {
-    /// The site, hashed below the Full level.
-    pub site: String,
-    /// When the site's collector ran (RFC 3339).
-    #[serde(default)]
-    pub started_at: String,
-    /// When the site's collector finished (RFC 3339).
-    #[serde(default)]
-    pub finished_at: String,
-    /// One entry per catalog query.
-    pub results: Vec<BundleResultSet>,
+struct PartState {
+    format: String,
+    hierarchy_hash: String,
+    created_at: String,
+    level: String,
+    intake: Option<String>,
+    /// Each period planned: name, digests and size.
+    periods: Vec<PartPeriod>,
+    /// SHA-256 of each period file written whole, in order.
+    finished: Vec<String>,
+    /// Bytes of the part file known to be on the media.
+    durable: u64,
 }
 
-/// One query's outcome at one site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A period planned for a bundle being written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BundleResultSet {
-    /// The catalog query.
-    pub query_id: String,
-    /// The query's level.
-    pub level: String,
-    /// Declared output columns.
-    pub columns: Vec<BundleColumn>,
-    /// Rows, each in column order.
-    pub rows: Vec<Vec<Value>>,
-    /// The error the query hit, or empty.
-    pub error: String,
-    /// How long the query ran, as sent online too (the collector's own statistics).
-    #[serde(default)]
-    pub duration_ms: u64,
+struct PartPeriod {
+    period: String,
+    received_digest: String,
+    digest: String,
+    bytes: u64,
 }
 
-/// A declared column in a bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleColumn {
-    /// Column name.
-    pub name: String,
-    /// `text`, `int`, `real` or `bool`.
-    #[serde(rename = "type")]
-    pub ty: String,
-}
-
-impl From<&pb::MergedPeriod> for BundlePayload {
-    fn from(p: &pb::MergedPeriod) -> Self {
-        Self {
-            hierarchy_hash: p.hierarchy_hash.clone(),
-            period: p.period.clone(),
-            catalog_version: p.catalog_version.clone(),
-            level: p.level.clone(),
-            sites: p
-                .sites
-                .iter()
-                .map(|s| BundleSite {
-                    site: s.site.clone(),
-                    started_at: s.started_at.clone(),
-                    finished_at: s.finished_at.clone(),
-                    results: s
-                        .results
-                        .iter()
-                        .map(|r| BundleResultSet {
-                            query_id: r.query_id.clone(),
-                            level: r.level.clone(),
-                            columns: r
-                                .columns
-                                .iter()
-                                .map(|c| BundleColumn {
-                                    name: c.name.clone(),
-                                    ty: c.r#type.clone(),
-                                })
-                                .collect(),
-                            rows: r
-                                .rows
-                                .iter()
-                                .map(|row| row.values.iter().map(Value::from).collect())
-                                .collect(),
-                            error: r.error.clone(),
-                            duration_ms: r.duration_ms,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            missing_sites: p.missing_sites.clone(),
-            digest: p.digest.clone(),
-            mode: p.mode.clone(),
-        }
+impl PartState {
+    /// True when this progress file is for the same bundle: the same periods at the same
+    /// versions, hierarchy, level and intake.
+    fn same_bundle(&self, other: &Self) -> bool {
+        self.format == other.format
+            && self.hierarchy_hash == other.hierarchy_hash
+            && self.level == other.level
+            && self.intake == other.intake
+            && self.periods == other.periods
     }
 }
 
-impl From<&BundlePayload> for pb::MergedPeriod {
-    fn from(p: &BundlePayload) -> Self {
-        Self {
-            hierarchy_hash: p.hierarchy_hash.clone(),
-            period: p.period.clone(),
-            catalog_version: p.catalog_version.clone(),
-            level: p.level.clone(),
-            sites: p
-                .sites
-                .iter()
-                .map(|s| pb::SiteResults {
-                    site: s.site.clone(),
-                    run_id: String::new(),
-                    sequence: 0,
-                    started_at: s.started_at.clone(),
-                    finished_at: s.finished_at.clone(),
-                    results: s
-                        .results
-                        .iter()
-                        .map(|r| pb::ResultSet {
-                            query_id: r.query_id.clone(),
-                            level: r.level.clone(),
-                            columns: r
-                                .columns
-                                .iter()
-                                .map(|c| pb::Column {
-                                    name: c.name.clone(),
-                                    r#type: c.ty.clone(),
-                                })
-                                .collect(),
-                            rows: r
-                                .rows
-                                .iter()
-                                .map(|row| pb::Row {
-                                    values: row.iter().map(pb::Value::from).collect(),
-                                })
-                                .collect(),
-                            error: r.error.clone(),
-                            duration_ms: r.duration_ms,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            missing_sites: p.missing_sites.clone(),
-            digest: p.digest.clone(),
-            mode: p.mode.clone(),
-        }
-    }
-}
-
-/// Returns the file name of the bundle of `period` (an outbound merged period).
-pub fn file_name(period: &pb::MergedPeriod) -> String {
-    let short: String = period.digest.chars().take(12).collect();
-    format!("hrs-bundle-{}-{short}.json", period.period)
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
+/// A file-name-safe form of a hashed hierarchy ID (Base64 with `/` and `+`).
+pub fn hierarchy_dir_name(hierarchy_hash: &str) -> String {
+    hierarchy_hash
+        .chars()
+        .filter(|c| *c != '=')
+        .map(|c| match c {
+            '/' => '_',
+            '+' => '-',
+            c => c,
+        })
         .collect()
 }
 
-/// Writes `period` (already filtered by [`crate::outbound`]) as a bundle made `created_at`
-/// into `folder`, atomically, and returns the file's path.
-pub fn write_bundle(
-    folder: &Path,
-    period: &pb::MergedPeriod,
-    created_at: OffsetDateTime,
-) -> Result<PathBuf, BundleError> {
-    let path = folder.join(file_name(period));
-    let bytes = encode_period(period, created_at)?;
-    write_atomic(&path, &bytes).map_err(|source| BundleError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
+/// True for a hashed hierarchy ID as HRS writes it: Base64 of a SHA-256, 44 characters.
+fn is_hierarchy_hash(text: &str) -> bool {
+    text.len() == 44
+        && text.ends_with('=')
+        && text[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// Encodes `period` (already filtered by [`crate::outbound`]) as one period's bundle
-/// document made `created_at`, refusing a period whose values would not survive JSON.
-pub fn encode_period(
-    period: &pb::MergedPeriod,
-    created_at: OffsetDateTime,
-) -> Result<Vec<u8>, BundleError> {
-    let payload = BundlePayload::from(period);
-    let unrepresentable = |problem: String| BundleError::Unrepresentable {
-        period: period.period.clone(),
-        problem,
+/// The file a period is kept in inside a bundle.
+fn period_file(period: &str) -> String {
+    format!("periods/{period}.pb")
+}
+
+/// `len` rounded up to whole tar blocks.
+fn padded(len: u64) -> u64 {
+    len.div_ceil(BLOCK) * BLOCK
+}
+
+/// Where each period's header starts in the bundle, and where the periods end.
+fn layout(sizes: &[u64]) -> (Vec<u64>, u64) {
+    let mut starts = Vec::with_capacity(sizes.len());
+    let mut at = 0;
+    for size in sizes {
+        starts.push(at);
+        at += BLOCK + padded(*size);
+    }
+    (starts, at)
+}
+
+/// A tar header for a plain file of `size` bytes named `name`, made at `mtime`.
+fn header(name: &str, size: u64, mtime: u64) -> io::Result<tar::Header> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name)?;
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    Ok(header)
+}
+
+/// Writes zeros up to the next tar block after `len` bytes of a file.
+fn pad(file: &mut File, len: u64) -> io::Result<()> {
+    let zeros = padded(len) - len;
+    file.write_all(&vec![0; usize::try_from(zeros).unwrap_or(0)])
+}
+
+/// Lowercase hex of a SHA-256.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OfflineError + '_ {
+    move |source| OfflineError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads the progress file of an earlier attempt, if there is one that reads.
+fn read_state(path: &Path) -> Option<PartState> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Makes what was written so far durable, then says so in the progress file: the file
+/// first, so the progress file never claims bytes the media does not hold.
+fn checkpoint(file: &File, state: &PartState, state_path: &Path) -> Result<(), OfflineError> {
+    file.sync_data().map_err(io_at(state_path))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| OfflineError::Io {
+        path: state_path.to_owned(),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(state_path, &bytes).map_err(io_at(state_path))
+}
+
+/// Writes `periods` into a bundle in `dest` (resuming an earlier attempt cut short when it
+/// was for the same periods), reads it back, and gives it its final name.
+pub(crate) fn write(
+    dest: &Path,
+    head: Head,
+    periods: &[Leaving],
+    report: &dyn Report,
+    mtime: u64,
+) -> Result<Written, OfflineError> {
+    std::fs::create_dir_all(dest).map_err(io_at(dest))?;
+    let name = hierarchy_dir_name(&head.hierarchy_hash);
+    let part = dest.join(format!("hrs-{name}.tar.part"));
+    let state_path = dest.join(format!("hrs-{name}.prepare.json"));
+    let sizes: Vec<u64> = periods.iter().map(|p| p.bytes.size()).collect();
+    let (starts, periods_end) = layout(&sizes);
+    let fresh = PartState {
+        format: PART_FORMAT.to_owned(),
+        hierarchy_hash: head.hierarchy_hash.clone(),
+        created_at: head.created_at.clone(),
+        level: head.level.clone(),
+        intake: head.intake.clone(),
+        periods: periods
+            .iter()
+            .map(|p| PartPeriod {
+                period: p.period.to_string(),
+                received_digest: p.received_digest.clone(),
+                digest: p.digest.clone(),
+                bytes: p.bytes.size(),
+            })
+            .collect(),
+        finished: Vec::new(),
+        durable: 0,
     };
-    let payload_json =
-        serde_json::to_string(&payload).map_err(|e| unrepresentable(e.to_string()))?;
-    // JSON cannot hold every value (NaN, infinities); refuse rather than write a bundle
-    // that would fail its own digest check at the other end.
-    let again: BundlePayload =
-        serde_json::from_str(&payload_json).map_err(|e| unrepresentable(e.to_string()))?;
-    let actual = merged_digest(&pb::MergedPeriod::from(&again));
-    if actual != period.digest {
-        return Err(unrepresentable(
-            "a value does not survive JSON (NaN or infinity?)".to_owned(),
+    let on_media = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let mut state = match read_state(&state_path) {
+        Some(earlier)
+            if earlier.same_bundle(&fresh)
+                && earlier.durable <= on_media
+                && resumable(&earlier, &starts) =>
+        {
+            earlier
+        }
+        earlier => {
+            if earlier.is_some() {
+                report.line("the unsent periods changed since the last prepare was cut short: writing the bundle anew");
+            }
+            fresh
+        }
+    };
+    let resumed_from = (state.durable > 0).then_some(state.durable);
+    if let Some(at) = resumed_from {
+        report.line(&format!(
+            "resuming the bundle cut short at {at} of {periods_end} bytes"
         ));
     }
-    let document = BundleFile {
-        format: FORMAT.to_owned(),
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&part)
+        .map_err(io_at(&part))?;
+    file.set_len(state.durable).map_err(io_at(&part))?;
+    file.seek(SeekFrom::Start(state.durable))
+        .map_err(io_at(&part))?;
+
+    let mut progress = report.progress("writing the bundle", periods_end);
+    progress.set(state.durable);
+    for (i, period) in periods.iter().enumerate().skip(state.finished.len()) {
+        let size = sizes[i];
+        let data_start = starts[i] + BLOCK;
+        let mut hasher = Sha256::new();
+        let mut offset = state.durable.saturating_sub(data_start);
+        if state.durable < data_start {
+            let header = header(&period_file(&period.period.to_string()), size, mtime)
+                .map_err(io_at(&part))?;
+            file.write_all(header.as_bytes()).map_err(io_at(&part))?;
+        } else {
+            // The checksum covers the bytes written before the cut: they are the source's,
+            // read again here, not the media's (the read-back below checks those).
+            let mut at = 0;
+            while at < offset {
+                let len = chunk_len(offset, at, WRITE_BYTES);
+                hasher.update(period.bytes.read_at(at, len).map_err(io_at(&part))?);
+                at += len as u64;
+            }
+        }
+        let mut since_checkpoint = 0;
+        while offset < size {
+            let len = chunk_len(size, offset, WRITE_BYTES);
+            let bytes = period.bytes.read_at(offset, len).map_err(io_at(&part))?;
+            hasher.update(&bytes);
+            file.write_all(&bytes).map_err(io_at(&part))?;
+            offset += len as u64;
+            since_checkpoint += len as u64;
+            progress.set(data_start + offset);
+            if since_checkpoint >= CHECKPOINT_BYTES && offset < size {
+                state.durable = data_start + offset;
+                checkpoint(&file, &state, &state_path)?;
+                since_checkpoint = 0;
+            }
+        }
+        pad(&mut file, size).map_err(io_at(&part))?;
+        state.finished.push(hex(&hasher.finalize()));
+        state.durable = data_start + padded(size);
+        checkpoint(&file, &state, &state_path)?;
+    }
+    progress.finish();
+
+    let entries = read_back(&part, periods, &starts, &state, report)?;
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT.to_owned(),
         tool_version: hrs_core::VERSION.to_owned(),
-        hierarchy_hash: period.hierarchy_hash.clone(),
-        created_at: rfc3339(created_at),
-        period: period.period.clone(),
-        level: period.level.clone(),
-        digest: period.digest.clone(),
-        payload_sha256: sha256_hex(payload_json.as_bytes()),
-        payload: RawValue::from_string(payload_json).map_err(|e| unrepresentable(e.to_string()))?,
+        hierarchy_hash: head.hierarchy_hash.clone(),
+        created_at: state.created_at.clone(),
+        level: head.level,
+        intake: head.intake,
+        periods: entries,
     };
-    let mut bytes =
-        serde_json::to_vec_pretty(&document).map_err(|e| unrepresentable(e.to_string()))?;
-    bytes.push(b'\n');
-    Ok(bytes)
+    let mut manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| OfflineError::NotABundle {
+            path: part.clone(),
+            problem: e.to_string(),
+        })?;
+    manifest_bytes.push(b'\n');
+    let mut sums = format!("{}  {MANIFEST}\n", sha256_hex(&manifest_bytes));
+    for period in &manifest.periods {
+        sums.push_str(&format!("{}  {}\n", period.sha256, period.file));
+    }
+    // A cut after the periods may have left part of a listing: it is written again.
+    file.set_len(periods_end).map_err(io_at(&part))?;
+    file.seek(SeekFrom::Start(periods_end))
+        .map_err(io_at(&part))?;
+    for (name, bytes) in [(MANIFEST, &manifest_bytes[..]), (SUMS, sums.as_bytes())] {
+        let header = header(name, bytes.len() as u64, mtime).map_err(io_at(&part))?;
+        file.write_all(header.as_bytes()).map_err(io_at(&part))?;
+        file.write_all(bytes).map_err(io_at(&part))?;
+        pad(&mut file, bytes.len() as u64).map_err(io_at(&part))?;
+    }
+    // The end of the archive: two empty blocks.
+    file.write_all(&[0; 2 * BLOCK as usize])
+        .map_err(io_at(&part))?;
+    file.sync_all().map_err(io_at(&part))?;
+    let bytes = file.stream_position().map_err(io_at(&part))?;
+    drop(file);
+
+    let stamp: String = manifest
+        .created_at
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    // The manifest's hash keeps two bundles of one second apart.
+    let path = dest.join(format!(
+        "hrs-{name}-{stamp}-{}.tar",
+        &sha256_hex(&manifest_bytes)[..8]
+    ));
+    std::fs::rename(&part, &path).map_err(io_at(&path))?;
+    sync_folder(dest).map_err(io_at(dest))?;
+    // The bundle is whole under its name; a progress file left behind would only be
+    // found stale and replaced.
+    let _ = std::fs::remove_file(&state_path);
+    Ok(Written {
+        path,
+        manifest,
+        bytes,
+        resumed_from,
+    })
 }
 
-/// Reads a bundle file, verifying its payload checksum and digest, and returns the merged
-/// period it carries.
-pub fn read_bundle(path: &Path) -> Result<pb::MergedPeriod, BundleError> {
-    let bytes = std::fs::read(path).map_err(|source| BundleError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    decode_period(&bytes, path)
+/// True when an earlier attempt's durable point lies where this version writes one: at a
+/// period's header after the periods it says are whole, or inside the next one's data.
+fn resumable(state: &PartState, starts: &[u64]) -> bool {
+    let done = state.finished.len();
+    let Some(&start) = starts.get(done) else {
+        // Every period was written: the listings after them are written again.
+        return done == starts.len();
+    };
+    let end = state
+        .periods
+        .get(done)
+        .map_or(start, |p| start + BLOCK + p.bytes);
+    state.durable == start || (start + BLOCK < state.durable && state.durable < end)
 }
 
-/// Decodes one period's bundle document (named `path` in errors), verifying its payload
-/// checksum and digest, and returns the merged period it carries.
-pub fn decode_period(bytes: &[u8], path: &Path) -> Result<pb::MergedPeriod, BundleError> {
-    let parse = |source| BundleError::Parse {
-        path: path.to_owned(),
-        source,
-    };
-    let tampered = |problem: String| BundleError::Tampered {
-        path: path.to_owned(),
-        problem,
-    };
-    let document: BundleFile = serde_json::from_slice(bytes).map_err(parse)?;
-    if document.format != FORMAT {
-        return Err(BundleError::Format {
-            path: path.to_owned(),
-            found: document.format,
-        });
-    }
-    let checksum = sha256_hex(document.payload.get().as_bytes());
-    if checksum != document.payload_sha256 {
-        return Err(tampered(format!(
-            "payload_sha256 says {}, the payload hashes to {checksum}",
-            document.payload_sha256
-        )));
-    }
-    let payload: BundlePayload = serde_json::from_str(document.payload.get()).map_err(parse)?;
-    let period = pb::MergedPeriod::from(&payload);
-    let actual = merged_digest(&period);
-    if actual != payload.digest || actual != document.digest {
-        return Err(tampered(format!(
-            "digest says {}, the content hashes to {actual}",
-            document.digest
-        )));
-    }
-    for (field, header, inside) in [
-        (
-            "hierarchy_hash",
-            &document.hierarchy_hash,
-            &payload.hierarchy_hash,
-        ),
-        ("period", &document.period, &payload.period),
-        ("level", &document.level, &payload.level),
-    ] {
-        if header != inside {
-            return Err(tampered(format!(
-                "{field} is {header:?} in the header but {inside:?} in the payload"
+/// Reads every period back from the media and checks it (structure, catalog, digest),
+/// returning each one's manifest entry: a bundle that would be refused at the other end is
+/// never named as one.
+fn read_back(
+    part: &Path,
+    periods: &[Leaving],
+    starts: &[u64],
+    state: &PartState,
+    report: &dyn Report,
+) -> Result<Vec<BundlePeriod>, OfflineError> {
+    let total = periods.iter().map(|p| p.bytes.size()).sum();
+    let mut progress = report.progress("reading the bundle back", total);
+    let mut checked = 0;
+    let mut entries = Vec::with_capacity(periods.len());
+    for (i, period) in periods.iter().enumerate() {
+        let file = File::open(part).map_err(io_at(part))?;
+        let size = period.bytes.size();
+        let range = FileRange::new(file, starts[i] + BLOCK, size);
+        let unreadable = |problem: String| {
+            // What is on the media is not what was written: start over next time.
+            let _ = std::fs::remove_file(part);
+            OfflineError::Unwritten {
+                path: part.to_owned(),
+                problem,
+            }
+        };
+        let summary = check_merged_encoded(&range)
+            .map_err(|e| unreadable(format!("{}: {e}", period.period)))?;
+        if summary.digest != period.digest {
+            return Err(unreadable(format!(
+                "{} reads back with digest {}, not {}",
+                period.period, summary.digest, period.digest
             )));
         }
+        checked += size;
+        progress.set(checked);
+        entries.push(BundlePeriod {
+            period: period.period.to_string(),
+            file: period_file(&period.period.to_string()),
+            sha256: state.finished[i].clone(),
+            bytes: size,
+            digest: period.digest.clone(),
+            received_digest: period.received_digest.clone(),
+            rows: summary.rows,
+        });
     }
-    Ok(period)
+    progress.finish();
+    Ok(entries)
+}
+
+/// Every bundle in `dir` (files named `hrs-*.tar`), in name order.
+pub fn find_bundles(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_at(dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|name| name.starts_with("hrs-") && name.ends_with(".tar"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(OfflineError::NoBundles(dir.to_owned()));
+    }
+    Ok(found)
+}
+
+/// A file inside a bundle: where its bytes lie, or the bytes of a small listing.
+struct Member {
+    offset: u64,
+    size: u64,
+    listing: Option<Vec<u8>>,
+}
+
+/// Reads a bundle and verifies everything in it: its format, every file's SHA-256 against
+/// the manifest and `SHA256SUMS`, no file more or less, and each period's structure,
+/// catalog and digest, reading each period where it lies a range at a time. Anything that
+/// fails refuses the whole bundle.
+pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
+    let (tampered, not_a_bundle) = refusals(path);
+    let members = list_members(path)?;
+    let listing = |name: &str| members.get(name).and_then(|m| m.listing.as_deref());
+    let manifest_bytes =
+        listing(MANIFEST).ok_or_else(|| not_a_bundle(format!("it has no {MANIFEST}")))?;
+    let manifest: BundleManifest = match serde_json::from_slice(manifest_bytes) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            // An earlier version's bundle says so in its format field.
+            let format = serde_json::from_slice::<serde_json::Value>(manifest_bytes)
+                .ok()
+                .and_then(|v| v.get("format")?.as_str().map(str::to_owned));
+            return Err(match format {
+                Some(format) if format != BUNDLE_FORMAT => not_a_bundle(format!(
+                    "format {format:?}; this version reads {BUNDLE_FORMAT:?}: prepare it again with this version"
+                )),
+                _ => tampered(format!("{MANIFEST} does not read: {e}")),
+            });
+        }
+    };
+    if manifest.format != BUNDLE_FORMAT {
+        return Err(not_a_bundle(format!(
+            "format {:?}; this version reads {BUNDLE_FORMAT:?}",
+            manifest.format
+        )));
+    }
+    // The hash names a folder on the connecting machine: only its one form is accepted.
+    if !is_hierarchy_hash(&manifest.hierarchy_hash) {
+        return Err(tampered(format!(
+            "{MANIFEST} names no hashed hierarchy ID (44 Base64 characters)"
+        )));
+    }
+    // SHA256SUMS covers the manifest too, so a manifest edited to match edited periods
+    // still shows unless both were rewritten.
+    let sums = listing(SUMS).ok_or_else(|| tampered(format!("{SUMS} is missing")))?;
+    let sums = String::from_utf8_lossy(sums);
+    let mut listed: BTreeMap<String, String> = BTreeMap::new();
+    for line in sums.lines() {
+        let (sum, name) = line
+            .split_once("  ")
+            .ok_or_else(|| tampered(format!("{SUMS} has a malformed line")))?;
+        let member = members
+            .get(name)
+            .ok_or_else(|| tampered(format!("{name} is listed but missing")))?;
+        let actual = match &member.listing {
+            Some(bytes) => sha256_hex(bytes),
+            None => sha256_of(&open_range(path, member)?, WRITE_BYTES).map_err(io_at(path))?,
+        };
+        if actual != sum {
+            return Err(tampered(format!("{name} does not match its SHA-256")));
+        }
+        if listed.insert(name.to_owned(), actual).is_some() {
+            return Err(tampered(format!("{name} is listed twice in {SUMS}")));
+        }
+    }
+    if !listed.contains_key(MANIFEST) {
+        return Err(tampered(format!("{MANIFEST} is not in {SUMS}")));
+    }
+    let mut periods = Vec::new();
+    for entry in &manifest.periods {
+        let member = members
+            .get(&entry.file)
+            .ok_or_else(|| tampered(format!("{} is missing", entry.file)))?;
+        let sum = listed
+            .get(&entry.file)
+            .ok_or_else(|| tampered(format!("{} is not in {SUMS}", entry.file)))?;
+        if *sum != entry.sha256 || member.size != entry.bytes || member.listing.is_some() {
+            return Err(tampered(format!(
+                "{} does not match the manifest",
+                entry.file
+            )));
+        }
+        let range = open_range(path, member)?;
+        let summary =
+            check_merged_encoded(&range).map_err(|e| tampered(format!("{}: {e}", entry.file)))?;
+        if summary.period.to_string() != entry.period
+            || summary.digest != entry.digest
+            || summary.hierarchy_hash != manifest.hierarchy_hash
+            || summary.rows != entry.rows
+        {
+            return Err(tampered(format!(
+                "{} holds another period, digest, hierarchy or row count than the manifest says",
+                entry.file
+            )));
+        }
+        periods.push(Arc::new(range));
+    }
+    let expected: BTreeSet<String> = manifest
+        .periods
+        .iter()
+        .map(|p| p.file.clone())
+        .chain([MANIFEST.to_owned(), SUMS.to_owned()])
+        .collect();
+    if let Some(extra) = members.keys().find(|name| !expected.contains(*name)) {
+        return Err(tampered(format!(
+            "it holds {extra}, which the manifest does not list"
+        )));
+    }
+    Ok(Bundle {
+        path: path.to_owned(),
+        manifest,
+        periods,
+    })
+}
+
+/// How a bundle at `path` is refused: as altered, or as no bundle this version reads.
+fn refusals(
+    path: &Path,
+) -> (
+    impl Fn(String) -> OfflineError + '_,
+    impl Fn(String) -> OfflineError + '_,
+) {
+    (
+        |problem| OfflineError::Tampered {
+            path: path.to_owned(),
+            problem,
+        },
+        |problem| OfflineError::NotABundle {
+            path: path.to_owned(),
+            problem,
+        },
+    )
+}
+
+/// Lists a bundle's files without reading the periods: where each lies, and the bytes of
+/// its two small listings.
+fn list_members(path: &Path) -> Result<BTreeMap<String, Member>, OfflineError> {
+    let (tampered, not_a_bundle) = refusals(path);
+    let file = File::open(path).map_err(io_at(path))?;
+    let mut archive = tar::Archive::new(file);
+    let mut members = BTreeMap::new();
+    for entry in archive
+        .entries_with_seek()
+        .map_err(|e| not_a_bundle(e.to_string()))?
+    {
+        let mut entry = entry.map_err(|e| not_a_bundle(e.to_string()))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(tampered("it holds something other than plain files".into()));
+        }
+        let name = entry
+            .path()
+            .map_err(|e| not_a_bundle(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let size = entry.size();
+        let listing = if name == MANIFEST || name == SUMS {
+            if size > MAX_LISTING_BYTES {
+                return Err(tampered(format!("{name} is {size} bytes")));
+            }
+            let mut bytes = Vec::new();
+            entry
+                .by_ref()
+                .take(MAX_LISTING_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| not_a_bundle(e.to_string()))?;
+            Some(bytes)
+        } else {
+            if size > MAX_PERIOD_BYTES {
+                return Err(tampered(format!(
+                    "{name} is {size} bytes; a period is at most {MAX_PERIOD_BYTES}"
+                )));
+            }
+            None
+        };
+        let member = Member {
+            offset: entry.raw_file_position(),
+            size,
+            listing,
+        };
+        if members.insert(name.clone(), member).is_some() {
+            return Err(tampered(format!("{name} appears twice")));
+        }
+    }
+    Ok(members)
+}
+
+/// A member's bytes, read from the bundle where they lie.
+fn open_range(path: &Path, member: &Member) -> Result<FileRange, OfflineError> {
+    let file = File::open(path).map_err(io_at(path))?;
+    let end = file.metadata().map_err(io_at(path))?.len();
+    if member.offset.saturating_add(member.size) > end {
+        return Err(OfflineError::Tampered {
+            path: path.to_owned(),
+            problem: "it ends inside a file it holds (truncated?)".into(),
+        });
+    }
+    Ok(FileRange::new(file, member.offset, member.size))
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole new one, never
-/// a part: write a temporary file beside it, flush it to disk, rename it into place.
+/// a part.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// Writes a file at `path` with `fill` so that a reader sees the old file or the whole new
+/// one, never a part: fill a temporary file beside it, flush it to disk, rename it into
+/// place.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -405,8 +786,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = File::create(&tmp)?;
+        fill(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -415,8 +796,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    // Make the rename itself durable; folders cannot be opened for sync everywhere.
+    sync_folder(folder)
+}
+
+/// Makes a rename in `folder` durable; folders cannot be opened for sync everywhere.
+fn sync_folder(folder: &Path) -> io::Result<()> {
     #[cfg(unix)]
-    std::fs::File::open(folder)?.sync_all()?;
+    File::open(folder)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = folder;
     Ok(())
 }

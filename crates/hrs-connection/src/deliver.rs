@@ -18,7 +18,6 @@ use std::time::Duration;
 use hrs_core::Level;
 use hrs_core::bytes::RunBytes as _;
 use hrs_core::clock::{Clock, rfc3339};
-use hrs_core::merged_encoding::MergedEncoding;
 use hrs_proto::v1 as pb;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
@@ -255,18 +254,10 @@ async fn submit<S: OutboxStore>(
     let source = store.payload(period);
     let policy = delivery.policy.clone();
     let level = period.level.min(policy.level);
-    let leaving = tokio::task::spawn_blocking(move || {
-        let hasher = policy.hasher;
-        MergedEncoding::outbound(
-            source,
-            policy.level,
-            move |site| hasher.hash(site),
-            policy.mode.as_str(),
-        )
-    })
-    .await
-    .map_err(|e| IntakeCallError::Source(e.to_string()))?
-    .map_err(|e| IntakeCallError::Source(e.to_string()))?;
+    let leaving = tokio::task::spawn_blocking(move || policy.reshape(source))
+        .await
+        .map_err(|e| IntakeCallError::Source(e.to_string()))?
+        .map_err(|e| IntakeCallError::Source(e.to_string()))?;
     let sent = Sent {
         level,
         digest: leaving.digest().to_owned(),

@@ -19,7 +19,8 @@ use crate::MAX_MESSAGE_BYTES;
 /// How long to wait for the intake to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one call may take, for a period of up to [`MAX_MESSAGE_BYTES`].
+/// How long one call may take; a stream of chunks it cuts off resumes at the next
+/// attempt where the intake's held bytes end.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where the intake is and how to prove who is calling.
@@ -150,22 +151,6 @@ impl IntakeSession {
             ChunkedPushError::Status(status) => IntakeCallError::Refused(status),
             other => IntakeCallError::Source(other.to_string()),
         })
-    }
-
-    /// Submits one period as it leaves the hierarchy.
-    pub async fn submit(
-        &mut self,
-        period: &pb::MergedPeriod,
-    ) -> Result<pb::SubmitResponse, IntakeCallError> {
-        let request = self.request(pb::SubmitRequest {
-            period: Some(period.clone()),
-            client_version: hrs_core::VERSION.to_owned(),
-        });
-        self.client
-            .submit(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(IntakeCallError::Refused)
     }
 
     /// Asks which updates apply to `hierarchy_hash`, filtered by `download`.

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hrs_core::clock::Clock;
-use hrs_core::validate::{Invalid, check_merged};
+use hrs_core::validate::Invalid;
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::receive::ReceiveError;
@@ -34,10 +34,10 @@ use hrs_rpc::v1::connection_point_server::{ConnectionPoint, ConnectionPointServe
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info};
 
-pub use bundle::{BundleError, read_bundle, write_bundle};
 pub use config::{ConnectionPointConfig, Mode};
 pub use outbound::{Policy, outbound};
 pub use status::{PointPeriod, PointStatus, status};
@@ -47,8 +47,8 @@ pub use store::{
 };
 pub use tool::{ExportSummary, export_csv, export_rows, periods};
 
-/// Largest message sent to the intake: a whole hierarchy's period in one message (the
-/// intake enforces its own `max_message_mb`).
+/// Largest message sent to or taken from the intake, far above any of them (a chunk of a
+/// period, a manifest, a chunk of a package); the intake enforces its own `max_message_mb`.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Calls one connection may have open at once; an aggregator offers one period at a time.
@@ -116,9 +116,6 @@ pub enum ConnectionError {
         /// The configuration that names it.
         config: String,
     },
-    /// A bundle could not be written or read.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
     /// The TLS certificates could not be loaded.
     #[error("tls: {0}")]
     Tls(#[from] hrs_rpc::tls::TlsError),
@@ -151,7 +148,6 @@ impl RpcError for ConnectionError {
             | Self::Store(_)
             | Self::NoStore { .. }
             | Self::Tls(_)
-            | Self::Bundle(_)
             | Self::Io { .. }
             | Self::Config(_)
             | Self::Serve(_) => Code::Internal,
@@ -173,8 +169,8 @@ struct PointService<S> {
     hierarchy_hash: String,
     /// Wakes the delivery task when a period needs sending.
     wake: Arc<Notify>,
-    /// With TLS, only the aggregator's certificate may offer periods.
-    tls: bool,
+    /// Who may offer periods.
+    offerers: Offerers,
     /// Stamps each period as it arrives.
     clock: Arc<dyn Clock>,
 }
@@ -185,60 +181,14 @@ impl<S> Clone for PointService<S> {
             store: Arc::clone(&self.store),
             hierarchy_hash: self.hierarchy_hash.clone(),
             wake: Arc::clone(&self.wake),
-            tls: self.tls,
+            offerers: self.offerers,
             clock: Arc::clone(&self.clock),
         }
     }
 }
 
-impl<S: OutboxStore> PointService<S> {
-    /// Checks, stores and answers one offered period.
-    async fn handle(
-        &self,
-        request: pb::OfferPeriodRequest,
-    ) -> Result<pb::OfferPeriodResponse, ConnectionError> {
-        let period = request.period.ok_or_else(|| Invalid::Field {
-            field: "period".into(),
-            problem: "missing".into(),
-        })?;
-        let (when, level) = check_merged(&period)?;
-        if period.hierarchy_hash != self.hierarchy_hash {
-            return Err(ConnectionError::WrongHierarchy {
-                got: period.hierarchy_hash,
-                expected: self.hierarchy_hash.clone(),
-            });
-        }
-        let offered = self.store.offer(&period, self.clock.now()).await?;
-        info!(
-            period = %when,
-            %level,
-            digest = %period.digest,
-            sites = period.sites.len(),
-            missing = period.missing_sites.len(),
-            outcome = ?offered,
-            "period received"
-        );
-        // A duplicate may be the re-send of an offer whose answer was lost; waking the
-        // delivery task costs nothing when the period has already gone.
-        self.wake.notify_one();
-        Ok(pb::OfferPeriodResponse {
-            duplicate: offered == Offered::Duplicate,
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl<S: OutboxStore> ConnectionPoint for PointService<S> {
-    async fn offer_period(
-        &self,
-        request: Request<pb::OfferPeriodRequest>,
-    ) -> Result<Response<pb::OfferPeriodResponse>, Status> {
-        self.answer("offer_period", request, |service, request| async move {
-            service.handle(request).await
-        })
-        .await
-    }
-
     async fn offer_period_chunks(
         &self,
         request: Request<tonic::Streaming<pb::PeriodChunk>>,
@@ -262,9 +212,15 @@ impl<S: OutboxStore> ConnectionPoint for PointService<S> {
     }
 }
 
-impl<S: OutboxStore> PointService<S> {
-    /// With TLS, only the aggregator's certificate may offer periods.
-    fn permitted<T>(&self, request: &Request<T>) -> Result<(), ConnectionError> {
+/// Who may offer periods: with TLS, the aggregator's certificate only; without, anyone.
+#[derive(Debug, Clone, Copy)]
+struct Offerers {
+    tls: bool,
+}
+
+impl Offerers {
+    /// Refuses a caller that may not offer periods.
+    fn permitted<T>(self, request: &Request<T>) -> Result<(), ConnectionError> {
         if !self.tls {
             return Ok(());
         }
@@ -277,7 +233,19 @@ impl<S: OutboxStore> PointService<S> {
             caller: caller.map_or("a client without an identity".into(), |c| c.to_string()),
         })
     }
+}
 
+/// Refuses a caller that may not offer periods before any message of its call is read:
+/// tonic decodes a unary request whole before its handler runs.
+impl tonic::service::Interceptor for Offerers {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.permitted(&request)
+            .map(|()| request)
+            .map_err(|error| hrs_rpc::error::status(&error))
+    }
+}
+
+impl<S: OutboxStore> PointService<S> {
     /// Answers one call from an aggregator that may offer periods, running `work` to
     /// completion even if the caller goes away.
     async fn answer<Req, Resp, Work, Fut>(
@@ -293,7 +261,8 @@ impl<S: OutboxStore> PointService<S> {
         Fut: Future<Output = Result<Resp, ConnectionError>> + Send + 'static,
     {
         let span = tracing::info_span!("call", name, peer = ?request.remote_addr());
-        self.permitted(&request)
+        self.offerers
+            .permitted(&request)
             .map_err(|error| hrs_rpc::error::status(&error))?;
         let (service, request) = (self.clone(), request.into_inner());
         hrs_rpc::serve::detached(
@@ -350,11 +319,14 @@ pub async fn serve_with_clock(
         store = %store.path().display(),
         "connection point listening"
     );
+    let offerers = Offerers {
+        tls: config.tls.is_some(),
+    };
     let service = PointService {
         store,
         hierarchy_hash: config.hierarchy_id.hashed(),
         wake,
-        tls: config.tls.is_some(),
+        offerers,
         clock: Arc::clone(&clock),
     };
     let role = RoleServing {
@@ -371,7 +343,11 @@ pub async fn serve_with_clock(
         role,
         listener,
         |mut server, limits, gate| {
-            server.add_service(ConnectionPointServer::new(service).limited(limits, gate))
+            // Outside the generated server, which decodes a message before its handler runs.
+            server.add_service(InterceptedService::new(
+                ConnectionPointServer::new(service).limited(limits, gate),
+                offerers,
+            ))
         },
         delivering,
         shutdown,

@@ -8,47 +8,34 @@
 //! 3. [`import`], back on the connection point: the receipt and packages are verified, the
 //!    updates imported, and the acknowledged periods marked sent.
 //!
-//! A bundle is a plain tar file: `manifest.json` (what it holds: hierarchy, level, tool
-//! version, each period's file, digest and SHA-256), one `periods/<period>.json` per period
-//! (the same self-checking document as a single-period bundle), and `SHA256SUMS`, so
-//! `tar -xf` and `sha256sum -c SHA256SUMS` are enough to review it. Nothing is used that
-//! does not verify: a bundle whose files no longer match their checksums and digests
-//! (damaged media, an edit that did not also rewrite them) is refused whole. Checksums are
-//! not signatures: they catch damage and careless edits, not a forger who rewrites them.
+//! What a bundle holds and how it is written and checked is in [`crate::bundle`].
 
-use hrs_core::clock::Clock;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read as _;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hrs_core::Period;
+use hrs_core::clock::Clock;
 use hrs_core::token::Token;
 use hrs_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
-use crate::bundle::{decode_period, encode_period, sha256_hex, write_atomic};
+pub use crate::bundle::{
+    BUNDLE_FORMAT, Bundle, BundleManifest, BundlePeriod, find_bundles, hierarchy_dir_name,
+    read_bundle_file,
+};
+use crate::bundle::{Head, Leaving, write_atomic, write_atomic_with};
 use crate::intake::{IntakeCallError, IntakeLink};
-use crate::outbound::{Policy, outbound};
-use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, SqliteOutbox, period_of};
+use crate::outbound::Policy;
+use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, OutboxStore as _, SqliteOutbox};
 use crate::{ConnectionError, ConnectionPointConfig};
-
-/// The format tag of bundles written by this version.
-pub const BUNDLE_FORMAT: &str = "hrs-bundle/2";
 
 /// The format tag of receipts written by this version.
 pub const RECEIPT_FORMAT: &str = "hrs-receipt/1";
 
-/// The file a bundle describes itself in.
-const MANIFEST: &str = "manifest.json";
-
-/// The checksums of a bundle's other files, in `sha256sum` format.
-const SUMS: &str = "SHA256SUMS";
-
 /// The receipt `connect` writes per hierarchy.
 const RECEIPT: &str = "receipt.json";
-
-/// Largest file a bundle may hold: a merged period well above the intake's message limit.
-const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
 /// Why a step of the round trip failed; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +72,16 @@ pub enum OfflineError {
         /// The bundle.
         path: PathBuf,
         /// Which check failed.
+        problem: String,
+    },
+    /// A bundle did not read back as it was written: the media is failing or full.
+    #[error(
+        "{path} does not read back as written ({problem}): check the media (full, failing?) and run prepare again"
+    )]
+    Unwritten {
+        /// The bundle being written.
+        path: PathBuf,
+        /// What read back wrong.
         problem: String,
     },
     /// The intake could not be reached or refused.
@@ -177,58 +174,6 @@ impl Progress for Silent {
     fn finish(&mut self) {}
 }
 
-/// What a bundle says it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleManifest {
-    /// Always [`BUNDLE_FORMAT`].
-    pub format: String,
-    /// Version of the tool that prepared it.
-    pub tool_version: String,
-    /// The hierarchy's hashed ID: bundles of several hierarchies can share a folder.
-    pub hierarchy_hash: String,
-    /// RFC 3339 time it was prepared.
-    pub created_at: String,
-    /// The level configured when it was prepared (what it holds is at most this).
-    pub level: String,
-    /// The intake the connection point is configured with, if any: `connect` uses it.
-    pub intake: Option<String>,
-    /// The periods, oldest first.
-    pub periods: Vec<BundlePeriod>,
-}
-
-/// One period in a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundlePeriod {
-    /// The period (ISO week).
-    pub period: String,
-    /// Its file in the bundle.
-    pub file: String,
-    /// SHA-256 of that file, lowercase hex.
-    pub sha256: String,
-    /// Size of that file.
-    pub bytes: u64,
-    /// Merged digest of the period as it leaves.
-    pub digest: String,
-    /// Merged digest of the period as the connection point received it: `import` marks
-    /// that version sent.
-    pub received_digest: String,
-    /// Result rows, over all sites and queries.
-    pub rows: u64,
-}
-
-/// A bundle read back and verified.
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    /// The file.
-    pub path: PathBuf,
-    /// What it says it holds.
-    pub manifest: BundleManifest,
-    /// Each period as it leaves, in manifest order.
-    pub periods: Vec<pb::MergedPeriod>,
-}
-
 /// What `prepare` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
@@ -236,56 +181,15 @@ pub struct Prepared {
     pub path: Option<PathBuf>,
     /// The periods it holds.
     pub periods: Vec<Period>,
-}
-
-/// A file-name-safe form of a hashed hierarchy ID (Base64 with `/` and `+`).
-pub fn hierarchy_dir_name(hierarchy_hash: &str) -> String {
-    hierarchy_hash
-        .chars()
-        .filter(|c| *c != '=')
-        .map(|c| match c {
-            '/' => '_',
-            '+' => '-',
-            c => c,
-        })
-        .collect()
-}
-
-/// True for a hashed hierarchy ID as HRS writes it: Base64 of a SHA-256, 44 characters.
-fn is_hierarchy_hash(text: &str) -> bool {
-    text.len() == 44
-        && text.ends_with('=')
-        && text[..43]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-fn rows_of(period: &pb::MergedPeriod) -> u64 {
-    period
-        .sites
-        .iter()
-        .flat_map(|s| &s.results)
-        .map(|r| r.rows.len() as u64)
-        .sum()
-}
-
-fn append(
-    builder: &mut tar::Builder<Vec<u8>>,
-    name: &str,
-    bytes: &[u8],
-    mtime: u64,
-) -> std::io::Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(mtime);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, name, bytes)
+    /// Where an earlier prepare, cut short, was resumed (bytes into the bundle).
+    pub resumed_from: Option<u64>,
 }
 
 /// Writes every period the intake has not acknowledged into one bundle in `dest`, as it
 /// would leave at the level configured now, and records that it was bundled (it stays
-/// unsent until `import` brings the intake's acknowledgement back).
+/// unsent until `import` brings the intake's acknowledgement back). Each period is read
+/// from the store and written to the media a range at a time, never held whole; an
+/// earlier prepare cut short is resumed where its last checkpoint ends.
 pub fn prepare(
     config: &ConnectionPointConfig,
     dest: &Path,
@@ -298,255 +202,72 @@ pub fn prepare(
             store: config.store.clone(),
             config: config.describe(),
         })?;
-    let unsent = store.pending_blocking().map_err(ConnectionError::from)?;
+    let unsent = store.unsent_blocking().map_err(ConnectionError::from)?;
     if unsent.is_empty() {
         report.line("nothing to prepare: the intake has acknowledged every period");
         return Ok(Prepared {
             path: None,
             periods: Vec::new(),
+            resumed_from: None,
         });
     }
     let policy = Policy::of(config);
-    let hierarchy_hash = config.hierarchy_id.hashed();
-    let now = clock.now();
-    let created_at = hrs_core::clock::rfc3339(now);
-    let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut entries = Vec::new();
-    // What to mark bundled once the file is written: each period as received.
-    let mut bundled = Vec::new();
-    let mut sums = String::new();
-    let mut progress = report.progress("bundling periods", unsent.len() as u64);
+    let mut leaving = Vec::new();
+    let mut progress = report.progress("reading unsent periods", unsent.len() as u64);
     for (i, period) in unsent.iter().enumerate() {
-        let when = period_of(period).map_err(ConnectionError::from)?;
-        let sent = outbound(period, &policy);
-        // A period JSON cannot carry (NaN, infinity) is reported and left unsent; it must
-        // not keep the others from leaving.
-        let bytes = match encode_period(&sent, now) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                report.line(&format!("{} left out of the bundle: {e}", sent.period));
-                progress.set(i as u64 + 1);
-                continue;
-            }
-        };
-        let file = format!("periods/{}.json", sent.period);
-        let sha256 = sha256_hex(&bytes);
-        append(&mut builder, &file, &bytes, mtime).map_err(io(dest))?;
-        sums.push_str(&format!("{sha256}  {file}\n"));
-        entries.push(BundlePeriod {
-            period: sent.period.clone(),
-            file,
-            sha256,
-            bytes: bytes.len() as u64,
-            digest: sent.digest.clone(),
-            received_digest: period.digest.clone(),
-            rows: rows_of(&sent),
-        });
-        bundled.push((when, period.digest.clone()));
+        let reshaped = policy.reshape(store.payload(period));
         progress.set(i as u64 + 1);
+        // A period the store cannot give whole is reported and left unsent; it must not
+        // keep the others from leaving.
+        match reshaped {
+            Ok(bytes) => leaving.push(Leaving {
+                period: period.period,
+                received_digest: period.digest.clone(),
+                digest: bytes.digest().to_owned(),
+                bytes: Arc::new(bytes),
+            }),
+            Err(e) => report.line(&format!("{} left out of the bundle: {e}", period.period)),
+        }
     }
     progress.finish();
-    if entries.is_empty() {
+    if leaving.is_empty() {
         return Err(OfflineError::NotABundle {
             path: dest.to_owned(),
-            problem: "no unsent period can be written as a bundle (see the lines above)".into(),
+            problem: "no unsent period can be read from the store (see the lines above)".into(),
         });
     }
-    let manifest = BundleManifest {
-        format: BUNDLE_FORMAT.to_owned(),
-        tool_version: hrs_core::VERSION.to_owned(),
-        hierarchy_hash: hierarchy_hash.clone(),
-        created_at: created_at.clone(),
+    let now = clock.now();
+    let head = Head {
+        hierarchy_hash: config.hierarchy_id.hashed(),
+        created_at: hrs_core::clock::rfc3339(now),
         level: config.level.as_str().to_owned(),
         intake: config.intake.clone(),
-        periods: entries,
     };
-    let mut manifest_bytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| OfflineError::NotABundle {
-            path: dest.to_owned(),
-            problem: e.to_string(),
-        })?;
-    manifest_bytes.push(b'\n');
-    sums.insert_str(0, &format!("{}  {MANIFEST}\n", sha256_hex(&manifest_bytes)));
-    append(&mut builder, MANIFEST, &manifest_bytes, mtime).map_err(io(dest))?;
-    append(&mut builder, SUMS, sums.as_bytes(), mtime).map_err(io(dest))?;
-    let archive = builder.into_inner().map_err(io(dest))?;
-    let stamp: String = created_at
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
+    let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let written = crate::bundle::write(dest, head, &leaving, report, mtime)?;
+    let bundled: Vec<(Period, String)> = leaving
+        .iter()
+        .map(|p| (p.period, p.received_digest.clone()))
         .collect();
-    // The content's hash keeps two bundles of one second apart.
-    let path = dest.join(format!(
-        "hrs-{}-{stamp}-{}.tar",
-        hierarchy_dir_name(&hierarchy_hash),
-        &sha256_hex(&archive)[..8]
-    ));
-    write_atomic(&path, &archive).map_err(io(&path))?;
     let marked = store
-        .mark_bundled_blocking(&bundled, &path, now)
+        .mark_bundled_blocking(&bundled, &written.path, now)
         .map_err(ConnectionError::from)?;
-    for period in &manifest.periods {
+    for period in &written.manifest.periods {
         report.line(&format!(
             "bundled {} at level {} ({} rows, digest {})",
-            period.period, manifest.level, period.rows, period.digest
+            period.period, written.manifest.level, period.rows, period.digest
         ));
     }
     report.line(&format!(
         "wrote {} ({} period(s), {} bytes): carry it to an internet-facing machine and run `hrs connection-tool connect`",
-        path.display(),
-        manifest.periods.len(),
-        archive.len()
+        written.path.display(),
+        written.manifest.periods.len(),
+        written.bytes
     ));
     Ok(Prepared {
-        path: Some(path),
+        path: Some(written.path),
         periods: marked,
-    })
-}
-
-/// Every bundle in `dir` (files named `hrs-*.tar`), in name order.
-pub fn find_bundles(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.is_file()
-                && path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|name| name.starts_with("hrs-") && name.ends_with(".tar"))
-        })
-        .collect();
-    found.sort();
-    if found.is_empty() {
-        return Err(OfflineError::NoBundles(dir.to_owned()));
-    }
-    Ok(found)
-}
-
-/// Reads a bundle and verifies everything in it: its format, every file's SHA-256 against
-/// the manifest and `SHA256SUMS`, no file more or less, and each period's own checksum and
-/// digest. Anything that fails refuses the whole bundle.
-pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
-    let tampered = |problem: String| OfflineError::Tampered {
-        path: path.to_owned(),
-        problem,
-    };
-    let not_a_bundle = |problem: String| OfflineError::NotABundle {
-        path: path.to_owned(),
-        problem,
-    };
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut archive = tar::Archive::new(file);
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for entry in archive.entries().map_err(|e| not_a_bundle(e.to_string()))? {
-        let mut entry = entry.map_err(|e| not_a_bundle(e.to_string()))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(tampered("it holds something other than plain files".into()));
-        }
-        let name = entry
-            .path()
-            .map_err(|e| not_a_bundle(e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
-        let size = entry
-            .header()
-            .size()
-            .map_err(|e| not_a_bundle(e.to_string()))?;
-        if size > MAX_ENTRY_BYTES {
-            return Err(tampered(format!("{name} is {size} bytes")));
-        }
-        let mut bytes = Vec::new();
-        entry
-            .by_ref()
-            .take(MAX_ENTRY_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(|e| not_a_bundle(e.to_string()))?;
-        if files.insert(name.clone(), bytes).is_some() {
-            return Err(tampered(format!("{name} appears twice")));
-        }
-    }
-    let manifest_bytes = files
-        .get(MANIFEST)
-        .ok_or_else(|| not_a_bundle(format!("it has no {MANIFEST}")))?;
-    let manifest: BundleManifest = serde_json::from_slice(manifest_bytes)
-        .map_err(|e| tampered(format!("{MANIFEST} does not read: {e}")))?;
-    if manifest.format != BUNDLE_FORMAT {
-        return Err(not_a_bundle(format!(
-            "format {:?}; this version reads {BUNDLE_FORMAT:?}",
-            manifest.format
-        )));
-    }
-    // The hash names a folder on the connecting machine: only its one form is accepted.
-    if !is_hierarchy_hash(&manifest.hierarchy_hash) {
-        return Err(tampered(format!(
-            "{MANIFEST} names no hashed hierarchy ID (44 Base64 characters)"
-        )));
-    }
-    // SHA256SUMS covers the manifest too, so a manifest edited to match edited periods
-    // still shows unless both were rewritten.
-    let sums = files
-        .get(SUMS)
-        .ok_or_else(|| tampered(format!("{SUMS} is missing")))?;
-    let sums = String::from_utf8_lossy(sums);
-    let mut listed = BTreeSet::new();
-    for line in sums.lines() {
-        let (sum, name) = line
-            .split_once("  ")
-            .ok_or_else(|| tampered(format!("{SUMS} has a malformed line")))?;
-        let bytes = files
-            .get(name)
-            .ok_or_else(|| tampered(format!("{name} is listed but missing")))?;
-        if sha256_hex(bytes) != sum {
-            return Err(tampered(format!("{name} does not match its SHA-256")));
-        }
-        listed.insert(name.to_owned());
-    }
-    let mut periods = Vec::new();
-    for entry in &manifest.periods {
-        let bytes = files
-            .get(&entry.file)
-            .ok_or_else(|| tampered(format!("{} is missing", entry.file)))?;
-        if sha256_hex(bytes) != entry.sha256 || bytes.len() as u64 != entry.bytes {
-            return Err(tampered(format!(
-                "{} does not match the manifest",
-                entry.file
-            )));
-        }
-        if !listed.contains(&entry.file) {
-            return Err(tampered(format!("{} is not in {SUMS}", entry.file)));
-        }
-        let period =
-            decode_period(bytes, &path.join(&entry.file)).map_err(|e| tampered(e.to_string()))?;
-        if period.period != entry.period
-            || period.digest != entry.digest
-            || period.hierarchy_hash != manifest.hierarchy_hash
-        {
-            return Err(tampered(format!(
-                "{} holds another period, digest or hierarchy than the manifest says",
-                entry.file
-            )));
-        }
-        periods.push(period);
-    }
-    let expected: BTreeSet<String> = manifest
-        .periods
-        .iter()
-        .map(|p| p.file.clone())
-        .chain([MANIFEST.to_owned(), SUMS.to_owned()])
-        .collect();
-    if let Some(extra) = files.keys().find(|name| !expected.contains(*name)) {
-        return Err(tampered(format!(
-            "it holds {extra}, which the manifest does not list"
-        )));
-    }
-    if !listed.contains(MANIFEST) {
-        return Err(tampered(format!("{MANIFEST} is not in {SUMS}")));
-    }
-    Ok(Bundle {
-        path: path.to_owned(),
-        manifest,
-        periods,
+        resumed_from: written.resumed_from,
     })
 }
 
@@ -881,13 +602,22 @@ async fn connect_hierarchy(
     // What went wrong; what was acknowledged before or after still goes into the receipt.
     let mut problems = Vec::new();
     'bundles: for bundle in bundles {
-        for (entry, period) in bundle.manifest.periods.iter().zip(&bundle.periods) {
-            let answer = match session.submit(period).await {
+        for (entry, bytes) in bundle.manifest.periods.iter().zip(&bundle.periods) {
+            // The same resumable chunks the online path sends: a connect cut short goes
+            // on, the next time, where the intake's held bytes end.
+            let offer = pb::PeriodOffer {
+                hierarchy_hash: bundle.manifest.hierarchy_hash.clone(),
+                period: entry.period.clone(),
+                digest: entry.digest.clone(),
+                ..Default::default()
+            };
+            let source: Arc<dyn hrs_core::bytes::RunBytes> = bytes.clone();
+            let answer = match session.submit_chunks(offer, source).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     let transient = e.is_transient();
-                    report.line(&format!("{}: not acknowledged: {e}", period.period));
-                    problems.push(format!("{}: {e}", period.period));
+                    report.line(&format!("{}: not acknowledged: {e}", entry.period));
+                    problems.push(format!("{}: {e}", entry.period));
                     if transient {
                         break 'bundles;
                     }
@@ -896,12 +626,12 @@ async fn connect_hierarchy(
             };
             done += 1;
             progress.set(done);
-            acknowledged.push(period.period.clone());
+            acknowledged.push(entry.period.clone());
             submissions.insert(
-                (period.period.clone(), period.digest.clone()),
+                (entry.period.clone(), entry.digest.clone()),
                 ReceiptSubmission {
-                    period: period.period.clone(),
-                    digest: period.digest.clone(),
+                    period: entry.period.clone(),
+                    digest: entry.digest.clone(),
                     received_digest: entry.received_digest.clone(),
                     submission_id: answer.submission_id,
                     accepted_at: answer.accepted_at,
@@ -1057,6 +787,31 @@ fn read_receipt(dir: &Path) -> Result<Option<Receipt>, OfflineError> {
     Ok(Some(receipt))
 }
 
+/// Returns a file's lowercase hex SHA-256 and size, read a block at a time, telling
+/// `read` how far it got.
+fn sha256_of_file(path: &Path, mut read: impl FnMut(u64)) -> Result<(String, u64), OfflineError> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+        read(size);
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((sha256, size))
+}
+
 /// What `import` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
@@ -1162,12 +917,13 @@ pub fn import(
                 format!("package {} is not what the manifest lists", package.name),
             ));
         }
-        let bytes = std::fs::read(&file).map_err(io(&file))?;
-        if sha256_hex(&bytes) != package.sha256 || bytes.len() as u64 != package.size {
+        let (sha256, size) = sha256_of_file(&file, |read| {
+            progress.set(verified.saturating_add(read));
+        })?;
+        if sha256 != package.sha256 || size != package.size {
             return Err(tampered(&file, "its SHA-256 is not the manifest's".into()));
         }
         verified = verified.saturating_add(package.size);
-        progress.set(verified);
     }
     progress.finish();
 
@@ -1187,8 +943,10 @@ pub fn import(
         let folder = updates_root.join(&package.update_id);
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         let to = folder.join(&package.name);
-        let bytes = std::fs::read(dir.join(&package.file)).map_err(io(&dir))?;
-        write_atomic(&to, &bytes).map_err(io(&to))?;
+        let from = dir.join(&package.file);
+        let mut source = std::fs::File::open(&from).map_err(io(&from))?;
+        write_atomic_with(&to, |file| std::io::copy(&mut source, file).map(drop))
+            .map_err(io(&to))?;
         imported.push(ImportedPackage {
             update_id: package.update_id.clone(),
             name: package.name.clone(),

@@ -2,9 +2,13 @@
 //! and the connection tool's export all go through [`outbound`], so what an operator
 //! reviews is exactly what is sent.
 
+use std::sync::Arc;
+
 use hrs_core::Level;
+use hrs_core::bytes::RunBytes;
 use hrs_core::digest::merged_digest;
 use hrs_core::hash::Hasher;
+use hrs_core::merged_encoding::MergedEncoding;
 use hrs_proto::v1 as pb;
 
 use crate::config::{ConnectionPointConfig, Mode};
@@ -21,6 +25,21 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Reshapes a stored period's encoding as it may leave under this policy (what
+    /// [`outbound`] makes of the decoded period), read from `source` a range at a time.
+    pub fn reshape(
+        &self,
+        source: Arc<dyn RunBytes>,
+    ) -> Result<MergedEncoding, hrs_core::merged_encoding::BuildError> {
+        let hasher = self.hasher.clone();
+        MergedEncoding::outbound(
+            source,
+            self.level,
+            move |site| hasher.hash(site),
+            self.mode.as_str(),
+        )
+    }
+
     /// The policy of a connection point's configuration.
     pub fn of(config: &ConnectionPointConfig) -> Self {
         Self {

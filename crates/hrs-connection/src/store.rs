@@ -161,13 +161,6 @@ pub struct PeriodState {
 
 /// Every read and write the connection point makes to its durable state.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Stores a checked merged period durably for delivery, as received `at`.
-    fn offer(
-        &self,
-        period: &pb::MergedPeriod,
-        at: OffsetDateTime,
-    ) -> impl Future<Output = Result<Offered, StoreError>> + Send;
-
     /// Returns the merged periods the intake has not acknowledged (pending or only
     /// bundled), as received, oldest period first.
     fn pending(&self) -> impl Future<Output = Result<Vec<pb::MergedPeriod>, StoreError>> + Send;
@@ -488,9 +481,16 @@ impl SqliteOutbox {
         Self::open(path).map(Some)
     }
 
-    /// Returns the unacknowledged periods, on the calling thread.
-    pub fn pending_blocking(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
-        self.store.with(read_pending)
+    /// Returns every stored period named without its payload (which [`OutboxStore::payload`]
+    /// reads a range at a time), oldest first, on the calling thread.
+    pub fn named_blocking(&self) -> Result<Vec<Unsent>, StoreError> {
+        self.store.with(|conn| read_named(conn, ""))
+    }
+
+    /// Returns the unacknowledged periods named without their payloads, oldest first, on
+    /// the calling thread.
+    pub fn unsent_blocking(&self) -> Result<Vec<Unsent>, StoreError> {
+        self.store.with(read_unsent)
     }
 
     /// Records, on the calling thread, that `periods` at their digests went into the
@@ -668,12 +668,6 @@ fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
-/// Returns the period a merged period read back from the store covers: every period was
-/// checked when it was offered, so one that does not parse is corruption.
-pub(crate) fn period_of(period: &pb::MergedPeriod) -> Result<Period, StoreError> {
-    stored_period(&period.period)
-}
-
 /// Records a period as received and pending, replacing an older version of it and its
 /// payload; the caller inserts the new payload into `period_payloads`.
 fn put_period(
@@ -698,6 +692,42 @@ fn put_period(
         params![period, digest, level, received_at],
     )?;
     Ok(())
+}
+
+/// The periods the intake has not acknowledged, named without their payloads, oldest first.
+fn read_unsent(conn: &mut Connection) -> Result<Vec<Unsent>, StoreError> {
+    read_named(conn, "WHERE p.state IN ('pending', 'bundled')")
+}
+
+/// The stored periods `filter` keeps, named without their payloads, oldest first.
+fn read_named(conn: &mut Connection, filter: &str) -> Result<Vec<Unsent>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
+         FROM periods p LEFT JOIN period_payloads pp USING (period)
+         {filter} ORDER BY p.period"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(period, digest, level, size)| {
+            Ok(Unsent {
+                period: stored_period(&period)?,
+                digest,
+                level: level.parse().map_err(|e| {
+                    StoreError::Corrupt(format!("period {period}: level {level:?}: {e}"))
+                })?,
+                size: u64::try_from(size).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 fn read_pending(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreError> {
@@ -774,44 +804,6 @@ fn read_stored(conn: &mut Connection) -> Result<Vec<pb::MergedPeriod>, StoreErro
 }
 
 impl OutboxStore for SqliteOutbox {
-    async fn offer(
-        &self,
-        period: &pb::MergedPeriod,
-        at: OffsetDateTime,
-    ) -> Result<Offered, StoreError> {
-        let payload = period.encode_to_vec();
-        let (when, digest, level) = (
-            period.period.clone(),
-            period.digest.clone(),
-            period.level.clone(),
-        );
-        let received_at = rfc3339(at);
-        self.store
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT digest FROM periods WHERE period = ?1",
-                        params![when],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let offered = match existing {
-                    Some(stored) if stored == digest => return Ok(Offered::Duplicate),
-                    Some(_) => Offered::Replaced,
-                    None => Offered::New,
-                };
-                put_period(&tx, &when, &digest, &level, &received_at)?;
-                tx.execute(
-                    "INSERT INTO period_payloads (period, payload) VALUES (?1, ?2)",
-                    params![when, payload],
-                )?;
-                tx.commit()?;
-                Ok(offered)
-            })
-            .await
-    }
-
     async fn pending(&self) -> Result<Vec<pb::MergedPeriod>, StoreError> {
         self.store.call(read_pending).await
     }
@@ -896,39 +888,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn unsent(&self) -> Result<Vec<Unsent>, StoreError> {
-        self.store
-            .call(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT p.period, p.digest, p.level, COALESCE(length(pp.payload), length(p.payload))
-                     FROM periods p LEFT JOIN period_payloads pp USING (period)
-                     WHERE p.state IN ('pending', 'bundled') ORDER BY p.period",
-                )?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|(period, digest, level, size)| {
-                        Ok(Unsent {
-                            period: stored_period(&period)?,
-                            digest,
-                            level: level.parse().map_err(|e| {
-                                StoreError::Corrupt(format!(
-                                    "period {period}: level {level:?}: {e}"
-                                ))
-                            })?,
-                            size: u64::try_from(size).unwrap_or(0),
-                        })
-                    })
-                    .collect()
-            })
-            .await
+        self.store.call(read_unsent).await
     }
 
     fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes> {

@@ -225,10 +225,61 @@ async fn point_client(addr: SocketAddr) -> ConnectionPointClient<tonic::transpor
         .expect("connects")
 }
 
-fn offer(period: &pb::MergedPeriod) -> pb::OfferPeriodRequest {
-    pb::OfferPeriodRequest {
-        period: Some(period.clone()),
+/// What an offer of `period` names before its size and SHA-256 are filled in: what the
+/// aggregator sends.
+fn offer_of(period: &pb::MergedPeriod) -> pb::PeriodOffer {
+    pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        ..Default::default()
     }
+}
+
+/// Offers `period` as the aggregator does: in chunks of its encoding, from where the
+/// connection point's held bytes end.
+async fn offer(
+    client: &mut ConnectionPointClient<tonic::transport::Channel>,
+    period: &pb::MergedPeriod,
+) -> Result<pb::OfferPeriodResponse, tonic::Status> {
+    let source = Arc::new(period.encode_to_vec());
+    match hrs_rpc::chunks::offer_period_chunks(
+        client,
+        offer_of(period),
+        source,
+        hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    {
+        Ok(answer) => Ok(answer),
+        Err(hrs_rpc::chunks::ChunkedPushError::Status(status)) => Err(status),
+        Err(other) => panic!("the offer could not be sent: {other}"),
+    }
+}
+
+/// Stores `period` in `store` as the connection point stores one offered in chunks:
+/// staged whole, then committed as received `at`.
+async fn keep(
+    store: &SqliteOutbox,
+    period: &pb::MergedPeriod,
+    at: time::OffsetDateTime,
+) -> Result<Offered, StoreError> {
+    use hrs_store::staging::{Appended, Staged};
+    let bytes = period.encode_to_vec();
+    let offer = pb::PeriodOffer {
+        size: bytes.len() as u64,
+        sha256: crate::bundle::sha256_hex(&bytes),
+        ..offer_of(period)
+    };
+    match store.stage(&offer, at, at).await? {
+        Staged::Settled(_) => return Ok(Offered::Duplicate),
+        Staged::Open { held: 0, .. } => {}
+        other => panic!("staging {}: {other:?}", period.period),
+    }
+    let appended = store.stage_append(&offer, 0, bytes).await?;
+    assert_eq!(appended, Appended::Held(offer.size), "staged whole");
+    let level = period.level.parse().expect("a level");
+    store.commit_staged(&offer, level, at).await
 }
 
 /// Waits until `period` at `digest` has left in the given state.
@@ -257,11 +308,7 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
     let mut client = point_client(point.addr).await;
 
     let period = catalog_period("2026-W48");
-    let answer = client
-        .offer_period(offer(&period))
-        .await
-        .expect("accepted")
-        .into_inner();
+    let answer = offer(&mut client, &period).await.expect("accepted");
     assert!(!answer.duplicate);
 
     let state = delivered(&config, "2026-W48", &period.digest, State::Submitted).await;
@@ -295,11 +342,9 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
     assert_eq!(payload.missing_sites, vec![hash_value("P03")]);
 
     // A re-offer changes nothing, here or at the intake.
-    let again = client
-        .offer_period(offer(&period))
+    let again = offer(&mut client, &period)
         .await
-        .expect("re-offer accepted")
-        .into_inner();
+        .expect("re-offer accepted");
     assert!(again.duplicate);
     assert_eq!(store.submissions().await.expect("lists").len(), 1);
     let states = periods(&config).expect("reads states");
@@ -310,36 +355,32 @@ async fn online_submits_once_hashed_and_resends_newer_versions() {
     let mut other = period.clone();
     other.hierarchy_hash = hrs_core::hash::hash_value(OTHER_HIERARCHY);
     other.digest = merged_digest(&other);
-    let status = client
-        .offer_period(offer(&other))
+    let status = offer(&mut client, &other)
         .await
         .expect_err("other hierarchy refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     let mut tampered = period.clone();
     tampered.missing_sites.clear();
-    let status = client
-        .offer_period(offer(&tampered))
+    let status = offer(&mut client, &tampered)
         .await
         .expect_err("tampered refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("digest"), "{}", status.message());
     let status = client
-        .offer_period(pb::OfferPeriodRequest { period: None })
+        .offer_period_chunks(tokio_stream::iter([pb::PeriodChunk::default()]))
         .await
-        .expect_err("missing period refused");
+        .expect_err("a stream without an offer refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(status.message(), "field period: missing");
+    assert_eq!(status.message(), "field offer: missing");
     assert_eq!(periods(&config).expect("reads states"), states);
+    let staged = outbox_count(&config.store, "SELECT COUNT(*) FROM staged_period_chunks");
+    assert_eq!(staged, 0, "refused offers leave no chunks behind");
 
     // A newer merged version of the period replaces the older one and is sent again.
     let mut newer = period.clone();
     newer.missing_sites.clear();
     newer.digest = merged_digest(&newer);
-    let answer = client
-        .offer_period(offer(&newer))
-        .await
-        .expect("newer accepted")
-        .into_inner();
+    let answer = offer(&mut client, &newer).await.expect("newer accepted");
     assert!(!answer.duplicate);
     delivered(&config, "2026-W48", &newer.digest, State::Submitted).await;
     let submissions = store.submissions().await.expect("lists");
@@ -367,8 +408,7 @@ async fn online_retries_until_the_intake_appears() {
     let point = start_point(&config).await;
     let mut client = point_client(point.addr).await;
     let period = catalog_period("2026-W47");
-    client
-        .offer_period(offer(&period))
+    offer(&mut client, &period)
         .await
         .expect("accepted while the intake is away");
     let states = periods(&config).expect("reads states");
@@ -409,7 +449,7 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     let point = start_point(&config).await;
     let mut client = point_client(point.addr).await;
     let period = catalog_period("2026-W48");
-    client.offer_period(offer(&period)).await.expect("accepted");
+    offer(&mut client, &period).await.expect("accepted");
     drop(client);
     point.stop().await;
     let states = crate::periods(&config).expect("reads");
@@ -431,7 +471,7 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
 
     let bundle = crate::offline::read_bundle_file(&path).expect("verifies");
     let expected = outbound(&period, &Policy::of(&config));
-    assert_eq!(bundle.periods, [expected]);
+    assert_eq!(bundle.decoded().expect("decodes"), [expected]);
     assert_eq!(bundle.manifest.periods[0].received_digest, period.digest);
     assert_eq!(bundle.manifest.hierarchy_hash, hierarchy().hashed());
     let bytes = std::fs::read(&path).expect("reads file");
@@ -450,18 +490,10 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
         .expect("prepares again");
     assert_eq!(again.periods, [week("2026-W48")]);
 
-    // One byte changed inside a period's file is found, whichever check catches it.
-    let at = bytes
-        .windows(8)
-        .position(|w| w == b"2026-W48")
-        .expect("the period is in the bundle");
+    // One byte changed inside a period's file (its data starts after the first header)
+    // is found, whichever check catches it.
     let mut tampered = bytes.clone();
-    let inside = at
-        + bytes[at..]
-            .windows(9)
-            .position(|w| w == b"\"payload\"")
-            .unwrap_or(0);
-    tampered[inside + 12] ^= 1;
+    tampered[512 + bundle.manifest.periods[0].bytes as usize / 2] ^= 1;
     let copy = dir.path().join("hrs-tampered.tar");
     std::fs::write(&copy, &tampered).expect("writes copy");
     let err = crate::offline::read_bundle_file(&copy).expect_err("tampered bundle refused");
@@ -472,42 +504,73 @@ async fn offline_keeps_periods_until_prepared_into_a_bundle_that_verifies() {
     assert!(err.to_string().contains("hrs-tampered.tar"), "{err}");
 }
 
-#[test]
-fn bundle_checks_the_digest_as_well_as_the_checksum() {
+#[tokio::test]
+async fn a_bundle_edited_with_its_checksums_rewritten_is_refused_on_its_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let period = outbound(
-        &merged(
-            "2026-W48",
-            Level::Full,
-            vec![synthetic_set("Q", Level::Basic, 2)],
-        ),
-        &policy(Level::Full),
+    let config = point_config(dir.path(), Mode::Offline, None);
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    keep(&store, &catalog_period("2026-W48"), AT)
+        .await
+        .expect("stored");
+    let media = dir.path().join("media");
+    let prepared = crate::offline::prepare(&config, &media, &crate::offline::Silent, &clock())
+        .expect("prepares");
+    let path = prepared.path.expect("a bundle");
+
+    // Unpack, change one value of the period, fix every checksum to match, pack again.
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&path).expect("opens"));
+    for entry in archive.entries().expect("lists") {
+        let mut entry = entry.expect("reads");
+        let name = entry.path().expect("named").to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("reads");
+        files.push((name, bytes));
+    }
+    let hex = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut period = pb::MergedPeriod::decode(&files[0].1[..]).expect("decodes");
+    // A value changed within its type, as a careful hand edit would.
+    let value = &mut period.sites[0].results[0].rows[0].values[1];
+    *value = match Value::from(&*value) {
+        Value::Text(text) => (&Value::Text(format!("{text}x"))).into(),
+        Value::Int(n) => (&Value::Int(n + 1)).into(),
+        other => panic!("an unexpected value {other:?}"),
+    };
+    files[0].1 = period.encode_to_vec();
+    let mut manifest: crate::offline::BundleManifest =
+        serde_json::from_slice(&files[1].1).expect("manifest");
+    manifest.periods[0].sha256 = hex(&files[0].1);
+    manifest.periods[0].bytes = files[0].1.len() as u64;
+    files[1].1 = serde_json::to_vec_pretty(&manifest).expect("json");
+    files[2].1 = format!(
+        "{}  manifest.json\n{}  {}\n",
+        hex(&files[1].1),
+        hex(&files[0].1),
+        files[0].0
+    )
+    .into_bytes();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in &files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, &bytes[..])
+            .expect("packs");
+    }
+    let resigned = dir.path().join("hrs-resigned.tar");
+    std::fs::write(&resigned, builder.into_inner().expect("packs")).expect("writes");
+    let err = crate::offline::read_bundle_file(&resigned).expect_err("refused");
+    assert!(
+        matches!(err, crate::offline::OfflineError::Tampered { .. }),
+        "{err}"
     );
-    let path = write_bundle(dir.path(), &period, AT).expect("writes");
-    assert_eq!(read_bundle(&path).expect("reads"), period);
-
-    // Re-sign the payload after changing it: the checksum holds, the digest does not.
-    let mut document: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("reads")).expect("json");
-    document["payload"]["sites"][0]["results"][0]["rows"][0][0] = 41.into();
-    let payload = serde_json::to_string(&document["payload"]).expect("json");
-    let sum: String = sha2::Sha256::digest(payload.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    document["payload_sha256"] = sum.into();
-    let text = serde_json::to_string(&document).expect("json");
-    std::fs::write(&path, text).expect("writes");
-    let err = read_bundle(&path).expect_err("re-signed bundle refused");
     assert!(err.to_string().contains("digest"), "{err}");
-
-    let mut nan = period.clone();
-    nan.sites[0].results[0].rows[0].values[0] = (&Value::Real(f64::NAN)).into();
-    nan.digest = merged_digest(&nan);
-    assert!(matches!(
-        write_bundle(dir.path(), &nan, AT),
-        Err(BundleError::Unrepresentable { .. })
-    ));
 }
 
 #[test]
@@ -585,10 +648,10 @@ async fn export_writes_what_would_leave_at_the_level_configured_now() {
     let w48 = merged("2026-W48", Level::Full, sets);
     {
         let store = SqliteOutbox::open(&config.store).expect("opens");
-        assert_eq!(store.offer(&w48, AT).await.expect("offers"), Offered::New);
-        assert_eq!(store.offer(&w47, AT).await.expect("offers"), Offered::New);
+        assert_eq!(keep(&store, &w48, AT).await.expect("offers"), Offered::New);
+        assert_eq!(keep(&store, &w47, AT).await.expect("offers"), Offered::New);
         assert_eq!(
-            store.offer(&w47, AT).await.expect("offers"),
+            keep(&store, &w47, AT).await.expect("offers"),
             Offered::Duplicate
         );
     }
@@ -649,9 +712,12 @@ async fn a_delivery_recorded_for_an_older_version_does_not_mark_the_newer_one() 
         Level::Basic,
         vec![synthetic_set("B", Level::Basic, 2)],
     );
-    assert_eq!(store.offer(&older, AT).await.expect("offers"), Offered::New);
     assert_eq!(
-        store.offer(&newer, AT).await.expect("offers"),
+        keep(&store, &older, AT).await.expect("offers"),
+        Offered::New
+    );
+    assert_eq!(
+        keep(&store, &newer, AT).await.expect("offers"),
         Offered::Replaced
     );
     assert!(
@@ -696,7 +762,7 @@ async fn times_are_stored_as_before_and_read_back_typed() {
     );
     // A fraction of a second is not kept: times are stored to the second, as always.
     let at = AT + time::Duration::milliseconds(250);
-    store.offer(&period, at).await.expect("offers");
+    keep(&store, &period, at).await.expect("offers");
     assert!(
         store
             .mark_submitted(&week("2026-W48"), &period.digest, "s1", at + HOUR)
@@ -777,7 +843,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
         Level::Basic,
         vec![synthetic_set("B", Level::Basic, 1)],
     );
-    store.offer(&period, AT).await.expect("offers");
+    keep(&store, &period, AT).await.expect("offers");
     store
         .record_check(&CheckRecord {
             last_check_at: AT,
@@ -910,6 +976,205 @@ async fn a_period_larger_than_a_message_arrives_in_chunks_and_resumes_after_a_cu
     server.stop().await;
 }
 
+/// A report that stops a step as a kill would, once the progress labelled `label` reaches
+/// `at` units (at its start, for 0).
+struct CutAt {
+    label: &'static str,
+    at: u64,
+}
+
+/// The progress of a step [`CutAt`] stops.
+struct CutProgress {
+    at: Option<u64>,
+}
+
+impl crate::offline::Report for CutAt {
+    fn line(&self, _text: &str) {}
+    fn progress(&self, label: &str, _total: u64) -> Box<dyn crate::offline::Progress> {
+        let at = (label == self.label).then_some(self.at);
+        assert!(at != Some(0), "cut at the start of {label}");
+        Box::new(CutProgress { at })
+    }
+}
+
+impl crate::offline::Progress for CutProgress {
+    fn set(&mut self, done: u64) {
+        if self.at.is_some_and(|at| done >= at) {
+            panic!("cut at {done}");
+        }
+    }
+    fn finish(&mut self) {}
+}
+
+/// Runs a step that a [`CutAt`] stops, and returns once it has stopped.
+fn cut_short<T>(step: impl FnOnce() -> T) {
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    assert!(stopped.is_err(), "the step was not cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_larger_than_a_message_goes_out_offline_and_each_hop_resumes_after_a_cut() {
+    use crate::offline::{self, ConnectOptions, Silent};
+    use hrs_core::bytes::RunBytes as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (intake, intake_store) = start_intake(dir.path()).await;
+    let config = point_config(dir.path(), Mode::Offline, Some(intake.addr));
+    let period = large_period(5_000, 8 << 10);
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    keep(&store, &period, AT).await.expect("stored");
+    drop(store);
+    // The same store, for a prepare that is never cut.
+    let uncut_config = ConnectionPointConfig {
+        store: dir.path().join("uncut.sqlite"),
+        ..config.clone()
+    };
+    std::fs::copy(&config.store, &uncut_config.store).expect("copies the store");
+
+    // prepare: cut after 72 MiB of the bundle were written; the next prepare goes on from
+    // the checkpoint at 64 MiB and writes the very bundle an uncut prepare writes.
+    let media = dir.path().join("media");
+    cut_short(|| {
+        offline::prepare(
+            &config,
+            &media,
+            &CutAt {
+                label: "writing the bundle",
+                at: 72 << 20,
+            },
+            &clock(),
+        )
+    });
+    assert!(offline::find_bundles(&media).is_err(), "no bundle yet");
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states[0].state, State::Pending);
+    let prepared = offline::prepare(&config, &media, &Silent, &clock()).expect("prepares");
+    assert_eq!(
+        prepared.resumed_from,
+        Some(512 + crate::bundle::CHECKPOINT_BYTES)
+    );
+    let path = prepared.path.expect("a bundle");
+    let uncut = offline::prepare(&uncut_config, &dir.path().join("uncut"), &Silent, &clock())
+        .expect("prepares");
+    assert_eq!(uncut.resumed_from, None);
+    let bytes = std::fs::read(&path).expect("reads");
+    assert!(
+        bytes == std::fs::read(uncut.path.expect("a bundle")).expect("reads"),
+        "a resumed bundle is the bundle an uncut prepare writes"
+    );
+    drop(bytes);
+    let bundle = offline::read_bundle_file(&path).expect("verifies");
+    let size = bundle.periods[0].size();
+    assert!(size > MAX_MESSAGE_BYTES as u64, "{size} bytes");
+
+    // connect: the link to the intake is cut part-way through the period; the next
+    // connect goes on where the intake's held bytes end.
+    let cutting = hrs_chaos::Proxy::start(
+        intake.addr,
+        hrs_chaos::Faults {
+            cut_chance: 1.0,
+            cut_after_max_bytes: size / 2,
+            ..hrs_chaos::Faults::none()
+        },
+        3,
+    )
+    .await
+    .expect("starts");
+    let downloads = dir.path().join("downloads");
+    let options = |intake: std::net::SocketAddr| ConnectOptions {
+        updates_dest: downloads.clone(),
+        download: "all".into(),
+        intake: Some(format!("http://{intake}")),
+        intake_ca: None,
+        token: None,
+        proxy: None,
+    };
+    let summary = offline::connect(&media, &options(cutting.addr()), &Silent, &clock())
+        .await
+        .expect("runs");
+    assert!(summary.connected[0].acknowledged.is_empty(), "{summary:?}");
+    assert_eq!(
+        cutting
+            .counters()
+            .cut
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let entry = &bundle.manifest.periods[0];
+    let offer = pb::PeriodOffer {
+        hierarchy_hash: bundle.manifest.hierarchy_hash.clone(),
+        period: entry.period.clone(),
+        digest: entry.digest.clone(),
+        size,
+        sha256: entry.sha256.clone(),
+        ..Default::default()
+    };
+    let mut intake_client =
+        hrs_rpc::v1::intake_client::IntakeClient::connect(format!("http://{}", intake.addr))
+            .await
+            .expect("connects");
+    let held = intake_client
+        .resume_submission(pb::ResumePeriodRequest {
+            offer: Some(offer.clone()),
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    assert!(held.committed.is_none());
+    assert!(
+        held.held_bytes > 0 && held.held_bytes < size,
+        "held {} of {size}",
+        held.held_bytes
+    );
+    let summary = offline::connect(&media, &options(intake.addr), &Silent, &clock())
+        .await
+        .expect("runs");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(
+        summary.connected[0].acknowledged,
+        std::slice::from_ref(&entry.period)
+    );
+    let intake_store = SqliteIntake::open(&intake_store).expect("opens");
+    let submissions = intake_store.submissions().await.expect("lists");
+    assert_eq!(submissions.len(), 1);
+    let held = intake_store
+        .payload(&submissions[0].submission_id)
+        .await
+        .expect("reads")
+        .expect("held");
+    assert_eq!(
+        [held],
+        bundle.decoded().expect("decodes")[..],
+        "the intake holds what the bundle carries"
+    );
+
+    // import: cut before anything changed; the next import marks the period sent.
+    cut_short(|| {
+        offline::import(
+            &config,
+            &downloads,
+            &CutAt {
+                label: "verifying packages",
+                at: 0,
+            },
+            &clock(),
+        )
+    });
+    assert_eq!(
+        crate::periods(&config).expect("reads")[0].state,
+        State::Bundled
+    );
+    let imported = offline::import(&config, &downloads, &Silent, &clock()).expect("imports");
+    assert_eq!(imported.outcome.accepted, [week("2026-W48")]);
+    let states = crate::periods(&config).expect("reads");
+    assert_eq!(states[0].state, State::Submitted);
+    assert_eq!(
+        states[0].submission_id.as_deref(),
+        Some(submissions[0].submission_id.as_str())
+    );
+    intake.stop().await;
+}
+
 #[tokio::test]
 async fn a_chunked_period_whose_bytes_are_not_its_offer_is_refused_naming_why() {
     use hrs_core::bytes::RunBytes;
@@ -1005,4 +1270,126 @@ async fn a_period_stored_before_payloads_had_their_own_table_is_still_read_and_s
     let bytes = outbox.payload(&unsent[0]);
     let read = bytes.read_at(0, unsent[0].size as usize).expect("reads");
     assert_eq!(read, period.encode_to_vec());
+}
+
+/// Asserts that a call was refused with `code`, showing its message when it was not.
+fn refused_with<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, code: tonic::Code) {
+    let status = answer.expect_err("refused");
+    assert_eq!(status.code(), code, "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_other_than_the_aggregator_is_refused_before_any_message_of_its_call_is_read() {
+    use hrs_core::clock::{Clock as _, SystemClock};
+    use hrs_pki::{Identity, Role};
+    use hrs_rpc::chunks::{DEFAULT_CHUNK_BYTES, offer_period_chunks};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    // TLS judges certificates by the system's clock, so they are issued by it.
+    hrs_pki::init(&pki, "test", 30, SystemClock.now()).expect("CA");
+    let issue = |identity: Identity| {
+        let issued = hrs_pki::issue(
+            &pki,
+            &identity,
+            &["127.0.0.1".into()],
+            30,
+            SystemClock.now(),
+        )
+        .expect("issues");
+        hrs_core::config::TlsFiles {
+            cert: issued.cert,
+            key: issued.key,
+            ca: pki.join("ca.pem"),
+        }
+    };
+    let server = issue(Identity::Role(Role::ConnectionPoint));
+    let aggregator = issue(Identity::Role(Role::Aggregator));
+    let site = issue(Identity::Site("P01".parse().expect("site code")));
+    let mut config = point_config(dir.path(), Mode::Offline, None);
+    config.tls = Some(server);
+    config.limits.max_message_mb = 1;
+    let point = start_point(&config).await;
+    let client = |files: &hrs_core::config::TlsFiles| {
+        let url = format!("https://{}", point.addr);
+        let files = files.clone();
+        async move {
+            let channel = hrs_rpc::tls::endpoint(&url, Some(&files))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connects");
+            ConnectionPointClient::new(channel)
+        }
+    };
+    let period = catalog_period("2026-W48");
+    let source: Arc<dyn hrs_core::bytes::RunBytes> = Arc::new(period.encode_to_vec());
+    let offer = hrs_rpc::chunks::period_offer(&source, offer_of(&period), DEFAULT_CHUNK_BYTES)
+        .await
+        .expect("hashes");
+    // Messages beyond max_message_mb, which would be refused `OutOfRange` once read.
+    let oversize_resume = || pb::ResumePeriodRequest {
+        offer: Some(pb::PeriodOffer {
+            client_version: "v".repeat(2 << 20),
+            ..offer.clone()
+        }),
+    };
+    let oversize_chunk = || pb::PeriodChunk {
+        offer: Some(offer.clone()),
+        offset: 0,
+        data: vec![0; 2 << 20],
+    };
+
+    // A site's certificate: a whole, valid period is refused, and so are messages too
+    // large to read, before they are read.
+    let mut by_site = client(&site).await;
+    let status = offer_period_chunks(
+        &mut by_site,
+        offer_of(&period),
+        Arc::clone(&source),
+        DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect_err("a site may not offer periods");
+    assert!(
+        matches!(&status, hrs_rpc::chunks::ChunkedPushError::Status(s) if s.code() == tonic::Code::PermissionDenied),
+        "{status:?}"
+    );
+    refused_with(
+        by_site
+            .offer_period_chunks(tokio_stream::iter([oversize_chunk()]))
+            .await,
+        tonic::Code::PermissionDenied,
+    );
+    refused_with(
+        by_site.resume_period(oversize_resume()).await,
+        tonic::Code::PermissionDenied,
+    );
+    let outbox = SqliteOutbox::open(&config.store).expect("opens");
+    assert!(outbox.stored_blocking().expect("reads").is_empty());
+    for table in ["staged_periods", "staged_period_chunks"] {
+        let rows = outbox_count(&config.store, &format!("SELECT COUNT(*) FROM {table}"));
+        assert_eq!(rows, 0, "{table}: refused calls stage nothing");
+    }
+
+    // The aggregator's certificate: the same resume is read, and refused for its size;
+    // the period is stored.
+    let mut by_aggregator = client(&aggregator).await;
+    refused_with(
+        by_aggregator.resume_period(oversize_resume()).await,
+        tonic::Code::OutOfRange,
+    );
+    let answer = offer_period_chunks(
+        &mut by_aggregator,
+        offer_of(&period),
+        source,
+        DEFAULT_CHUNK_BYTES,
+    )
+    .await
+    .expect("the aggregator offers");
+    assert!(!answer.duplicate);
+    assert_eq!(outbox.stored_blocking().expect("reads"), [period]);
+
+    drop((by_site, by_aggregator));
+    point.stop().await;
 }

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use hrs_core::report::{self, FlatRow, Format};
+use hrs_core::encoded_period::for_each_flat_row;
+use hrs_core::report::{self, FlatRow};
 
 use crate::outbound::{Policy, outbound};
-use crate::store::{PeriodState, SqliteOutbox};
+use crate::store::{OutboxStore as _, PeriodState, SqliteOutbox};
 use crate::{ConnectionError, ConnectionPointConfig};
 
 /// What an export wrote.
@@ -17,6 +18,15 @@ pub struct ExportSummary {
     pub periods: usize,
     /// Result rows written (CSV lines after the header).
     pub rows: usize,
+}
+
+/// Why a row could not be exported: the period's encoding, or the file written.
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    #[error(transparent)]
+    Encoded(#[from] hrs_core::encoded::EncodedError),
+    #[error(transparent)]
+    Io(std::io::Error),
 }
 
 /// Opens the connection point's store for reading, with a clear error when it is missing.
@@ -45,24 +55,39 @@ pub fn export_rows(config: &ConnectionPointConfig) -> Result<Vec<FlatRow>, Conne
 }
 
 /// Writes every stored period, as it would leave the hierarchy at the level configured
-/// now, to `dest` as CSV (atomically).
+/// now, to `dest` as CSV (atomically): each period is reshaped and read from the store a
+/// range at a time and written a row at a time, so a period of any size is exported with
+/// flat memory.
 pub fn export_csv(
     config: &ConnectionPointConfig,
     dest: &Path,
 ) -> Result<ExportSummary, ConnectionError> {
-    let (periods, rows) = outbound_rows(config)?;
-    let mut csv = Vec::new();
-    report::write(&mut csv, &rows, Format::Csv).map_err(|source| ConnectionError::Io {
+    let store = open(config)?;
+    let stored = store.named_blocking()?;
+    let policy = Policy::of(config);
+    let io = |source: std::io::Error| ConnectionError::Io {
         path: dest.to_owned(),
         source,
-    })?;
-    crate::bundle::write_atomic(dest, &csv).map_err(|source| ConnectionError::Io {
-        path: dest.to_owned(),
-        source,
-    })?;
+    };
+    let mut rows = 0;
+    crate::bundle::write_atomic_with(dest, |file| {
+        let mut csv = report::CsvRows::new(std::io::BufWriter::new(file))?;
+        for period in &stored {
+            let leaving = policy
+                .reshape(store.payload(period))
+                .map_err(std::io::Error::other)?;
+            for_each_flat_row(&leaving, |row| {
+                rows += 1;
+                csv.write(&row).map_err(RowError::Io)
+            })
+            .map_err(std::io::Error::other)?;
+        }
+        csv.finish()
+    })
+    .map_err(io)?;
     Ok(ExportSummary {
-        periods,
-        rows: rows.len(),
+        periods: stored.len(),
+        rows,
     })
 }
 

@@ -52,3 +52,43 @@ pub fn chunk_len(size: u64, offset: u64, chunk_bytes: usize) -> usize {
         .unwrap_or(usize::MAX)
         .min(chunk_bytes.max(1))
 }
+
+/// An encoding that is a stretch of a file (a period inside a bundle on removable media),
+/// read where it lies rather than copied out first.
+#[derive(Debug)]
+pub struct FileRange {
+    file: std::sync::Mutex<std::fs::File>,
+    offset: u64,
+    size: u64,
+}
+
+impl FileRange {
+    /// The `size` bytes of `file` from `offset` on.
+    pub fn new(file: std::fs::File, offset: u64, size: u64) -> Self {
+        Self {
+            file: std::sync::Mutex::new(file),
+            offset,
+            size,
+        }
+    }
+}
+
+impl RunBytes for FileRange {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        offset
+            .checked_add(len as u64)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| std::io::Error::other("read past the end of the range"))?;
+        // A read is a seek and a read; the lock keeps another reader's seek out between.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.seek(SeekFrom::Start(self.offset + offset))?;
+        let mut out = vec![0; len];
+        file.read_exact(&mut out)?;
+        Ok(out)
+    }
+}

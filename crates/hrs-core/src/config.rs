@@ -106,11 +106,11 @@ mod tests {
         let path = Path::new("aggregator.toml");
         let defaults = ServerLimits::with_max_connections(512);
         let set = LimitsTable {
-            max_message_mb: Some(8),
+            max_message_mb: Some(16),
             ..LimitsTable::default()
         };
         let limits = set.resolve(path, defaults, 5).expect("in range");
-        assert_eq!((limits.max_connections, limits.max_message_mb), (512, 8));
+        assert_eq!((limits.max_connections, limits.max_message_mb), (512, 16));
         let small = LimitsTable {
             max_message_mb: Some(1),
             ..LimitsTable::default()
@@ -119,6 +119,46 @@ mod tests {
             .resolve(path, defaults, 5)
             .expect_err("below the role's minimum");
         assert!(err.to_string().contains("limits.max_message_mb"), "{err}");
+    }
+
+    #[test]
+    fn the_per_address_cap_follows_max_connections_and_stays_within_it() {
+        let path = Path::new("intake.toml");
+        let defaults = ServerLimits::with_max_connections(1024);
+        assert_eq!(defaults.max_connections_per_peer, 128);
+        let fewer = LimitsTable {
+            max_connections: Some(16),
+            ..LimitsTable::default()
+        };
+        let limits = fewer.resolve(path, defaults, 1).expect("in range");
+        assert_eq!(limits.max_connections_per_peer, 4);
+        for (table, setting) in [
+            (
+                LimitsTable {
+                    max_connections: Some(16),
+                    max_connections_per_peer: Some(17),
+                    ..LimitsTable::default()
+                },
+                "limits.max_connections_per_peer",
+            ),
+            (
+                LimitsTable {
+                    first_call_seconds: Some(0),
+                    ..LimitsTable::default()
+                },
+                "limits.first_call_seconds",
+            ),
+            (
+                LimitsTable {
+                    idle_seconds: Some(0),
+                    ..LimitsTable::default()
+                },
+                "limits.idle_seconds",
+            ),
+        ] {
+            let err = table.resolve(path, defaults, 1).expect_err("out of range");
+            assert!(err.to_string().contains(setting), "{err}");
+        }
     }
 
     #[test]
@@ -252,6 +292,14 @@ pub struct LimitsTable {
     pub max_message_mb: Option<u64>,
     /// Longest a call may take, in seconds, before it is cancelled.
     pub request_timeout_seconds: Option<u64>,
+    /// Connections served at once from one address; beyond it a new one is closed at
+    /// once, so one address's flood never takes every place under `max_connections`.
+    pub max_connections_per_peer: Option<u32>,
+    /// Longest a connection may stay open without making a call (its TLS handshake, the
+    /// HTTP/2 preface and a first request), in seconds.
+    pub first_call_seconds: Option<u64>,
+    /// Longest a connection may stay open between calls, in seconds.
+    pub idle_seconds: Option<u64>,
 }
 
 /// The limits a server role serves with, checked in one place so every role names its
@@ -264,10 +312,27 @@ pub struct ServerLimits {
     pub max_message_mb: u64,
     /// `limits.request_timeout_seconds`: longest a call may take.
     pub request_timeout_seconds: u64,
+    /// `limits.max_connections_per_peer`: connections served at once from one address.
+    pub max_connections_per_peer: u32,
+    /// `limits.first_call_seconds`: longest a connection may wait to make its first call.
+    pub first_call_seconds: u64,
+    /// `limits.idle_seconds`: longest a connection may stay open between calls.
+    pub idle_seconds: u64,
 }
 
-/// Default `max_message_mb` of every server role: a merged period of a large hierarchy.
-pub const DEFAULT_MAX_MESSAGE_MB: u64 = 64;
+/// Default `first_call_seconds` of every server role: a TLS handshake and a first request
+/// take well under a second on any link that can carry a run.
+pub const DEFAULT_FIRST_CALL_SECONDS: u64 = 10;
+
+/// Default `idle_seconds` of every server role: callers connect to deliver and close, or
+/// call again within a check; an idle connection only holds a place.
+pub const DEFAULT_IDLE_SECONDS: u64 = 120;
+
+/// Default `max_message_mb` of every server role: room for the largest chunk of a run or
+/// period a receiver takes (4 MiB) with its framing, and for every other message, which is
+/// small. Runs and periods travel only in chunks, so nothing larger is legitimate, and a
+/// caller cannot make a role decode more than this in one message.
+pub const DEFAULT_MAX_MESSAGE_MB: u64 = 8;
 
 /// Default `request_timeout_seconds` of every server role: room for a large upload on a
 /// slow link (a cut upload resumes where it stopped).
@@ -276,6 +341,12 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 600;
 /// Largest `max_message_mb` any role accepts: 1 GiB, beyond any legitimate message.
 pub const MAX_MESSAGE_MB: u64 = 1024;
 
+/// Default `max_connections_per_peer` for `max_connections`: an eighth of the places (at
+/// least four), so one address holds at most that many and the rest stay for others.
+fn default_per_peer(max_connections: u32) -> u32 {
+    (max_connections / 8).max(4).min(max_connections)
+}
+
 impl ServerLimits {
     /// A role's defaults: `max_connections` is the role's own, the rest every role's.
     pub fn with_max_connections(max_connections: u32) -> Self {
@@ -283,6 +354,9 @@ impl ServerLimits {
             max_connections,
             max_message_mb: DEFAULT_MAX_MESSAGE_MB,
             request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            max_connections_per_peer: default_per_peer(max_connections),
+            first_call_seconds: DEFAULT_FIRST_CALL_SECONDS,
+            idle_seconds: DEFAULT_IDLE_SECONDS,
         }
     }
 }
@@ -296,12 +370,21 @@ impl LimitsTable {
         defaults: ServerLimits,
         min_message_mb: u64,
     ) -> Result<ServerLimits, ConfigError> {
+        let max_connections = self.max_connections.unwrap_or(defaults.max_connections);
         let limits = ServerLimits {
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_connections,
             max_message_mb: self.max_message_mb.unwrap_or(defaults.max_message_mb),
             request_timeout_seconds: self
                 .request_timeout_seconds
                 .unwrap_or(defaults.request_timeout_seconds),
+            // Follows a `max_connections` the file sets, unless set itself.
+            max_connections_per_peer: self
+                .max_connections_per_peer
+                .unwrap_or(default_per_peer(max_connections)),
+            first_call_seconds: self
+                .first_call_seconds
+                .unwrap_or(defaults.first_call_seconds),
+            idle_seconds: self.idle_seconds.unwrap_or(defaults.idle_seconds),
         };
         if limits.max_connections == 0 {
             return Err(invalid(
@@ -323,6 +406,24 @@ impl LimitsTable {
                 "limits.request_timeout_seconds",
                 "must be at least 1",
             ));
+        }
+        if !(1..=limits.max_connections).contains(&limits.max_connections_per_peer) {
+            return Err(invalid(
+                path,
+                "limits.max_connections_per_peer",
+                format!(
+                    "must be between 1 and limits.max_connections ({})",
+                    limits.max_connections
+                ),
+            ));
+        }
+        for (setting, value) in [
+            ("limits.first_call_seconds", limits.first_call_seconds),
+            ("limits.idle_seconds", limits.idle_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(path, setting, "must be at least 1"));
+            }
         }
         Ok(limits)
     }

@@ -27,6 +27,7 @@ use crate::catalog::Catalog;
 use crate::digest::MergedDigest;
 use crate::encoded::EncodedError;
 use crate::ids::{Level, Period};
+use crate::report::{self, FlatRow};
 use crate::validate::{
     Declared, Invalid, check_period_fields, check_row, check_set, check_site_fields,
 };
@@ -199,6 +200,49 @@ pub fn for_each_row_of<E: From<EncodedError>>(
             let here = format!("period.sites[{i}].results[{j}]");
             for_each_row(&mut cursor, &here, set.start, set.end, |_, row| {
                 each(&site.site, &set.fields, row)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands every flat row of an encoded merged period to `each`, in the order
+/// [`flatten`](crate::report::flatten) gives them for the decoded period, reading the
+/// period a window at a time: an export of a period of any size holds one row at a time.
+/// It only reads: the period is checked with [`check_merged_encoded`] first.
+pub fn for_each_flat_row<E: From<EncodedError>>(
+    source: &dyn RunBytes,
+    mut each: impl FnMut(FlatRow) -> Result<(), E>,
+) -> Result<(), E> {
+    let (fields, spans) = walk_period(source)?;
+    each(report::hierarchy_row(&fields))?;
+    // Sites come in code order, ties in the period's: a skim over their own fields first.
+    let mut skim = Cursor::skimming(source, "period");
+    let mut order = Vec::with_capacity(spans.len());
+    for (i, &(start, end)) in spans.iter().enumerate() {
+        order.push((site_fields(&mut skim, i, start, end)?.site, i));
+    }
+    order.sort();
+    let mut cursor = Cursor::new(source, "period");
+    for (_, i) in order {
+        let (start, end) = spans[i];
+        let (site, sets) = walk_site(&mut cursor, i, start, end)?;
+        let counted: Vec<(&pb::ResultSet, u64)> =
+            sets.iter().map(|set| (&set.fields, set.rows)).collect();
+        let times = (site.started_at.as_str(), site.finished_at.as_str());
+        for row in report::collector_rows_counted(&fields.period, &site.site, times, &counted) {
+            each(row)?;
+        }
+        for (j, set) in sets.iter().enumerate() {
+            let here = format!("period.sites[{i}].results[{j}]");
+            for_each_row(&mut cursor, &here, set.start, set.end, |r, row| {
+                each(report::result_row(
+                    &fields.period,
+                    &site.site,
+                    &set.fields,
+                    r,
+                    row,
+                ))
             })?;
         }
     }

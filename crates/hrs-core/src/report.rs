@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::value::Value;
 
 /// One result row with the context that names it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlatRow {
     /// The period (ISO week).
     pub period: String,
@@ -53,26 +53,15 @@ impl std::str::FromStr for Format {
 
 /// Returns one flat row per result row of one site's result sets.
 pub fn flatten_site(period: &str, site: &str, results: &[pb::ResultSet]) -> Vec<FlatRow> {
-    let mut out = Vec::new();
-    for set in results {
-        for (i, row) in set.rows.iter().enumerate() {
-            let data = set
-                .columns
+    results
+        .iter()
+        .flat_map(|set| {
+            set.rows
                 .iter()
-                .zip(&row.values)
-                .map(|(c, v)| (c.name.clone(), json_value(&Value::from(v))))
-                .collect();
-            out.push(FlatRow {
-                period: period.to_owned(),
-                site: site.to_owned(),
-                query_id: set.query_id.clone(),
-                level: set.level.clone(),
-                row: i,
-                data,
-            });
-        }
-    }
-    out
+                .enumerate()
+                .map(|(i, row)| result_row(period, site, set, i, row))
+        })
+        .collect()
 }
 
 /// Query id of the row describing the hierarchy's settings for a period.
@@ -102,8 +91,23 @@ pub fn collector_rows(period: &str, site: &pb::SiteResults) -> Vec<FlatRow> {
 pub fn collector_rows_of(
     period: &str,
     site: &str,
-    (started_at, finished_at): (&str, &str),
+    times: (&str, &str),
     results: &[pb::ResultSet],
+) -> Vec<FlatRow> {
+    let counted: Vec<(&pb::ResultSet, u64)> = results
+        .iter()
+        .map(|set| (set, set.rows.len() as u64))
+        .collect();
+    collector_rows_counted(period, site, times, &counted)
+}
+
+/// [`collector_rows_of`] for result sets whose rows are counted rather than held (read
+/// from an encoding).
+pub(crate) fn collector_rows_counted(
+    period: &str,
+    site: &str,
+    (started_at, finished_at): (&str, &str),
+    results: &[(&pb::ResultSet, u64)],
 ) -> Vec<FlatRow> {
     let row = |query_id: &str, row: usize, data| FlatRow {
         period: period.to_owned(),
@@ -113,7 +117,7 @@ pub fn collector_rows_of(
         row,
         data,
     };
-    let failed = results.iter().filter(|s| !s.error.is_empty()).count();
+    let failed = results.iter().filter(|(s, _)| !s.error.is_empty()).count();
     let mut out = vec![row(
         COLLECTOR_RUN_ROW,
         0,
@@ -124,13 +128,13 @@ pub fn collector_rows_of(
             ("failed", failed.into()),
         ]),
     )];
-    out.extend(results.iter().enumerate().map(|(i, set)| {
+    out.extend(results.iter().enumerate().map(|(i, (set, rows))| {
         row(
             COLLECTOR_QUERY_ROW,
             i,
             object(vec![
                 ("query_id", set.query_id.clone().into()),
-                ("rows", set.rows.len().into()),
+                ("rows", (*rows).into()),
                 ("duration_ms", set.duration_ms.into()),
                 ("error", set.error.clone().into()),
             ]),
@@ -139,12 +143,33 @@ pub fn collector_rows_of(
     out
 }
 
-/// Returns every flat row of a merged period: the hierarchy's settings, then per site (in
-/// site order) the collector's statistics and one row per result row.
-pub fn flatten(period: &pb::MergedPeriod) -> Vec<FlatRow> {
-    let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
-    sites.sort_by(|a, b| a.site.cmp(&b.site));
-    let hierarchy = FlatRow {
+/// The flat row of one result row of `set` (its columns name the row's values).
+pub(crate) fn result_row(
+    period: &str,
+    site: &str,
+    set: &pb::ResultSet,
+    index: usize,
+    row: &pb::Row,
+) -> FlatRow {
+    let data = set
+        .columns
+        .iter()
+        .zip(&row.values)
+        .map(|(c, v)| (c.name.clone(), json_value(&Value::from(v))))
+        .collect();
+    FlatRow {
+        period: period.to_owned(),
+        site: site.to_owned(),
+        query_id: set.query_id.clone(),
+        level: set.level.clone(),
+        row: index,
+        data,
+    }
+}
+
+/// The flat row describing a merged period's own settings (its sites left out).
+pub(crate) fn hierarchy_row(period: &pb::MergedPeriod) -> FlatRow {
+    FlatRow {
         period: period.period.clone(),
         site: String::new(),
         query_id: HIERARCHY_ROW.to_owned(),
@@ -157,8 +182,15 @@ pub fn flatten(period: &pb::MergedPeriod) -> Vec<FlatRow> {
             ("catalog_version", period.catalog_version.clone().into()),
             ("missing_sites", period.missing_sites.clone().into()),
         ]),
-    };
-    std::iter::once(hierarchy)
+    }
+}
+
+/// Returns every flat row of a merged period: the hierarchy's settings, then per site (in
+/// site order) the collector's statistics and one row per result row.
+pub fn flatten(period: &pb::MergedPeriod) -> Vec<FlatRow> {
+    let mut sites: Vec<&pb::SiteResults> = period.sites.iter().collect();
+    sites.sort_by(|a, b| a.site.cmp(&b.site));
+    std::iter::once(hierarchy_row(period))
         .chain(sites.into_iter().flat_map(|s| {
             let mut rows = collector_rows(&period.period, s);
             rows.extend(flatten_site(&period.period, &s.site, &s.results));
@@ -192,16 +224,39 @@ fn cells(row: &FlatRow) -> [String; 6] {
     ]
 }
 
+/// CSV of flat rows written one at a time, so an export of any size holds one row.
+pub struct CsvRows<W: Write> {
+    writer: csv::Writer<W>,
+}
+
+impl<W: Write> CsvRows<W> {
+    /// Starts the CSV on `out` with its header line.
+    pub fn new(out: W) -> io::Result<Self> {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(HEADER)?;
+        Ok(Self { writer })
+    }
+
+    /// Writes one row.
+    pub fn write(&mut self, row: &FlatRow) -> io::Result<()> {
+        Ok(self.writer.write_record(cells(row))?)
+    }
+
+    /// Flushes what is buffered.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
 /// Writes rows in the chosen format.
 pub fn write(out: &mut dyn Write, rows: &[FlatRow], format: Format) -> io::Result<()> {
     match format {
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record(HEADER)?;
+            let mut csv = CsvRows::new(out)?;
             for row in rows {
-                w.write_record(cells(row))?;
+                csv.write(row)?;
             }
-            w.flush()
+            csv.finish()
         }
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, rows)?;

@@ -3,10 +3,11 @@
 //! Everything a role reads from outside is here: encoded runs (the one run check,
 //! `check_run_encoded`, on the bytes as they arrive and on prost's canonical encoding of
 //! what prost decodes from them), merged periods (`check_merged`), the gRPC requests of
-//! every service (the aggregator's answered by a real service in this process, runs
-//! pushed to it in chunks over loopback), single-period bundles and the connection tool's
-//! tar bundles, the four roles' configuration files, site database connection strings,
-//! and identifiers.
+//! every service (each answered by a real service in this process: runs pushed to the
+//! aggregator in chunks over loopback, merged periods sent in chunks to the connection
+//! point and the intake, whose check of a period's encoding decides what they store),
+//! the connection tool's tar bundles, the four roles'
+//! configuration files, site database connection strings, and identifiers.
 //!
 //! # Targets
 //!
@@ -133,6 +134,25 @@ fn aggregator_calls() -> Vec<Vec<u8>> {
     calls
 }
 
+/// A call of each kind for every period of the corpus after the first `skip`, in the
+/// envelope that picks the call (see [`targets::connection_point_service`]): the period
+/// sent, its resume, and its raw chunk stream.
+fn period_calls(skip: usize) -> Vec<Vec<u8>> {
+    let r = seeds::requests();
+    let bytes = |number: u32, message: &Vec<u8>| wire::Field {
+        number,
+        payload: wire::Payload::Bytes(message.clone()),
+    };
+    let mut calls = Vec::new();
+    for i in skip..r.period_chunk.len() {
+        calls.push(wire::encode(&[bytes(1, &r.period_chunk[i])]));
+        calls.push(wire::encode(&[bytes(2, &r.resume_period[i])]));
+        let stream: Vec<wire::Field> = r.period_stream[i].iter().map(|c| bytes(3, c)).collect();
+        calls.push(wire::encode(&stream));
+    }
+    calls
+}
+
 /// Every fuzz target, with its seeds.
 pub const TARGETS: &[Target] = &[
     Target {
@@ -157,13 +177,6 @@ pub const TARGETS: &[Target] = &[
         cases: 150,
     },
     Target {
-        name: "bundle",
-        run: targets::bundle,
-        seeds: || seeds::corpus().bundles.clone(),
-        form: Form::Text,
-        cases: 200,
-    },
-    Target {
         name: "offline_bundle",
         run: targets::offline_bundle,
         seeds: || seeds::corpus().offline_bundles.clone(),
@@ -185,17 +198,18 @@ pub const TARGETS: &[Target] = &[
         cases: 200,
     },
     Target {
-        name: "offer_period_request",
-        run: targets::offer_period_request,
-        seeds: || seeds::requests().offer_period.clone(),
-        form: Form::Protobuf(Schema::OfferPeriodRequest),
+        name: "connection_point_service",
+        run: targets::connection_point_service,
+        seeds: || period_calls(0),
+        form: Form::Protobuf(Schema::PeriodCall),
         cases: 150,
     },
     Target {
-        name: "submit_request",
-        run: targets::submit_request,
-        seeds: || seeds::requests().submit.clone(),
-        form: Form::Protobuf(Schema::SubmitRequest),
+        name: "intake_service",
+        run: targets::intake_service,
+        // The intake is sent periods as they leave the hierarchy: the corpus's last two.
+        seeds: || period_calls(2),
+        form: Form::Protobuf(Schema::PeriodCall),
         cases: 150,
     },
     Target {
@@ -331,7 +345,7 @@ fn interesting_token() -> impl Strategy<Value = String> {
         "{}",
         "[]",
         "\"server=h;password=Fuzz-Secret-1\"",
-        "hrs-bundle/2",
+        "hrs-bundle/3",
         "payload",
         "digest",
     ])

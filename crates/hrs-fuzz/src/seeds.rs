@@ -53,9 +53,7 @@ pub struct Corpus {
     /// Merged periods that `check_merged` accepts, as merged inside the hierarchy and as
     /// sent out of it.
     pub periods: Vec<pb::MergedPeriod>,
-    /// Single-period bundle files (`hrs-bundle/1`) `read_bundle` accepts, as bytes.
-    pub bundles: Vec<Vec<u8>>,
-    /// Offline bundles (`hrs-bundle/2`, tar files) the connection tool's `prepare` wrote,
+    /// Offline bundles (`hrs-bundle/3`, tar files) the connection tool's `prepare` wrote,
     /// which `read_bundle_file` accepts, as bytes.
     pub offline_bundles: Vec<Vec<u8>>,
     /// Agent configuration files that load.
@@ -93,12 +91,10 @@ fn make() -> Result<Corpus, SeedError> {
         .build()?;
     let runs = runtime.block_on(collect_runs(dir.path()))?;
     let periods = merged_periods(&runs)?;
-    let bundles = bundles(dir.path(), &periods)?;
     let offline_bundles = runtime.block_on(offline_bundles(dir.path(), &periods))?;
     Ok(Corpus {
         runs,
         periods,
-        bundles,
         offline_bundles,
         agent_configs: agent_configs(),
         aggregator_configs: aggregator_configs(),
@@ -227,17 +223,6 @@ fn merged_periods(runs: &[pb::Run]) -> Result<Vec<pb::MergedPeriod>, SeedError> 
     Ok(periods)
 }
 
-fn bundles(dir: &Path, periods: &[pb::MergedPeriod]) -> Result<Vec<Vec<u8>>, SeedError> {
-    let outbox = dir.join("outbox");
-    let mut bundles = Vec::new();
-    // Bundles carry outbound periods only: the last two.
-    for period in periods.iter().skip(2) {
-        let path = hrs_connection::write_bundle(&outbox, period, MADE_AT)?;
-        bundles.push(std::fs::read(&path)?);
-    }
-    Ok(bundles)
-}
-
 /// Prepares an offline bundle as the connection tool does: a connection point store in
 /// offline mode holding the merged period, then `prepare` onto a media folder.
 async fn offline_bundles(
@@ -257,7 +242,15 @@ async fn offline_bundles(
     )?;
     let config = hrs_connection::ConnectionPointConfig::load(&config_path)?;
     let store = hrs_connection::SqliteOutbox::open(&config.store)?;
-    store.offer(&periods[0], MADE_AT).await?;
+    // Kept as the connection point keeps a period offered in chunks: staged whole, then
+    // committed.
+    let bytes = periods[0].encode_to_vec();
+    let offer = period_offer(&periods[0], &bytes, true);
+    store.stage(&offer, MADE_AT, MADE_AT).await?;
+    store.stage_append(&offer, 0, bytes).await?;
+    store
+        .commit_staged(&offer, parsed(&periods[0].level)?, MADE_AT)
+        .await?;
     drop(store);
     let prepared = hrs_connection::offline::prepare(
         &config,
@@ -287,10 +280,38 @@ pub struct Requests {
     pub resume_run: Vec<Vec<u8>>,
     /// `HeartbeatRequest`s, one per site.
     pub heartbeat: Vec<Vec<u8>>,
-    /// `OfferPeriodRequest`s, one per merged period.
-    pub offer_period: Vec<Vec<u8>>,
-    /// `SubmitRequest`s, one per outbound period.
-    pub submit: Vec<Vec<u8>>,
+    /// First `PeriodChunk`s carrying whole merged periods, with offers naming them (size
+    /// and SHA-256 left for the sender), one per period of the corpus, in its order.
+    pub period_chunk: Vec<Vec<u8>>,
+    /// `ResumePeriodRequest`s with complete offers, one per period.
+    pub resume_period: Vec<Vec<u8>>,
+    /// The chunks of one stream per period, each chunk encoded: the first carries the
+    /// complete offer, each the next piece of the period's encoding where the last ended.
+    pub period_stream: Vec<Vec<Vec<u8>>>,
+}
+
+/// Pieces a seed period stream is cut into: enough to take the receivers past their first
+/// chunk.
+const STREAM_PIECES: usize = 3;
+
+/// Returns the offer of a merged period's encoding: its hierarchy, period and digest,
+/// completed with the size and SHA-256 of `bytes` when `complete`.
+pub fn period_offer(period: &pb::MergedPeriod, bytes: &[u8], complete: bool) -> pb::PeriodOffer {
+    let offer = pb::PeriodOffer {
+        hierarchy_hash: period.hierarchy_hash.clone(),
+        period: period.period.clone(),
+        digest: period.digest.clone(),
+        client_version: hrs_core::VERSION.into(),
+        ..Default::default()
+    };
+    if !complete {
+        return offer;
+    }
+    pb::PeriodOffer {
+        size: bytes.len() as u64,
+        sha256: sha256_hex(bytes),
+        ..offer
+    }
 }
 
 /// Returns the link report every seed request carries.
@@ -351,20 +372,37 @@ pub fn requests() -> &'static Requests {
             );
         }
         for period in &corpus.periods {
-            r.offer_period.push(
-                pb::OfferPeriodRequest {
-                    period: Some(period.clone()),
+            let bytes = period.encode_to_vec();
+            r.period_chunk.push(
+                pb::PeriodChunk {
+                    offer: Some(period_offer(period, &bytes, false)),
+                    offset: 0,
+                    data: bytes.clone(),
                 }
                 .encode_to_vec(),
             );
-        }
-        for period in corpus.periods.iter().skip(2) {
-            r.submit.push(
-                pb::SubmitRequest {
-                    period: Some(period.clone()),
-                    client_version: hrs_core::VERSION.into(),
+            let offer = period_offer(period, &bytes, true);
+            r.resume_period.push(
+                pb::ResumePeriodRequest {
+                    offer: Some(offer.clone()),
                 }
                 .encode_to_vec(),
+            );
+            let piece = bytes.len().div_ceil(STREAM_PIECES).max(1);
+            let mut first = Some(offer);
+            r.period_stream.push(
+                bytes
+                    .chunks(piece)
+                    .enumerate()
+                    .map(|(i, data)| {
+                        pb::PeriodChunk {
+                            offer: first.take(),
+                            offset: (i * piece) as u64,
+                            data: data.to_vec(),
+                        }
+                        .encode_to_vec()
+                    })
+                    .collect(),
             );
         }
         r

@@ -16,12 +16,15 @@ use hrs_core::catalog::Catalog;
 use hrs_core::config::ConfigError;
 use hrs_core::digest::{merged_digest, run_digest};
 use hrs_core::encoded::{EncodedError, check_run_encoded};
+use hrs_core::encoded_period::check_merged_encoded;
 use hrs_core::validate::{RunHeader, check_merged};
 use hrs_core::{HierarchyId, Level, Period, SiteCode};
 use hrs_proto::v1 as pb;
 use hrs_rpc::chunks::{ChunkedPushError, Outgoing, push_run_chunks};
 use hrs_rpc::v1::aggregator_client::AggregatorClient;
 use hrs_rpc::v1::aggregator_server::{Aggregator as _, AggregatorServer};
+use hrs_rpc::v1::connection_point_client::ConnectionPointClient;
+use hrs_rpc::v1::intake_client::IntakeClient;
 use hrs_sitedb::{PasswordSource, SiteDbSpec};
 use prost::Message as _;
 
@@ -188,34 +191,6 @@ pub fn merged_period(data: &[u8]) {
     }
 }
 
-/// Reads bytes as a single-period bundle file (`hrs-bundle/1`, JSON). A bundle that is read
-/// must carry its digest, and writing what was read as a bundle again must read back the
-/// same period.
-pub fn bundle(data: &[u8]) {
-    let dir = scratch();
-    let path = dir.join("fuzzed-bundle.json");
-    std::fs::write(&path, data).expect("writes the scratch bundle");
-    let Ok(period) = hrs_connection::read_bundle(&path) else {
-        return;
-    };
-    assert_eq!(
-        merged_digest(&period),
-        period.digest,
-        "a bundle read with a wrong digest"
-    );
-    let outbox = dir.join("rewritten");
-    // A period JSON cannot hold (NaN) is refused on writing; then there is nothing to
-    // compare, and the reader already refused no such file.
-    if let Ok(written) = hrs_connection::write_bundle(&outbox, &period, seeds::MADE_AT) {
-        let again = hrs_connection::read_bundle(&written).expect("a bundle just written reads");
-        assert!(
-            again.encode_to_vec() == period.encode_to_vec(),
-            "a bundle rewritten reads back another period"
-        );
-        let _ = std::fs::remove_file(written);
-    }
-}
-
 /// Reads bytes as an offline bundle (a tar file of periods, a manifest and checksums), as
 /// the connection tool's `connect` does. A bundle that is read must hold exactly the
 /// periods its manifest lists, each carrying its digest and the manifest's hierarchy.
@@ -226,9 +201,17 @@ pub fn offline_bundle(data: &[u8]) {
         return;
     };
     assert_eq!(bundle.periods.len(), bundle.manifest.periods.len());
-    for (period, entry) in bundle.periods.iter().zip(&bundle.manifest.periods) {
+    for (bytes, entry) in bundle.periods.iter().zip(&bundle.manifest.periods) {
+        use hrs_core::bytes::RunBytes as _;
+        let encoded = bytes
+            .read_at(
+                0,
+                usize::try_from(bytes.size()).expect("a period fits in memory"),
+            )
+            .expect("a bundle read holds its periods");
+        let period = pb::MergedPeriod::decode(&encoded[..]).expect("a bundle's period decodes");
         assert_eq!(
-            merged_digest(period),
+            merged_digest(&period),
             period.digest,
             "a period with a wrong digest"
         );
@@ -267,6 +250,29 @@ struct InProcess {
 /// the seed runs of a few KiB travel in several chunks.
 const PUSH_CHUNK_BYTES: usize = 4 << 10;
 
+/// A runtime of its own for `what`, a service served in this process for as long as it
+/// runs, and a listener on a loopback port for it.
+fn served_here(
+    what: &str,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a runtime for the {what}: {e}"));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("binds a loopback port for the {what}: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the {what}'s address: {e}"));
+    (runtime, listener, addr)
+}
+
 fn aggregator() -> &'static InProcess {
     static SERVICE: OnceLock<InProcess> = OnceLock::new();
     SERVICE.get_or_init(|| {
@@ -291,15 +297,7 @@ fn aggregator() -> &'static InProcess {
             Arc::new(tokio::sync::Notify::new()),
             seeds::clock(),
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the aggregator");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binds a loopback port for the aggregator");
-        let addr = listener.local_addr().expect("the aggregator's address");
+        let (runtime, listener, addr) = served_here("aggregator");
         // Served for as long as the process runs: the service is shared by every test.
         runtime.spawn(
             tonic::transport::Server::builder()
@@ -457,35 +455,371 @@ pub fn aggregator_call(data: &[u8]) -> Option<Result<(), tonic::Status>> {
     }
 }
 
-/// Decodes a period offered to the connection point and checks it as the connection point
-/// does (present, valid, of its hierarchy); an accepted one must be accepted downstream.
-pub fn offer_period_request(data: &[u8]) {
-    let Ok(request) = pb::OfferPeriodRequest::decode(data) else {
-        return;
+/// A receiver of merged periods, served in this process as its role serves them: the
+/// connection point (offline, so nothing leaves it) or the intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiving {
+    /// The connection point, offered periods by the top-level aggregator.
+    Point,
+    /// The intake, submitted periods by connection points.
+    Intake,
+}
+
+/// The store a receiver keeps what it accepted in, read back to check it.
+enum Kept {
+    Point(hrs_connection::SqliteOutbox),
+    Intake(hrs_intake::SqliteIntake),
+}
+
+/// A period receiver served on 127.0.0.1 over a store in a temporary folder, for the
+/// whole process: the service is shared by every test.
+struct PeriodReceiver {
+    runtime: tokio::runtime::Runtime,
+    channel: tonic::transport::Channel,
+    kept: Kept,
+    /// Held through each call, as for the aggregator: two tests sending the same seed
+    /// period at once would meet each other's chunks in its staging.
+    calls: Mutex<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// Bytes of a period's encoding per chunk when a period target sends it: small, so the
+/// seed periods of a few KiB travel in several chunks.
+const PERIOD_CHUNK_BYTES: usize = 4 << 10;
+
+fn receiver(receiving: Receiving) -> &'static PeriodReceiver {
+    static POINT: OnceLock<PeriodReceiver> = OnceLock::new();
+    static INTAKE: OnceLock<PeriodReceiver> = OnceLock::new();
+    let cell = match receiving {
+        Receiving::Point => &POINT,
+        Receiving::Intake => &INTAKE,
     };
-    let Some(period) = request.period else {
-        return;
-    };
-    let ours = seeds::HIERARCHY_ID
-        .parse::<HierarchyId>()
-        .map(|h| h.hashed())
-        .expect("the seed hierarchy");
-    if check_merged(&period).is_ok() && period.hierarchy_hash == ours {
-        accepted_period(&period);
+    cell.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a folder for the receiver's store");
+        let (runtime, listener, addr) = served_here("receiver");
+        // Our own handle is opened before the role's, so the two never make the schema at
+        // once.
+        let kept = match receiving {
+            Receiving::Point => {
+                let path = dir.path().join("connection-point.toml");
+                std::fs::write(
+                    &path,
+                    format!(
+                        "listen = \"127.0.0.1:0\"\nhierarchy_id = \"{}\"\nlevel = \"Enhanced\"\n\
+                         mode = \"offline\"\nstore = \"cp.sqlite\"\n",
+                        seeds::HIERARCHY_ID
+                    ),
+                )
+                .expect("writes the connection point's configuration");
+                let config = hrs_connection::ConnectionPointConfig::load(&path)
+                    .expect("the connection point's configuration");
+                let kept = hrs_connection::SqliteOutbox::open(&config.store)
+                    .expect("opens the connection point's store");
+                runtime.spawn(hrs_connection::serve_with_clock(
+                    config,
+                    listener,
+                    std::future::pending(),
+                    seeds::clock(),
+                ));
+                Kept::Point(kept)
+            }
+            Receiving::Intake => {
+                let config = hrs_intake::IntakeConfig::new(addr, dir.path().join("intake.sqlite"));
+                let kept = hrs_intake::SqliteIntake::open(&config.store)
+                    .expect("opens the intake's store");
+                runtime.spawn(hrs_intake::serve_with_clock(
+                    config,
+                    listener,
+                    std::future::pending(),
+                    seeds::clock(),
+                ));
+                Kept::Intake(kept)
+            }
+        };
+        let channel = runtime
+            .block_on(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("the receiver's address")
+                    .connect(),
+            )
+            .expect("connects to the receiver");
+        PeriodReceiver {
+            runtime,
+            channel,
+            kept,
+            calls: Mutex::new(()),
+            _dir: dir,
+        }
+    })
+}
+
+/// How a receiver answered a period it accepted.
+#[derive(Debug)]
+struct Received {
+    /// It was stored already.
+    duplicate: bool,
+    /// The intake's identifier of the submission.
+    submission_id: Option<String>,
+}
+
+impl Received {
+    fn of_point(answer: pb::OfferPeriodResponse) -> Self {
+        Self {
+            duplicate: answer.duplicate,
+            submission_id: None,
+        }
+    }
+
+    fn of_intake(answer: pb::SubmitResponse) -> Self {
+        Self {
+            duplicate: answer.duplicate,
+            submission_id: Some(answer.submission_id),
+        }
     }
 }
 
-/// Decodes a submission to the intake and checks it as the intake does.
-pub fn submit_request(data: &[u8]) {
-    let Ok(request) = pb::SubmitRequest::decode(data) else {
-        return;
-    };
-    let Some(period) = request.period else {
-        return;
-    };
-    if check_merged(&period).is_ok() {
-        accepted_period(&period);
+/// The hash the seed hierarchy's periods carry, the only one the connection point takes.
+fn seed_hierarchy_hash() -> String {
+    seeds::HIERARCHY_ID
+        .parse::<HierarchyId>()
+        .map(|h| h.hashed())
+        .expect("the seed hierarchy")
+}
+
+/// Sends a period to the connection point in this process, as the aggregator does:
+/// [`period_service`] with the connection point's invariants.
+pub fn connection_point_service(data: &[u8]) {
+    period_service(Receiving::Point, data);
+}
+
+/// Sends a period to the intake in this process, as a connection point does:
+/// [`period_service`] with the intake's invariants.
+pub fn intake_service(data: &[u8]) {
+    period_service(Receiving::Intake, data);
+}
+
+/// Refusals a period receiver may answer bad input with: the clear ones, and `ABORTED` for
+/// a stream whose chunks are out of place or that ends before the period does.
+fn is_period_refusal(code: tonic::Code) -> bool {
+    is_clear_refusal(code) || code == tonic::Code::Aborted
+}
+
+/// Sends a call to a period receiver in this process and checks the answer. The input is
+/// an envelope: its first length-delimited field is the request, and the field's number
+/// picks the call (1 a period sent, 2 a resume, 3 a raw stream; others modulo 3). A
+/// sent period's field is a `PeriodChunk`: its `data` is the period's encoding, sent in
+/// chunks through the client helper under its offer's hierarchy, period and digest (the
+/// client makes the size and SHA-256, as senders do). A raw stream is every field 3 of
+/// the envelope, each a `PeriodChunk` sent as it is, offsets and offers included. Every
+/// refusal must be a clear status naming the problem (never `INTERNAL`), and what is
+/// accepted must pass the checks: a period stored is what its offer names and passes
+/// `check_merged` (from its encoding, `check_merged_encoded`), and flows downstream; a
+/// resume's offer is well formed.
+fn period_service(receiving: Receiving, data: &[u8]) {
+    if let Some(Err(status)) = period_call(receiving, data) {
+        assert!(
+            is_period_refusal(status.code()),
+            "answered {:?}: {}",
+            status.code(),
+            status.message()
+        );
+        assert!(!status.message().is_empty(), "a refusal without a message");
     }
+}
+
+/// Makes the call a [`period_service`] input describes and checks what was accepted;
+/// returns the answer, or None when the input holds no request prost decodes.
+pub fn period_call(receiving: Receiving, data: &[u8]) -> Option<Result<(), tonic::Status>> {
+    let fields = crate::wire::parse(data, None)?;
+    let (call, body) = fields.iter().find_map(|f| match &f.payload {
+        crate::wire::Payload::Bytes(body) => Some((f.number, body.as_slice())),
+        _ => None,
+    })?;
+    let receiver = receiver(receiving);
+    let _one_at_a_time = receiver
+        .calls
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let runtime = &receiver.runtime;
+    let channel = receiver.channel.clone();
+    match call % 3 {
+        1 => {
+            let chunk = pb::PeriodChunk::decode(body).ok()?;
+            let offer = chunk.offer.unwrap_or_default();
+            let period = Arc::new(chunk.data);
+            let source = Arc::clone(&period) as Arc<dyn hrs_core::bytes::RunBytes>;
+            let sent = runtime.block_on(async {
+                match receiving {
+                    Receiving::Point => hrs_rpc::chunks::offer_period_chunks(
+                        &mut ConnectionPointClient::new(channel),
+                        offer.clone(),
+                        source,
+                        PERIOD_CHUNK_BYTES,
+                    )
+                    .await
+                    .map(Received::of_point),
+                    Receiving::Intake => hrs_rpc::submit::submit_period_chunks(
+                        &mut IntakeClient::new(channel),
+                        offer.clone(),
+                        source,
+                        PERIOD_CHUNK_BYTES,
+                    )
+                    .await
+                    .map(Received::of_intake),
+                }
+            });
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(ChunkedPushError::Status(status)) => return Some(Err(status)),
+                Err(other) => panic!("the upload itself failed: {other}"),
+            };
+            if !answer.duplicate {
+                // Stored from these bytes: the receivers' check of a period's encoding
+                // accepted them.
+                let summary = check_merged_encoded(period.as_ref()).unwrap_or_else(|error| {
+                    panic!("stored a period whose encoding the period check refuses: {error}")
+                });
+                assert_eq!(
+                    (&summary.period.to_string(), &summary.digest),
+                    (&offer.period, &offer.digest),
+                    "stored a period other than the one offered"
+                );
+            }
+            received(receiving, receiver, &offer, &answer);
+            Some(Ok(()))
+        }
+        2 => {
+            let request = pb::ResumePeriodRequest::decode(body).ok()?;
+            let offer = request.offer.clone();
+            let answer = runtime.block_on(async {
+                match receiving {
+                    Receiving::Point => ConnectionPointClient::new(channel)
+                        .resume_period(request)
+                        .await
+                        .map(drop),
+                    Receiving::Intake => IntakeClient::new(channel)
+                        .resume_submission(request)
+                        .await
+                        .map(drop),
+                }
+            });
+            if answer.is_ok() {
+                let offer = offer.expect("a resume without an offer was answered");
+                well_formed(receiving, &offer);
+            }
+            Some(answer)
+        }
+        _ => {
+            let chunks: Vec<pb::PeriodChunk> = fields
+                .iter()
+                .filter(|f| f.number == call)
+                .filter_map(|f| match &f.payload {
+                    crate::wire::Payload::Bytes(chunk) => {
+                        pb::PeriodChunk::decode(chunk.as_slice()).ok()
+                    }
+                    _ => None,
+                })
+                .collect();
+            let offer = chunks.first()?.offer.clone();
+            let stream = tokio_stream::iter(chunks);
+            let answer = runtime.block_on(async {
+                match receiving {
+                    Receiving::Point => ConnectionPointClient::new(channel)
+                        .offer_period_chunks(stream)
+                        .await
+                        .map(|answer| Received::of_point(answer.into_inner())),
+                    Receiving::Intake => IntakeClient::new(channel)
+                        .submit_chunks(stream)
+                        .await
+                        .map(|answer| Received::of_intake(answer.into_inner())),
+                }
+            });
+            Some(answer.map(|answer| {
+                let offer = offer.expect("a stream without an offer was answered");
+                received(receiving, receiver, &offer, &answer);
+            }))
+        }
+    }
+}
+
+/// Checks an offer a receiver answered: of a period, a size and SHA-256 as sent, a
+/// digest's shape, and for the connection point the seed hierarchy.
+fn well_formed(receiving: Receiving, offer: &pb::PeriodOffer) {
+    let hex = |text: &str| text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    assert!(
+        offer.period.parse::<Period>().is_ok(),
+        "accepted period {:?}",
+        offer.period
+    );
+    assert!(offer.size > 0, "accepted an empty offer");
+    assert!(hex(&offer.sha256), "accepted sha256 {:?}", offer.sha256);
+    assert!(hex(&offer.digest), "accepted digest {:?}", offer.digest);
+    if receiving == Receiving::Point {
+        assert_eq!(
+            offer.hierarchy_hash,
+            seed_hierarchy_hash(),
+            "accepted another hierarchy"
+        );
+    }
+}
+
+/// Checks what a receiver stored for an offer it accepted: the period the offer names,
+/// passing `check_merged`, and accepted downstream. The connection point keeps only the
+/// newest version of a period, so one answered as a duplicate may have been replaced since.
+fn received(
+    receiving: Receiving,
+    receiver: &PeriodReceiver,
+    offer: &pb::PeriodOffer,
+    answer: &Received,
+) {
+    use hrs_connection::OutboxStore as _;
+    use hrs_intake::IntakeStore as _;
+    let stored = receiver.runtime.block_on(async {
+        match &receiver.kept {
+            Kept::Point(outbox) => outbox
+                .stored()
+                .await
+                .expect("reads the connection point's store")
+                .into_iter()
+                .find(|p| p.period == offer.period && p.digest == offer.digest),
+            Kept::Intake(intake) => {
+                let id = answer
+                    .submission_id
+                    .as_deref()
+                    .expect("the intake names its submission");
+                Some(
+                    intake
+                        .payload(id)
+                        .await
+                        .expect("reads the intake's store")
+                        .expect("an accepted submission is stored"),
+                )
+            }
+        }
+    });
+    let Some(period) = stored else {
+        assert!(
+            answer.duplicate,
+            "accepted a period the connection point does not keep"
+        );
+        return;
+    };
+    assert_eq!(
+        (&period.hierarchy_hash, &period.period, &period.digest),
+        (&offer.hierarchy_hash, &offer.period, &offer.digest),
+        "stored a period other than the one offered"
+    );
+    if receiving == Receiving::Point {
+        assert_eq!(
+            period.hierarchy_hash,
+            seed_hierarchy_hash(),
+            "stored another hierarchy's period"
+        );
+    }
+    if let Err(error) = check_merged(&period) {
+        panic!("stored a period check_merged refuses: {error}");
+    }
+    accepted_period(&period);
 }
 
 /// Returns whether an error message says where the problem is: a line and column of the

@@ -73,14 +73,20 @@ pub enum Schema {
     ResumeRunRequest,
     /// `hrs.v1.HeartbeatRequest`.
     HeartbeatRequest,
-    /// `hrs.v1.OfferPeriodRequest`.
-    OfferPeriodRequest,
-    /// `hrs.v1.SubmitRequest`.
-    SubmitRequest,
+    /// `hrs.v1.PeriodOffer`.
+    PeriodOffer,
+    /// `hrs.v1.PeriodChunk`; its `data` is read as the merged period it carries.
+    PeriodChunk,
+    /// `hrs.v1.ResumePeriodRequest`.
+    ResumePeriodRequest,
     /// Not an HRS message: the envelope of the aggregator service target, whose field 1,
     /// 2 or 3 holds a `RunChunk` (the run to push), a `ResumeRunRequest` or a
     /// `HeartbeatRequest`.
     AggregatorCall,
+    /// Not an HRS message: the envelope of the period receivers' targets (the connection
+    /// point and the intake), whose field 1 holds a `PeriodChunk` (the period to send), 2 a
+    /// `ResumePeriodRequest`, and 3 the `PeriodChunk`s of one stream sent as they are.
+    PeriodCall,
 }
 
 impl Schema {
@@ -96,7 +102,10 @@ impl Schema {
             (RunChunk, 4) => Some(Run),
             (RunChunk, 2) | (HeartbeatRequest, 3) => Some(LinkReport),
             (RunChunk, 1) | (ResumeRunRequest, 1) => Some(RunOffer),
-            (OfferPeriodRequest, 1) | (SubmitRequest, 1) => Some(MergedPeriod),
+            (PeriodChunk, 1) | (ResumePeriodRequest, 1) => Some(PeriodOffer),
+            (PeriodChunk, 3) => Some(MergedPeriod),
+            (PeriodCall, 1 | 3) => Some(PeriodChunk),
+            (PeriodCall, 2) => Some(ResumePeriodRequest),
             (AggregatorCall, 1) => Some(RunChunk),
             (AggregatorCall, 2) => Some(ResumeRunRequest),
             (AggregatorCall, 3) => Some(HeartbeatRequest),
@@ -117,12 +126,14 @@ impl Schema {
             | (SiteResults, 3)
             | (LinkReport, 1 | 3 | 4 | 6)
             | (RunOffer, 4)
-            | (RunChunk, 3) => VARINT,
+            | (RunChunk, 3)
+            | (PeriodOffer, 4)
+            | (PeriodChunk, 2) => VARINT,
             (Value, 4) => FIXED64,
             (Run, 1..=12)
             | (ResultSet, 1..=5)
             | (Column, 1 | 2)
-            | (Row | ResumeRunRequest | OfferPeriodRequest, 1)
+            | (Row | ResumeRunRequest | ResumePeriodRequest, 1)
             | (Value, 2)
             | (MergedPeriod, 1..=8)
             | (SiteResults, 1..=6)
@@ -130,8 +141,9 @@ impl Schema {
             | (RunOffer, 1..=5)
             | (RunChunk, 1..=4)
             | (HeartbeatRequest, 1..=3)
-            | (SubmitRequest, 1 | 2)
-            | (AggregatorCall, 1..=3) => LEN,
+            | (PeriodOffer, 1..=3 | 5 | 6)
+            | (PeriodChunk, 1 | 3)
+            | (AggregatorCall | PeriodCall, 1..=3) => LEN,
             _ => return None,
         };
         Some(wire)

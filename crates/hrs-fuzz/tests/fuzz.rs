@@ -30,12 +30,11 @@ fuzz_tests!(
     run_encoded,
     run_decoded,
     merged_period,
-    bundle,
     offline_bundle,
     run_chunk,
     aggregator_service,
-    offer_period_request,
-    submit_request,
+    connection_point_service,
+    intake_service,
     agent_config,
     aggregator_config,
     connection_point_config,
@@ -57,4 +56,22 @@ fn the_aggregator_target_accepts_its_seeds() {
     // Of each kind, the runs of P01 and the CAS hashed plain, P02's failed run, and every
     // configured site's heartbeat; the keyed run alone is refused (another hash key).
     assert!(accepted >= answers.len() - 2, "{answers:?}");
+}
+
+/// The connection point and the intake in this process accept the seed calls (each
+/// period sent, its resume, its raw stream), so the period targets' invariants on what is
+/// accepted are exercised, not vacuous.
+#[test]
+fn the_period_receivers_accept_their_seeds() {
+    use hrs_fuzz::targets::Receiving;
+    for (name, receiving) in [
+        ("connection_point_service", Receiving::Point),
+        ("intake_service", Receiving::Intake),
+    ] {
+        let target = hrs_fuzz::target(name).expect("the period target");
+        for seed in (target.seeds)() {
+            let answer = hrs_fuzz::targets::period_call(receiving, &seed).expect("a seed decodes");
+            assert!(answer.is_ok(), "{name}: {answer:?}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Submissions sent in chunks (`SubmitChunks`, `ResumeSubmission`): the one way a large
-//! period arrives, never held whole.
+//! Submissions sent in chunks (`SubmitChunks`, `ResumeSubmission`): the one way a period
+//! arrives, never held whole.
 //!
 //! The caller is authenticated before a message is read and its offer checked before a
 //! byte is kept; each chunk is appended durably where the held bytes end, so a cut stream
@@ -138,7 +138,7 @@ impl<S: IntakeStore> IntakeService<S> {
             .offer
             .clone()
             .ok_or_else(|| field("chunk.offer", "missing on the stream's first chunk"))?;
-        let caller = self.act_for(credentials, &offer.hierarchy_hash)?;
+        let caller = self.callers.act_for(credentials, &offer.hierarchy_hash)?;
         tracing::Span::current().record("caller", tracing::field::debug(&caller));
         let upload = self.check_offer(Some(&offer))?;
         let (mut held, created) = match self.stage(&upload).await? {

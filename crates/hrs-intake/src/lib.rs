@@ -22,7 +22,7 @@ use std::time::Duration;
 use hrs_core::clock::SharedClock;
 use hrs_core::config::ConfigError;
 use hrs_core::encoded::EncodedError;
-use hrs_core::validate::{Invalid, MAX_NAME_BYTES, check_merged};
+use hrs_core::validate::{Invalid, MAX_NAME_BYTES};
 use hrs_proto::v1 as pb;
 use hrs_rpc::error::{Code, RpcError};
 use hrs_rpc::serve::{Background, RoleService as _, RoleServing, ServeError, serve_role};
@@ -31,6 +31,7 @@ use hrs_rpc::v1::intake_server::{Intake, IntakeServer};
 use hrs_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info, warn};
 
@@ -185,10 +186,8 @@ impl RpcError for IntakeError {
 /// The gRPC service over a store.
 struct IntakeService<S> {
     store: Arc<S>,
-    /// With TLS, only connection points' certificates (or a hierarchy's token) may submit.
-    tls: bool,
-    /// Hashed hierarchy ID → SHA-256 of its token.
-    tokens: Arc<HashMap<String, String>>,
+    /// Who may call, and for which hierarchy.
+    callers: Callers,
     /// The updates manifests are decided from and packages served of.
     updates: Arc<UpdateCatalog>,
     /// Data bytes per package chunk: at most 1 MiB, and within the message limit.
@@ -203,8 +202,7 @@ impl<S> Clone for IntakeService<S> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
-            tls: self.tls,
-            tokens: Arc::clone(&self.tokens),
+            callers: self.callers.clone(),
             updates: Arc::clone(&self.updates),
             chunk_bytes: self.chunk_bytes,
             max_submission_bytes: self.max_submission_bytes,
@@ -217,14 +215,6 @@ impl<S> Clone for IntakeService<S> {
 trait ForHierarchy {
     /// The hashed hierarchy ID the request acts for ("" when it names none).
     fn hierarchy(&self) -> &str;
-}
-
-impl ForHierarchy for pb::SubmitRequest {
-    fn hierarchy(&self) -> &str {
-        self.period
-            .as_ref()
-            .map_or("", |p| p.hierarchy_hash.as_str())
-    }
 }
 
 impl ForHierarchy for pb::ResumePeriodRequest {
@@ -269,7 +259,17 @@ enum Credentials {
     Token(String),
 }
 
-impl<S> IntakeService<S> {
+/// Who may call the intake: with TLS, a connection point's certificate for any hierarchy,
+/// or a hierarchy's token for that hierarchy only.
+#[derive(Debug, Clone)]
+struct Callers {
+    /// Without TLS anyone may call, for any hierarchy.
+    tls: bool,
+    /// Hashed hierarchy ID → SHA-256 of its token.
+    tokens: Arc<HashMap<String, String>>,
+}
+
+impl Callers {
     /// Reads what the caller presented: with TLS, a connection point's certificate or a
     /// bearer token; anything else is refused.
     fn credentials<T>(&self, request: &Request<T>) -> Result<Credentials, IntakeError> {
@@ -316,10 +316,38 @@ impl<S> IntakeService<S> {
         }
     }
 
+    /// Reads what the caller presented and refuses credentials that can act for no
+    /// hierarchy: anything but a connection point's certificate or a configured token.
+    fn admit<T>(&self, request: &Request<T>) -> Result<Credentials, IntakeError> {
+        let credentials = self.credentials(request)?;
+        match &credentials {
+            Credentials::Token(fingerprint)
+                if !self.tokens.values().any(|known| known == fingerprint) =>
+            {
+                Err(IntakeError::TokenRefused {
+                    hierarchy: "any hierarchy this intake serves".into(),
+                })
+            }
+            _ => Ok(credentials),
+        }
+    }
+
     /// Decides whether the caller may act for the request's hierarchy.
     fn authenticate<T: ForHierarchy>(&self, request: &Request<T>) -> Result<Caller, IntakeError> {
-        let credentials = self.credentials(request)?;
+        let credentials = self.admit(request)?;
         self.act_for(&credentials, request.get_ref().hierarchy())
+    }
+}
+
+/// Refuses a caller whose credentials can act for no hierarchy before any message of its
+/// call is read: tonic decodes a unary request whole before its handler runs, so a check
+/// there would come after an unauthenticated caller's message is in memory. The handlers
+/// still match the credentials to the hierarchy a request names.
+impl tonic::service::Interceptor for Callers {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.admit(&request)
+            .map(|_| request)
+            .map_err(|error| hrs_rpc::error::status(&error))
     }
 }
 
@@ -333,30 +361,6 @@ fn bearer<T>(request: &Request<T>) -> Option<&str> {
 }
 
 impl<S: IntakeStore> IntakeService<S> {
-    /// Checks, stores and answers one submission.
-    async fn handle(&self, request: pb::SubmitRequest) -> Result<pb::SubmitResponse, IntakeError> {
-        let period = request.period.ok_or_else(|| Invalid::Field {
-            field: "period".into(),
-            problem: "missing".into(),
-        })?;
-        let (when, level) = check_merged(&period)?;
-        let accepted = self
-            .store
-            .accept(&period, &request.client_version, self.clock.now())
-            .await?;
-        info!(
-            hierarchy = %period.hierarchy_hash,
-            period = %when,
-            %level,
-            digest = %period.digest,
-            submission_id = %accepted.submission_id,
-            duplicate = accepted.duplicate,
-            client_version = %request.client_version,
-            "submission accepted"
-        );
-        Ok(answered(accepted))
-    }
-
     /// Returns the site versions of a hierarchy's latest submission (none when it has
     /// submitted nothing), read from its stored encoding a row at a time.
     async fn site_versions(
@@ -499,6 +503,7 @@ impl<S: IntakeStore> IntakeService<S> {
         Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
     {
         let caller = self
+            .callers
             .authenticate(&request)
             .map_err(|error| hrs_rpc::error::status(&error))?;
         span.record("caller", tracing::field::debug(&caller));
@@ -521,17 +526,8 @@ impl<S: IntakeStore> IntakeService<S> {
         Fut: Future<Output = Result<Resp, IntakeError>> + Send + 'static,
     {
         let credentials = self
-            .credentials(&request)
-            .and_then(|credentials| match &credentials {
-                Credentials::Token(fingerprint)
-                    if !self.tokens.values().any(|known| known == fingerprint) =>
-                {
-                    Err(IntakeError::TokenRefused {
-                        hierarchy: "any hierarchy this intake serves".into(),
-                    })
-                }
-                _ => Ok(credentials),
-            })
+            .callers
+            .admit(&request)
             .map_err(|error| hrs_rpc::error::status(&error))?;
         self.run(span, request.into_inner(), move |service, request| {
             work(service, credentials, request)
@@ -592,18 +588,6 @@ impl<S: IntakeStore> Intake for IntakeService<S> {
         })
         .await
         .map(|rx| Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
-
-    async fn submit(
-        &self,
-        request: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let span = tracing::info_span!("submit", peer = ?request.remote_addr(), caller = tracing::field::Empty);
-        self.answer(span, request, |service, request| async move {
-            service.handle(request).await
-        })
-        .await
-        .map(Response::new)
     }
 
     async fn submit_chunks(
@@ -717,7 +701,10 @@ pub async fn serve_with_clock(
         metrics: &config.metrics,
         now: clock.now(),
     };
-    let tls = config.tls.is_some();
+    let callers = Callers {
+        tls: config.tls.is_some(),
+        tokens: Arc::new(tokens),
+    };
     let max_submission_bytes = config.max_submission_mb.saturating_mul(1 << 20);
     let result = serve_role(
         role,
@@ -725,8 +712,7 @@ pub async fn serve_with_clock(
         |mut server, limits, gate| {
             let service = IntakeServer::new(IntakeService {
                 store,
-                tls,
-                tokens: Arc::new(tokens),
+                callers: callers.clone(),
                 updates,
                 chunk_bytes: PACKAGE_CHUNK_BYTES.min(
                     limits
@@ -737,7 +723,11 @@ pub async fn serve_with_clock(
                 max_submission_bytes,
                 clock: Arc::clone(&clock),
             });
-            server.add_service(service.limited(limits, gate))
+            // Outside the generated server, which decodes a message before its handler runs.
+            server.add_service(InterceptedService::new(
+                service.limited(limits, gate),
+                callers,
+            ))
         },
         pruning,
         shutdown,

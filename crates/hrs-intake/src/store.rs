@@ -115,15 +115,6 @@ pub enum Held {
 
 /// Every read and write the intake makes to its durable state.
 pub trait IntakeStore: Send + Sync + 'static {
-    /// Stores a checked merged period durably, as accepted `at`; a re-send returns the
-    /// stored record with `duplicate` set. `client_version` is kept for the intake's records.
-    fn accept(
-        &self,
-        period: &pb::MergedPeriod,
-        client_version: &str,
-        at: OffsetDateTime,
-    ) -> impl Future<Output = Result<Accepted, StoreError>> + Send;
-
     /// Returns every stored submission, oldest first.
     fn submissions(
         &self,
@@ -275,17 +266,6 @@ fn stored_time(text: &str) -> Result<OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored time {text:?}: {e}")))
 }
 
-/// Rows in a period over all sites and sets: what `check_merged_encoded`'s summary counts
-/// for a submission sent in chunks.
-fn count_rows(period: &pb::MergedPeriod) -> u64 {
-    period
-        .sites
-        .iter()
-        .flat_map(|s| &s.results)
-        .map(|r| r.rows.len() as u64)
-        .sum()
-}
-
 /// A SQLite integer for a count or size; none of ours reach `i64::MAX`.
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -324,21 +304,18 @@ struct Row {
 }
 
 impl Row {
-    /// Inserts the row with `payload` (bytes, or a `zeroblob` to copy the payload into);
+    /// Inserts the row with a zeroblob of `size` bytes for the payload to be copied into;
     /// returns its rowid.
     fn insert(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        payload: &dyn rusqlite::ToSql,
-        payload_sql: &str,
+        size: i64,
         at: &str,
     ) -> Result<i64, StoreError> {
         tx.execute(
-            &format!(
-                "INSERT INTO submissions (submission_id, hierarchy_hash, period, digest, level,
-                     catalog_version, client_version, rows, payload, accepted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {payload_sql}, ?10)"
-            ),
+            "INSERT INTO submissions (submission_id, hierarchy_hash, period, digest, level,
+                 catalog_version, client_version, rows, payload, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, zeroblob(?9), ?10)",
             params![
                 self.id,
                 self.hierarchy_hash,
@@ -348,7 +325,7 @@ impl Row {
                 self.catalog_version,
                 self.client_version,
                 self.rows,
-                payload,
+                size,
                 at
             ],
         )?;
@@ -418,42 +395,6 @@ fn decode(bytes: &[u8]) -> Result<pb::MergedPeriod, StoreError> {
 }
 
 impl IntakeStore for SqliteIntake {
-    async fn accept(
-        &self,
-        period: &pb::MergedPeriod,
-        client_version: &str,
-        at: OffsetDateTime,
-    ) -> Result<Accepted, StoreError> {
-        let id = submission_id(&period.hierarchy_hash, &period.period, &period.digest);
-        let payload = period.encode_to_vec();
-        let row = Row {
-            id: id.clone(),
-            hierarchy_hash: period.hierarchy_hash.clone(),
-            period: period.period.clone(),
-            digest: period.digest.clone(),
-            level: period.level.clone(),
-            catalog_version: period.catalog_version.clone(),
-            client_version: client_version.to_owned(),
-            rows: int(count_rows(period)),
-        };
-        let (at, now) = (as_stored(at), rfc3339(at));
-        self.store
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if let Some(accepted) = stored(&tx, &id)? {
-                    return Ok(accepted);
-                }
-                row.insert(&tx, &payload, "?9", &now)?;
-                tx.commit()?;
-                Ok(Accepted {
-                    submission_id: id,
-                    duplicate: false,
-                    accepted_at: at,
-                })
-            })
-            .await
-    }
-
     async fn submissions(&self) -> Result<Vec<SubmissionSummary>, StoreError> {
         self.store
             .call(|conn| {
@@ -582,7 +523,8 @@ impl IntakeStore for SqliteIntake {
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 if let Some(accepted) = stored(&tx, &upload.id)? {
-                    // A staging of it left unfinished (it was sent whole meanwhile) is done.
+                    // A staging of it left unfinished (an earlier version also took periods whole)
+                    // is done with.
                     STAGED_SUBMISSIONS.settle(&tx, &upload.id, SETTLED)?;
                     tx.commit()?;
                     return Ok(Held::Stored(accepted));
@@ -686,7 +628,7 @@ impl IntakeStore for SqliteIntake {
                         upload.id
                     )));
                 }
-                let rowid = row.insert(&tx, &int(upload.size), "zeroblob(?9)", &now)?;
+                let rowid = row.insert(&tx, int(upload.size), &now)?;
                 STAGED_SUBMISSIONS.copy_into(&tx, &upload.id, "submissions", "payload", rowid)?;
                 STAGED_SUBMISSIONS.settle(&tx, &upload.id, SETTLED)?;
                 tx.commit()?;

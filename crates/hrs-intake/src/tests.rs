@@ -137,11 +137,14 @@ impl Running {
     }
 }
 
-fn request(period: &pb::MergedPeriod) -> pb::SubmitRequest {
-    pb::SubmitRequest {
-        period: Some(period.clone()),
-        client_version: "test".into(),
-    }
+/// The chunks of `period`'s whole encoding under its completed offer: what a connection
+/// point streams for a period the intake holds nothing of yet.
+fn submission(
+    period: &pb::MergedPeriod,
+) -> tokio_stream::Iter<std::vec::IntoIter<pb::PeriodChunk>> {
+    let bytes = period.encode_to_vec();
+    let offer = completed(offer_of(period), &bytes);
+    tokio_stream::iter(chunks(&offer, &bytes, 0, bytes.len()))
 }
 
 #[tokio::test]
@@ -150,8 +153,25 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     let mut client = intake.client().await;
     let period = merged();
 
+    // Content that does not match its digest, sent before the period itself: once a
+    // submission is stored, an offer under its digest is answered from the stored record
+    // without its bytes being read.
+    let mut altered = period.clone();
+    altered.sites[0].results[0].rows.clear();
+    let status = client
+        .submit_chunks(submission(&altered))
+        .await
+        .expect_err("content that does not match its digest refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("digest"), "{}", status.message());
+    assert_eq!(
+        staged_rows(&intake.store),
+        (0, 0),
+        "a refusal keeps nothing"
+    );
+
     let first = client
-        .submit(request(&period))
+        .submit_chunks(submission(&period))
         .await
         .expect("accepted")
         .into_inner();
@@ -163,50 +183,52 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     assert_eq!(first.submission_id.len(), 32);
 
     let again = client
-        .submit(request(&period))
+        .submit_chunks(submission(&period))
         .await
         .expect("re-send accepted")
         .into_inner();
     assert!(again.duplicate);
     assert_eq!(again.submission_id, first.submission_id);
     assert_eq!(again.accepted_at, first.accepted_at);
+    let staged = staged_rows(&intake.store);
 
     let mut tampered = period.clone();
     tampered.digest = "0".repeat(64);
     let status = client
-        .submit(request(&tampered))
+        .submit_chunks(submission(&tampered))
         .await
         .expect_err("tampered digest refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("digest"), "{}", status.message());
 
-    let mut altered = period.clone();
-    altered.sites[0].results[0].rows.clear();
-    let status = client
-        .submit(request(&altered))
+    let resent = client
+        .submit_chunks(submission(&altered))
         .await
-        .expect_err("content that does not match its digest refused");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        .expect("answered from the stored record")
+        .into_inner();
+    assert!(resent.duplicate);
+    assert_eq!(resent.submission_id, first.submission_id);
 
     let status = client
-        .submit(pb::SubmitRequest {
-            period: None,
-            client_version: "test".into(),
-        })
+        .submit_chunks(tokio_stream::iter([pb::PeriodChunk::default()]))
         .await
-        .expect_err("missing period refused");
+        .expect_err("a stream without an offer refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(status.message(), "field period: missing");
+    assert_eq!(
+        status.message(),
+        "field chunk.offer: missing on the stream's first chunk"
+    );
 
     let mut unknown = period.clone();
     unknown.catalog_version = "1999.1.1".into();
     unknown.digest = merged_digest(&unknown);
     let status = client
-        .submit(request(&unknown))
+        .submit_chunks(submission(&unknown))
         .await
         .expect_err("unknown catalog refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 
+    assert_eq!(staged_rows(&intake.store), staged, "refusals keep nothing");
     let store = SqliteIntake::open(&intake.store).expect("opens store");
     let stored = store.submissions().await.expect("lists");
     assert_eq!(stored.len(), 1);
@@ -223,6 +245,33 @@ async fn resend_is_a_duplicate_and_bad_input_changes_nothing() {
     intake.stop().await;
 }
 
+/// Stores `period` in `store` as the intake stores a submission sent in chunks: staged
+/// whole, checked from its encoding, committed as accepted `at`.
+async fn accept(
+    store: &SqliteIntake,
+    period: &pb::MergedPeriod,
+    at: OffsetDateTime,
+) -> Result<Accepted, StoreError> {
+    let bytes = period.encode_to_vec();
+    let upload = hrs_store::staging::Offer {
+        id: submission_id(&period.hierarchy_hash, &period.period, &period.digest),
+        owner: period.hierarchy_hash.clone(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    };
+    if let Held::Stored(accepted) = store.stage(&upload, at, at).await? {
+        return Ok(accepted);
+    }
+    let appended = store.stage_append(&upload.id, 0, bytes.clone()).await?;
+    assert_eq!(
+        appended,
+        hrs_store::staging::Appended::Held(upload.size),
+        "staged whole"
+    );
+    let summary = hrs_core::encoded_period::check_merged_encoded(&bytes).expect("a valid period");
+    store.commit_staged(&upload, &summary, "test", at).await
+}
+
 #[tokio::test]
 async fn latest_and_prune() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -232,14 +281,8 @@ async fn latest_and_prune() {
     newer.missing_sites = vec![hrs_core::hash::hash_value("site-c")];
     newer.digest = merged_digest(&newer);
 
-    store
-        .accept(&older, "test", NOW)
-        .await
-        .expect("accepts older");
-    store
-        .accept(&newer, "test", NOW)
-        .await
-        .expect("accepts newer");
+    accept(&store, &older, NOW).await.expect("accepts older");
+    accept(&store, &newer, NOW).await.expect("accepts newer");
     let latest = store
         .latest(&newer.hierarchy_hash, &week(&newer.period))
         .await
@@ -354,8 +397,16 @@ async fn a_staged_submission_is_stored_once_and_starts_over_once_its_record_is_p
         .stage_append(&upload.id, 0, bytes[..half].to_vec())
         .await
         .expect("appends");
-    // Sent whole meanwhile: its staging is done with, and a re-offer gets the record.
-    store.accept(&period, "test", NOW).await.expect("accepts");
+    // Finished, it is stored afresh, and a re-offer gets the new record.
+    store
+        .stage_append(&upload.id, half as u64, bytes[half..].to_vec())
+        .await
+        .expect("appends");
+    let afresh = store
+        .commit_staged(&upload, &summary, "test", NOW)
+        .await
+        .expect("commits");
+    assert!(!afresh.duplicate, "stored afresh");
     assert!(matches!(
         store.stage(&upload, NOW, stale).await.expect("stages"),
         Held::Stored(_)
@@ -434,8 +485,7 @@ async fn a_store_made_before_chunks_is_rebuilt_with_each_payload_last_keeping_it
         "the newest of the second, by row id"
     );
     assert!(
-        store
-            .accept(&newer, "test", NOW)
+        accept(&store, &newer, NOW)
             .await
             .expect("a re-send")
             .duplicate
@@ -451,7 +501,7 @@ async fn a_submission_is_kept_for_its_retention_by_the_intake_clock_then_deleted
     let accepted = intake
         .client()
         .await
-        .submit(request(&merged()))
+        .submit_chunks(submission(&merged()))
         .await
         .expect("accepted")
         .into_inner();
@@ -497,7 +547,7 @@ async fn stored_times_are_fixed_width_utc_and_read_back_typed() {
     let whole = OffsetDateTime::from_unix_timestamp(1_795_000_000).expect("valid");
     // Another offset and a fraction of a second: kept as UTC, to the second.
     let at = (whole + time::Duration::milliseconds(250)).to_offset(time::macros::offset!(+2));
-    let accepted = store.accept(&merged(), "test", at).await.expect("accepts");
+    let accepted = accept(&store, &merged(), at).await.expect("accepts");
     assert!(!accepted.duplicate);
     assert_eq!(accepted.accepted_at, whole);
     assert_eq!(accepted.accepted_at.offset(), time::UtcOffset::UTC);
@@ -506,8 +556,7 @@ async fn stored_times_are_fixed_width_utc_and_read_back_typed() {
         ("2026-W48".to_owned(), "2026-11-18T11:06:40Z".to_owned())
     );
 
-    let again = store
-        .accept(&merged(), "test", whole + time::Duration::hours(1))
+    let again = accept(&store, &merged(), whole + time::Duration::hours(1))
         .await
         .expect("accepts again");
     assert!(again.duplicate);
@@ -522,7 +571,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("intake.sqlite");
     let store = SqliteIntake::open(&path).expect("opens");
-    store.accept(&merged(), "test", NOW).await.expect("accepts");
+    accept(&store, &merged(), NOW).await.expect("accepts");
     let edit = |sql: &str| {
         rusqlite::Connection::open(&path)
             .expect("opens the file")
@@ -539,7 +588,7 @@ async fn a_stored_value_that_does_not_parse_is_corruption() {
     edit("UPDATE submissions SET accepted_at = 'last week'");
     corrupt(store.submissions().await, "last week");
     // A re-send is answered from the stored record, so it reports the damage too.
-    corrupt(store.accept(&merged(), "test", NOW).await, "last week");
+    corrupt(accept(&store, &merged(), NOW).await, "last week");
     edit("UPDATE submissions SET accepted_at = '2026-11-30T06:00:00Z', period = 'W48'");
     corrupt(store.submissions().await, "W48");
 }
@@ -712,7 +761,10 @@ async fn update_manifests_follow_the_latest_submission_and_the_filter() {
     assert_eq!(manifest.hierarchy_hash, hierarchy);
     assert!(manifest.site_versions.is_empty() && manifest.updates.is_empty());
 
-    client.submit(request(&first)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&first))
+        .await
+        .expect("accepted");
     let checker = client.clone();
     let manifest_of = |download: &'static str| {
         let mut client = checker.clone();
@@ -786,7 +838,10 @@ async fn update_manifests_follow_the_latest_submission_and_the_filter() {
     // The next submission has every site at 5.00.9128.1000: the gated update applies, and
     // is the latest.
     let next = merged_at("2026-W49", &["5.00.9128.1000", "5.00.9128.1000"]);
-    client.submit(request(&next)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&next))
+        .await
+        .expect("accepted");
     let latest = manifest_of("latest").await;
     assert_eq!(latest.site_versions, ["5.00.9128.1000"]);
     assert_eq!(ids(&latest), ["2026.12"]);
@@ -835,7 +890,10 @@ async fn packages_download_in_chunks_matching_the_manifest() {
     let (intake, _folder) = start_with_updates().await;
     let mut client = intake.client().await;
     let period = merged_at("2026-W48", &SITES_AT);
-    client.submit(request(&period)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&period))
+        .await
+        .expect("accepted");
     let manifest = client
         .check_updates(check(&period.hierarchy_hash, "all"))
         .await
@@ -888,7 +946,10 @@ async fn packages_that_do_not_apply_or_changed_on_disk_are_refused() {
     let mut client = intake.client().await;
     let period = merged_at("2026-W48", &SITES_AT);
     let hierarchy = period.hierarchy_hash.clone();
-    client.submit(request(&period)).await.expect("accepted");
+    client
+        .submit_chunks(submission(&period))
+        .await
+        .expect("accepted");
 
     for (hierarchy, update, name) in [
         // Gated by min_version: a site is below it.
@@ -1024,7 +1085,7 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
 
     // The hierarchy's token submits, checks and downloads for its own hierarchy.
     anonymous
-        .submit(with_token(request(&period), good))
+        .submit_chunks(with_token(submission(&period), good))
         .await
         .expect("token submits");
     let manifest = anonymous
@@ -1215,7 +1276,7 @@ fn staged_rows(store: &std::path::Path) -> (i64, i64) {
         .expect("counts")
 }
 
-/// Sends `bytes[from..to]` as one stream of `size`-byte chunks, the first carrying `offer`.
+/// Sends `bytes[from..to]` as one stream of chunks, the first carrying `offer`.
 async fn send_chunks<T>(
     client: &mut IntakeClient<T>,
     offer: &pb::PeriodOffer,
@@ -1229,8 +1290,16 @@ where
     T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
+    client
+        .submit_chunks(tokio_stream::iter(chunks(offer, bytes, from, to)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `bytes[from..to]` as the chunks of one stream, the first carrying `offer`.
+fn chunks(offer: &pb::PeriodOffer, bytes: &[u8], from: usize, to: usize) -> Vec<pb::PeriodChunk> {
     let size = hrs_rpc::chunks::DEFAULT_CHUNK_BYTES;
-    let chunks: Vec<pb::PeriodChunk> = bytes[from..to]
+    bytes[from..to]
         .chunks(size)
         .enumerate()
         .map(|(i, data)| pb::PeriodChunk {
@@ -1238,11 +1307,7 @@ where
             offset: (from + i * size) as u64,
             data: data.to_vec(),
         })
-        .collect();
-    client
-        .submit_chunks(tokio_stream::iter(chunks))
-        .await
-        .map(tonic::Response::into_inner)
+        .collect()
 }
 
 /// Completes an offer of `bytes` as the sender does (size and SHA-256).
@@ -1498,28 +1563,20 @@ async fn a_chunked_submission_that_is_not_what_it_was_offered_as_is_refused_nami
     let store = SqliteIntake::open(&intake.store).expect("opens");
     assert!(store.submissions().await.expect("lists").is_empty());
 
-    // The offered bytes themselves are stored, and counted as the unary path counts them.
+    // The offered bytes themselves are stored, their rows counted.
     let accepted = send_chunks(&mut client, &offer, &bytes, 0, bytes.len())
         .await
         .expect("accepted");
     assert!(!accepted.duplicate);
     let listed = store.submissions().await.expect("lists");
     assert_eq!(listed[0].rows, 2);
-    let unary = client
-        .submit(request(&period))
-        .await
-        .expect("a duplicate")
-        .into_inner();
-    assert!(unary.duplicate, "one submission, whichever way it came");
-    assert_eq!(unary.submission_id, accepted.submission_id);
 
     drop(client);
     intake.stop().await;
 }
 
 #[tokio::test]
-async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_for_the_hierarchy()
-{
+async fn a_caller_is_refused_before_any_message_is_read_unless_it_may_act_for_the_hierarchy() {
     use hrs_pki::{Identity, Role};
     use hrs_rpc::tls::ClientTls;
 
@@ -1555,6 +1612,8 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
             hierarchy: hierarchy.clone(),
             token_sha256: token.fingerprint(),
         }];
+        // Small, so that a message beyond it is cheap to send.
+        config.limits.max_message_mb = 1;
     })
     .await;
     let channel = |identity: Option<&hrs_pki::Issued>| {
@@ -1584,19 +1643,49 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
     };
     let good = Some(token.expose().to_owned());
 
-    // No credentials, or a token of no hierarchy: refused before the stream is read, so a
-    // stream that never sends a chunk is answered.
-    for (token, code) in [
-        (None, tonic::Code::Unauthenticated),
-        (Some("wrong".to_owned()), tonic::Code::Unauthenticated),
-    ] {
+    // Messages beyond max_message_mb, which would be refused `OutOfRange` once read.
+    let oversize_resume = || pb::ResumePeriodRequest {
+        offer: Some(pb::PeriodOffer {
+            client_version: "v".repeat(2 << 20),
+            ..offer.clone()
+        }),
+    };
+    let oversize_chunk = || pb::PeriodChunk {
+        offer: Some(offer.clone()),
+        offset: 0,
+        data: vec![0; 2 << 20],
+    };
+
+    // No credentials, or a token of no hierarchy: refused before any message is read, so
+    // a stream that never sends a chunk is answered, and messages too large to read are
+    // refused as unauthenticated; a whole, valid period is refused too, and nothing is
+    // staged or stored.
+    for token in [None, Some("wrong".to_owned())] {
         let mut client = with_token(channel(None).await, token);
-        let status = client
-            .submit_chunks(tokio_stream::pending::<pb::PeriodChunk>())
-            .await
-            .expect_err("refused");
-        assert_eq!(status.code(), code, "{}", status.message());
+        refused_with(
+            client
+                .submit_chunks(tokio_stream::pending::<pb::PeriodChunk>())
+                .await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            client
+                .submit_chunks(tokio_stream::iter([oversize_chunk()]))
+                .await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            client.resume_submission(oversize_resume()).await,
+            tonic::Code::Unauthenticated,
+        );
+        refused_with(
+            send_chunks(&mut client, &offer, &bytes, 0, bytes.len()).await,
+            tonic::Code::Unauthenticated,
+        );
     }
+    assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
+    let store = SqliteIntake::open(&intake.store).expect("opens");
+    assert!(store.submissions().await.expect("lists").is_empty());
     // A site's certificate, and the hierarchy's token offering another hierarchy's period.
     let mut by_site = IntakeClient::new(channel(Some(&site)).await);
     let status = send_chunks(&mut by_site, &offer, &bytes, 0, bytes.len())
@@ -1604,6 +1693,11 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
         .expect_err("a site may not submit");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     let mut by_token = with_token(channel(None).await, good.clone());
+    // The hierarchy's token: the oversize resume is read, and refused for its size.
+    refused_with(
+        by_token.resume_submission(oversize_resume()).await,
+        tonic::Code::OutOfRange,
+    );
     let mut elsewhere = offer.clone();
     elsewhere.hierarchy_hash = "another".into();
     let status = send_chunks(&mut by_token, &elsewhere, &bytes, 0, bytes.len())
@@ -1645,4 +1739,10 @@ async fn chunks_are_refused_before_anything_is_staged_unless_the_caller_may_act_
 
     drop((by_site, by_token, by_point));
     intake.stop().await;
+}
+
+/// Asserts that a call was refused with `code`, showing its message when it was not.
+fn refused_with<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, code: tonic::Code) {
+    let status = answer.expect_err("refused");
+    assert_eq!(status.code(), code, "{}", status.message());
 }

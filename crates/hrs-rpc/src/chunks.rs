@@ -21,6 +21,12 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 /// Largest chunk a receiver accepts.
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 
+// A chunk at its largest, with its offer and framing, fits in a role's default message
+// limit, which is kept near it so that no larger message is ever decoded.
+const _: () = assert!(
+    MAX_CHUNK_BYTES + (64 << 10) <= (hrs_core::config::DEFAULT_MAX_MESSAGE_MB as usize) << 20
+);
+
 /// Why a chunked push did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkedPushError {

@@ -6,6 +6,7 @@
 pub mod chunks;
 pub mod codec;
 pub mod error;
+pub mod hygiene;
 pub mod proxy;
 pub mod receive;
 pub mod refusals;

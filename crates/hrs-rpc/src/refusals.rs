@@ -22,6 +22,8 @@ use tonic::Code;
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use crate::hygiene::{Connections, Tracked};
+
 /// Labels of one count: the gRPC method and the status code it was refused with.
 type Labels = Vec<(String, String)>;
 
@@ -89,10 +91,12 @@ impl Refusals {
         }
     }
 
-    /// A layer that logs and counts every refused call of the services under it.
-    pub fn layer(self: &Arc<Self>) -> RefusalLayer {
+    /// A layer that logs and counts every refused call of the services under it, and
+    /// counts each call on its connection among `connections`.
+    pub fn layer(self: &Arc<Self>, connections: &Arc<Connections>) -> RefusalLayer {
         RefusalLayer {
             refusals: Arc::clone(self),
+            connections: Arc::clone(connections),
         }
     }
 }
@@ -115,6 +119,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct RefusalLayer {
     refusals: Arc<Refusals>,
+    connections: Arc<Connections>,
 }
 
 impl<S> tower_layer::Layer<S> for RefusalLayer {
@@ -124,23 +129,27 @@ impl<S> tower_layer::Layer<S> for RefusalLayer {
         Counted {
             inner,
             refusals: Arc::clone(&self.refusals),
+            connections: Arc::clone(&self.connections),
         }
     }
 }
 
-/// A server's services, with every refusal they answer logged and counted.
+/// A server's services, with every refusal they answer logged and counted, and every
+/// call counted on its connection until its response ends.
 #[derive(Debug, Clone)]
 pub struct Counted<S> {
     inner: S,
     refusals: Arc<Refusals>,
+    connections: Arc<Connections>,
 }
 
 impl<S, B, R> tower_service::Service<http::Request<B>> for Counted<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<Tracked<R>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -152,9 +161,11 @@ where
         let method = request.uri().path().to_owned();
         let peer = peer_of(request.extensions());
         let refusals = Arc::clone(&self.refusals);
+        let call = peer.and_then(|peer| self.connections.begin_call(peer));
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            let response = response.map(|body| Tracked::new(body, call));
             // A refusal is answered in the headers alone ("trailers-only"): every call of
             // ours answers one message or none, so an error never follows data.
             if let Some(status) = tonic::Status::from_header_map(response.headers())
@@ -216,16 +227,16 @@ mod tests {
     #[test]
     fn counts_read_as_prometheus_text() {
         let refusals = Refusals::new("intake");
-        refusals.count("/hrs.v1.Intake/Submit", Code::InvalidArgument);
-        refusals.count("/hrs.v1.Intake/Submit", Code::InvalidArgument);
+        refusals.count("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument);
+        refusals.count("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument);
         assert_eq!(
-            refusals.get("/hrs.v1.Intake/Submit", Code::InvalidArgument),
+            refusals.get("/hrs.v1.Intake/SubmitChunks", Code::InvalidArgument),
             2
         );
         let text = refusals.render();
         assert!(
             text.contains(
-                "hrs_intake_refusals_total{method=\"/hrs.v1.Intake/Submit\",code=\"InvalidArgument\"} 2"
+                "hrs_intake_refusals_total{method=\"/hrs.v1.Intake/SubmitChunks\",code=\"InvalidArgument\"} 2"
             ),
             "{text}"
         );

@@ -20,6 +20,7 @@ use tower_layer::Stack;
 use hrs_core::config::{MetricsTable, ServerLimits, TlsFiles};
 
 use crate::error::{self, RuntimeError};
+use crate::hygiene::{Connections, Hygiene, Registered};
 use crate::refusals::{RefusalLayer, Refusals};
 use crate::tls::{self, ClientCertificates, TlsError};
 
@@ -89,6 +90,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest message received or sent (`max_message_mb`); beyond it, `OUT_OF_RANGE`.
     pub max_message_bytes: usize,
+    /// The per-address cap and the deadlines of connections.
+    pub hygiene: Hygiene,
 }
 
 impl Limits {
@@ -100,15 +103,23 @@ impl Limits {
             request_timeout: Duration::from_secs(settings.request_timeout_seconds),
             max_message_bytes: usize::try_from(settings.max_message_mb.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
+            hygiene: Hygiene {
+                max_per_peer: usize::try_from(settings.max_connections_per_peer)
+                    .unwrap_or(usize::MAX),
+                first_call: Duration::from_secs(settings.first_call_seconds),
+                idle: Duration::from_secs(settings.idle_seconds),
+            },
         }
     }
 
     /// A server builder with these limits, every refusal logged and counted in
-    /// `refusals`, and, when given, TLS.
+    /// `refusals`, every call counted on its connection among `connections`, and, when
+    /// given, TLS.
     pub(crate) fn server(
         &self,
         tls: Option<tonic::transport::ServerTlsConfig>,
         refusals: &Arc<Refusals>,
+        connections: &Arc<Connections>,
     ) -> Result<CountedServer, tonic::transport::Error> {
         // HTTP/2 pings find peers that vanished without closing, so their connections do
         // not hold places under `max_connections` for ever.
@@ -120,7 +131,7 @@ impl Limits {
         if let Some(tls) = tls {
             server = server.tls_config(tls)?;
         }
-        Ok(server.layer(refusals.layer()))
+        Ok(server.layer(refusals.layer(connections)))
     }
 }
 
@@ -147,6 +158,9 @@ pub struct Gate {
     permits: Arc<Semaphore>,
     /// Remote addresses of the connections beyond the limit that are still open.
     overflow: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// Every open connection, by address, with its calls.
+    connections: Arc<Connections>,
+    hygiene: Hygiene,
 }
 
 impl std::fmt::Debug for Gate {
@@ -159,13 +173,16 @@ impl std::fmt::Debug for Gate {
 }
 
 impl Gate {
-    /// A gate for `role` (named in refusals) serving at most `max` connections.
-    pub(crate) fn new(role: &'static str, max: usize) -> Self {
+    /// A gate for `role` (named in refusals) serving at most `max` connections, each
+    /// address's and each connection's under `hygiene`.
+    pub(crate) fn new(role: &'static str, max: usize, hygiene: Hygiene) -> Self {
         Self {
             role,
             max,
             permits: Arc::new(Semaphore::new(max)),
             overflow: Arc::default(),
+            connections: Arc::default(),
+            hygiene,
         }
     }
 
@@ -174,16 +191,23 @@ impl Gate {
         self.overflow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admits an accepted connection within the limit, or marks it as overflow.
+    /// Admits an accepted connection within the limit, or marks it as overflow; closes
+    /// it at once when its address already holds `max_connections_per_peer`.
     fn admit(&self, stream: TcpStream) -> Option<GatedStream> {
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok()?;
+        let Some(registered) = self.connections.register(peer, self.hygiene) else {
+            tracing::warn!(role = self.role, %peer, max_connections_per_peer = self.hygiene.max_per_peer, "connection closed: its address holds max_connections_per_peer");
+            return None;
+        };
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(GatedStream {
                 stream,
                 admitted: Admitted::Within(permit),
+                registered,
+                role: self.role,
             });
         }
-        let peer = stream.peer_addr().ok()?;
         let mut overflow = self.overflow();
         if overflow.len() >= self.max.max(1) {
             tracing::warn!(role = self.role, %peer, max_connections = self.max, "connection closed: far beyond max_connections");
@@ -199,6 +223,8 @@ impl Gate {
                 peer,
                 closes: Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)),
             },
+            registered,
+            role: self.role,
         })
     }
 }
@@ -233,6 +259,9 @@ enum Admitted {
 pub struct GatedStream {
     stream: TcpStream,
     admitted: Admitted,
+    /// Its place among its address's connections, and its deadlines.
+    registered: Registered,
+    role: &'static str,
 }
 
 impl Drop for GatedStream {
@@ -259,7 +288,8 @@ impl AsyncRead for GatedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.expired(cx) {
+        let role = self.role;
+        if self.expired(cx) || self.registered.overdue(cx, role) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
@@ -352,7 +382,7 @@ impl Serving {
         metrics_file: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
-            gate: Gate::new(role, limits.max_connections),
+            gate: Gate::new(role, limits.max_connections, limits.hygiene),
             refusals: Refusals::new(role),
             limits,
             metrics_file,
@@ -369,7 +399,8 @@ impl Serving {
         &self,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<CountedServer, tonic::transport::Error> {
-        self.limits.server(tls, &self.refusals)
+        self.limits
+            .server(tls, &self.refusals, &self.gate.connections)
     }
 
     /// Serves `router` on `listener` until `shutdown` resolves and requests in flight

@@ -25,13 +25,6 @@ struct EchoIntake;
 
 #[tonic::async_trait]
 impl Intake for EchoIntake {
-    async fn submit(
-        &self,
-        _: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
     async fn submit_chunks(
         &self,
         _: Request<tonic::Streaming<pb::PeriodChunk>>,

@@ -434,6 +434,24 @@ proptest! {
         prop_assert_eq!(summary, summary_of(&period, when, level));
     }
 
+    /// However a valid period is laid out, its flat rows read from the encoding are
+    /// those of the decoded period, in the same order.
+    #[test]
+    fn a_periods_flat_rows_are_read_from_its_encoding_as_from_the_period(
+        plan in fixtures::period_plan(),
+        layout in fixtures::layout(),
+    ) {
+        let period = fixtures::period(&plan);
+        let bytes = fixtures::lay_out(&period, &layout);
+        let mut read = Vec::new();
+        for_each_flat_row::<EncodedError>(&bytes, |row| {
+            read.push(row);
+            Ok(())
+        })
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(read, crate::report::flatten(&period));
+    }
+
     /// Whatever a period holds and however it is laid out, the encoded check accepts it or
     /// refuses it as `check_merged` does, naming the same field.
     #[test]
