@@ -304,6 +304,18 @@ impl QueryDef {
             .collect()
     }
 
+    /// Returns the output columns as a result set declares them on the wire, so every maker
+    /// of sets names and types them alike.
+    pub fn wire_columns(&self) -> Vec<hrs_proto::v1::Column> {
+        self.output_columns()
+            .into_iter()
+            .map(|(name, ty)| hrs_proto::v1::Column {
+                name,
+                r#type: ty.as_str().to_owned(),
+            })
+            .collect()
+    }
+
     /// Turns a row as read from the site database into the row that may leave the site:
     /// checks width and types, hashes and drops as declared, prepends the hierarchy hash.
     pub fn shape_row(

@@ -142,14 +142,7 @@ pub(crate) fn set(query: &QueryDef, rows: Vec<pb::Row>, error: &str) -> pb::Resu
     pb::ResultSet {
         query_id: query.id.clone(),
         level: query.level.as_str().to_owned(),
-        columns: query
-            .output_columns()
-            .into_iter()
-            .map(|(name, ty)| pb::Column {
-                name,
-                r#type: ty.as_str().to_owned(),
-            })
-            .collect(),
+        columns: query.wire_columns(),
         rows,
         error: error.to_owned(),
         duration_ms: 3,

@@ -83,6 +83,10 @@ pub enum Command {
     /// Deliver one very large run over a link cut every few seconds and report the peak
     /// memory of the agent and the aggregator (a stress measurement, minutes long).
     Stress(StressArgs),
+    /// Measure, in one run on the same bytes, the storage and network limits and each hop
+    /// of HRS against them, many sites pushing at once, and each role's peak memory (a
+    /// benchmark, minutes long; it reports and does not judge).
+    Bench(BenchArgs),
     /// Review the query catalog shipped with this build.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -455,6 +459,35 @@ pub struct StressArgs {
     /// The link between agent and aggregator is cut after at most this many seconds.
     #[arg(long, default_value_t = 5)]
     pub cut_every_seconds: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hrs bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Megabytes (10^6 bytes) of the one merged period the storage limit, the TLS copy and
+    /// every hop carry, made of one run per site. The connection point and the intake keep a
+    /// period in one SQLite blob, so it may be at most 953 MiB (999 MB).
+    #[arg(long, default_value_t = 992, value_parser = clap::value_parser!(u64).range(1..=999))]
+    pub mb: u64,
+    /// Sites whose runs make up the period, each sending an equal share.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub sites: u32,
+    /// Sites pushing a run to the aggregator at once, in the crowd phase.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub crowd: u32,
+    /// Megabytes of each crowd site's run.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=999))]
+    pub crowd_mb: u64,
+    /// Folder to work in, kept afterwards (a temporary folder, removed when the bench
+    /// succeeds, when not given).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Seed of the runs' rows: the same seed, the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -1,7 +1,9 @@
 //! What each subcommand does: [`Command::run`] hands it to the module of its role.
 
 use crate::cli::{CatalogCommand, Command, IntakeCommand, SitedbCommand, ToolCommand};
-use crate::{catalog, cli, collect, demo, intake, links, pki, roles, sitedb, stress, tool, view};
+use crate::{
+    bench, catalog, cli, collect, demo, intake, links, pki, roles, sitedb, stress, tool, view,
+};
 
 impl Command {
     /// Runs the subcommand to completion.
@@ -70,6 +72,7 @@ impl Command {
             Command::View(args) => view::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Stress(args) => stress::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Catalog(CatalogCommand::List { level, format }) => {
                 catalog::list(level, &format)
             }

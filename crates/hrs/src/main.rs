@@ -1,5 +1,6 @@
 //! The `hrs` binary: parses the command line and hands each subcommand to its role.
 
+mod bench;
 mod catalog;
 mod cli;
 mod collect;
@@ -13,6 +14,7 @@ mod roles;
 mod sitedb;
 mod stress;
 mod tool;
+mod usage;
 mod view;
 
 use std::process::ExitCode;

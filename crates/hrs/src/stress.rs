@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::cli::StressArgs;
 use crate::demo::configs::{self, LISTEN_ANY};
 use crate::demo::processes::Processes;
+use crate::usage::{children_peak_kib, peak_kib};
 
 /// How often the processes' peak memory is read.
 const SAMPLE: Duration = Duration::from_millis(100);
@@ -193,22 +194,6 @@ spool_max_mb = 4096
 
 fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
-}
-
-/// A process's peak resident memory so far, in KiB (Linux's `VmHWM`).
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// The largest peak resident memory of any child waited for, in KiB.
-fn children_peak_kib() -> u64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .map(|usage| u64::try_from(usage.max_rss()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 /// The size of the run the aggregator committed for `site`.

@@ -183,35 +183,28 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
     };
     let intake_config = dir.join("intake").join("intake.toml");
     let hierarchy_hash = hierarchy.hashed();
-    configs::write(
-        &intake_config,
-        &configs::intake(
-            &security,
-            token
-                .as_ref()
-                .map(|(sha256, _)| (hierarchy_hash.as_str(), sha256.as_str())),
-        ),
-    )?;
-    let intake = processes.start_server("intake", &intake_config).await?;
+    let intake_text = configs::intake(
+        &security,
+        token
+            .as_ref()
+            .map(|(sha256, _)| (hierarchy_hash.as_str(), sha256.as_str())),
+    );
+    let intake = processes
+        .start_configured("intake", &intake_config, &intake_text)
+        .await?;
     let intake = faulty_link(&mut chaos, "intake", intake).await?;
 
     let cp_config = dir.join("connection-point").join("connection-point.toml");
-    configs::write(
-        &cp_config,
-        &configs::connection_point(&common, args.offline, &intake),
-    )?;
+    let cp_text = configs::connection_point(&common, args.offline, &intake);
     let cp = processes
-        .start_server("connection-point", &cp_config)
+        .start_configured("connection-point", &cp_config, &cp_text)
         .await?;
     let cp = faulty_link(&mut chaos, "connection-point", cp).await?;
 
     let aggregator_config = dir.join("aggregator").join("aggregator.toml");
-    configs::write(
-        &aggregator_config,
-        &configs::aggregator(&common, &codes, &cp),
-    )?;
+    let aggregator_text = configs::aggregator(&common, &codes, &cp);
     let aggregator = processes
-        .start_server("aggregator", &aggregator_config)
+        .start_configured("aggregator", &aggregator_config, &aggregator_text)
         .await?;
     let aggregator = faulty_link(&mut chaos, "aggregator", aggregator).await?;
 
@@ -317,7 +310,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
 
 /// Makes the demo hierarchy's PKI: a CA, a certificate for every role (serving on
 /// loopback) and one per site, as `hrs pki` would.
-fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
+pub(crate) fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     let now = SystemClock.now();
     hrs_pki::init(dir, "HRS demo hierarchy", 3650, now).context("cannot create the demo CA")?;

@@ -119,6 +119,18 @@ impl Processes {
         Ok(addr)
     }
 
+    /// Writes a server role's configuration file, then starts it; see
+    /// [`Processes::start_server`].
+    pub(crate) async fn start_configured(
+        &mut self,
+        role: &str,
+        config: &Path,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        super::configs::write(config, text)?;
+        self.start_server(role, config).await
+    }
+
     /// Starts an agent: one-shot (collects, delivers and exits) or as a service.
     pub(crate) fn start_agent(
         &mut self,
