@@ -109,7 +109,8 @@ pub(crate) async fn site_run(
         }
         sink.end_set(&set).await?;
     }
-    sink.finish(&header, header.finished_at.clone()).await?;
+    sink.finish(&header, header.finished_at.clone(), None)
+        .await?;
     let bytes = copy_out(&spool, &run_id, file).await?;
     Ok(SiteRun {
         site: site.clone(),
