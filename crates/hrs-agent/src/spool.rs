@@ -480,13 +480,14 @@ impl Spool {
     ) -> Result<FailedCollections, StoreError> {
         self.store
             .call(move |conn| {
-                let tx = conn.transaction()?;
-                let mut failed: FailedCollections = read_record(&tx, FAILED_COLLECTIONS)?;
-                failed.count = failed.count.saturating_add(1);
-                failed.last = Some(failure);
-                write_record(&tx, FAILED_COLLECTIONS, &failed)?;
-                tx.commit()?;
-                Ok(failed)
+                update_record(
+                    conn,
+                    FAILED_COLLECTIONS,
+                    |failed: &mut FailedCollections| {
+                        failed.count = failed.count.saturating_add(1);
+                        failed.last = Some(failure);
+                    },
+                )
             })
             .await
     }
@@ -522,23 +523,20 @@ impl Spool {
     ) -> Result<LinkRecord, StoreError> {
         self.store
             .call(move |conn| {
-                let tx = conn.transaction()?;
-                let mut link: LinkRecord = read_record(&tx, LINK)?;
-                link.last_attempt_at = Some(at.clone());
-                match outcome {
-                    Ok(()) => {
-                        link.consecutive_failures = 0;
-                        link.last_success_at = Some(at);
-                        link.last_error = None;
+                update_record(conn, LINK, |link: &mut LinkRecord| {
+                    link.last_attempt_at = Some(at.clone());
+                    match outcome {
+                        Ok(()) => {
+                            link.consecutive_failures = 0;
+                            link.last_success_at = Some(at);
+                            link.last_error = None;
+                        }
+                        Err(error) => {
+                            link.consecutive_failures = link.consecutive_failures.saturating_add(1);
+                            link.last_error = Some(error);
+                        }
                     }
-                    Err(error) => {
-                        link.consecutive_failures = link.consecutive_failures.saturating_add(1);
-                        link.last_error = Some(error);
-                    }
-                }
-                write_record(&tx, LINK, &link)?;
-                tx.commit()?;
-                Ok(link)
+                })
             })
             .await
     }
@@ -1227,6 +1225,20 @@ fn read_record<T: serde::de::DeserializeOwned + Default>(
             serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
         }
     }
+}
+
+/// Changes a JSON record in the spool's state in one transaction and returns it changed.
+fn update_record<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+    conn: &mut rusqlite::Connection,
+    record: (&str, &str),
+    change: impl FnOnce(&mut T),
+) -> Result<T, StoreError> {
+    let tx = conn.transaction()?;
+    let mut value: T = read_record(&tx, record)?;
+    change(&mut value);
+    write_record(&tx, record, &value)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 /// Keeps `record` as JSON under `key` in the spool's state.
