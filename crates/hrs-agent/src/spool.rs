@@ -734,14 +734,7 @@ impl Spool {
             };
             for leftover in &leftovers {
                 tracing::info!(run_id = %leftover, "clearing the pieces of an interrupted collection");
-                tx.execute(
-                    "DELETE FROM collecting_rows WHERE run_id = ?1",
-                    params![leftover],
-                )?;
-                tx.execute(
-                    "DELETE FROM collecting_sets WHERE run_id = ?1",
-                    params![leftover],
-                )?;
+                clear_pieces(&tx, leftover)?;
             }
             tx.commit()?;
             Ok(())
@@ -814,14 +807,7 @@ impl Collecting {
         store
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                tx.execute(
-                    "DELETE FROM collecting_rows WHERE run_id = ?1",
-                    params![run_id],
-                )?;
-                tx.execute(
-                    "DELETE FROM collecting_sets WHERE run_id = ?1",
-                    params![run_id],
-                )?;
+                clear_pieces(&tx, &run_id)?;
                 tx.commit()?;
                 Ok(())
             })
@@ -969,14 +955,7 @@ fn write_run(
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![header.period],
     )?;
-    tx.execute(
-        "DELETE FROM collecting_rows WHERE run_id = ?1",
-        params![run_id],
-    )?;
-    tx.execute(
-        "DELETE FROM collecting_sets WHERE run_id = ?1",
-        params![run_id],
-    )?;
+    clear_pieces(&tx, run_id)?;
     tx.commit()?;
     Ok(Finished {
         digest,
@@ -1225,6 +1204,19 @@ fn read_record<T: serde::de::DeserializeOwned + Default>(
             serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
         }
     }
+}
+
+/// Deletes the pieces a collection of `run_id` wrote, in the caller's transaction.
+fn clear_pieces(tx: &rusqlite::Transaction<'_>, run_id: &str) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "DELETE FROM collecting_rows WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    tx.execute(
+        "DELETE FROM collecting_sets WHERE run_id = ?1",
+        params![run_id],
+    )?;
+    Ok(())
 }
 
 /// Changes a JSON record in the spool's state in one transaction and returns it changed.
