@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use hrs_core::digest::RunDigest;
 use hrs_core::link::LinkRecord;
 use hrs_proto::v1 as pb;
+use hrs_store::blob::{BlobAt, BlobReader};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
@@ -76,8 +77,7 @@ pub struct Waiting {
 
 /// One spooled run's encoding, read in ranges straight from the spool file.
 pub struct SpooledBytes {
-    store: Store,
-    rowid: i64,
+    reader: BlobReader,
     size: u64,
 }
 
@@ -87,16 +87,8 @@ impl hrs_core::bytes::RunBytes for SpooledBytes {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let offset = usize::try_from(offset).map_err(std::io::Error::other)?;
-        self.store
-            .with(|conn| {
-                let blob =
-                    conn.blob_open(rusqlite::MAIN_DB, "runs", "payload", self.rowid, true)?;
-                let mut data = vec![0u8; len];
-                blob.read_at_exact(&mut data, offset)
-                    .map_err(|e| StoreError::Corrupt(format!("spooled run: {e}")))?;
-                Ok(data)
-            })
+        self.reader
+            .read_at(offset, len)
             .map_err(std::io::Error::other)
     }
 }
@@ -397,20 +389,37 @@ impl Spool {
 
     /// Opens a spooled run's encoding for reading in ranges.
     pub async fn bytes(&self, run_id: &str) -> Result<SpooledBytes, StoreError> {
-        let run_id = run_id.to_owned();
-        let (rowid, size) = self
+        let id = run_id.to_owned();
+        let size: i64 = self
             .store
             .call(move |conn| {
                 Ok(conn.query_row(
-                    "SELECT rowid, LENGTH(payload) FROM runs WHERE run_id = ?1",
-                    params![run_id],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                    "SELECT LENGTH(payload) FROM runs WHERE run_id = ?1",
+                    params![id],
+                    |r| r.get(0),
                 )?)
             })
             .await?;
+        let id = run_id.to_owned();
+        let reader = self
+            .store
+            .blob_reader(format!("spooled run {run_id}"), move |conn| {
+                // By id, in the reader's snapshot: the run may have been removed meanwhile.
+                let rowid = conn
+                    .query_row(
+                        "SELECT rowid FROM runs WHERE run_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(rowid.map(|rowid| BlobAt {
+                    table: "runs",
+                    column: "payload",
+                    rowid,
+                }))
+            });
         Ok(SpooledBytes {
-            store: self.store.clone(),
-            rowid,
+            reader,
             size: u64::try_from(size).unwrap_or(0),
         })
     }

@@ -111,26 +111,6 @@ pub fn ready_at(
     }
 }
 
-/// A stored run's encoding, read piece by piece from the merge store as it is relayed, so
-/// a run of hundreds of megabytes never sits in memory whole.
-struct StoredBytes {
-    store: Arc<dyn MergeStore>,
-    run_id: String,
-    size: u64,
-}
-
-impl RunBytes for StoredBytes {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.store
-            .payload_range(&self.run_id, offset, len)
-            .map_err(std::io::Error::other)
-    }
-}
-
 /// Pushes every current run the upstream aggregator has not committed yet, as stored. A
 /// run it refuses is logged and tried again next time without holding back the others.
 async fn relay_ready(
@@ -154,11 +134,12 @@ async fn relay_ready(
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
         .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
     for run in runs {
+        let bytes = store.payload(&run);
         let StoredRun {
             run_id,
             site,
             period,
-            size,
+            ..
         } = run;
         let outgoing = hrs_rpc::chunks::Outgoing {
             run_id: run_id.clone(),
@@ -166,16 +147,11 @@ async fn relay_ready(
             // Every stored run was checked to be of this hierarchy when it arrived.
             hierarchy_id: config.hierarchy_id.to_string(),
         };
-        let bytes = StoredBytes {
-            store: Arc::clone(store),
-            run_id: run_id.clone(),
-            size,
-        };
         let pushed = hrs_rpc::chunks::push_run_chunks(
             &mut client,
             outgoing,
             pb::LinkReport::default(),
-            Arc::new(bytes),
+            bytes,
             hrs_rpc::chunks::DEFAULT_CHUNK_BYTES,
         )
         .await;
@@ -230,16 +206,7 @@ async fn merged_encoding(
         level: config.level,
         missing_sites,
     };
-    let sources: Vec<Arc<dyn RunBytes>> = runs
-        .iter()
-        .map(|run| {
-            Arc::new(StoredBytes {
-                store: Arc::clone(store),
-                run_id: run.run_id.clone(),
-                size: run.size,
-            }) as Arc<dyn RunBytes>
-        })
-        .collect();
+    let sources: Vec<Arc<dyn RunBytes>> = runs.iter().map(|run| store.payload(run)).collect();
     tokio::task::spawn_blocking(move || MergedEncoding::build(header, sources))
         .await
         .map_err(|e| e.to_string())?

@@ -2,11 +2,14 @@
 //! has been forwarded upstream.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_core::validate::RunHeader;
 use hrs_core::{Period, SiteCode};
 use hrs_proto::v1 as pb;
+use hrs_store::blob::{BlobAt, BlobReader};
 use hrs_store::staging::{self, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -131,6 +134,24 @@ pub struct StoredRun {
     pub size: u64,
 }
 
+/// A stored run's encoding, read through one blob handle.
+struct StoredPayload {
+    reader: BlobReader,
+    size: u64,
+}
+
+impl RunBytes for StoredPayload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.reader
+            .read_at(offset, len)
+            .map_err(std::io::Error::other)
+    }
+}
+
 /// What appending a chunk to a staged run did.
 pub use hrs_store::staging::Appended;
 
@@ -206,14 +227,15 @@ pub trait MergeStore: Send + Sync + 'static {
 
     /// Returns the current runs not yet committed by the upstream aggregator, by period
     /// and site (a region aggregator relays every site's runs up as they are): what they
-    /// are, not their payloads, which [`MergeStore::payload_range`] reads piece by piece.
+    /// are, not their payloads, which [`MergeStore::payload`] reads piece by piece.
     fn unrelayed(&self) -> Result<Vec<StoredRun>, StoreError>;
 
     /// Returns every current run, by period and site: what they are, not their payloads.
     fn current_runs(&self) -> Result<Vec<StoredRun>, StoreError>;
 
-    /// Reads `len` bytes at `offset` of a stored run's encoding.
-    fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
+    /// A stored run's encoding, read a range at a time as it is merged or relayed, so a run
+    /// of hundreds of megabytes never sits in memory whole.
+    fn payload(&self, run: &StoredRun) -> Arc<dyn RunBytes>;
 
     /// Records that the upstream aggregator committed a run.
     fn mark_relayed(&self, run_id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
@@ -573,20 +595,25 @@ impl MergeStore for SqliteMergeStore {
         self.store.with(|conn| stored_runs(conn, ""))
     }
 
-    fn payload_range(&self, run_id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        self.store.with(|conn| {
-            let rowid: i64 = conn.query_row(
-                "SELECT rowid FROM runs WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )?;
-            let blob = conn.blob_open(rusqlite::MAIN_DB, "runs", "payload", rowid, true)?;
-            let offset = usize::try_from(offset)
-                .map_err(|e| StoreError::Corrupt(format!("run {run_id}: offset {e}")))?;
-            let mut data = vec![0u8; len];
-            blob.read_at_exact(&mut data, offset)
-                .map_err(|e| StoreError::Corrupt(format!("run {run_id}: {e}")))?;
-            Ok(data)
+    fn payload(&self, run: &StoredRun) -> Arc<dyn RunBytes> {
+        let id = run.run_id.clone();
+        let reader = self.store.blob_reader(format!("run {id}"), move |conn| {
+            let rowid = conn
+                .query_row(
+                    "SELECT rowid FROM runs WHERE run_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(rowid.map(|rowid| BlobAt {
+                table: "runs",
+                column: "payload",
+                rowid,
+            }))
+        });
+        Arc::new(StoredPayload {
+            reader,
+            size: run.size,
         })
     }
 

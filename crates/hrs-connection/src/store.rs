@@ -19,6 +19,7 @@ use hrs_core::Period;
 use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
+use hrs_store::blob::{BlobAt, BlobReader};
 use hrs_store::staging::{self, Appended, Staged, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -204,8 +205,9 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn unsent(&self) -> impl Future<Output = Result<Vec<Unsent>, StoreError>> + Send;
 
     /// A stored period's encoding as received, read a range at a time (reads block: run
-    /// them off the runtime); a read after the period was replaced by a newer version
-    /// fails.
+    /// them off the runtime). It is read in one snapshot from its first read: a newer
+    /// version stored meanwhile is never mixed in, and a payload first read after it was
+    /// replaced fails.
     fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes>;
 
     /// Starts staging a period sent in chunks, or finds it staged: how much is held, or
@@ -258,11 +260,9 @@ pub struct Unsent {
     pub size: u64,
 }
 
-/// A stored period's encoding, read from the outbox a range at a time.
+/// A stored period's encoding, read from the outbox through one blob handle.
 struct PayloadBytes {
-    store: Store,
-    period: String,
-    digest: String,
+    reader: BlobReader,
     size: u64,
 }
 
@@ -272,44 +272,41 @@ impl RunBytes for PayloadBytes {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.store
-            .with(|conn| {
-                let found: Option<(Option<i64>, i64)> = conn
-                    .query_row(
-                        "SELECT pp.rowid, p.rowid FROM periods p
-                         LEFT JOIN period_payloads pp USING (period)
-                         WHERE p.period = ?1 AND p.digest = ?2",
-                        params![self.period, self.digest],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                let blob = match found {
-                    Some((Some(rowid), _)) => conn.blob_open(
-                        rusqlite::MAIN_DB,
-                        "period_payloads",
-                        "payload",
-                        rowid,
-                        true,
-                    )?,
-                    // Stored before payloads had a table of their own.
-                    Some((None, rowid)) => {
-                        conn.blob_open(rusqlite::MAIN_DB, "periods", "payload", rowid, true)?
-                    }
-                    None => {
-                        return Err(StoreError::Corrupt(format!(
-                            "period {} was replaced by a newer version while it was read",
-                            self.period
-                        )));
-                    }
-                };
-                let mut out = vec![0; len];
-                let at = usize::try_from(offset).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                blob.read_at_exact(&mut out, at)
-                    .map_err(|e| StoreError::Corrupt(format!("period {}: {e}", self.period)))?;
-                Ok(out)
-            })
+        self.reader
+            .read_at(offset, len)
             .map_err(std::io::Error::other)
     }
+}
+
+/// Finds a stored period's payload by period and digest, so a newer version stored
+/// meanwhile is never read in its place.
+fn locate_payload(
+    conn: &Connection,
+    period: &str,
+    digest: &str,
+) -> Result<Option<BlobAt>, StoreError> {
+    let found: Option<(Option<i64>, i64)> = conn
+        .query_row(
+            "SELECT pp.rowid, p.rowid FROM periods p
+             LEFT JOIN period_payloads pp USING (period)
+             WHERE p.period = ?1 AND p.digest = ?2",
+            params![period, digest],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(found.map(|found| match found {
+        (Some(rowid), _) => BlobAt {
+            table: "period_payloads",
+            column: "payload",
+            rowid,
+        },
+        // Stored before payloads had a table of their own.
+        (None, rowid) => BlobAt {
+            table: "periods",
+            column: "payload",
+            rowid,
+        },
+    }))
 }
 
 /// The staging of periods sent in chunks.
@@ -892,10 +889,14 @@ impl OutboxStore for SqliteOutbox {
     }
 
     fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes> {
+        let (period, digest) = (unsent.period.to_string(), unsent.digest.clone());
+        let reader = self
+            .store
+            .blob_reader(format!("period {period}"), move |conn| {
+                locate_payload(conn, &period, &digest)
+            });
         Arc::new(PayloadBytes {
-            store: self.store.clone(),
-            period: unsent.period.to_string(),
-            digest: unsent.digest.clone(),
+            reader,
             size: unsent.size,
         })
     }

@@ -20,6 +20,7 @@ use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_core::encoded_period::MergedSummary;
 use hrs_proto::v1 as pb;
+use hrs_store::blob::{BlobAt, BlobReader};
 use hrs_store::staging::{self, Appended, Offer, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -333,11 +334,10 @@ impl Row {
     }
 }
 
-/// A stored submission's payload, read a range at a time with SQLite's incremental blob
-/// I/O, so reading a period of any size holds only the range asked for.
+/// A stored submission's payload, read a range at a time through one blob handle, so
+/// reading a period of any size holds only the range asked for.
 struct StoredPayload {
-    store: Store,
-    submission_id: String,
+    reader: BlobReader,
     size: u64,
 }
 
@@ -347,25 +347,8 @@ impl RunBytes for StoredPayload {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let id = &self.submission_id;
-        self.store
-            .with(|conn| {
-                // By id on every read: the row may have been pruned meanwhile, and its
-                // rowid taken by another.
-                let rowid: i64 = conn.query_row(
-                    "SELECT rowid FROM submissions WHERE submission_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )?;
-                let blob =
-                    conn.blob_open(rusqlite::MAIN_DB, "submissions", "payload", rowid, true)?;
-                let offset = usize::try_from(offset)
-                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: offset {e}")))?;
-                let mut data = vec![0u8; len];
-                blob.read_at_exact(&mut data, offset)
-                    .map_err(|e| StoreError::Corrupt(format!("submission {id}: {e}")))?;
-                Ok(data)
-            })
+        self.reader
+            .read_at(offset, len)
             .map_err(std::io::Error::other)
     }
 }
@@ -503,9 +486,25 @@ impl IntakeStore for SqliteIntake {
             })
             .await?;
         Ok(newest.map(|(submission_id, size)| {
+            let what = format!("submission {submission_id}");
+            let reader = self.store.blob_reader(what, move |conn| {
+                // By id, in the reader's snapshot: the row may have been pruned meanwhile,
+                // and its rowid taken by another.
+                let rowid = conn
+                    .query_row(
+                        "SELECT rowid FROM submissions WHERE submission_id = ?1",
+                        params![submission_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(rowid.map(|rowid| BlobAt {
+                    table: "submissions",
+                    column: "payload",
+                    rowid,
+                }))
+            });
             Arc::new(StoredPayload {
-                store: self.store.clone(),
-                submission_id,
+                reader,
                 size: u64::try_from(size).unwrap_or(0),
             }) as Arc<dyn RunBytes>
         }))

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub mod blob;
 pub mod staging;
 
 /// Why a store could not be opened or used.
@@ -109,6 +110,16 @@ impl Store {
     /// Returns the store's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reader of one blob of this store, kept open across ranges so a large payload is
+    /// read in one pass (see [`blob`]); `what` names it in errors.
+    pub fn blob_reader(
+        &self,
+        what: impl Into<String>,
+        locate: impl Fn(&Connection) -> Result<Option<blob::BlobAt>, StoreError> + Send + Sync + 'static,
+    ) -> blob::BlobReader {
+        blob::BlobReader::new(&self.path, what, Arc::new(locate))
     }
 
     /// Runs `work` with the connection on the current thread; for callers outside a runtime.
