@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use hrs_core::digest::RunDigest;
 use hrs_core::link::LinkRecord;
 use hrs_proto::v1 as pb;
-use hrs_store::blob::{BlobAt, BlobReader};
+use hrs_store::blob::{self, BlobReader};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
@@ -73,24 +73,6 @@ pub struct Waiting {
     pub period: String,
     /// The length of its encoding, in bytes.
     pub size: u64,
-}
-
-/// One spooled run's encoding, read in ranges straight from the spool file.
-pub struct SpooledBytes {
-    reader: BlobReader,
-    size: u64,
-}
-
-impl hrs_core::bytes::RunBytes for SpooledBytes {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.reader
-            .read_at(offset, len)
-            .map_err(std::io::Error::other)
-    }
 }
 
 /// What waits in the spool.
@@ -388,7 +370,7 @@ impl Spool {
     }
 
     /// Opens a spooled run's encoding for reading in ranges.
-    pub async fn bytes(&self, run_id: &str) -> Result<SpooledBytes, StoreError> {
+    pub async fn bytes(&self, run_id: &str) -> Result<BlobReader, StoreError> {
         let id = run_id.to_owned();
         let size: i64 = self
             .store
@@ -400,28 +382,11 @@ impl Spool {
                 )?)
             })
             .await?;
-        let id = run_id.to_owned();
-        let reader = self
+        let size = u64::try_from(size).unwrap_or(0);
+        let locate = blob::by_key("runs", "payload", "run_id", run_id.to_owned());
+        Ok(self
             .store
-            .blob_reader(format!("spooled run {run_id}"), move |conn| {
-                // By id, in the reader's snapshot: the run may have been removed meanwhile.
-                let rowid = conn
-                    .query_row(
-                        "SELECT rowid FROM runs WHERE run_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(rowid.map(|rowid| BlobAt {
-                    table: "runs",
-                    column: "payload",
-                    rowid,
-                }))
-            });
-        Ok(SpooledBytes {
-            reader,
-            size: u64::try_from(size).unwrap_or(0),
-        })
+            .blob_reader(format!("spooled run {run_id}"), size, locate))
     }
 
     /// Removes a run the upstream has committed.

@@ -9,7 +9,7 @@ use hrs_core::clock::rfc3339;
 use hrs_core::validate::RunHeader;
 use hrs_core::{Period, SiteCode};
 use hrs_proto::v1 as pb;
-use hrs_store::blob::{BlobAt, BlobReader};
+use hrs_store::blob;
 use hrs_store::staging::{self, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -132,24 +132,6 @@ pub struct StoredRun {
     pub period: Period,
     /// Size of its encoding.
     pub size: u64,
-}
-
-/// A stored run's encoding, read through one blob handle.
-struct StoredPayload {
-    reader: BlobReader,
-    size: u64,
-}
-
-impl RunBytes for StoredPayload {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.reader
-            .read_at(offset, len)
-            .map_err(std::io::Error::other)
-    }
 }
 
 /// What appending a chunk to a staged run did.
@@ -597,24 +579,11 @@ impl MergeStore for SqliteMergeStore {
 
     fn payload(&self, run: &StoredRun) -> Arc<dyn RunBytes> {
         let id = run.run_id.clone();
-        let reader = self.store.blob_reader(format!("run {id}"), move |conn| {
-            let rowid = conn
-                .query_row(
-                    "SELECT rowid FROM runs WHERE run_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(rowid.map(|rowid| BlobAt {
-                table: "runs",
-                column: "payload",
-                rowid,
-            }))
-        });
-        Arc::new(StoredPayload {
-            reader,
-            size: run.size,
-        })
+        let locate = blob::by_key("runs", "payload", "run_id", id.clone());
+        Arc::new(
+            self.store
+                .blob_reader(format!("run {id}"), run.size, locate),
+        )
     }
 
     fn mark_relayed(&self, run_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {

@@ -19,7 +19,7 @@ use hrs_core::Period;
 use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_proto::v1 as pb;
-use hrs_store::blob::{BlobAt, BlobReader};
+use hrs_store::blob::BlobAt;
 use hrs_store::staging::{self, Appended, Staged, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -258,24 +258,6 @@ pub struct Unsent {
     pub level: Level,
     /// Length of its encoding.
     pub size: u64,
-}
-
-/// A stored period's encoding, read from the outbox through one blob handle.
-struct PayloadBytes {
-    reader: BlobReader,
-    size: u64,
-}
-
-impl RunBytes for PayloadBytes {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.reader
-            .read_at(offset, len)
-            .map_err(std::io::Error::other)
-    }
 }
 
 /// Finds a stored period's payload by period and digest, so a newer version stored
@@ -890,15 +872,12 @@ impl OutboxStore for SqliteOutbox {
 
     fn payload(&self, unsent: &Unsent) -> Arc<dyn RunBytes> {
         let (period, digest) = (unsent.period.to_string(), unsent.digest.clone());
-        let reader = self
-            .store
-            .blob_reader(format!("period {period}"), move |conn| {
-                locate_payload(conn, &period, &digest)
-            });
-        Arc::new(PayloadBytes {
-            reader,
-            size: unsent.size,
-        })
+        Arc::new(
+            self.store
+                .blob_reader(format!("period {period}"), unsent.size, move |conn| {
+                    locate_payload(conn, &period, &digest)
+                }),
+        )
     }
 
     async fn stage(

@@ -20,7 +20,7 @@ use hrs_core::bytes::RunBytes;
 use hrs_core::clock::rfc3339;
 use hrs_core::encoded_period::MergedSummary;
 use hrs_proto::v1 as pb;
-use hrs_store::blob::{BlobAt, BlobReader};
+use hrs_store::blob;
 use hrs_store::staging::{self, Appended, Offer, Staging};
 use hrs_store::{Store, StoreError};
 use prost::Message as _;
@@ -334,25 +334,6 @@ impl Row {
     }
 }
 
-/// A stored submission's payload, read a range at a time through one blob handle, so
-/// reading a period of any size holds only the range asked for.
-struct StoredPayload {
-    reader: BlobReader,
-    size: u64,
-}
-
-impl RunBytes for StoredPayload {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.reader
-            .read_at(offset, len)
-            .map_err(std::io::Error::other)
-    }
-}
-
 /// A staged submission's bytes, read back from its chunks a range at a time.
 struct StagedPayload {
     store: Store,
@@ -487,26 +468,9 @@ impl IntakeStore for SqliteIntake {
             .await?;
         Ok(newest.map(|(submission_id, size)| {
             let what = format!("submission {submission_id}");
-            let reader = self.store.blob_reader(what, move |conn| {
-                // By id, in the reader's snapshot: the row may have been pruned meanwhile,
-                // and its rowid taken by another.
-                let rowid = conn
-                    .query_row(
-                        "SELECT rowid FROM submissions WHERE submission_id = ?1",
-                        params![submission_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(rowid.map(|rowid| BlobAt {
-                    table: "submissions",
-                    column: "payload",
-                    rowid,
-                }))
-            });
-            Arc::new(StoredPayload {
-                reader,
-                size: u64::try_from(size).unwrap_or(0),
-            }) as Arc<dyn RunBytes>
+            let size = u64::try_from(size).unwrap_or(0);
+            let locate = blob::by_key("submissions", "payload", "submission_id", submission_id);
+            Arc::new(self.store.blob_reader(what, size, locate)) as Arc<dyn RunBytes>
         }))
     }
 

@@ -6,6 +6,9 @@
 //! large payload in chunks quadratic (a 300 MB run read in 1 MiB ranges spent nearly all
 //! its time in that walk). A [`BlobReader`] keeps one handle for its whole life.
 //!
+//! A reader is the [`RunBytes`] of a stored payload, so every role sends, hashes and merges
+//! what it stores through it.
+//!
 //! A handle borrows its connection, and the store's shared connection cannot be lent for
 //! that long, so each reader has its own read-only connection on a thread of its own,
 //! opened at the first read. The connection reads in one transaction: the row is found and
@@ -17,7 +20,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use hrs_core::bytes::RunBytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use crate::StoreError;
 
@@ -36,6 +40,30 @@ pub struct BlobAt {
 /// when the row is gone.
 pub type Locate = dyn Fn(&Connection) -> Result<Option<BlobAt>, StoreError> + Send + Sync;
 
+/// Finds the blob in `table`.`column` of the row whose `key` column is `value`: by key in
+/// the reader's snapshot, as the row may have been removed meanwhile and its rowid taken.
+pub fn by_key(
+    table: &'static str,
+    column: &'static str,
+    key: &'static str,
+    value: String,
+) -> impl Fn(&Connection) -> Result<Option<BlobAt>, StoreError> + Send + Sync + 'static {
+    move |conn| {
+        let rowid = conn
+            .query_row(
+                &format!("SELECT rowid FROM {table} WHERE {key} = ?1"),
+                params![value],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(rowid.map(|rowid| BlobAt {
+            table,
+            column,
+            rowid,
+        }))
+    }
+}
+
 /// Page cache of a reader's connection: reads are sequential, so a small cache does.
 const READER_CACHE_KIB: i64 = 512;
 
@@ -44,6 +72,7 @@ const READER_CACHE_KIB: i64 = 512;
 pub struct BlobReader {
     path: PathBuf,
     what: String,
+    size: u64,
     locate: Arc<Locate>,
     open: Mutex<Option<Open>>,
 }
@@ -52,7 +81,6 @@ pub struct BlobReader {
 struct Open {
     requests: SyncSender<(u64, usize)>,
     replies: Receiver<Result<Vec<u8>, StoreError>>,
-    size: u64,
 }
 
 impl std::fmt::Debug for BlobReader {
@@ -65,34 +93,30 @@ impl std::fmt::Debug for BlobReader {
 }
 
 impl BlobReader {
-    /// A reader of the blob `locate` finds in the store file at `path`; `what` names it in
-    /// errors. Nothing is opened until the first read.
-    pub fn new(path: &Path, what: impl Into<String>, locate: Arc<Locate>) -> Self {
+    /// A reader of the `size`-byte blob `locate` finds in the store file at `path`; `what`
+    /// names it in errors. Nothing is opened until the first read, and a blob of another
+    /// size is refused then.
+    pub fn new(path: &Path, what: impl Into<String>, size: u64, locate: Arc<Locate>) -> Self {
         Self {
             path: path.to_owned(),
             what: what.into(),
+            size,
             locate,
             open: Mutex::new(None),
         }
     }
 
-    /// The blob's length, opening the reader if it is not open yet.
-    pub fn size(&self) -> Result<u64, StoreError> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.opened(&mut open)?.size)
-    }
-
     /// Reads `len` bytes at `offset`; blocks, so it runs off the async runtime.
-    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let reader = self.opened(&mut open)?;
         let end = offset
             .checked_add(len as u64)
-            .filter(|end| *end <= reader.size);
+            .filter(|end| *end <= self.size);
         if end.is_none() {
             return Err(StoreError::Corrupt(format!(
                 "{}: {len} bytes at {offset} are past its end ({} bytes)",
-                self.what, reader.size
+                self.what, self.size
             )));
         }
         let answer = reader
@@ -138,11 +162,23 @@ impl BlobReader {
         let size = was_opened
             .recv()
             .map_err(|_| StoreError::Task(format!("{}: its reader stopped", self.what)))??;
-        Ok(Open {
-            requests,
-            replies,
-            size,
-        })
+        if size != self.size {
+            return Err(StoreError::Corrupt(format!(
+                "{}: {size} bytes stored, {} expected",
+                self.what, self.size
+            )));
+        }
+        Ok(Open { requests, replies })
+    }
+}
+
+impl RunBytes for BlobReader {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.read(offset, len).map_err(std::io::Error::other)
     }
 }
 
@@ -218,29 +254,11 @@ fn open_blob<'c>(
 mod tests {
     use super::*;
     use crate::Store;
-    use rusqlite::params;
 
     const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS payloads (name TEXT PRIMARY KEY, data BLOB);";
 
-    fn locate(name: &'static str) -> Arc<Locate> {
-        Arc::new(move |conn: &Connection| {
-            let rowid = conn
-                .query_row(
-                    "SELECT rowid FROM payloads WHERE name = ?1",
-                    params![name],
-                    |r| r.get(0),
-                )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
-            Ok(rowid.map(|rowid| BlobAt {
-                table: "payloads",
-                column: "data",
-                rowid,
-            }))
-        })
+    fn locate(name: &str) -> Arc<Locate> {
+        Arc::new(by_key("payloads", "data", "name", name.to_owned()))
     }
 
     fn stored(dir: &Path, data: &[u8]) -> Store {
@@ -262,22 +280,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let store = stored(dir.path(), &data);
-        let reader = BlobReader::new(store.path(), "payload a", locate("a"));
-        assert_eq!(reader.size().expect("size"), data.len() as u64);
+        let reader = BlobReader::new(store.path(), "payload a", data.len() as u64, locate("a"));
         for (offset, len) in [(150_000, 50_000), (0, 10), (4093, 9000), (199_999, 1)] {
-            let got = reader.read_at(offset, len).expect("reads");
+            let got = reader.read(offset, len).expect("reads");
             assert_eq!(got, data[offset as usize..offset as usize + len]);
         }
-        let past = reader.read_at(199_999, 2).expect_err("past the end");
+        let past = reader.read(199_999, 2).expect_err("past the end");
         assert!(past.to_string().contains("payload a"), "{past}");
+        let other = BlobReader::new(store.path(), "payload a", 7, locate("a"));
+        let sized = other.read(0, 1).expect_err("another size");
+        assert!(
+            sized
+                .to_string()
+                .contains("200000 bytes stored, 7 expected"),
+            "{sized}"
+        );
     }
 
     #[test]
     fn a_reader_keeps_reading_the_row_it_opened_while_writers_replace_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = stored(dir.path(), &[1u8; 100_000]);
-        let reader = BlobReader::new(store.path(), "payload a", locate("a"));
-        assert_eq!(reader.read_at(0, 4).expect("reads"), [1; 4]);
+        let reader = BlobReader::new(store.path(), "payload a", 100_000, locate("a"));
+        assert_eq!(reader.read(0, 4).expect("reads"), [1; 4]);
         store
             .with(|c| {
                 c.execute("DELETE FROM payloads WHERE name = 'a'", [])?;
@@ -288,18 +313,18 @@ mod tests {
                 Ok(())
             })
             .expect("replaces while the reader is open");
-        assert_eq!(reader.read_at(99_996, 4).expect("reads"), [1; 4]);
+        assert_eq!(reader.read(99_996, 4).expect("reads"), [1; 4]);
         drop(reader);
-        let fresh = BlobReader::new(store.path(), "payload a", locate("a"));
-        assert_eq!(fresh.read_at(0, 4).expect("reads"), [2; 4]);
+        let fresh = BlobReader::new(store.path(), "payload a", 100_000, locate("a"));
+        assert_eq!(fresh.read(0, 4).expect("reads"), [2; 4]);
     }
 
     #[test]
     fn a_row_that_is_gone_is_named_in_the_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = stored(dir.path(), b"x");
-        let reader = BlobReader::new(store.path(), "payload b", locate("b"));
-        let gone = reader.read_at(0, 1).expect_err("no such row");
+        let reader = BlobReader::new(store.path(), "payload b", 1, locate("b"));
+        let gone = reader.read(0, 1).expect_err("no such row");
         assert!(
             gone.to_string().contains("payload b: no longer stored"),
             "{gone}"

@@ -112,14 +112,15 @@ impl Store {
         &self.path
     }
 
-    /// A reader of one blob of this store, kept open across ranges so a large payload is
-    /// read in one pass (see [`blob`]); `what` names it in errors.
+    /// A reader of one `size`-byte blob of this store, kept open across ranges so a large
+    /// payload is read in one pass (see [`blob`]); `what` names it in errors.
     pub fn blob_reader(
         &self,
         what: impl Into<String>,
+        size: u64,
         locate: impl Fn(&Connection) -> Result<Option<blob::BlobAt>, StoreError> + Send + Sync + 'static,
     ) -> blob::BlobReader {
-        blob::BlobReader::new(&self.path, what, Arc::new(locate))
+        blob::BlobReader::new(&self.path, what, size, Arc::new(locate))
     }
 
     /// Runs `work` with the connection on the current thread; for callers outside a runtime.
