@@ -356,6 +356,7 @@ impl Hierarchy {
             store: dir.path().join("merge.sqlite"),
             sites: sites.clone(),
             onward: Onward::ConnectionPoint(format!("http://{cp_addr}")),
+            regions: Vec::new(),
             period_deadline_hours: 72,
             period_settle_minutes: SETTLE_MINUTES,
             retry_seconds: 1,

@@ -1,8 +1,8 @@
 //! Who may submit to the intake, and how many connections a role serves.
 //!
-//! With TLS the intake accepts a connection point's certificate, or, for a connection point
-//! that cannot hold one, its hierarchy's token; anything else is refused and stores
-//! nothing. Every server role serves at most `max_connections` connections and tells a
+//! With TLS the intake accepts a connection point's certificate for the hierarchy it names,
+//! or, for a connection point that cannot hold one, its hierarchy's token; anything else
+//! (another hierarchy's certificate or token among them) is refused and stores nothing. Every server role serves at most `max_connections` connections and tells a
 //! caller beyond that why it was refused.
 
 use std::path::Path;
@@ -26,6 +26,15 @@ fn issue(dir: &Path, identity: Identity) -> TlsFiles {
         key: issued.key,
         ca: dir.join("ca.pem"),
     }
+}
+
+/// Issues from the CA in `ca_dir` into `dir`, beside another certificate of the same role.
+fn issue_in(dir: &Path, ca_dir: &Path, identity: Identity) -> TlsFiles {
+    std::fs::create_dir_all(dir).expect("dir");
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(ca_dir.join(file), dir.join(file)).expect("copies the CA");
+    }
+    issue(dir, identity)
 }
 
 /// An intake started for one test; stops when dropped by `stop`.
@@ -117,7 +126,19 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
     let pki = h.dir.path().join("pki");
     hrs_pki::init(&pki, "test", 30, wall_now()).expect("CA");
     let server = issue(&pki, Identity::Role(Role::Intake));
-    let point = issue(&pki, Identity::Role(Role::ConnectionPoint));
+    let point = issue(
+        &pki,
+        Identity::ConnectionPoint {
+            hierarchy: period.hierarchy_hash.clone(),
+        },
+    );
+    let other_point = issue_in(
+        &pki.join("other"),
+        &pki,
+        Identity::ConnectionPoint {
+            hierarchy: other_hierarchy.hierarchy_hash.clone(),
+        },
+    );
     let a_site = issue(&pki, Identity::Site(site("P01")));
     let token = hrs_core::token::Token::generate();
 
@@ -167,6 +188,20 @@ async fn the_intake_takes_a_connection_points_certificate_or_its_hierarchys_toke
         (
             "a site's certificate",
             with(&a_site),
+            None,
+            &period,
+            Code::PermissionDenied,
+        ),
+        (
+            "the certificate of this hierarchy's connection point, for another hierarchy",
+            with(&point),
+            None,
+            &other_hierarchy,
+            Code::PermissionDenied,
+        ),
+        (
+            "the certificate of another hierarchy's connection point",
+            with(&other_point),
             None,
             &period,
             Code::PermissionDenied,

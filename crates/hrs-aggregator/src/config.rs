@@ -23,6 +23,8 @@ struct AggregatorFile {
     connection_point: Option<String>,
     #[serde(default)]
     upstream: Option<String>,
+    #[serde(default)]
+    regions: Vec<RegionSites>,
     #[serde(default = "default_deadline_hours")]
     period_deadline_hours: u64,
     #[serde(default = "default_settle_minutes")]
@@ -47,6 +49,18 @@ struct AggregatorFile {
     limits: LimitsTable,
     #[serde(default)]
     metrics: MetricsTable,
+}
+
+/// A region aggregator beneath this one (`[[regions]]`): the sites whose runs it may relay.
+/// The CAS operator decides which primaries sit under a region, here, so moving a site
+/// needs no new certificate, and an old certificate cannot keep relaying a site moved away.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSites {
+    /// The region, as its aggregator's certificate names it (`hrs pki issue --region`).
+    pub name: hrs_pki::Region,
+    /// The sites beneath it; each is also one of this aggregator's `sites`.
+    pub sites: Vec<SiteCode>,
 }
 
 /// Where an aggregator sends what it holds.
@@ -78,6 +92,10 @@ pub struct AggregatorConfig {
     pub sites: Vec<SiteCode>,
     /// Where merged data goes: the connection point, the next aggregator up, or nowhere.
     pub onward: Onward,
+    /// The region aggregators beneath this one and their sites: with TLS, a region's
+    /// certificate relays the runs of its sites only, and with none listed no relayed run
+    /// is taken.
+    pub regions: Vec<RegionSites>,
     /// Hours after a period's end (Monday 00:00 UTC) after which it is forwarded even with
     /// sites missing.
     pub period_deadline_hours: u64,
@@ -106,7 +124,8 @@ pub struct AggregatorConfig {
     pub max_runs_in_flight: u32,
     /// This aggregator's certificate, its key, and the hierarchy's CA (`[tls]`; none for
     /// plaintext): sites must then connect with a certificate from that CA, and each may
-    /// write only the data of the site its certificate names.
+    /// write only the data of the site its certificate names (a region's, of its `regions`
+    /// sites).
     pub tls: Option<TlsFiles>,
     /// The limits on the aggregator's callers (`[limits]`).
     pub limits: ServerLimits,
@@ -205,6 +224,7 @@ impl AggregatorConfig {
                 format!("{dup} is listed twice"),
             ));
         }
+        check_regions(path, &file.sites, &file.regions)?;
         let onward = match (&file.connection_point, &file.upstream) {
             (Some(_), Some(_)) => {
                 return Err(config::invalid(
@@ -282,6 +302,7 @@ impl AggregatorConfig {
             store: config::resolve(path, &file.store),
             sites: file.sites,
             onward,
+            regions: file.regions,
             period_deadline_hours: file.period_deadline_hours,
             period_settle_minutes: file.period_settle_minutes,
             retry_seconds: file.retry_seconds,
@@ -296,6 +317,47 @@ impl AggregatorConfig {
             metrics: file.metrics.resolved(path),
         })
     }
+}
+
+/// Checks `[[regions]]`: each names a region once, and lists sites of this aggregator,
+/// none of them under two regions (a site's runs come through one region).
+fn check_regions(
+    path: &Path,
+    sites: &[SiteCode],
+    regions: &[RegionSites],
+) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    let mut placed = std::collections::HashMap::new();
+    for (i, region) in regions.iter().enumerate() {
+        let field = |key: &str| format!("regions[{i}].{key}");
+        if !names.insert(&region.name) {
+            return Err(config::invalid(
+                path,
+                &field("name"),
+                format!("region {} is listed twice", region.name),
+            ));
+        }
+        if region.sites.is_empty() {
+            return Err(config::invalid(path, &field("sites"), "lists no site"));
+        }
+        for site in &region.sites {
+            if !sites.contains(site) {
+                return Err(config::invalid(
+                    path,
+                    &field("sites"),
+                    format!("{site} is not one of this aggregator's sites"),
+                ));
+            }
+            if let Some(other) = placed.insert(site, &region.name) {
+                return Err(config::invalid(
+                    path,
+                    &field("sites"),
+                    format!("{site} is beneath region {other} already"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -325,5 +387,56 @@ mod tests {
         .expect("writes");
         let err = AggregatorConfig::load(&path).expect_err("both");
         assert!(err.to_string().contains("upstream"), "{err}");
+    }
+
+    #[test]
+    fn regions_list_sites_of_this_aggregator_each_beneath_one_region() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aggregator.toml");
+        let base = "listen = \"127.0.0.1:0\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                    store = \"m.sqlite\"\nsites = [\"CAS\", \"P01\", \"P02\"]\n";
+        let load = |regions: &str| {
+            std::fs::write(&path, format!("{base}{regions}")).expect("writes");
+            AggregatorConfig::load(&path)
+        };
+        let config = load("[[regions]]\nname = \"EU\"\nsites = [\"P01\", \"P02\"]\n")
+            .expect("a CAS above a region");
+        assert_eq!(config.regions.len(), 1);
+        assert_eq!(config.regions[0].name.as_str(), "EU");
+        assert!(load("").expect("no regions").regions.is_empty());
+        for (regions, field, problem) in [
+            (
+                "[[regions]]\nname = \"EU\"\nsites = [\"P03\"]\n",
+                "regions[0].sites",
+                "P03 is not one of this aggregator's sites",
+            ),
+            (
+                "[[regions]]\nname = \"EU\"\nsites = [\"P01\"]\n\
+                 [[regions]]\nname = \"US\"\nsites = [\"P01\"]\n",
+                "regions[1].sites",
+                "P01 is beneath region EU already",
+            ),
+            (
+                "[[regions]]\nname = \"EU\"\nsites = [\"P01\"]\n\
+                 [[regions]]\nname = \"EU\"\nsites = [\"P02\"]\n",
+                "regions[1].name",
+                "listed twice",
+            ),
+            (
+                "[[regions]]\nname = \"EU\"\nsites = []\n",
+                "regions[0].sites",
+                "lists no site",
+            ),
+        ] {
+            let error = load(regions).expect_err(problem).to_string();
+            assert!(
+                error.contains(field) && error.contains(problem),
+                "{regions}: {error}"
+            );
+        }
+        let error = load("[[regions]]\nname = \"E U\"\nsites = [\"P01\"]\n")
+            .expect_err("a bad name")
+            .to_string();
+        assert!(error.contains("region name"), "{error}");
     }
 }

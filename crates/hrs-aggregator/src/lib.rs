@@ -20,7 +20,7 @@ use hrs_rpc::v1::aggregator_server::AggregatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-pub use config::{AggregatorConfig, Onward};
+pub use config::{AggregatorConfig, Onward, RegionSites};
 pub use links::{ReinitError, SiteLink, request_reinit, site_links};
 pub use store::{
     Appended, Commit, Contact, Forwarded, MergeStore, SqliteMergeStore, Staged, StoredRun,

@@ -16,7 +16,7 @@ use hrs_rpc::v1::aggregator_server::Aggregator;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::config::AggregatorConfig;
+use crate::config::{AggregatorConfig, RegionSites};
 use crate::store::{Appended, Commit, Contact, MergeError, MergeStore, Staged};
 
 /// Why a push was refused; each maps to one gRPC status.
@@ -91,7 +91,7 @@ pub enum PushError {
         size: u64,
     },
     /// A TLS client presented no certificate this aggregator can read an identity from.
-    #[error("the client's certificate names no site or role: {0}")]
+    #[error("the client's certificate names no usable identity: {0}")]
     NoIdentity(String),
     /// A client's certificate is not for the site whose data it sends.
     #[error("the certificate of {caller} cannot write data of site {site}")]
@@ -100,6 +100,17 @@ pub enum PushError {
         caller: String,
         /// The site whose data was sent.
         site: String,
+    },
+    /// An aggregator's certificate relayed a site this aggregator does not configure
+    /// beneath it.
+    #[error("the certificate of {caller} cannot relay data of site {site}: {reason}")]
+    NotBeneath {
+        /// Who the certificate is for.
+        caller: String,
+        /// The site whose data was relayed.
+        site: String,
+        /// Why the site is not the caller's to relay, and what would make it so.
+        reason: String,
     },
     /// A site is already sending as many runs as it may at once.
     #[error(
@@ -151,7 +162,8 @@ impl RpcError for PushError {
             Self::WrongHierarchy(_)
             | Self::UnknownSite(_)
             | Self::NoIdentity(_)
-            | Self::NotYours { .. } => Code::PermissionDenied,
+            | Self::NotYours { .. }
+            | Self::NotBeneath { .. } => Code::PermissionDenied,
             Self::Merge(MergeError::Conflict { .. }) => Code::AlreadyExists,
             Self::Merge(MergeError::Store(_)) | Self::Task(_) | Self::Staged(_) => Code::Internal,
         }
@@ -175,14 +187,53 @@ enum Caller {
 }
 
 impl Caller {
-    /// A site's certificate writes that site's data only; a region aggregator's relays its
-    /// sites' runs; nothing else writes.
-    fn may_write(&self, site: &SiteCode) -> Result<(), PushError> {
-        match self {
-            Self::Unverified => Ok(()),
-            Self::Certified(hrs_pki::Identity::Site(own)) if own == site => Ok(()),
-            Self::Certified(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) => Ok(()),
-            Self::Certified(other) => Err(PushError::NotYours {
+    /// A site's certificate writes that site's data only; a region aggregator's relays the
+    /// sites `regions` configures beneath its region; nothing else writes.
+    fn may_write(&self, site: &SiteCode, regions: &[RegionSites]) -> Result<(), PushError> {
+        let identity = match self {
+            Self::Unverified => return Ok(()),
+            Self::Certified(identity) => identity,
+        };
+        let beneath = |reason: String| PushError::NotBeneath {
+            caller: identity.to_string(),
+            site: site.to_string(),
+            reason,
+        };
+        match identity {
+            hrs_pki::Identity::Site(own) if own == site => Ok(()),
+            hrs_pki::Identity::Region(region) => {
+                if regions.is_empty() {
+                    return Err(beneath(
+                        "this aggregator has no [[regions]], so it takes no relayed run; list \
+                         the region's sites under [[regions]] to take them"
+                            .into(),
+                    ));
+                }
+                match regions.iter().find(|r| &r.name == region) {
+                    Some(entry) if entry.sites.contains(site) => Ok(()),
+                    Some(entry) => Err(beneath(format!(
+                        "the sites beneath region {region} are {} ([[regions]])",
+                        entry
+                            .sites
+                            .iter()
+                            .map(SiteCode::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))),
+                    None => Err(beneath(format!(
+                        "no [[regions]] entry names region {region}"
+                    ))),
+                }
+            }
+            // Every aggregator presents the same certificate to its sites and upstream: one
+            // that names no region would relay the whole hierarchy.
+            hrs_pki::Identity::Role(hrs_pki::Role::Aggregator) => Err(beneath(
+                "its certificate names no region; a region aggregator relays with one issued \
+                 by `hrs pki issue --region NAME`, whose sites are listed here under \
+                 [[regions]]"
+                    .into(),
+            )),
+            other => Err(PushError::NotYours {
                 caller: other.to_string(),
                 site: site.to_string(),
             }),
@@ -369,7 +420,7 @@ impl AggregatorService {
         if !self.config.sites.contains(&site) {
             return Err(PushError::UnknownSite(site.to_string()));
         }
-        caller.may_write(&site)?;
+        caller.may_write(&site, &self.config.regions)?;
         let max = self.config.max_run_mb.saturating_mul(1 << 20);
         if offer.size > max {
             return Err(PushError::TooLarge {
@@ -626,7 +677,7 @@ impl AggregatorService {
         if !self.config.sites.contains(&site) {
             return Err(PushError::UnknownSite(site.to_string()));
         }
-        caller.may_write(&site)?;
+        caller.may_write(&site, &self.config.regions)?;
         let report = request.link.unwrap_or_default();
         check_link_report(&report)?;
         self.record_contact(Contact {
@@ -752,5 +803,74 @@ impl AggregatorService {
                 .map_err(|error| hrs_rpc::error::status(&error))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(code: &str) -> SiteCode {
+        code.parse().expect("site code")
+    }
+
+    fn region(name: &str) -> hrs_pki::Region {
+        name.parse().expect("region")
+    }
+
+    fn refusal(result: Result<(), PushError>) -> String {
+        let error = result.expect_err("refused");
+        assert_eq!(error.code(), Code::PermissionDenied, "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn a_region_relays_only_the_sites_configured_beneath_it() {
+        let regions = [RegionSites {
+            name: region("EU"),
+            sites: vec![site("P01"), site("P02")],
+        }];
+        let eu = Caller::Certified(hrs_pki::Identity::Region(region("EU")));
+        assert!(eu.may_write(&site("P01"), &regions).is_ok());
+        let message = refusal(eu.may_write(&site("P03"), &regions));
+        assert!(
+            message.contains("region aggregator EU")
+                && message.contains("site P03")
+                && message.contains("P01, P02"),
+            "{message}"
+        );
+        let us = Caller::Certified(hrs_pki::Identity::Region(region("US")));
+        let message = refusal(us.may_write(&site("P01"), &regions));
+        assert!(
+            message.contains("no [[regions]] entry names region US"),
+            "{message}"
+        );
+        // With no regions, no relayed run is taken.
+        let message = refusal(eu.may_write(&site("P01"), &[]));
+        assert!(message.contains("has no [[regions]]"), "{message}");
+        // An aggregator's certificate naming no region relays nothing.
+        let top = Caller::Certified(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator));
+        let message = refusal(top.may_write(&site("P01"), &regions));
+        assert!(message.contains("names no region"), "{message}");
+    }
+
+    #[test]
+    fn a_site_writes_its_own_data_and_other_roles_none() {
+        let p01 = Caller::Certified(hrs_pki::Identity::Site(site("P01")));
+        assert!(p01.may_write(&site("P01"), &[]).is_ok());
+        let message = refusal(p01.may_write(&site("P02"), &[]));
+        assert!(
+            message.contains("cannot write data of site P02"),
+            "{message}"
+        );
+        for other in [
+            hrs_pki::Identity::Role(hrs_pki::Role::Intake),
+            hrs_pki::Identity::ConnectionPoint {
+                hierarchy: "PDxzgm3WAZCP0IEufnsb636Mjt2HQtL17kLYvYQJlKs=".into(),
+            },
+        ] {
+            refusal(Caller::Certified(other).may_write(&site("P01"), &[]));
+        }
+        assert!(Caller::Unverified.may_write(&site("P01"), &[]).is_ok());
     }
 }

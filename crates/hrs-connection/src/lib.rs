@@ -225,13 +225,14 @@ impl Offerers {
             return Ok(());
         }
         let caller =
-            hrs_rpc::tls::peer_certificate(request).and_then(|der| hrs_pki::identity(&der).ok());
-        if caller == Some(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator)) {
-            return Ok(());
-        }
-        Err(ConnectionError::NotPermitted {
-            caller: caller.map_or("a client without an identity".into(), |c| c.to_string()),
-        })
+            match hrs_rpc::tls::peer_certificate(request).map(|der| hrs_pki::identity(&der)) {
+                Some(Ok(hrs_pki::Identity::Role(hrs_pki::Role::Aggregator))) => return Ok(()),
+                Some(Ok(other)) => other.to_string(),
+                // Named, so the operator of a certificate naming two identities learns why.
+                Some(Err(error)) => format!("a client whose certificate is refused ({error})"),
+                None => "a client without an identity".into(),
+            };
+        Err(ConnectionError::NotPermitted { caller })
     }
 }
 

@@ -56,7 +56,7 @@ pub struct IntakeConfig {
     pub update_catalog: Option<PathBuf>,
     /// The intake's certificate, its key, and the CA of the hierarchies it serves
     /// (`[tls]`; none for plaintext): connection points must then connect with their
-    /// connection point certificate.
+    /// connection point certificate, which acts for the hierarchy it names only.
     pub tls: Option<TlsFiles>,
     /// The limits on its callers (`[limits]`).
     pub limits: ServerLimits,

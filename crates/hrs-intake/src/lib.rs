@@ -68,9 +68,23 @@ pub enum IntakeError {
         /// The role its certificate names.
         caller: String,
     },
-    /// With TLS, a client certificate names no HRS identity.
-    #[error("a client certificate without an HRS identity may not call the intake")]
-    NoIdentity,
+    /// With TLS, a client certificate names no HRS identity, or more than one.
+    #[error("the client certificate may not call the intake: {0}")]
+    NoIdentity(String),
+    /// With TLS, a connection point's certificate names no hierarchy, so it could act for
+    /// any.
+    #[error(
+        "the connection point's certificate names no hierarchy: issue it with `hrs pki issue --role connection-point --hierarchy ID`"
+    )]
+    Unbound,
+    /// With TLS, a connection point's certificate acted for another hierarchy than its own.
+    #[error("the connection point's certificate is for hierarchy {bound}, not for {hierarchy}")]
+    OtherHierarchy {
+        /// The hierarchy its certificate names.
+        bound: String,
+        /// The hierarchy as it may be shown (quoted, or its length when too long).
+        hierarchy: String,
+    },
     /// With TLS, the caller presented neither a certificate nor a token.
     #[error(
         "no client certificate and no token: a connection point presents its certificate or its hierarchy's token (authorization: Bearer)"
@@ -160,7 +174,10 @@ impl RpcError for IntakeError {
             | Self::Sha256Mismatch { .. }
             | Self::NotAsOffered { .. } => Code::InvalidArgument,
             Self::Update(UpdateError::NotFound { .. }) => Code::NotFound,
-            Self::NotPermitted { .. } | Self::NoIdentity => Code::PermissionDenied,
+            Self::NotPermitted { .. }
+            | Self::NoIdentity(_)
+            | Self::Unbound
+            | Self::OtherHierarchy { .. } => Code::PermissionDenied,
             Self::NoCredentials | Self::TokenRefused { .. } => Code::Unauthenticated,
             Self::OutOfOrder { .. } | Self::Incomplete { .. } | Self::Broken(_) => Code::Aborted,
             Self::Unreadable(status) => status.code(),
@@ -253,14 +270,15 @@ enum Caller {
 enum Credentials {
     /// Plaintext: nothing to check.
     Anyone,
-    /// A connection point's certificate, which may act for any hierarchy.
-    Certificate,
+    /// A connection point's certificate, which may act for the hierarchy it names only
+    /// (its hashed ID).
+    Certificate(String),
     /// The SHA-256 of a bearer token, which may act for its own hierarchy only.
     Token(String),
 }
 
-/// Who may call the intake: with TLS, a connection point's certificate for any hierarchy,
-/// or a hierarchy's token for that hierarchy only.
+/// Who may call the intake: with TLS, a connection point's certificate for the hierarchy
+/// it names, or a hierarchy's token for that hierarchy; either for no other.
 #[derive(Debug, Clone)]
 struct Callers {
     /// Without TLS anyone may call, for any hierarchy.
@@ -278,13 +296,16 @@ impl Callers {
         }
         if let Some(der) = hrs_rpc::tls::peer_certificate(request) {
             return match hrs_pki::identity(&der) {
+                Ok(hrs_pki::Identity::ConnectionPoint { hierarchy }) => {
+                    Ok(Credentials::Certificate(hierarchy))
+                }
                 Ok(hrs_pki::Identity::Role(hrs_pki::Role::ConnectionPoint)) => {
-                    Ok(Credentials::Certificate)
+                    Err(IntakeError::Unbound)
                 }
                 Ok(other) => Err(IntakeError::NotPermitted {
                     caller: other.to_string(),
                 }),
-                Err(_) => Err(IntakeError::NoIdentity),
+                Err(error) => Err(IntakeError::NoIdentity(error.to_string())),
             };
         }
         let Some(token) = bearer(request) else {
@@ -293,25 +314,26 @@ impl Callers {
         Ok(Credentials::Token(hrs_core::token::fingerprint(token)))
     }
 
-    /// Decides whether `credentials` may act for `hierarchy`: a certificate for any, a
-    /// token for its own hierarchy only.
+    /// Decides whether `credentials` may act for `hierarchy`: a certificate or a token for
+    /// its own hierarchy only.
     fn act_for(&self, credentials: &Credentials, hierarchy: &str) -> Result<Caller, IntakeError> {
         let fingerprint = match credentials {
             Credentials::Anyone => return Ok(Caller::Anyone),
-            Credentials::Certificate => return Ok(Caller::Certificate),
+            Credentials::Certificate(bound) if bound == hierarchy => {
+                return Ok(Caller::Certificate);
+            }
+            Credentials::Certificate(bound) => {
+                return Err(IntakeError::OtherHierarchy {
+                    bound: bound.clone(),
+                    hierarchy: shown(hierarchy),
+                });
+            }
             Credentials::Token(fingerprint) => fingerprint,
         };
         match self.tokens.get(hierarchy) {
             Some(expected) if expected == fingerprint => Ok(Caller::Token),
-            // A hierarchy no token is configured for may be anything the caller sent:
-            // quote it only when it is as short as a real one.
-            _ if hierarchy.len() > hrs_core::validate::MAX_NAME_BYTES => {
-                Err(IntakeError::TokenRefused {
-                    hierarchy: format!("the hierarchy named ({} bytes)", hierarchy.len()),
-                })
-            }
             _ => Err(IntakeError::TokenRefused {
-                hierarchy: format!("hierarchy {hierarchy:?}"),
+                hierarchy: shown(hierarchy),
             }),
         }
     }
@@ -348,6 +370,16 @@ impl tonic::service::Interceptor for Callers {
         self.admit(&request)
             .map(|_| request)
             .map_err(|error| hrs_rpc::error::status(&error))
+    }
+}
+
+/// A hierarchy a caller named, as a refusal shows it: it may be anything the caller sent,
+/// so it is quoted only when it is as short as a real one.
+fn shown(hierarchy: &str) -> String {
+    if hierarchy.len() > hrs_core::validate::MAX_NAME_BYTES {
+        format!("the hierarchy named ({} bytes)", hierarchy.len())
+    } else {
+        format!("hierarchy {hierarchy:?}")
     }
 }
 

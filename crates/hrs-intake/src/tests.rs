@@ -1037,12 +1037,29 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
         )
         .expect("issues")
     };
-    let server = issue(Identity::Role(Role::Intake));
-    let point = issue(Identity::Role(Role::ConnectionPoint));
-    let site = issue(Identity::Site("P01".parse().expect("site code")));
-    let token = hrs_core::token::Token::generate();
     let period = merged_at("2026-W48", &SITES_AT);
     let hierarchy = period.hierarchy_hash.clone();
+    let server = issue(Identity::Role(Role::Intake));
+    let point = issue(Identity::ConnectionPoint {
+        hierarchy: hierarchy.clone(),
+    });
+    // A connection point's certificate from before certificates named their hierarchy,
+    // issued beside the other (the two would share a file name).
+    let beside = dir.path().join("unbound");
+    std::fs::create_dir_all(&beside).expect("dir");
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(pki.join(file), beside.join(file)).expect("copies the CA");
+    }
+    let unbound = hrs_pki::issue(
+        &beside,
+        &Identity::Role(Role::ConnectionPoint),
+        &[],
+        30,
+        SystemClock.now(),
+    )
+    .expect("issues");
+    let site = issue(Identity::Site("P01".parse().expect("site code")));
+    let token = hrs_core::token::Token::generate();
     let catalog = write_catalog(dir.path());
     let ca = pki.join("ca.pem");
     let intake = start_in(dir, |config| {
@@ -1075,6 +1092,7 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
     };
     let mut anonymous = client(None).await;
     let mut by_point = client(Some(&point)).await;
+    let mut by_unbound = client(Some(&unbound)).await;
     let mut by_site = client(Some(&site)).await;
     let good = Some(token.expose());
     let package = || pb::DownloadPackageRequest {
@@ -1103,9 +1121,9 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
         stream.message().await.expect("chunk").expect("data").data,
         b"release notes"
     );
-    // A connection point's certificate, for any hierarchy.
+    // A connection point's certificate, for the hierarchy it names.
     by_point
-        .check_updates(check("another", "all"))
+        .check_updates(check(&hierarchy, "all"))
         .await
         .expect("certificate checks");
     by_point
@@ -1113,7 +1131,8 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
         .await
         .expect("certificate downloads");
 
-    // Refused: another hierarchy's token, no token, a wrong token, a site's certificate.
+    // Refused: another hierarchy's token, no token, a wrong token, a site's certificate, a
+    // connection point's for another hierarchy or for none.
     let other = || check("another", "all");
     let refusals = [
         (
@@ -1136,10 +1155,36 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
             by_site.check_updates(check(&hierarchy, "all")).await,
             tonic::Code::PermissionDenied,
         ),
+        (
+            by_point.check_updates(other()).await,
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            by_unbound.check_updates(check(&hierarchy, "all")).await,
+            tonic::Code::PermissionDenied,
+        ),
     ];
     for (i, (result, code)) in refusals.into_iter().enumerate() {
         assert_eq!(result.expect_err("refused").code(), code, "case {i}");
     }
+    let status = by_point
+        .check_updates(other())
+        .await
+        .expect_err("another hierarchy's");
+    assert!(
+        status.message().contains(&hierarchy) && status.message().contains("another"),
+        "{}",
+        status.message()
+    );
+    let status = by_unbound
+        .check_updates(check(&hierarchy, "all"))
+        .await
+        .expect_err("no hierarchy");
+    assert!(
+        status.message().contains("names no hierarchy"),
+        "{}",
+        status.message()
+    );
     let mut elsewhere = package();
     elsewhere.hierarchy_hash = "another".into();
     let refusals = [
@@ -1154,12 +1199,22 @@ async fn every_call_takes_a_connection_points_certificate_or_its_hierarchys_toke
             by_site.download_package(package()).await.map(drop),
             tonic::Code::PermissionDenied,
         ),
+        (
+            by_point
+                .download_package(pb::DownloadPackageRequest {
+                    hierarchy_hash: "another".into(),
+                    ..package()
+                })
+                .await
+                .map(drop),
+            tonic::Code::PermissionDenied,
+        ),
     ];
     for (i, (result, code)) in refusals.into_iter().enumerate() {
         assert_eq!(result.expect_err("refused").code(), code, "case {i}");
     }
 
-    drop((anonymous, by_point, by_site, stream));
+    drop((anonymous, by_point, by_unbound, by_site, stream));
     intake.stop().await;
 }
 
@@ -1593,11 +1648,13 @@ async fn a_caller_is_refused_before_any_message_is_read_unless_it_may_act_for_th
         )
         .expect("issues")
     };
+    let period = merged_at("2026-W48", &SITES_AT);
     let server = issue(Identity::Role(Role::Intake));
-    let point = issue(Identity::Role(Role::ConnectionPoint));
+    let point = issue(Identity::ConnectionPoint {
+        hierarchy: period.hierarchy_hash.clone(),
+    });
     let site = issue(Identity::Site("P01".parse().expect("site code")));
     let token = hrs_core::token::Token::generate();
-    let period = merged_at("2026-W48", &SITES_AT);
     let bytes = period.encode_to_vec();
     let offer = completed(offer_of(&period), &bytes);
     let hierarchy = period.hierarchy_hash.clone();
@@ -1707,11 +1764,26 @@ async fn a_caller_is_refused_before_any_message_is_read_unless_it_may_act_for_th
     assert!(status.message().contains("another"), "{}", status.message());
     let status = by_token
         .resume_submission(pb::ResumePeriodRequest {
-            offer: Some(elsewhere),
+            offer: Some(elsewhere.clone()),
         })
         .await
         .expect_err("another hierarchy's");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // The hierarchy's connection point offering another hierarchy's period, by stream or
+    // resume: refused on the offer, before a byte of it is kept.
+    let mut by_point = IntakeClient::new(channel(Some(&point)).await);
+    let status = send_chunks(&mut by_point, &elsewhere, &bytes, 0, bytes.len())
+        .await
+        .expect_err("another hierarchy's");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("another"), "{}", status.message());
+    let status = by_point
+        .resume_submission(pb::ResumePeriodRequest {
+            offer: Some(elsewhere),
+        })
+        .await
+        .expect_err("another hierarchy's");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
     assert_eq!(staged_rows(&intake.store), (0, 0), "nothing staged");
 
     // The hierarchy's token, through an intercepted client, and a connection point's
@@ -1726,7 +1798,6 @@ async fn a_caller_is_refused_before_any_message_is_read_unless_it_may_act_for_th
     .await
     .expect("the token submits");
     assert!(!accepted.duplicate);
-    let mut by_point = IntakeClient::new(channel(Some(&point)).await);
     let again = hrs_rpc::submit::submit_period_chunks(
         &mut by_point,
         offer_of(&period),

@@ -504,8 +504,8 @@ pub enum PkiCommand {
         /// A name for the CA, shown in its subject.
         #[arg(long, default_value = "HRS hierarchy")]
         name: String,
-        /// Days the CA is valid.
-        #[arg(long, default_value_t = 3650)]
+        /// Days the CA is valid (1 to 36525).
+        #[arg(long, default_value_t = 3650, value_parser = days())]
         days: u32,
     },
     /// Issue (or renew) a site's or a role's certificate and key from the folder's CA.
@@ -515,16 +515,36 @@ pub enum PkiCommand {
         dir: PathBuf,
         /// The site the certificate is for: it names the site, which is then the only site
         /// its holder can write data for.
-        #[arg(long, conflicts_with = "role", required_unless_present = "role")]
+        #[arg(long, conflicts_with_all = ["role", "region"], required_unless_present_any = ["role", "region"])]
         site: Option<SiteCode>,
-        /// Or the role: aggregator, connection-point or intake.
-        #[arg(long)]
+        /// Or the role: aggregator (the top one, which offers periods to the connection
+        /// point), connection-point (with --hierarchy) or intake.
+        #[arg(long, conflicts_with = "region")]
         role: Option<hrs_pki::Role>,
+        /// Or a region aggregator's region: it relays only the sites the aggregator above
+        /// lists for this region under `[[regions]]`.
+        #[arg(long)]
+        region: Option<hrs_pki::Region>,
+        /// For a connection point: the hierarchy (its ID or hashed ID) whose periods it may
+        /// submit to the intake, and no other's.
+        #[arg(long, required_if_eq("role", "connection-point"), conflicts_with_all = ["site", "region"], value_parser = hierarchy)]
+        hierarchy: Option<String>,
         /// Host names or addresses a role serves under (repeatable).
         #[arg(long = "host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
         hosts: Vec<String>,
-        /// Days the certificate is valid.
-        #[arg(long, default_value_t = 397)]
+        /// Days the certificate is valid (1 to 36525).
+        #[arg(long, default_value_t = 397, value_parser = days())]
         days: u32,
     },
+}
+
+/// The validity a certificate may be given: a certificate of no days is expired as it is
+/// written, and one beyond a hundred years is a typing mistake.
+fn days() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(hrs_pki::MAX_DAYS))
+}
+
+/// Reads `--hierarchy` as the hashed ID a connection point's certificate names.
+fn hierarchy(text: &str) -> Result<String, String> {
+    hrs_pki::hierarchy_hash(text).map_err(|e| e.to_string())
 }

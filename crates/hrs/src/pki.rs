@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use hrs_core::clock::{Clock as _, SystemClock};
-use hrs_pki::Identity;
+use hrs_pki::{Identity, Role};
 
 use crate::cli::PkiCommand;
 
@@ -24,13 +24,25 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             dir,
             site,
             role,
+            region,
+            hierarchy,
             hosts,
             days,
         } => {
-            let identity = match (site, role) {
-                (Some(site), _) => Identity::Site(site),
-                (None, Some(role)) => Identity::Role(role),
-                (None, None) => anyhow::bail!("give --site CODE or --role ROLE"),
+            let identity = match (site, role, region, hierarchy) {
+                (Some(site), _, _, _) => Identity::Site(site),
+                (None, _, Some(region), _) => Identity::Region(region),
+                (None, Some(Role::ConnectionPoint), None, Some(hierarchy)) => {
+                    Identity::ConnectionPoint { hierarchy }
+                }
+                (None, Some(role), None, Some(_)) => anyhow::bail!(
+                    "--hierarchy is for --role connection-point; the {} serves the whole hierarchy",
+                    role.as_str()
+                ),
+                (None, Some(role), None, None) => Identity::Role(role),
+                (None, None, None, _) => {
+                    anyhow::bail!("give --site CODE, --role ROLE or --region NAME")
+                }
             };
             let hosts = if matches!(identity, Identity::Site(_)) {
                 Vec::new()
@@ -45,6 +57,16 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                 issued.key.display(),
                 issued.not_after.date()
             );
+            // A chain is valid only while its CA is: say so before the certificate fails.
+            if let Ok(ca_expires) = hrs_pki::not_after(&dir.join("ca.pem"))
+                && ca_expires < issued.not_after
+            {
+                eprintln!(
+                    "warning: the CA expires on {}, before this certificate: peers refuse it \
+                     from then on, unless the CA is renewed and the certificate issued again",
+                    ca_expires.date()
+                );
+            }
         }
     }
     Ok(())

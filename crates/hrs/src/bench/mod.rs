@@ -122,7 +122,7 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<Report> {
     let sites = codes('P', args.sites)?;
     let crowd_sites = codes('C', args.crowd)?;
     let all: Vec<SiteCode> = sites.iter().chain(&crowd_sites).cloned().collect();
-    let security = make_pki(&dir.join("pki"), &all)?;
+    let security = make_pki(&dir.join("pki"), batch.hierarchy, &all)?;
 
     let per_site = args.mb * MB / u64::from(args.sites);
     eprintln!(

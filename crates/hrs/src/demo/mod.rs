@@ -160,7 +160,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
         tracing::warn!("--insecure: the roles talk in plaintext, without certificates");
         Security::Insecure
     } else {
-        make_pki(&dir.join("pki"), &codes)?
+        make_pki(&dir.join("pki"), hierarchy, &codes)?
     };
     let common = configs::Common {
         hierarchy,
@@ -309,17 +309,23 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<Processes> {
 }
 
 /// Makes the demo hierarchy's PKI: a CA, a certificate for every role (serving on
-/// loopback) and one per site, as `hrs pki` would.
-pub(crate) fn make_pki(dir: &Path, sites: &[SiteCode]) -> anyhow::Result<Security> {
+/// loopback; the connection point's for `hierarchy`) and one per site, as `hrs pki` would.
+pub(crate) fn make_pki(
+    dir: &Path,
+    hierarchy: HierarchyId,
+    sites: &[SiteCode],
+) -> anyhow::Result<Security> {
     let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
     let now = SystemClock.now();
     hrs_pki::init(dir, "HRS demo hierarchy", 3650, now).context("cannot create the demo CA")?;
-    for role in [
-        hrs_pki::Role::Aggregator,
-        hrs_pki::Role::ConnectionPoint,
-        hrs_pki::Role::Intake,
+    for identity in [
+        hrs_pki::Identity::Role(hrs_pki::Role::Aggregator),
+        hrs_pki::Identity::ConnectionPoint {
+            hierarchy: hierarchy.hashed(),
+        },
+        hrs_pki::Identity::Role(hrs_pki::Role::Intake),
     ] {
-        hrs_pki::issue(dir, &hrs_pki::Identity::Role(role), &hosts, 397, now)?;
+        hrs_pki::issue(dir, &identity, &hosts, 397, now)?;
     }
     for site in sites {
         hrs_pki::issue(dir, &hrs_pki::Identity::Site(site.clone()), &[], 397, now)?;
