@@ -209,9 +209,28 @@ impl Staging {
         })
     }
 
-    /// Appends a chunk durably, in its own transaction, if it starts where the held bytes
-    /// end.
+    /// Appends a chunk in its own transaction, if it starts where the held bytes end.
+    ///
+    /// The transaction is not synced to disk on its own: nothing is acknowledged per chunk,
+    /// and the sync of the commit that acknowledges the whole upload covers every chunk
+    /// before it. A chunk lost to a power cut is only sent again, as a resumed upload
+    /// starts where the held bytes end; a crash of the process loses nothing.
     pub fn append(
+        &self,
+        conn: &mut Connection,
+        upload: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Appended, StoreError> {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let appended = self.append_unsynced(conn, upload, offset, data);
+        let restored = conn.pragma_update(None, "synchronous", "FULL");
+        let appended = appended?;
+        restored?;
+        Ok(appended)
+    }
+
+    fn append_unsynced(
         &self,
         conn: &mut Connection,
         upload: &str,
