@@ -185,9 +185,21 @@ fn default_retry_max_seconds() -> u64 {
 }
 
 impl AgentConfig {
-    /// Reads the file, resolves its paths against the file's folder, and checks its values.
+    /// Reads the file, resolves its paths against the file's folder, checks its values,
+    /// then the files it names ([`AgentConfig::check_files`]): everything the agent needs
+    /// to know before it starts, without opening its spool or reaching its upstream.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let this = Self::read(path)?;
+        this.check_files(path)?;
+        Ok(this)
+    }
+
+    /// Reads the file, resolves its paths and checks its values, reading only the hash key
+    /// (to check it is one): for a file written for another machine, whose paths need not
+    /// exist here, such as the examples in `deploy/`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let file: AgentFile = config::load(path)?;
+        config::endpoint(path, "upstream", &file.upstream)?;
         // `sqlite:PATH`, or a bare path as earlier configurations wrote it.
         let sqlite_path = match file.site_db.strip_prefix("sqlite:") {
             Some(path) => Some(path.to_owned()),
@@ -261,16 +273,12 @@ impl AgentConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         let hash_key_file = file.hash_key_file.map(|file| config::resolve(path, &file));
+        if let Some(key) = &hash_key_file {
+            config::readable_file(path, "hash_key_file", key)?;
+        }
         Hasher::from_key_file(hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         let tls = config::tls_settings(path, file.tls, &[("upstream", Some(&file.upstream))])?;
-        if !(file.upstream.starts_with("http://") || file.upstream.starts_with("https://")) {
-            return Err(config::invalid(
-                path,
-                "upstream",
-                format!("{:?} is not an http:// or https:// address", file.upstream),
-            ));
-        }
         if file.check_minutes == 0 {
             return Err(config::invalid(path, "check_minutes", "must be at least 1"));
         }
@@ -304,6 +312,35 @@ impl AgentConfig {
             link_failed_after: file.link_failed_after,
             file: Some(path.to_owned()),
         })
+    }
+
+    /// Checks the files this configuration names as the agent will use them: the spool and
+    /// the metrics file can be written, the TLS files, the hash key and the password file
+    /// can be read, and a SQLite site database, when it exists, is a readable file.
+    ///
+    /// A site database that does not exist yet is left to the collection, which names it
+    /// (it may be seeded or restored after the agent is installed).
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        match &self.site_db {
+            SiteDbSpec::Sqlite(db) => {
+                if !matches!(db.try_exists(), Ok(false)) {
+                    config::readable_file(path, "site_db", db)?;
+                }
+            }
+            SiteDbSpec::SqlServer(spec) => {
+                if let Some(PasswordSource::File(file)) = spec.password_source() {
+                    config::readable_file(path, "site_db_password_file", file)?;
+                }
+            }
+        }
+        if let Some(key) = &self.hash_key_file {
+            config::readable_file(path, "hash_key_file", key)?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.check(path)?;
+        }
+        config::writable_file(path, "spool", &self.spool, config::Folder::Created)?;
+        self.metrics.check(path)
     }
 
     /// Returns the site database as logs may show it: never its password.
@@ -436,5 +473,112 @@ mod tests {
             config.site_db_summary(),
             format!("sqlite:{}", dir.path().join("site.sqlite").display())
         );
+    }
+
+    #[test]
+    fn an_upstream_with_a_port_that_cannot_be_is_refused_at_load() {
+        for (upstream, says) in [
+            ("http://127.0.0.1:99999", "port 99999"),
+            ("http://127.0.0.1:0", "port 0"),
+            ("ftp://127.0.0.1:7401", "ftp://"),
+            ("http://127.0.0.1:7401/push", "path"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("agent.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "site = \"P01\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                     site_db = \"site.sqlite\"\nspool = \"spool.sqlite\"\nupstream = \"{upstream}\"\n"
+                ),
+            )
+            .expect("writes");
+            let err = AgentConfig::load(&path).expect_err(upstream).to_string();
+            assert!(
+                err.contains("agent.toml") && err.contains("upstream") && err.contains(says),
+                "{upstream}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_site_db_or_a_spool_that_is_a_folder_is_refused_naming_the_setting_and_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("site.sqlite")).expect("folder");
+        let path = dir.path().join("agent.toml");
+        let text = |site_db: &str, spool: &str| {
+            format!(
+                "site = \"P01\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                 site_db = \"{site_db}\"\nspool = \"{spool}\"\nupstream = \"http://127.0.0.1:7401\"\n"
+            )
+        };
+        std::fs::write(&path, text("sqlite:site.sqlite", "spool.sqlite")).expect("writes");
+        let err = AgentConfig::load(&path).expect_err("a folder").to_string();
+        let folder = dir.path().join("site.sqlite").display().to_string();
+        assert!(
+            err.contains("site_db:") && err.contains(&folder) && err.contains("is a folder"),
+            "{err}"
+        );
+
+        std::fs::write(&path, text("missing.sqlite", "site.sqlite")).expect("writes");
+        let err = AgentConfig::load(&path).expect_err("a folder").to_string();
+        assert!(
+            err.contains("spool:") && err.contains(&folder) && err.contains("is a folder"),
+            "{err}"
+        );
+
+        // A site database not there yet is the collection's to report.
+        std::fs::write(&path, text("missing.sqlite", "spool.sqlite")).expect("writes");
+        AgentConfig::load(&path).expect("loads");
+        assert!(!dir.path().join("spool.sqlite").exists(), "no spool made");
+    }
+
+    #[test]
+    fn tls_and_key_files_are_read_at_load_and_named_when_they_cannot_be() {
+        let (dir, config) = try_load("site.sqlite", "hash_key_file = \"hierarchy.key\"\n");
+        let err = config.expect_err("no key file").to_string();
+        let key = dir.path().join("hierarchy.key").display().to_string();
+        assert!(
+            err.contains("hash_key_file:") && err.contains(&key) && err.contains("does not exist"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["p01.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(file), "x").expect("writes");
+        }
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "site = \"P01\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+             site_db = \"site.sqlite\"\nspool = \"spool.sqlite\"\n\
+             upstream = \"https://127.0.0.1:7401\"\n\
+             [tls]\ncert = \"p01.pem\"\nkey = \"p01.key\"\nca = \"ca.pem\"\n",
+        )
+        .expect("writes");
+        let err = AgentConfig::load(&path).expect_err("no key").to_string();
+        let key = dir.path().join("p01.key");
+        assert!(
+            err.contains("tls.key:") && err.contains(&key.display().to_string()),
+            "{err}"
+        );
+        AgentConfig::read(&path).expect("read looks at no file");
+        std::fs::write(&key, "x").expect("writes");
+        AgentConfig::load(&path).expect("loads");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+            // Root (as in many CI containers) reads a file of mode 000: nothing to refuse.
+            if std::fs::File::open(&key).is_err() {
+                let err = AgentConfig::load(&path)
+                    .expect_err("unreadable")
+                    .to_string();
+                assert!(
+                    err.contains("tls.key:") && err.contains("cannot be read"),
+                    "{err}"
+                );
+            }
+        }
     }
 }

@@ -189,8 +189,19 @@ impl AggregatorConfig {
         time::Duration::minutes(i64::try_from(self.period_settle_minutes).unwrap_or(i64::MAX / 60))
     }
 
-    /// Reads the file, resolves its paths against the file's folder, and checks its values.
+    /// Reads the file, resolves its paths against the file's folder, checks its values,
+    /// then the files it names ([`AggregatorConfig::check_files`]): everything the
+    /// aggregator needs to know before it starts, without opening its store or binding.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let this = Self::read(path)?;
+        this.check_files(path)?;
+        Ok(this)
+    }
+
+    /// Reads the file, resolves its paths and checks its values, reading only the hash key
+    /// (to check it is one): for a file written for another machine, whose paths need not
+    /// exist here, such as the examples in `deploy/`, or to find the store of one.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let file: AggregatorFile = config::load(path)?;
         // A chunk of up to 4 MiB, with its framing, must fit in one message.
         let limits = file.limits.resolve(
@@ -242,14 +253,8 @@ impl AggregatorConfig {
             ("connection_point", &file.connection_point),
             ("upstream", &file.upstream),
         ] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(config::invalid(
-                    path,
-                    field,
-                    format!("{url:?} is not an http:// or https:// address"),
-                ));
+            if let Some(url) = url {
+                config::endpoint(path, field, url)?;
             }
         }
         if file.period_deadline_hours > MAX_PERIOD_HOURS {
@@ -284,6 +289,9 @@ impl AggregatorConfig {
             .check()
             .map_err(|problem| config::invalid(path, "link_degraded_after", problem))?;
         let hash_key_file = file.hash_key_file.map(|f| config::resolve(path, &f));
+        if let Some(key) = &hash_key_file {
+            config::readable_file(path, "hash_key_file", key)?;
+        }
         let tls = config::tls_settings(
             path,
             file.tls,
@@ -316,6 +324,19 @@ impl AggregatorConfig {
             limits,
             metrics: file.metrics.resolved(path),
         })
+    }
+
+    /// Checks the files this configuration names as the aggregator will use them: the
+    /// store and the metrics file can be written, the TLS files and the hash key read.
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(key) = &self.hash_key_file {
+            config::readable_file(path, "hash_key_file", key)?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.check(path)?;
+        }
+        config::writable_file(path, "store", &self.store, config::Folder::Created)?;
+        self.metrics.check(path)
     }
 }
 
@@ -438,5 +459,89 @@ mod tests {
             .expect_err("a bad name")
             .to_string();
         assert!(error.contains("region name"), "{error}");
+    }
+
+    /// Writes an aggregator configuration of `extra` lines in a fresh folder and loads it.
+    fn load_with(extra: &str) -> (tempfile::TempDir, Result<AggregatorConfig, ConfigError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                 sites = [\"P01\"]\n{extra}"
+            ),
+        )
+        .expect("writes");
+        let config = AggregatorConfig::load(&path);
+        (dir, config)
+    }
+
+    #[test]
+    fn a_connection_point_or_upstream_that_cannot_be_reached_is_refused_at_load() {
+        for field in ["connection_point", "upstream"] {
+            for (url, says) in [
+                ("http://127.0.0.1:99999", "port 99999"),
+                ("http://127.0.0.1:0", "port 0"),
+                ("ftp://127.0.0.1:7402", "ftp://"),
+                ("127.0.0.1:7402", "no http://"),
+            ] {
+                let (_dir, config) =
+                    load_with(&format!("store = \"m.sqlite\"\n{field} = \"{url}\"\n"));
+                let err = config.expect_err(url).to_string();
+                assert!(
+                    err.contains("aggregator.toml")
+                        && err.contains(&format!("{field}:"))
+                        && err.contains(says),
+                    "{field} = {url}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_listen_address_is_refused_naming_it() {
+        for listen in ["127.0.0.1:99999", "127.0.0.1", "localhost:7401"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("aggregator.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "listen = \"{listen}\"\nhierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n\
+                     store = \"m.sqlite\"\nsites = [\"P01\"]\n"
+                ),
+            )
+            .expect("writes");
+            let err = AggregatorConfig::load(&path).expect_err(listen).to_string();
+            assert!(
+                err.contains("aggregator.toml") && err.contains("listen"),
+                "{listen}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_store_that_is_a_folder_or_a_tls_file_that_is_missing_is_refused_at_load() {
+        let (dir, config) = load_with("store = \"data\"\n");
+        assert!(config.is_ok(), "no folder there yet: the file is made");
+        std::fs::create_dir(dir.path().join("data")).expect("folder");
+        let path = dir.path().join("aggregator.toml");
+        let err = AggregatorConfig::load(&path)
+            .expect_err("a folder")
+            .to_string();
+        let folder = dir.path().join("data").display().to_string();
+        assert!(
+            err.contains("store:") && err.contains(&folder) && err.contains("is a folder"),
+            "{err}"
+        );
+
+        let (dir, config) = load_with(
+            "store = \"m.sqlite\"\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n",
+        );
+        let err = config.expect_err("no TLS files").to_string();
+        let cert = dir.path().join("a.pem").display().to_string();
+        assert!(err.contains("tls.cert:") && err.contains(&cert), "{err}");
+        AggregatorConfig::read(&dir.path().join("aggregator.toml")).expect("read looks at no file");
+        assert!(!dir.path().join("m.sqlite").exists(), "no store made");
     }
 }

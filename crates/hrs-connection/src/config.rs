@@ -145,13 +145,32 @@ fn default_recheck_minutes() -> u64 {
 }
 
 impl ConnectionPointConfig {
-    /// Reads, resolves and checks the configuration file at `path`.
+    /// Reads, resolves and checks the configuration file at `path`, then the files it
+    /// names ([`ConnectionPointConfig::check_files`]): everything the connection point
+    /// and the connection tool need to know before they start, without opening the store
+    /// or binding.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let this = Self::read(path)?;
+        this.check_files(path)?;
+        Ok(this)
+    }
+
+    /// Reads, resolves and checks the configuration file at `path`, reading only the files
+    /// its values are made of (the hash key, the intake token, the proxy password): for a
+    /// file written for another machine, whose other paths need not exist here, such as
+    /// the examples in `deploy/`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let file: ConnectionPointFile = config::load(path)?;
         let hash_key_file = file.hash_key_file.map(|f| config::resolve(path, &f));
+        if let Some(key) = &hash_key_file {
+            config::readable_file(path, "hash_key_file", key)?;
+        }
         let hasher = Hasher::from_key_file(hash_key_file.as_deref())
             .map_err(|e| config::invalid(path, "hash_key_file", e.to_string()))?;
         let proxy_password_file = file.proxy_password_file.map(|f| config::resolve(path, &f));
+        if let Some(password) = &proxy_password_file {
+            config::readable_file(path, "proxy_password_file", password)?;
+        }
         let password = match (&file.proxy_password_env, &proxy_password_file) {
             (Some(_), Some(_)) => {
                 return Err(config::invalid(
@@ -181,10 +200,14 @@ impl ConnectionPointConfig {
             None => None,
         };
         let intake_token = match &file.intake_token_file {
-            Some(token_file) => Some(
-                Token::load(&config::resolve(path, token_file))
-                    .map_err(|e| config::invalid(path, "intake_token_file", e.to_string()))?,
-            ),
+            Some(token_file) => {
+                let token_file = config::resolve(path, token_file);
+                config::readable_file(path, "intake_token_file", &token_file)?;
+                Some(
+                    Token::load(&token_file)
+                        .map_err(|e| config::invalid(path, "intake_token_file", e.to_string()))?,
+                )
+            }
             None => None,
         };
         // The intake's scheme is not tied to these settings: a vendor's intake may serve
@@ -237,10 +260,28 @@ impl ConnectionPointConfig {
         })
     }
 
+    /// Checks the files this configuration names as the connection point will use them:
+    /// the store and the metrics file can be written, the TLS files and the intake's CA
+    /// read. (The hash key, token and proxy password are read by [`Self::read`].)
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            tls.check(path)?;
+        }
+        if let Some(ca) = &self.intake_ca {
+            config::readable_file(path, "intake_ca", ca)?;
+        }
+        config::writable_file(path, "store", &self.store, config::Folder::Created)?;
+        self.metrics.check(path)
+    }
+
     /// Checks values that parse but cannot work together, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         if self.store.as_os_str().is_empty() {
             return Err(config::invalid(path, "store", "is empty"));
+        }
+        // Checked in either mode: offline, the connection tool may still be pointed at it.
+        if let Some(url) = &self.intake {
+            config::endpoint(path, "intake", url)?;
         }
         for (field, value) in [
             ("retry_seconds", self.retry_seconds),
@@ -260,7 +301,6 @@ impl ConnectionPointConfig {
                         "is required when mode = \"online\" (the intake's URL, e.g. http://127.0.0.1:7400)",
                     ));
                 };
-                check_url(url).map_err(|problem| config::invalid(path, "intake", problem))?;
                 if url.starts_with("https://") && self.intake_tls().is_none() {
                     return Err(config::invalid(
                         path,
@@ -291,16 +331,6 @@ impl ConnectionPointConfig {
     }
 }
 
-/// Checks that `url` is an http(s) URL tonic can connect to.
-fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
-    }
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map(drop)
-        .map_err(|e| format!("{url:?} is not a valid URL: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = Token::generate();
         std::fs::write(dir.path().join("intake.token"), token.expose()).expect("writes");
+        std::fs::write(dir.path().join("intake-ca.pem"), "x").expect("writes");
         let write = |text: &str| {
             let path = dir.path().join("cp.toml");
             std::fs::write(&path, text).expect("writes config");
@@ -394,6 +425,86 @@ mod tests {
         assert_eq!(config.retry_seconds, 30);
         assert_eq!(config.mode, Mode::Offline);
         assert_eq!(config.source, Some(dir.path().join("cp.toml")));
+    }
+
+    #[test]
+    fn an_intake_or_proxy_address_that_cannot_be_reached_is_refused_at_load() {
+        for mode in ["online", "offline"] {
+            for (url, says) in [
+                ("http://127.0.0.1:99999", "port 99999"),
+                ("http://127.0.0.1:0", "port 0"),
+                ("ftp://127.0.0.1:7400", "ftp://"),
+                ("http://127.0.0.1:7400/submit", "path"),
+            ] {
+                let (_dir, err) = load(&format!("{BASE}mode = \"{mode}\"\nintake = \"{url}\"\n"));
+                let err = err.expect_err(url).to_string();
+                assert!(
+                    err.contains("cp.toml") && err.contains("intake:") && err.contains(says),
+                    "{mode}, {url}: {err}"
+                );
+            }
+        }
+        for (proxy, says) in [
+            ("http://127.0.0.1:99999", "65535"),
+            ("http://127.0.0.1:0", "port 0"),
+            ("ftp://127.0.0.1:3128", "ftp://"),
+        ] {
+            let (_dir, err) = load(&format!(
+                "{BASE}mode = \"online\"\nintake = \"http://127.0.0.1:7400\"\nproxy = \"{proxy}\"\n"
+            ));
+            let err = err.expect_err(proxy).to_string();
+            assert!(
+                err.contains("proxy:") && err.contains(says),
+                "{proxy}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_store_that_is_a_folder_or_a_file_that_cannot_be_read_is_named_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("cp.sqlite")).expect("folder");
+        let path = dir.path().join("cp.toml");
+        std::fs::write(&path, format!("{BASE}mode = \"offline\"\n")).expect("writes");
+        let err = ConnectionPointConfig::load(&path)
+            .expect_err("a folder")
+            .to_string();
+        let folder = dir.path().join("cp.sqlite").display().to_string();
+        assert!(
+            err.contains("store:") && err.contains(&folder) && err.contains("is a folder"),
+            "{err}"
+        );
+        ConnectionPointConfig::read(&path).expect("read looks at no store");
+        std::fs::remove_dir(dir.path().join("cp.sqlite")).expect("removes");
+        std::fs::create_dir(dir.path().join("tokens")).expect("folder");
+
+        for (line, field, file) in [
+            (
+                "intake = \"https://127.0.0.1:7400\"\nintake_ca = \"intake-ca.pem\"\n",
+                "intake_ca",
+                "intake-ca.pem",
+            ),
+            (
+                "intake = \"http://127.0.0.1:7400\"\nintake_token_file = \"tokens\"\n",
+                "intake_token_file",
+                "tokens",
+            ),
+            (
+                "intake = \"http://127.0.0.1:7400\"\nhash_key_file = \"hierarchy.key\"\n",
+                "hash_key_file",
+                "hierarchy.key",
+            ),
+        ] {
+            std::fs::write(&path, format!("{BASE}mode = \"online\"\n{line}")).expect("writes");
+            let err = ConnectionPointConfig::load(&path)
+                .expect_err(field)
+                .to_string();
+            let shown = dir.path().join(file).display().to_string();
+            assert!(
+                err.contains(&format!("{field}:")) && err.contains(&shown),
+                "{field}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -174,6 +174,192 @@ mod tests {
         );
         assert!(!text.contains("SECRET"), "{text}");
     }
+    #[test]
+    fn an_address_is_http_or_https_to_a_host_and_a_port_that_exists() {
+        let path = Path::new("agent.toml");
+        for fine in [
+            "http://127.0.0.1:7401",
+            "https://cas.example.internal:7401/",
+            "http://cas.example.internal",
+            "https://[::1]:443",
+            "http://h:65535",
+            "http://h:1",
+        ] {
+            endpoint(path, "upstream", fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        for (wrong, says) in [
+            ("http://127.0.0.1:99999", "port 99999"),
+            ("http://127.0.0.1:0", "port 0"),
+            ("http://127.0.0.1:65536", "port 65536"),
+            ("http://127.0.0.1:74o1", "port 74o1"),
+            ("http://127.0.0.1:", "no port"),
+            ("ftp://127.0.0.1:7401", "ftp://"),
+            ("127.0.0.1:7401", "no http:// or https://"),
+            ("http://127.0.0.1:7401/v1", "path"),
+            ("http://127.0.0.1:7401?x=1", "query"),
+            ("http://127.0.0.1:7401#x", "fragment"),
+            ("http://:7401", "no host"),
+            ("http:///x", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let err = endpoint(path, "upstream", wrong)
+                .expect_err(wrong)
+                .to_string();
+            assert!(
+                err.contains("agent.toml") && err.contains("upstream:") && err.contains(says),
+                "{wrong}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_with_a_password_is_refused_without_showing_it() {
+        let err = endpoint(
+            Path::new("cp.toml"),
+            "intake",
+            "https://hrs:Hunter2-SECRET@intake.example.com:7400",
+        )
+        .expect_err("credentials")
+        .to_string();
+        assert!(err.contains("intake") && err.contains("***@"), "{err}");
+        assert!(!err.contains("SECRET") && !err.contains("hrs:"), "{err}");
+    }
+
+    /// Whether permission bits stop this process: they do not for root (as in many CI
+    /// containers), where a file of mode 000 still opens, so refusals that rest on them
+    /// cannot be seen there.
+    #[cfg(unix)]
+    fn permissions_apply(dir: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt as _;
+        let probe = dir.join("mode-000");
+        std::fs::write(&probe, "x").expect("writes");
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        let applies = std::fs::File::open(&probe).is_err();
+        std::fs::remove_file(&probe).expect("removes");
+        applies
+    }
+
+    #[test]
+    fn a_file_the_role_writes_is_refused_as_a_folder_or_under_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aggregator.toml");
+        let folder = dir.path().join("merge.sqlite");
+        std::fs::create_dir(&folder).expect("folder");
+        let err = writable_file(&path, "store", &folder, Folder::Created)
+            .expect_err("a folder")
+            .to_string();
+        assert!(
+            err.contains("aggregator.toml")
+                && err.contains("store:")
+                && err.contains(&folder.display().to_string())
+                && err.contains("is a folder"),
+            "{err}"
+        );
+
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").expect("writes");
+        let under = file.join("merge.sqlite");
+        let err = writable_file(&path, "store", &under, Folder::Created)
+            .expect_err("under a file")
+            .to_string();
+        assert!(
+            err.contains("store:") && err.contains(&under.display().to_string()),
+            "{err}"
+        );
+
+        // A store makes its folders; a metrics file's folder must be there.
+        let nested = dir.path().join("new/deeper/merge.sqlite");
+        writable_file(&path, "store", &nested, Folder::Created).expect("folders are made");
+        let err = writable_file(&path, "metrics.file", &nested, Folder::MustExist)
+            .expect_err("no folder")
+            .to_string();
+        assert!(
+            err.contains("metrics.file:") && err.contains("does not exist"),
+            "{err}"
+        );
+        writable_file(&path, "store", &file, Folder::Created).expect("an existing file");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("lists").count(),
+            2,
+            "the checks leave nothing behind"
+        );
+        assert_eq!(std::fs::read(&file).expect("reads"), b"x", "left as it was");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_in_a_folder_the_role_cannot_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("intake.toml");
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).expect("folder");
+        let existing = locked.join("old.sqlite");
+        std::fs::write(&existing, "x").expect("writes");
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        let results = [
+            writable_file(&path, "store", &locked.join("i.sqlite"), Folder::Created),
+            writable_file(
+                &path,
+                "store",
+                &locked.join("a/b/i.sqlite"),
+                Folder::Created,
+            ),
+            writable_file(&path, "store", &existing, Folder::Created),
+        ];
+        let applies = permissions_apply(dir.path());
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // As root the bits do not stop writing, so there is nothing to refuse.
+        if !applies {
+            return;
+        }
+        for result in results {
+            let err = result.expect_err("not writable").to_string();
+            assert!(
+                err.contains("store:") && err.contains(&locked.display().to_string()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_the_role_reads_must_be_there_and_be_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let missing = dir.path().join("agent.key");
+        let err = readable_file(&path, "tls.key", &missing)
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("tls.key:")
+                && err.contains(&missing.display().to_string())
+                && err.contains("does not exist"),
+            "{err}"
+        );
+        let err = readable_file(&path, "tls.key", dir.path())
+            .expect_err("a folder")
+            .to_string();
+        assert!(err.contains("is a folder"), "{err}");
+        std::fs::write(&missing, "key").expect("writes");
+        readable_file(&path, "tls.key", &missing).expect("readable");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o000))
+                .expect("chmod");
+            // As root a file of mode 000 still opens: only elsewhere is it refused.
+            if permissions_apply(dir.path()) {
+                let err = readable_file(&path, "tls.key", &missing)
+                    .expect_err("unreadable")
+                    .to_string();
+                assert!(
+                    err.contains("tls.key:") && err.contains("cannot be read"),
+                    "{err}"
+                );
+            }
+        }
+    }
 }
 
 /// Returns an error naming `path` and a field, for checks that run after parsing.
@@ -444,5 +630,251 @@ impl MetricsTable {
         Self {
             file: self.file.map(|file| resolve(path, &file)),
         }
+    }
+}
+
+impl MetricsTable {
+    /// Checks at load that the metrics file can be written where it is configured: the
+    /// role rewrites it whole (a new file beside it, renamed over it) and makes no folder.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        match &self.file {
+            Some(file) => writable_file(path, "metrics.file", file, Folder::MustExist),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TlsFiles {
+    /// Checks at load that the certificate, the key and the CA can be read, so a missing
+    /// or unreadable one is named before the role starts rather than at its first call.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        readable_file(path, "tls.cert", &self.cert)?;
+        readable_file(path, "tls.key", &self.key)?;
+        readable_file(path, "tls.ca", &self.ca)
+    }
+}
+
+/// Checks an address setting that a role connects to: `http://` or `https://`, a host,
+/// a port (written or the scheme's) from 1 to 65535, and nothing after it but `/`.
+///
+/// tonic accepts a port it cannot use and a path it ignores, so such a mistake would
+/// otherwise show only as an unreachable upstream once the role runs.
+pub fn endpoint(path: &Path, field: &str, value: &str) -> Result<(), ConfigError> {
+    let shown = without_credentials(value);
+    let refuse = |problem: String| invalid(path, field, format!("{shown:?} {problem}"));
+    let example = "e.g. http://host:7401 or https://host:7401";
+    if value.contains('#') {
+        return Err(refuse(format!(
+            "has a fragment (#): give scheme, host and port only, {example}"
+        )));
+    }
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| refuse(format!("is not a URL, {example}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(scheme) => {
+            return Err(refuse(format!(
+                "is a {scheme}:// address: give an http:// or https:// one, {example}"
+            )));
+        }
+        None => {
+            return Err(refuse(format!(
+                "has no http:// or https:// before the host, {example}"
+            )));
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(refuse(format!("names no host, {example}")));
+    };
+    if authority.as_str().contains('@') {
+        return Err(refuse(
+            "carries a user or password before the host: roles never send them from a URL, \
+             and logs would show them"
+                .to_owned(),
+        ));
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(refuse(format!("names no host, {example}")));
+    }
+    // `Uri` drops a port that does not fit in 16 bits instead of refusing it, so the
+    // written port is read from the text after the host.
+    if let Some(port) = authority.as_str()[host.len()..].strip_prefix(':') {
+        match port.parse::<u32>() {
+            Ok(1..=65535) => {}
+            _ if port.is_empty() => {
+                return Err(refuse("has no port after its ':'".to_owned()));
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "has port {port}: a port is from 1 to 65535"
+                )));
+            }
+        }
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(refuse(format!(
+            "has a path or query: give scheme, host and port only, {example}"
+        )));
+    }
+    Ok(())
+}
+
+/// `value` with whatever stands between `://` and an `@` of its host part replaced by
+/// `***`, so a message never repeats a password written into a URL.
+fn without_credentials(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => value.to_owned(),
+    }
+}
+
+/// Whether a role makes the missing folders of a file it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// It makes them, as every store does: the nearest folder that exists must then let
+    /// the role create in it.
+    Created,
+    /// It does not: the file's own folder must exist and let the role create in it.
+    MustExist,
+}
+
+/// Checks at load that a file the role creates or rewrites (a store, a metrics file) can
+/// be: not a folder, writable if it exists, and in a folder the role may create files in
+/// (SQLite keeps its journal beside the store, metrics files are renamed into place).
+///
+/// A refused path is an operator's mistake that restarting cannot mend, so it is a
+/// [`ConfigError`] naming the setting and the path, not a failure of the running role.
+/// The folder is tried by creating an empty file in it and removing it at once: the only
+/// test that answers for permissions, ownership, ACLs and read-only mounts alike.
+pub fn writable_file(
+    path: &Path,
+    field: &str,
+    file: &Path,
+    folder: Folder,
+) -> Result<(), ConfigError> {
+    let refuse = |problem: String| invalid(path, field, problem);
+    let shown = file.display();
+    if file.as_os_str().is_empty() {
+        return Err(refuse("is empty".to_owned()));
+    }
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(refuse(format!("{shown} is a folder, not a file")));
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Err(refuse(format!("{shown} is not a regular file")));
+        }
+        Ok(_) => {
+            // Opened for writing without truncating: the file is left as it was.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(file)
+                .map_err(|e| refuse(format!("{shown} cannot be written: {e}")))?;
+        }
+        // What stands in the way is named by the walk up the folders below.
+        Err(_) => {}
+    }
+    let parent = parent_of(file);
+    let mut at = parent;
+    let existing = loop {
+        match std::fs::metadata(at) {
+            Ok(meta) if meta.is_dir() => break at,
+            Ok(_) => {
+                return Err(refuse(format!(
+                    "{shown} cannot be made: {} is a file, not a folder",
+                    at.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if folder == Folder::MustExist {
+                    return Err(refuse(format!(
+                        "{shown} cannot be made: its folder {} does not exist",
+                        parent.display()
+                    )));
+                }
+                at = match at.parent() {
+                    Some(up) if !up.as_os_str().is_empty() => up,
+                    // A relative path's first folder is missing: the role creates it here.
+                    Some(_) if at != Path::new(".") => Path::new("."),
+                    _ => return Err(refuse(format!("{shown} cannot be made: {e}"))),
+                };
+            }
+            Err(e) => {
+                return Err(refuse(format!(
+                    "{shown} cannot be reached: {}: {e}",
+                    at.display()
+                )));
+            }
+        }
+    };
+    creatable_in(existing).map_err(|e| {
+        refuse(if existing == parent {
+            format!(
+                "{shown} cannot be written: no file can be created in its folder {}: {e}",
+                parent.display()
+            )
+        } else {
+            format!(
+                "{shown} cannot be written: its folder {} does not exist and cannot be \
+                 created in {}: {e}",
+                parent.display(),
+                existing.display()
+            )
+        })
+    })
+}
+
+/// The folder `file` is in, `.` for a bare file name.
+fn parent_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates an empty file in `folder` and removes it, to learn whether the role may
+/// create files there.
+fn creatable_in(folder: &Path) -> std::io::Result<()> {
+    // Unique within the process, so checks on several threads never share a name.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tries = 0;
+    loop {
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = folder.join(format!(".hrs-write-check-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => return std::fs::remove_file(&probe),
+            // Left by a check that was killed: try another name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Checks at load that a file the role reads (a key, a certificate, a password file)
+/// exists, is a file and opens for reading, naming the setting and the path when not.
+pub fn readable_file(path: &Path, field: &str, file: &Path) -> Result<(), ConfigError> {
+    let refuse = |problem: String| invalid(path, field, problem);
+    let shown = file.display();
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.is_dir() => Err(refuse(format!("{shown} is a folder, not a file"))),
+        // Opening a pipe or a device could block the load, and none is a file to read.
+        Ok(meta) if !meta.is_file() => Err(refuse(format!("{shown} is not a regular file"))),
+        Ok(_) => std::fs::File::open(file)
+            .map(drop)
+            .map_err(|e| refuse(format!("{shown} cannot be read: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(refuse(format!("{shown} does not exist")))
+        }
+        Err(e) => Err(refuse(format!("{shown} cannot be read: {e}"))),
     }
 }

@@ -836,7 +836,9 @@ pub fn names_a_place(message: &str) -> bool {
 }
 
 /// Loads bytes as a configuration file of one role: it loads, or the error names the file
-/// and, unless the file could not be read as text, a field or a line of it.
+/// and, unless the file could not be read as text, a field or a line of it. Each role's
+/// `read` is the loader, not its `load`: a fuzzed path may name any folder of this machine,
+/// and checking that a store could be written there tries to create a file in it.
 fn config<T>(data: &[u8], name: &str, load: fn(&Path) -> Result<T, ConfigError>) -> Option<T> {
     let path = scratch().join(name);
     std::fs::write(&path, data).expect("writes the scratch configuration");
@@ -889,7 +891,7 @@ pub fn marked(text: &str, password: &str) -> Option<String> {
 /// `site_db`, the same file with that password replaced by [`MARKER`] must not show it:
 /// not in its `Debug`, its summary, or its error.
 pub fn agent_config(data: &[u8]) {
-    let Some(loaded) = config(data, "agent.toml", hrs_agent::AgentConfig::load) else {
+    let Some(loaded) = config(data, "agent.toml", hrs_agent::AgentConfig::read) else {
         return;
     };
     let _ = format!("{loaded:?} {}", loaded.site_db_summary());
@@ -908,7 +910,7 @@ pub fn agent_config(data: &[u8]) {
     };
     let path = scratch().join("agent-marked.toml");
     std::fs::write(&path, marked).expect("writes the scratch configuration");
-    let shown = match hrs_agent::AgentConfig::load(&path) {
+    let shown = match hrs_agent::AgentConfig::read(&path) {
         Ok(config) => format!("{config:?} {}", config.site_db_summary()),
         Err(error) => error.to_string(),
     };
@@ -917,7 +919,7 @@ pub fn agent_config(data: &[u8]) {
 
 /// Loads bytes as an aggregator configuration.
 pub fn aggregator_config(data: &[u8]) {
-    config(data, "aggregator.toml", AggregatorConfig::load);
+    config(data, "aggregator.toml", AggregatorConfig::read);
 }
 
 /// Loads bytes as a connection point configuration.
@@ -925,13 +927,13 @@ pub fn connection_point_config(data: &[u8]) {
     config(
         data,
         "connection-point.toml",
-        hrs_connection::ConnectionPointConfig::load,
+        hrs_connection::ConnectionPointConfig::read,
     );
 }
 
 /// Loads bytes as an intake configuration.
 pub fn intake_config(data: &[u8]) {
-    config(data, "intake.toml", hrs_intake::IntakeConfig::load);
+    config(data, "intake.toml", hrs_intake::IntakeConfig::read);
 }
 
 /// Parses text as a site database setting (`sqlite:PATH` or an ADO.NET connection string),

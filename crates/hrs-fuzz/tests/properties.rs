@@ -726,7 +726,9 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // Configuration files.
 
-/// The seed configurations, each with its role's loader, file name and texts.
+/// The seed configurations, each with its role's loader, file name and texts. The loader
+/// reads values only: the seeds name a deployment's folders, and the files a role uses are
+/// checked by each role's own tests.
 type Loader = fn(&Path) -> Result<(), hrs_core::config::ConfigError>;
 
 fn roles() -> Vec<(&'static str, Loader, &'static [String])> {
@@ -734,22 +736,22 @@ fn roles() -> Vec<(&'static str, Loader, &'static [String])> {
     vec![
         (
             "agent.toml",
-            |p| hrs_agent::AgentConfig::load(p).map(drop),
+            |p| hrs_agent::AgentConfig::read(p).map(drop),
             &c.agent_configs,
         ),
         (
             "aggregator.toml",
-            |p| hrs_aggregator::AggregatorConfig::load(p).map(drop),
+            |p| hrs_aggregator::AggregatorConfig::read(p).map(drop),
             &c.aggregator_configs,
         ),
         (
             "connection-point.toml",
-            |p| hrs_connection::ConnectionPointConfig::load(p).map(drop),
+            |p| hrs_connection::ConnectionPointConfig::read(p).map(drop),
             &c.connection_point_configs,
         ),
         (
             "intake.toml",
-            |p| hrs_intake::IntakeConfig::load(p).map(drop),
+            |p| hrs_intake::IntakeConfig::read(p).map(drop),
             &c.intake_configs,
         ),
     ]
@@ -955,7 +957,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, &text).expect("writes");
-        let shown = match hrs_agent::AgentConfig::load(&path) {
+        let shown = match hrs_agent::AgentConfig::read(&path) {
             Ok(config) => format!("{config:?} {}", config.site_db_summary()),
             Err(error) => error.to_string(),
         };

@@ -110,8 +110,31 @@ impl IntakeConfig {
         }
     }
 
-    /// Reads, resolves and checks the configuration file at `path`.
+    /// Reads, resolves and checks the configuration file at `path`, then the files it
+    /// names ([`IntakeConfig::check_files`]), then loads the update catalog: everything
+    /// the intake needs to know before it starts, without opening its store or binding.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut this = Self::read(path)?;
+        this.check_files(path)?;
+        if let Some(catalog) = this.update_catalog.clone() {
+            // Last: hashing the packages is the slow part, and pointless if the rest is wrong.
+            let updates = UpdateCatalog::load(&catalog).map_err(|e| match e {
+                ConfigError::Read { path: file, source } => config::invalid(
+                    path,
+                    "update_catalog",
+                    format!("cannot read {}: {source}", file.display()),
+                ),
+                other => other,
+            })?;
+            this.loaded_updates = Some((catalog, Arc::new(updates)));
+        }
+        Ok(this)
+    }
+
+    /// Reads, resolves and checks the configuration file at `path` without touching the
+    /// files it names or the update catalog: for a file written for another machine, whose
+    /// paths need not exist here, such as the examples in `deploy/`, or to find its store.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let file: IntakeFile = config::load(path)?;
         let update_catalog = match &file.update_catalog {
             Some(catalog) if catalog.as_os_str().is_empty() => {
@@ -120,7 +143,7 @@ impl IntakeConfig {
             Some(catalog) => Some(config::resolve(path, catalog)),
             None => None,
         };
-        let mut this = Self {
+        let this = Self {
             listen: file.listen,
             store: config::resolve(path, &file.store),
             retention_days: file.retention_days,
@@ -137,19 +160,20 @@ impl IntakeConfig {
             loaded_updates: None,
         };
         this.check(path)?;
-        if let Some(catalog) = this.update_catalog.clone() {
-            // Last: hashing the packages is the slow part, and pointless if the rest is wrong.
-            let updates = UpdateCatalog::load(&catalog).map_err(|e| match e {
-                ConfigError::Read { path: file, source } => config::invalid(
-                    path,
-                    "update_catalog",
-                    format!("cannot read {}: {source}", file.display()),
-                ),
-                other => other,
-            })?;
-            this.loaded_updates = Some((catalog, Arc::new(updates)));
-        }
         Ok(this)
+    }
+
+    /// Checks the files this configuration names as the intake will use them: the store
+    /// and the metrics file can be written, the TLS files and the update catalog read.
+    pub fn check_files(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            tls.check(path)?;
+        }
+        if let Some(catalog) = &self.update_catalog {
+            config::readable_file(path, "update_catalog", catalog)?;
+        }
+        config::writable_file(path, "store", &self.store, config::Folder::Created)?;
+        self.metrics.check(path)
     }
 
     /// Returns the update catalog: the one `load` read while `update_catalog` still names
@@ -248,6 +272,38 @@ mod tests {
         assert_eq!(config.store, dir.path().join("data/intake.sqlite"));
         assert_eq!(config.retention_days, 365);
         assert_eq!(config.max_submission_mb, MAX_SUBMISSION_MB);
+    }
+
+    #[test]
+    fn a_store_or_metrics_file_that_cannot_be_written_is_refused_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("intake.sqlite")).expect("folder");
+        let path = write(
+            dir.path(),
+            "listen = \"127.0.0.1:0\"\nstore = \"intake.sqlite\"\n",
+        );
+        let err = IntakeConfig::load(&path).expect_err("a folder").to_string();
+        let folder = dir.path().join("intake.sqlite").display().to_string();
+        assert!(
+            err.contains("intake.toml")
+                && err.contains("store:")
+                && err.contains(&folder)
+                && err.contains("is a folder"),
+            "{err}"
+        );
+        IntakeConfig::read(&path).expect("read looks at no store");
+
+        let path = write(
+            dir.path(),
+            "listen = \"127.0.0.1:0\"\nstore = \"i.sqlite\"\n[metrics]\nfile = \"gone/intake.prom\"\n",
+        );
+        let err = IntakeConfig::load(&path)
+            .expect_err("no folder for the metrics")
+            .to_string();
+        assert!(
+            err.contains("metrics.file:") && err.contains("gone"),
+            "{err}"
+        );
     }
 
     #[test]

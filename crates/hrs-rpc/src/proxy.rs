@@ -156,6 +156,10 @@ impl Proxy {
         let port = match authority.port_u16() {
             Some(0) => return Err(invalid("port 0")),
             Some(port) => port,
+            // `Uri` drops a port that does not fit in 16 bits rather than refusing it.
+            None if authority.as_str().len() > host.len() => {
+                return Err(invalid("a port is from 1 to 65535"));
+            }
             // Proxies have no usual port (3128, 8080, ...): guessing one would only fail later.
             None => return Err(invalid("no port, e.g. http://proxy.example.com:3128")),
         };

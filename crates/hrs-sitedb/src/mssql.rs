@@ -263,6 +263,12 @@ impl MssqlSpec {
         self
     }
 
+    /// Returns where the password comes from when the connection string holds none, so a
+    /// configuration check can name a password file that cannot be read.
+    pub fn password_source(&self) -> Option<&PasswordSource> {
+        self.password.as_ref()
+    }
+
     /// The password from its source when the connection string holds none.
     fn password_from_source(&self) -> Result<Option<SecretString>, SiteDbError> {
         self.password

@@ -45,6 +45,17 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// Returns the store file when opening it (or making its folder) failed, so a role can
+    /// tell a path the file system refuses, an operator's to fix, from a broken store.
+    pub fn unopened(&self) -> Option<&Path> {
+        match self {
+            Self::Open { path, .. } | Self::Folder { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// A shared handle on one SQLite store file.
 #[derive(Clone)]
 pub struct Store {

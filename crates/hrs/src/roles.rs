@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hrs_core::SiteCode;
-use hrs_core::config::ConfigError;
+use hrs_core::config::{ConfigError, Folder};
+use hrs_store::StoreError;
 use tokio::net::TcpListener;
 
 use crate::cli::Serve;
@@ -36,6 +37,33 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Returns a role's failure to start as the operator should read it: a store that did not
+/// open because the file system refuses its path (a folder in its place, no permission, a
+/// mount made read-only since the load checked it) is a configuration error naming
+/// `field`, as at load, since restarting cannot mend it; any other failure is itself.
+fn at_start<E>(
+    config: &Path,
+    field: &str,
+    error: E,
+    store: fn(&E) -> Option<&StoreError>,
+) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let refused = store(&error)
+        .and_then(StoreError::unopened)
+        .and_then(|file| {
+            hrs_core::config::writable_file(config, field, file, Folder::Created).err()
+        });
+    match refused {
+        Some(refused) => {
+            tracing::debug!(%error, "the store did not open");
+            refused.into()
+        }
+        None => error.into(),
     }
 }
 
@@ -77,9 +105,14 @@ async fn bind(listen: SocketAddr, ready_file: Option<&Path>) -> anyhow::Result<T
 
 /// `hrs agent`: the service, or with `once` one collection and delivery; a collection
 /// that spooled nothing, or a run held for an operator, is an error (non-zero exit).
-pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::Result<()> {
-    let config = hrs_agent::AgentConfig::load(config)?;
-    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system())?;
+pub async fn agent(path: &Path, once: bool, deadline_seconds: u64) -> anyhow::Result<()> {
+    let config = hrs_agent::AgentConfig::load(path)?;
+    let agent = hrs_agent::Agent::open(config, hrs_core::clock::system()).map_err(|e| {
+        at_start(path, "spool", e, |e| match e {
+            hrs_agent::AgentError::Spool(store) => Some(store),
+            _ => None,
+        })
+    })?;
     if once {
         let summary = agent
             .run_once(Duration::from_secs(deadline_seconds))
@@ -98,21 +131,42 @@ pub async fn agent(config: &Path, once: bool, deadline_seconds: u64) -> anyhow::
 pub async fn aggregator(args: Serve) -> anyhow::Result<()> {
     let config = hrs_aggregator::AggregatorConfig::load(&args.config)?;
     let listener = bind(config.listen, args.ready_file.as_deref()).await?;
-    Ok(hrs_aggregator::serve(config, listener, shutdown_signal()).await?)
+    hrs_aggregator::serve(config, listener, shutdown_signal())
+        .await
+        .map_err(|e| {
+            at_start(&args.config, "store", e, |e| match e {
+                hrs_aggregator::AggregatorError::Store(store) => Some(store),
+                _ => None,
+            })
+        })
 }
 
 /// `hrs connection-point`.
 pub async fn connection_point(args: Serve) -> anyhow::Result<()> {
     let config = hrs_connection::ConnectionPointConfig::load(&args.config)?;
     let listener = bind(config.listen, args.ready_file.as_deref()).await?;
-    Ok(hrs_connection::serve(config, listener, shutdown_signal()).await?)
+    hrs_connection::serve(config, listener, shutdown_signal())
+        .await
+        .map_err(|e| {
+            at_start(&args.config, "store", e, |e| match e {
+                hrs_connection::ConnectionError::Store(store) => Some(store),
+                _ => None,
+            })
+        })
 }
 
 /// `hrs intake`.
 pub async fn intake(args: Serve) -> anyhow::Result<()> {
     let config = hrs_intake::IntakeConfig::load(&args.config)?;
     let listener = bind(config.listen, args.ready_file.as_deref()).await?;
-    Ok(hrs_intake::serve(config, listener, shutdown_signal()).await?)
+    hrs_intake::serve(config, listener, shutdown_signal())
+        .await
+        .map_err(|e| {
+            at_start(&args.config, "store", e, |e| match e {
+                hrs_intake::IntakeError::Store(store) => Some(store),
+                _ => None,
+            })
+        })
 }
 
 /// `hrs sitedb seed`.
@@ -139,4 +193,36 @@ pub async fn seed(
         summary.clients, summary.servers, summary.rows
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_the_file_system_refuses_at_start_exits_as_a_configuration_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("aggregator.toml");
+        // A file where the store's folder should be: the load would have refused it, but
+        // it can appear between the load and the start.
+        let plain = dir.path().join("data");
+        std::fs::write(&plain, "x").expect("writes");
+        let store = plain.join("merge.sqlite");
+        let error = hrs_store::Store::open(&store, "").expect_err("a file in the way");
+        let error = at_start(&config, "store", error, |e| Some(e));
+        assert_eq!(exit_code(&error), ExitCode::from(EXIT_CONFIG), "{error:#}");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("aggregator.toml")
+                && text.contains("store:")
+                && text.contains(&store.display().to_string()),
+            "{text}"
+        );
+
+        // Any other failure stays what it was: restarting may mend it.
+        let error = at_start(&config, "store", StoreError::Corrupt("x".into()), |e| {
+            Some(e)
+        });
+        assert_eq!(exit_code(&error), ExitCode::FAILURE, "{error:#}");
+    }
 }

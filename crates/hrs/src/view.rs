@@ -10,7 +10,9 @@ use crate::cli::ViewArgs;
 pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     let store_path = match (&args.store, &args.config) {
         (Some(store), _) => store.clone(),
-        (None, Some(config)) => AggregatorConfig::load(config)?.store,
+        // Only the store's path is needed, and it is opened read-only: the aggregator's
+        // key and folders need not be the operator's to read or write.
+        (None, Some(config)) => AggregatorConfig::read(config)?.store,
         (None, None) => anyhow::bail!("give --store or --config"),
     };
     if !store_path.exists() {

@@ -224,3 +224,139 @@ fn an_intake_token_is_written_owner_only_and_only_its_fingerprint_is_printed() {
         .expect("hrs runs");
     assert!(!again.status.success());
 }
+
+/// A role's smallest configuration with every file in `dir`, and `extra` lines after its
+/// top-level keys.
+fn minimal(role: &str, extra: &str) -> String {
+    let hierarchy = "hierarchy_id = \"3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47\"\n";
+    match role {
+        "agent" => format!(
+            "site = \"P01\"\n{hierarchy}site_db = \"sqlite:site.sqlite\"\nspool = \"spool.sqlite\"\n\
+             upstream = \"http://127.0.0.1:7401\"\n{extra}"
+        ),
+        "aggregator" => format!(
+            "listen = \"127.0.0.1:0\"\n{hierarchy}store = \"merge.sqlite\"\nsites = [\"P01\"]\n{extra}"
+        ),
+        "connection-point" => format!(
+            "listen = \"127.0.0.1:0\"\n{hierarchy}mode = \"offline\"\nstore = \"cp.sqlite\"\n{extra}"
+        ),
+        "intake" => format!("listen = \"127.0.0.1:0\"\nstore = \"intake.sqlite\"\n{extra}"),
+        other => panic!("no role {other}"),
+    }
+}
+
+/// Later keys of a TOML file may not repeat earlier ones, so a setting is changed by
+/// replacing its line.
+fn with_setting(text: &str, key: &str, value: &str) -> String {
+    let line = format!("{key} = {value}");
+    let prefix = format!("{key} = ");
+    if text.lines().any(|l| l.starts_with(&prefix)) {
+        text.lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    line.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    } else {
+        format!("{line}\n{text}")
+    }
+}
+
+#[test]
+fn an_address_with_a_port_that_cannot_be_is_refused_with_exit_78_naming_it() {
+    for (role, key) in [
+        ("agent", "upstream"),
+        ("aggregator", "connection_point"),
+        ("aggregator", "upstream"),
+        ("connection-point", "intake"),
+    ] {
+        for url in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "ftp://127.0.0.1:7401",
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let text = with_setting(&minimal(role, ""), key, &format!("\"{url}\""));
+            let (code, stderr, file) = run(dir.path(), role, &text);
+            assert_eq!(code, Some(78), "{role} with {key} = {url}: {stderr}");
+            assert!(
+                stderr.contains(&file.display().to_string())
+                    && stderr.contains(&format!("{key}:"))
+                    && stderr.contains(url),
+                "{role} with {key} = {url}: the error names neither the file nor {key}:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_folder_given_as_a_file_is_refused_with_exit_78_naming_the_setting_and_the_path() {
+    for (role, key) in [
+        ("agent", "site_db"),
+        ("agent", "spool"),
+        ("aggregator", "store"),
+        ("connection-point", "store"),
+        ("intake", "store"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("data");
+        std::fs::create_dir(&folder).expect("folder");
+        let text = with_setting(&minimal(role, ""), key, "\"data\"");
+        let (code, stderr, file) = run(dir.path(), role, &text);
+        assert_eq!(code, Some(78), "{role} with {key} a folder: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string())
+                && stderr.contains(&format!("{key}:"))
+                && stderr.contains(&folder.display().to_string())
+                && stderr.contains("is a folder"),
+            "{role} with {key} a folder: the error names not the file, {key} and the path:\n{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&folder).expect("lists").count(),
+            0,
+            "{role}: nothing was made in the folder"
+        );
+    }
+}
+
+#[test]
+fn a_tls_key_that_cannot_be_read_is_refused_with_exit_78_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["p01.pem", "ca.pem", "p01.key"] {
+        std::fs::write(dir.path().join(file), "x").expect("writes");
+    }
+    let key = dir.path().join("p01.key");
+    let tls = "[tls]\ncert = \"p01.pem\"\nkey = \"p01.key\"\nca = \"ca.pem\"\n";
+    let text = with_setting(
+        &minimal("agent", tls),
+        "upstream",
+        "\"https://127.0.0.1:7401\"",
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    }
+    // Root (as in many CI containers) reads a file of mode 000; the key is then taken away
+    // instead, which every user is refused.
+    if std::fs::File::open(&key).is_ok() {
+        std::fs::remove_file(&key).expect("removes");
+    }
+    let (code, stderr, file) = run(dir.path(), "agent", &text);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string())
+            && stderr.contains("tls.key:")
+            && stderr.contains(&key.display().to_string()),
+        "the error names not the file, tls.key and the path:\n{stderr}"
+    );
+    assert!(
+        !dir.path().join("spool.sqlite").exists(),
+        "the agent opened its spool before its files were checked"
+    );
+}
