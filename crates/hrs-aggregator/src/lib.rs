@@ -86,6 +86,7 @@ pub async fn serve_with_clock(
     tracing::info!(addr = ?listener.local_addr().ok(), sites = config.sites.len(), "aggregator listening");
     let role = RoleServing {
         role: "aggregator",
+        services: &[hrs_rpc::v1::aggregator_server::SERVICE_NAME],
         limits: config.limits,
         calls_per_connection: CALLS_PER_CONNECTION,
         tls: config.tls.as_ref(),
@@ -97,8 +98,8 @@ pub async fn serve_with_clock(
     let result = serve_role(
         role,
         listener,
-        |mut server, limits, gate| {
-            server.add_service(AggregatorServer::new(service).limited(limits, gate))
+        |router, limits, gate| {
+            router.add_service(AggregatorServer::new(service).limited(limits, gate))
         },
         forwarding,
         shutdown,

@@ -332,6 +332,7 @@ pub async fn serve_with_clock(
     };
     let role = RoleServing {
         role: "connection point",
+        services: &[hrs_rpc::v1::connection_point_server::SERVICE_NAME],
         limits: config.limits,
         calls_per_connection: CALLS_PER_CONNECTION,
         tls: config.tls.as_ref(),
@@ -343,9 +344,9 @@ pub async fn serve_with_clock(
     let result = serve_role(
         role,
         listener,
-        |mut server, limits, gate| {
+        |router, limits, gate| {
             // Outside the generated server, which decodes a message before its handler runs.
-            server.add_service(InterceptedService::new(
+            router.add_service(InterceptedService::new(
                 ConnectionPointServer::new(service).limited(limits, gate),
                 offerers,
             ))

@@ -720,6 +720,7 @@ pub async fn serve_with_clock(
         .collect();
     let role = RoleServing {
         role: "intake",
+        services: &[hrs_rpc::v1::intake_server::SERVICE_NAME],
         limits: config.limits,
         calls_per_connection: CALLS_PER_CONNECTION,
         tls: config.tls.as_ref(),
@@ -741,7 +742,7 @@ pub async fn serve_with_clock(
     let result = serve_role(
         role,
         listener,
-        |mut server, limits, gate| {
+        |router, limits, gate| {
             let service = IntakeServer::new(IntakeService {
                 store,
                 callers: callers.clone(),
@@ -756,7 +757,7 @@ pub async fn serve_with_clock(
                 clock: Arc::clone(&clock),
             });
             // Outside the generated server, which decodes a message before its handler runs.
-            server.add_service(InterceptedService::new(
+            router.add_service(InterceptedService::new(
                 service.limited(limits, gate),
                 callers,
             ))

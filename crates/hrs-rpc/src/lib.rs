@@ -1,12 +1,13 @@
 //! The HRS RPC runtime: the services of the wire contract (generated from `proto/hrs/v1`,
 //! over hrs-proto's messages) and what every role serves and calls them with: one way to
 //! serve ([`serve::serve_role`]), one error boundary ([`error`]), the connection gate, TLS, the CONNECT proxy, refusal
-//! counting and chunk streaming.
+//! counting, health and reflection ([`probes`]) and chunk streaming.
 
 pub mod chunks;
 pub mod codec;
 pub mod error;
 pub mod hygiene;
+pub mod probes;
 pub mod proxy;
 pub mod receive;
 pub mod refusals;

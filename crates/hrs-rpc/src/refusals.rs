@@ -1,7 +1,8 @@
 //! Every refused call, logged once and counted, whatever refused it: a handler's check, a
 //! message that does not decode, one over the size limit, a connection beyond the limit,
 //! a deadline. Installed as a layer on each server role, so no refusal goes unseen and
-//! none is reported twice.
+//! none is reported twice. Health and reflection are the exception: their answers, even
+//! NOT_FOUND for a service the role does not serve, are what a probe asked, not refusals.
 //!
 //! The counts are written as a Prometheus text file (`[metrics] file`) for an exporter's
 //! textfile collector, as the agent's metrics are.
@@ -159,6 +160,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
+        let probe = crate::probes::is_probe(&method);
         let peer = peer_of(request.extensions());
         let refusals = Arc::clone(&self.refusals);
         let call = peer.and_then(|peer| self.connections.begin_call(peer));
@@ -171,6 +173,10 @@ where
             if let Some(status) = tonic::Status::from_header_map(response.headers())
                 && status.code() != Code::Ok
             {
+                if probe {
+                    tracing::debug!(role = refusals.role, %method, code = ?status.code(), error = bounded(status.message()), "probe answered");
+                    return Ok(response);
+                }
                 // A path no service answers is the caller's invention: one label for all of
                 // them, so callers cannot grow the counts without bound.
                 let method = if status.code() == Code::Unimplemented {

@@ -21,6 +21,7 @@ use hrs_core::config::{MetricsTable, ServerLimits, TlsFiles};
 
 use crate::error::{self, RuntimeError};
 use crate::hygiene::{Connections, Hygiene, Registered};
+use crate::probes::{self, ProbeError, RoleHealth};
 use crate::refusals::{RefusalLayer, Refusals};
 use crate::tls::{self, ClientCertificates, TlsError};
 
@@ -432,6 +433,9 @@ impl Serving {
 pub struct RoleServing<'a> {
     /// The role, as refusals, metrics and logs name it.
     pub role: &'static str,
+    /// The fully qualified names of the services the role adds (`hrs.v1.Aggregator`):
+    /// what health reports SERVING and reflection lists.
+    pub services: &'static [&'static str],
     /// Its `[limits]`.
     pub limits: ServerLimits,
     /// Calls one connection may have open at once.
@@ -457,6 +461,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Health or reflection could not be set up.
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
 }
 
 /// A role's work beside serving (forwarding, delivery, retention): told to stop when the
@@ -486,12 +493,13 @@ impl Background {
 
 /// Serves a role on `listener` until `shutdown` resolves and calls in flight finish (at
 /// most [`DRAIN_DEADLINE`]), then stops its `background` work and waits for it.
-/// `services` adds the role's services to the server it is given, each sized to the
-/// limits and behind the gate.
+/// `services` adds the role's services to the routes it is given (health and reflection
+/// already), each sized to the limits and behind the gate. Health answers SERVING from
+/// the start and NOT_SERVING once `shutdown` resolves.
 pub async fn serve_role(
     role: RoleServing<'_>,
     listener: TcpListener,
-    services: impl FnOnce(CountedServer, &Limits, Gate) -> CountedRouter,
+    services: impl FnOnce(CountedRouter, &Limits, Gate) -> CountedRouter,
     background: Background,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -512,11 +520,21 @@ pub async fn serve_role(
         }
     };
     let serving = Serving::new(name, limits, role.metrics.file.clone());
-    let router = services(serving.server(tls)?, &limits, serving.gate());
+    let health = RoleHealth::new(role.services);
+    let (reflection, reflection_v1alpha) = probes::reflection(role.services)?;
+    // Outside the gate and the role's callers' checks: a probe needs no identity beyond
+    // what the listener's TLS asks, and hears that a busy role is alive.
+    let router = serving
+        .server(tls)?
+        .add_service(health.server())
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
+    let router = services(router, &limits, serving.gate());
     let stop = Arc::clone(&background.stop);
     let shutting_down = async move {
         shutdown.await;
         tracing::info!(role = name, "shutting down");
+        health.stop();
         stop.send_replace(true);
     };
     let result = serving
