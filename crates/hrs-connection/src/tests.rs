@@ -1088,6 +1088,8 @@ async fn a_period_larger_than_a_message_goes_out_offline_and_each_hop_resumes_af
         intake_ca: None,
         token: None,
         proxy: None,
+        ca: None,
+        allow_unsigned: true,
     };
     let summary = offline::connect(&media, &options(cutting.addr()), &Silent, &clock())
         .await
@@ -1196,6 +1198,8 @@ async fn a_receipt_edited_by_hand_imports_nothing() {
         intake_ca: None,
         token: None,
         proxy: None,
+        ca: None,
+        allow_unsigned: true,
     };
     let summary = offline::connect(&media, &options, &Silent, &clock())
         .await

@@ -126,6 +126,11 @@ impl Signer {
         })
     }
 
+    /// The identity its certificate names, so a role can refuse to sign under another's.
+    pub fn identity(&self) -> Result<Identity, PkiError> {
+        crate::identity(&self.certificate)
+    }
+
     /// The certificate (PEM), to write beside a signature.
     pub fn certificate_pem(&self) -> String {
         der_to_pem(&self.certificate)
