@@ -461,12 +461,17 @@ pub(crate) fn write(
     file.set_len(periods_end).map_err(io_at(&part))?;
     file.seek(SeekFrom::Start(periods_end))
         .map_err(io_at(&part))?;
-    let mut listings = vec![(MANIFEST, manifest_bytes.clone()), (SUMS, sums.clone().into_bytes())];
+    let mut listings = vec![
+        (MANIFEST, manifest_bytes.clone()),
+        (SUMS, sums.clone().into_bytes()),
+    ];
     if let Some(signer) = &head.signer {
-        let signed = signer.sign(sums.as_bytes()).map_err(|e| OfflineError::Unwritten {
-            path: part.clone(),
-            problem: format!("cannot sign it: {e}"),
-        })?;
+        let signed = signer
+            .sign(sums.as_bytes())
+            .map_err(|e| OfflineError::Unwritten {
+                path: part.clone(),
+                problem: format!("cannot sign it: {e}"),
+            })?;
         listings.push((SIGNATURE, signed.signature));
         listings.push((SIGNER, signer.certificate_pem().into_bytes()));
     }

@@ -424,7 +424,7 @@ pub struct Receipt {
 
 impl Receipt {
     /// The checksum of this receipt's content (every field but the checksum itself).
-    fn checksum(&self) -> String {
+    pub(crate) fn checksum(&self) -> String {
         let unsigned = Self {
             sha256: String::new(),
             ..self.clone()
@@ -1054,13 +1054,14 @@ fn verify_intake_signatures(
     };
     for submission in &receipt.submissions {
         let what = format!("the acknowledgement of {}", submission.period);
-        let signature = submission
-            .signature
-            .as_ref()
-            .ok_or_else(|| OfflineError::ReceiptUnsigned {
-                path: path.to_owned(),
-                what: what.clone(),
-            })?;
+        let signature =
+            submission
+                .signature
+                .as_ref()
+                .ok_or_else(|| OfflineError::ReceiptUnsigned {
+                    path: path.to_owned(),
+                    what: what.clone(),
+                })?;
         let bytes = hrs_rpc::signed::acknowledgement_bytes(
             &receipt.hierarchy_hash,
             &submission.period,

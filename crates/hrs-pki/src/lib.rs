@@ -918,8 +918,14 @@ mod tests {
         assert!(matches!(error, SignatureError::Untrusted { .. }), "{error}");
 
         // A key that is not the certificate's is refused as it loads.
-        let other = issue(ours.path(), &Identity::Site("P01".parse().expect("site")), &[], 10, now)
-            .expect("issues");
+        let other = issue(
+            ours.path(),
+            &Identity::Site("P01".parse().expect("site")),
+            &[],
+            10,
+            now,
+        )
+        .expect("issues");
         assert!(Signer::load(&issued.cert, &other.key).is_err());
         assert_eq!(
             sign::pem_to_der(&sign::der_to_pem(&signed.certificate)),

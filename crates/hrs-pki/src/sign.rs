@@ -41,7 +41,9 @@ pub enum SignatureError {
         ca: PathBuf,
     },
     /// The signer's certificate, or its CA, is not valid at the time of reading.
-    #[error("the signer's certificate ({subject}) is not valid now: valid {not_before} to {not_after}")]
+    #[error(
+        "the signer's certificate ({subject}) is not valid now: valid {not_before} to {not_after}"
+    )]
     Expired {
         /// The certificate's subject.
         subject: String,
@@ -116,10 +118,7 @@ impl Signer {
 
     /// Signs `bytes`, returning the signature with the certificate to check it with.
     pub fn sign(&self, bytes: &[u8]) -> Result<Signed, PkiError> {
-        let signature = self
-            .key
-            .sign(bytes)
-            .map_err(|e| cert_error("signing", e))?;
+        let signature = self.key.sign(bytes).map_err(|e| cert_error("signing", e))?;
         Ok(Signed {
             signature,
             certificate: self.certificate.clone(),
@@ -237,8 +236,7 @@ impl Trust {
         UnparsedPublicKey::new(algorithm, &key.subject_public_key.data)
             .verify(bytes, &signed.signature)
             .map_err(|_| SignatureError::Mismatch)?;
-        crate::identity(&signed.certificate)
-            .map_err(|e| SignatureError::Certificate(e.to_string()))
+        crate::identity(&signed.certificate).map_err(|e| SignatureError::Certificate(e.to_string()))
     }
 
     /// Verifies as [`Self::verify`] does, and that the signer is `expected`.
