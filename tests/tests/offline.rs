@@ -30,6 +30,8 @@ fn options(updates: &std::path::Path, intake: &str) -> ConnectOptions {
         intake_ca: None,
         token: None,
         proxy: None,
+        ca: None,
+        allow_unsigned: true,
     }
 }
 

@@ -63,6 +63,8 @@ async fn connect_goes_through_the_proxy_and_a_refusal_says_why() {
         intake_ca: None,
         token: None,
         proxy: Some(through(&proxy, password)),
+        ca: None,
+        allow_unsigned: true,
     };
 
     let refused = offline::connect(media.path(), &options("wrong"), &Silent, &h.clock)

@@ -10,8 +10,11 @@
 //! `hrs connection-tool export` shows the rows it carries as CSV for review. Nothing is
 //! used that does not verify: a bundle whose files no longer match their checksums and
 //! digests (damaged media, an edit that did not also rewrite them) is refused whole.
-//! Checksums are not signatures: they catch damage and careless edits, not a forger who
-//! rewrites them.
+//! Checksums catch damage and careless edits, not a forger who rewrites them: a connection
+//! point with a certificate (`[tls]`) also signs `SHA256SUMS` with its key, into
+//! `SHA256SUMS.sig` (what `openssl dgst -sha256 -sign` writes) beside its certificate
+//! `signer.pem`, and `connect` checks that signature against the hierarchy's CA, and that
+//! the certificate names this hierarchy's connection point, before it uploads anything.
 //!
 //! Writing is resumable. Periods stream into `hrs-<hierarchy>.tar.part` beside a small
 //! progress file, both made durable every [`CHECKPOINT_BYTES`] and after each period;
@@ -37,7 +40,7 @@ use crate::offer::MAX_PERIOD_BYTES;
 use crate::offline::{OfflineError, Report};
 
 /// The format tag of bundles written by this version.
-pub const BUNDLE_FORMAT: &str = "hrs-bundle/3";
+pub const BUNDLE_FORMAT: &str = "hrs-bundle/4";
 
 /// The format tag of the progress file of a bundle being written.
 const PART_FORMAT: &str = "hrs-prepare/1";
@@ -47,6 +50,15 @@ const MANIFEST: &str = "manifest.json";
 
 /// The checksums of a bundle's other files, in `sha256sum` format.
 const SUMS: &str = "SHA256SUMS";
+
+/// The connection point's signature over [`SUMS`], when it has a key.
+const SIGNATURE: &str = "SHA256SUMS.sig";
+
+/// The certificate (PEM) [`SIGNATURE`] verifies against.
+const SIGNER: &str = "signer.pem";
+
+/// The small files of a bundle, read whole: everything but its periods.
+const LISTINGS: [&str; 4] = [MANIFEST, SUMS, SIGNATURE, SIGNER];
 
 /// Largest manifest or checksum list read: far above what any real bundle lists.
 const MAX_LISTING_BYTES: u64 = 16 << 20;
@@ -112,6 +124,11 @@ pub struct Bundle {
     /// Each period's encoding as it leaves, in manifest order, read from the bundle file
     /// where it lies.
     pub periods: Vec<Arc<FileRange>>,
+    /// `SHA256SUMS` as read, which the signature covers (and through it every file).
+    pub sums: Vec<u8>,
+    /// The connection point's signature over `sums` with its certificate; none when the
+    /// connection point that prepared it had no key.
+    pub signature: Option<hrs_pki::Signed>,
 }
 
 impl Bundle {
@@ -155,6 +172,9 @@ pub(crate) struct Head {
     pub level: String,
     /// The intake configured, if any.
     pub intake: Option<String>,
+    /// The connection point's key and certificate, which sign the bundle; none without
+    /// `[tls]`.
+    pub signer: Option<Arc<hrs_pki::Signer>>,
 }
 
 /// A bundle written.
@@ -271,7 +291,12 @@ fn pad(file: &mut File, len: u64) -> io::Result<()> {
 
 /// Lowercase hex of a SHA-256.
 fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex_of(digest)
+}
+
+/// Lowercase hex of `bytes`, as checksums and signatures are written in text.
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -418,8 +443,8 @@ pub(crate) fn write(
         tool_version: hrs_core::VERSION.to_owned(),
         hierarchy_hash: head.hierarchy_hash.clone(),
         created_at: state.created_at.clone(),
-        level: head.level,
-        intake: head.intake,
+        level: head.level.clone(),
+        intake: head.intake.clone(),
         periods: entries,
     };
     let mut manifest_bytes =
@@ -436,7 +461,21 @@ pub(crate) fn write(
     file.set_len(periods_end).map_err(io_at(&part))?;
     file.seek(SeekFrom::Start(periods_end))
         .map_err(io_at(&part))?;
-    for (name, bytes) in [(MANIFEST, &manifest_bytes[..]), (SUMS, sums.as_bytes())] {
+    let mut listings = vec![
+        (MANIFEST, manifest_bytes.clone()),
+        (SUMS, sums.clone().into_bytes()),
+    ];
+    if let Some(signer) = &head.signer {
+        let signed = signer
+            .sign(sums.as_bytes())
+            .map_err(|e| OfflineError::Unwritten {
+                path: part.clone(),
+                problem: format!("cannot sign it: {e}"),
+            })?;
+        listings.push((SIGNATURE, signed.signature));
+        listings.push((SIGNER, signer.certificate_pem().into_bytes()));
+    }
+    for (name, bytes) in &listings {
         let header = header(name, bytes.len() as u64, mtime).map_err(io_at(&part))?;
         file.write_all(header.as_bytes()).map_err(io_at(&part))?;
         file.write_all(bytes).map_err(io_at(&part))?;
@@ -603,8 +642,8 @@ pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
     }
     // SHA256SUMS covers the manifest too, so a manifest edited to match edited periods
     // still shows unless both were rewritten.
-    let sums = listing(SUMS).ok_or_else(|| tampered(format!("{SUMS} is missing")))?;
-    let sums = String::from_utf8_lossy(sums);
+    let sums_bytes = listing(SUMS).ok_or_else(|| tampered(format!("{SUMS} is missing")))?;
+    let sums = String::from_utf8_lossy(sums_bytes);
     let mut listed: BTreeMap<String, String> = BTreeMap::new();
     for line in sums.lines() {
         let (sum, name) = line
@@ -656,11 +695,28 @@ pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
         }
         periods.push(Arc::new(range));
     }
+    let signature = match (listing(SIGNATURE), listing(SIGNER)) {
+        (None, None) => None,
+        (Some(signature), Some(pem)) => Some(hrs_pki::Signed {
+            signature: signature.to_vec(),
+            certificate: hrs_pki::sign::pem_to_der(&String::from_utf8_lossy(pem))
+                .ok_or_else(|| tampered(format!("{SIGNER} holds no certificate")))?,
+        }),
+        (Some(_), None) => return Err(tampered(format!("{SIGNATURE} is there, {SIGNER} is not"))),
+        (None, Some(_)) => return Err(tampered(format!("{SIGNER} is there, {SIGNATURE} is not"))),
+    };
     let expected: BTreeSet<String> = manifest
         .periods
         .iter()
         .map(|p| p.file.clone())
         .chain([MANIFEST.to_owned(), SUMS.to_owned()])
+        .chain(
+            signature
+                .is_some()
+                .then(|| [SIGNATURE.to_owned(), SIGNER.to_owned()])
+                .into_iter()
+                .flatten(),
+        )
         .collect();
     if let Some(extra) = members.keys().find(|name| !expected.contains(*name)) {
         return Err(tampered(format!(
@@ -671,6 +727,8 @@ pub fn read_bundle_file(path: &Path) -> Result<Bundle, OfflineError> {
         path: path.to_owned(),
         manifest,
         periods,
+        sums: sums_bytes.to_vec(),
+        signature,
     })
 }
 
@@ -714,7 +772,7 @@ fn list_members(path: &Path) -> Result<BTreeMap<String, Member>, OfflineError> {
             .to_string_lossy()
             .into_owned();
         let size = entry.size();
-        let listing = if name == MANIFEST || name == SUMS {
+        let listing = if LISTINGS.contains(&name.as_str()) {
             if size > MAX_LISTING_BYTES {
                 return Err(tampered(format!("{name} is {size} bytes")));
             }
@@ -806,4 +864,26 @@ fn sync_folder(folder: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = folder;
     Ok(())
+}
+
+/// Verifies that `bundle` is signed by its hierarchy's connection point, with a certificate
+/// from the CA of `trust` valid at `now`: a bundle anyone rewrote, checksums and all, does
+/// not verify.
+pub fn verify_signature(
+    bundle: &Bundle,
+    trust: &hrs_pki::Trust,
+    now: time::OffsetDateTime,
+) -> Result<(), OfflineError> {
+    let Some(signed) = &bundle.signature else {
+        return Err(OfflineError::BundleUnsigned(bundle.path.clone()));
+    };
+    let point = hrs_pki::Identity::ConnectionPoint {
+        hierarchy: bundle.manifest.hierarchy_hash.clone(),
+    };
+    trust
+        .verify_signer(&bundle.sums, signed, &point, now)
+        .map_err(|e| OfflineError::BadSignature {
+            path: bundle.path.clone(),
+            problem: format!("{SIGNATURE}: {e}"),
+        })
 }

@@ -274,6 +274,15 @@ impl ConnectionPointConfig {
         self.metrics.check(path)
     }
 
+    /// The CA the intake's signatures (on acknowledgements and update manifests) are
+    /// checked against: `intake_ca`, else `[tls] ca`; none for a connection point without
+    /// a PKI, which then has nothing to check them with.
+    pub fn intake_signature_ca(&self) -> Option<&Path> {
+        self.intake_ca
+            .as_deref()
+            .or_else(|| self.tls.as_ref().map(|tls| tls.ca.as_path()))
+    }
+
     /// Checks values that parse but cannot work together, naming the field.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         if self.store.as_os_str().is_empty() {

@@ -39,6 +39,8 @@ pub(crate) struct Delivery {
     intake: Option<IntakeLink>,
     policy: Policy,
     hierarchy_hash: String,
+    /// The CA the intake's manifests must be signed from; none without a PKI.
+    signature_ca: Option<std::path::PathBuf>,
     retry: Duration,
     every: Duration,
     recheck: Duration,
@@ -60,6 +62,7 @@ impl Delivery {
             intake,
             policy: Policy::of(config),
             hierarchy_hash: config.hierarchy_id.hashed(),
+            signature_ca: config.intake_signature_ca().map(ToOwned::to_owned),
             retry: Duration::from_secs(config.retry_seconds.max(1)),
             every: Duration::from_secs(config.check_hours.max(1) * 3600),
             recheck: Duration::from_secs(config.recheck_minutes.max(1) * 60),
@@ -225,6 +228,13 @@ async fn submit_and_ask<S: OutboxStore>(
         .check_updates(&delivery.hierarchy_hash, CHECK_DOWNLOAD)
         .await
         .map_err(|e| e.to_string())?;
+    // A manifest is kept only when the intake signed it: what it lists is what gets
+    // downloaded and installed.
+    if let Some(ca) = &delivery.signature_ca {
+        let trust = hrs_pki::Trust::load(ca).map_err(|e| e.to_string())?;
+        hrs_rpc::signed::verify_manifest(&trust, &manifest, clock.now())
+            .map_err(|e| format!("the update manifest is refused: {e}"))?;
+    }
     let applicable = manifest.updates.len();
     store
         .record_manifest(&manifest, ManifestSource::Online, clock.now())

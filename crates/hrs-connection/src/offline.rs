@@ -32,7 +32,7 @@ use crate::store::{Acknowledged, ImportOutcome, ImportedPackage, OutboxStore as 
 use crate::{ConnectionError, ConnectionPointConfig};
 
 /// The format tag of receipts written by this version.
-pub const RECEIPT_FORMAT: &str = "hrs-receipt/2";
+pub const RECEIPT_FORMAT: &str = "hrs-receipt/3";
 
 /// The receipt `connect` writes per hierarchy.
 const RECEIPT: &str = "receipt.json";
@@ -122,6 +122,49 @@ pub enum OfflineError {
         /// This hierarchy's hashed ID.
         expected: String,
     },
+    /// A bundle carries no signature, and the signatures of its hierarchy are checked.
+    #[error(
+        "bundle {0} is not signed (it has no SHA256SUMS.sig and signer.pem); it is refused: prepare it on a connection point with its certificate ([tls]), or give --allow-unsigned for a hierarchy without a PKI"
+    )]
+    BundleUnsigned(PathBuf),
+    /// A bundle's signature does not verify: rewritten after it was prepared, or signed by
+    /// a certificate other than its hierarchy's connection point's.
+    #[error(
+        "bundle {path} is refused: its signature does not verify ({problem}); prepare a new bundle on the connection point, and check --ca names the hierarchy's CA"
+    )]
+    BadSignature {
+        /// The bundle.
+        path: PathBuf,
+        /// Which check failed.
+        problem: String,
+    },
+    /// `connect` was given no CA to check bundles' signatures against.
+    #[error(
+        "no --ca: give the hierarchy's CA (the ca.pem of `hrs pki`) to check the bundles' signatures, or --allow-unsigned for a hierarchy without a PKI"
+    )]
+    NoBundleCa,
+    /// A CA file to check signatures against does not read.
+    #[error("the CA {path} does not read: {problem}")]
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// Something the intake must have signed is not signed, and this connection point
+    /// checks the intake's signatures (it has a CA for it).
+    #[error(
+        "{path}: {what} is not signed by the intake; nothing was imported: connect again to an intake that signs (one with [tls]), or bring the receipt `connect` wrote"
+    )]
+    ReceiptUnsigned {
+        /// The receipt.
+        path: PathBuf,
+        /// What is unsigned.
+        what: String,
+    },
+    /// The connection point's certificate cannot sign its bundles.
+    #[error("cannot sign with the connection point's certificate ([tls]): {0}")]
+    Signer(String),
     /// A receipt or a downloaded package was changed after `connect` wrote it.
     #[error(
         "{path} was altered after `connect` wrote it ({problem}); nothing was imported: run connect again"
@@ -237,11 +280,18 @@ pub fn prepare(
         });
     }
     let now = clock.now();
+    let signer = bundle_signer(config)?;
+    if signer.is_none() {
+        report.line(
+            "the connection point has no certificate ([tls]): the bundle is NOT signed, and connect takes it only with --allow-unsigned",
+        );
+    }
     let head = Head {
         hierarchy_hash: config.hierarchy_id.hashed(),
         created_at: hrs_core::clock::rfc3339(now),
         level: config.level.as_str().to_owned(),
         intake: config.intake.clone(),
+        signer,
     };
     let mtime = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let written = crate::bundle::write(dest, head, &leaving, report, mtime)?;
@@ -271,6 +321,30 @@ pub fn prepare(
     })
 }
 
+/// The connection point's key and certificate (`[tls]`), which sign its bundles; refused
+/// when the certificate names anything but this hierarchy's connection point, as `connect`
+/// would refuse what it signs.
+fn bundle_signer(
+    config: &ConnectionPointConfig,
+) -> Result<Option<Arc<hrs_pki::Signer>>, OfflineError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let signer = hrs_pki::Signer::load(&tls.cert, &tls.key)
+        .map_err(|e| OfflineError::Signer(e.to_string()))?;
+    let expected = hrs_pki::Identity::ConnectionPoint {
+        hierarchy: config.hierarchy_id.hashed(),
+    };
+    match signer.identity() {
+        Ok(identity) if identity == expected => Ok(Some(Arc::new(signer))),
+        Ok(identity) => Err(OfflineError::Signer(format!(
+            "{} names {identity}, not {expected}: issue it with `hrs pki issue --role connection-point --hierarchy ID`",
+            tls.cert.display()
+        ))),
+        Err(e) => Err(OfflineError::Signer(format!("{}: {e}", tls.cert.display()))),
+    }
+}
+
 /// How `connect` reaches the intake and what it downloads.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -286,6 +360,11 @@ pub struct ConnectOptions {
     pub token: Option<Token>,
     /// An HTTP proxy to reach the intake through.
     pub proxy: Option<hrs_rpc::proxy::Proxy>,
+    /// The hierarchy's CA, which each bundle's signature is checked against.
+    pub ca: Option<PathBuf>,
+    /// Take bundles that carry no signature (a hierarchy without a PKI), saying so; a
+    /// signed bundle is still checked when `ca` is given.
+    pub allow_unsigned: bool,
 }
 
 /// What `connect` did for one hierarchy.
@@ -334,6 +413,8 @@ pub struct Receipt {
     pub submissions: Vec<ReceiptSubmission>,
     /// The update manifest it answered, unless the update check did not complete.
     pub manifest: Option<ManifestJson>,
+    /// The intake's signature over the manifest, when it signs.
+    pub manifest_signature: Option<ReceiptSignature>,
     /// The packages downloaded, relative to the receipt's folder.
     pub packages: Vec<ReceiptPackage>,
     /// Hex SHA-256 of the receipt as written with this field empty: an edit that did not
@@ -343,7 +424,7 @@ pub struct Receipt {
 
 impl Receipt {
     /// The checksum of this receipt's content (every field but the checksum itself).
-    fn checksum(&self) -> String {
+    pub(crate) fn checksum(&self) -> String {
         let unsigned = Self {
             sha256: String::new(),
             ..self.clone()
@@ -369,6 +450,49 @@ pub struct ReceiptSubmission {
     pub accepted_at: String,
     /// The intake had it already.
     pub duplicate: bool,
+    /// The intake's signature over this acknowledgement (hierarchy, period, digest,
+    /// submission and time), when it signs: what `import` acts on.
+    pub signature: Option<ReceiptSignature>,
+}
+
+/// A signature of the intake as a receipt carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptSignature {
+    /// The signature, lowercase hex (DER for ECDSA).
+    pub signature: String,
+    /// The intake's certificate (PEM) it verifies against.
+    pub certificate: String,
+}
+
+impl ReceiptSignature {
+    /// A signature off the wire, for a receipt.
+    fn of(signed: hrs_pki::Signed) -> Self {
+        Self {
+            signature: crate::bundle::hex_of(&signed.signature),
+            certificate: hrs_pki::sign::der_to_pem(&signed.certificate),
+        }
+    }
+
+    /// The signature to verify; none when it does not read, which then fails as unsigned
+    /// would not: it is refused as altered.
+    fn signed(&self) -> Option<hrs_pki::Signed> {
+        Some(hrs_pki::Signed {
+            signature: unhex(&self.signature)?,
+            certificate: hrs_pki::sign::pem_to_der(&self.certificate)?,
+        })
+    }
+}
+
+/// Bytes of lowercase hex.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// One downloaded package in a receipt.
@@ -487,6 +611,8 @@ impl From<&ManifestJson> for pb::UpdateManifest {
                         .collect(),
                 })
                 .collect(),
+            // The receipt keeps the signature beside the manifest.
+            signature: None,
         }
     }
 }
@@ -523,10 +649,21 @@ pub async fn connect(
             }
         }
     }
+    let paths = find_bundles(source)?;
+    let trust = match &options.ca {
+        Some(ca) => Some(hrs_pki::Trust::load(ca).map_err(|e| OfflineError::BadCa {
+            path: ca.clone(),
+            problem: e.to_string(),
+        })?),
+        None if options.allow_unsigned => None,
+        None => return Err(OfflineError::NoBundleCa),
+    };
     let mut summary = ConnectSummary::default();
     let mut by_hierarchy: BTreeMap<String, Vec<Bundle>> = BTreeMap::new();
-    for path in find_bundles(source)? {
-        match read_bundle_file(&path) {
+    for path in paths {
+        let verified = read_bundle_file(&path)
+            .and_then(|bundle| signed_as_required(bundle, trust.as_ref(), options, report, clock));
+        match verified {
             Ok(bundle) => {
                 report.line(&format!(
                     "verified {} ({} period(s) of hierarchy {})",
@@ -567,6 +704,38 @@ pub async fn connect(
         }
     }
     Ok(summary)
+}
+
+/// Checks `bundle`'s signature against `trust`, before anything of it is uploaded; takes
+/// an unsigned one only when `allow_unsigned` says so, and says it was not checked.
+fn signed_as_required(
+    bundle: Bundle,
+    trust: Option<&hrs_pki::Trust>,
+    options: &ConnectOptions,
+    report: &dyn Report,
+    clock: &dyn Clock,
+) -> Result<Bundle, OfflineError> {
+    match (trust, &bundle.signature) {
+        (Some(trust), Some(_)) => {
+            crate::bundle::verify_signature(&bundle, trust, clock.now())?;
+            report.line(&format!(
+                "{}: signed by the connection point of hierarchy {} (CA {})",
+                bundle.path.display(),
+                bundle.manifest.hierarchy_hash,
+                trust.path().display()
+            ));
+        }
+        (_, None) if options.allow_unsigned => report.line(&format!(
+            "{}: NOT signed, taken on its checksums only (--allow-unsigned)",
+            bundle.path.display()
+        )),
+        (_, None) => return Err(OfflineError::BundleUnsigned(bundle.path.clone())),
+        (None, Some(_)) => report.line(&format!(
+            "{}: signed, but NOT checked: no --ca given (--allow-unsigned)",
+            bundle.path.display()
+        )),
+    }
+    Ok(bundle)
 }
 
 async fn connect_hierarchy(
@@ -651,6 +820,8 @@ async fn connect_hierarchy(
                     submission_id: answer.submission_id,
                     accepted_at: answer.accepted_at,
                     duplicate: answer.duplicate,
+                    signature: hrs_rpc::signed::from_wire(answer.signature.as_ref())
+                        .map(ReceiptSignature::of),
                 },
             );
         }
@@ -700,6 +871,10 @@ async fn connect_hierarchy(
             .collect(),
         submissions: submissions.into_values().collect(),
         manifest: manifest.as_ref().map(ManifestJson::from),
+        manifest_signature: manifest
+            .as_ref()
+            .and_then(|m| hrs_rpc::signed::from_wire(m.signature.as_ref()))
+            .map(ReceiptSignature::of),
         packages,
         sha256: String::new(),
     };
@@ -846,6 +1021,88 @@ fn sha256_of_file(path: &Path, mut read: impl FnMut(u64)) -> Result<(String, u64
     Ok((sha256, size))
 }
 
+/// Verifies that the intake signed every acknowledgement and the manifest of `receipt`,
+/// with a certificate from the CA this connection point trusts for the intake: the
+/// receipt's own checksum anyone can recompute, the intake's signatures only the intake
+/// can make. A connection point without a PKI has nothing to check them with: it says so.
+fn verify_intake_signatures(
+    config: &ConnectionPointConfig,
+    receipt: &Receipt,
+    path: &Path,
+    report: &dyn Report,
+    clock: &dyn Clock,
+) -> Result<(), OfflineError> {
+    let Some(ca) = config.intake_signature_ca() else {
+        report.line(
+            "this connection point has no CA for the intake (no [tls], no intake_ca): the receipt is NOT checked for the intake's signatures, only its checksum",
+        );
+        return Ok(());
+    };
+    let trust = hrs_pki::Trust::load(ca).map_err(|e| OfflineError::BadCa {
+        path: ca.to_owned(),
+        problem: e.to_string(),
+    })?;
+    let now = clock.now();
+    let tampered = |problem: String| OfflineError::ReceiptTampered {
+        path: path.to_owned(),
+        problem,
+    };
+    let readable = |signature: &ReceiptSignature, what: &str| {
+        signature
+            .signed()
+            .ok_or_else(|| tampered(format!("the signature of {what} does not read")))
+    };
+    for submission in &receipt.submissions {
+        let what = format!("the acknowledgement of {}", submission.period);
+        let signature =
+            submission
+                .signature
+                .as_ref()
+                .ok_or_else(|| OfflineError::ReceiptUnsigned {
+                    path: path.to_owned(),
+                    what: what.clone(),
+                })?;
+        let bytes = hrs_rpc::signed::acknowledgement_bytes(
+            &receipt.hierarchy_hash,
+            &submission.period,
+            &submission.digest,
+            &submission.submission_id,
+            &submission.accepted_at,
+        );
+        let signed = readable(signature, &what)?;
+        hrs_rpc::signed::verify_acknowledgement(&trust, &bytes, Some(&signed), now)
+            .map_err(|e| tampered(format!("{what}: its signature: {e}")))?;
+    }
+    if let Some(manifest) = &receipt.manifest {
+        let what = "the update manifest";
+        let signature =
+            receipt
+                .manifest_signature
+                .as_ref()
+                .ok_or_else(|| OfflineError::ReceiptUnsigned {
+                    path: path.to_owned(),
+                    what: what.into(),
+                })?;
+        let signed = pb::UpdateManifest {
+            signature: Some(hrs_rpc::signed::to_wire(readable(signature, what)?)),
+            ..pb::UpdateManifest::from(manifest)
+        };
+        hrs_rpc::signed::verify_manifest(&trust, &signed, now)
+            .map_err(|e| tampered(format!("{what}: its signature: {e}")))?;
+    }
+    report.line(&format!(
+        "the receipt's {} acknowledgement(s){} are signed by the intake (CA {})",
+        receipt.submissions.len(),
+        if receipt.manifest.is_some() {
+            " and manifest"
+        } else {
+            ""
+        },
+        ca.display()
+    ));
+    Ok(())
+}
+
 /// What `import` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Imported {
@@ -899,6 +1156,7 @@ pub fn import(
             ),
         ));
     }
+    verify_intake_signatures(config, &receipt, &receipt_path, report, clock)?;
     // The receipt lists only periods the intake acknowledged, and the intake takes nothing
     // but ISO weeks: one that is not a period was edited.
     let acknowledged = receipt

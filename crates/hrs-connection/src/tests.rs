@@ -1088,6 +1088,8 @@ async fn a_period_larger_than_a_message_goes_out_offline_and_each_hop_resumes_af
         intake_ca: None,
         token: None,
         proxy: None,
+        ca: None,
+        allow_unsigned: true,
     };
     let summary = offline::connect(&media, &options(cutting.addr()), &Silent, &clock())
         .await
@@ -1196,6 +1198,8 @@ async fn a_receipt_edited_by_hand_imports_nothing() {
         intake_ca: None,
         token: None,
         proxy: None,
+        ca: None,
+        allow_unsigned: true,
     };
     let summary = offline::connect(&media, &options, &Silent, &clock())
         .await
@@ -1436,4 +1440,334 @@ async fn a_caller_other_than_the_aggregator_is_refused_before_any_message_of_its
 
     drop((by_site, by_aggregator));
     point.stop().await;
+}
+
+/// Certificates valid from 2000 to 2099: TLS judges them by the system's clock and the
+/// signatures by the pinned one, so they hold on any date either reads.
+const PKI_FROM: time::OffsetDateTime = time::macros::datetime!(2000-01-01 00:00 UTC);
+const PKI_UNTIL: time::OffsetDateTime = time::macros::datetime!(2099-12-31 00:00 UTC);
+
+/// A hierarchy PKI in `dir`: its CA, and a certificate of `identity` for 127.0.0.1.
+fn pki_for(dir: &Path, identities: &[hrs_pki::Identity]) -> Vec<hrs_core::config::TlsFiles> {
+    // 36_500 days from 2000 reach past PKI_UNTIL.
+    hrs_pki::init(dir, "test", 36_500, PKI_FROM).expect("CA");
+    identities
+        .iter()
+        .map(|identity| {
+            let issued =
+                hrs_pki::issue_valid(dir, identity, &["127.0.0.1".into()], PKI_FROM, PKI_UNTIL)
+                    .expect("issues");
+            hrs_core::config::TlsFiles {
+                cert: issued.cert,
+                key: issued.key,
+                ca: dir.join("ca.pem"),
+            }
+        })
+        .collect()
+}
+
+/// An offline hierarchy with a PKI: an intake serving TLS (its answers signed with its
+/// certificate's key), a connection point whose `[tls]` certificate signs its bundles, one
+/// period stored, and `connect`'s options (the hierarchy's CA, the hierarchy's token).
+struct Signing {
+    dir: tempfile::TempDir,
+    intake: Server<hrs_intake::IntakeError>,
+    config: ConnectionPointConfig,
+    options: crate::offline::ConnectOptions,
+    /// The connection point's certificate and key, for forging with the right files.
+    point: hrs_core::config::TlsFiles,
+}
+
+async fn signing() -> Signing {
+    use hrs_pki::{Identity, Role};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let point = Identity::ConnectionPoint {
+        hierarchy: hierarchy().hashed(),
+    };
+    let files = pki_for(&pki, &[Identity::Role(Role::Intake), point]);
+    let token = hrs_core::token::Token::generate();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("local addr");
+    let mut intake_config = IntakeConfig::new(addr, dir.path().join("intake.sqlite"));
+    intake_config.tls = Some(files[0].clone());
+    intake_config.hierarchy_tokens = vec![hrs_intake::HierarchyToken {
+        hierarchy: hierarchy().hashed(),
+        token_sha256: token.fingerprint(),
+    }];
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(hrs_intake::serve_with_clock(
+        intake_config,
+        listener,
+        async {
+            drop(rx.await);
+        },
+        clock().shared(),
+    ));
+    let mut config = point_config(dir.path(), Mode::Offline, None);
+    config.intake = Some(format!("https://{addr}"));
+    config.tls = Some(files[1].clone());
+    let store = SqliteOutbox::open(&config.store).expect("opens");
+    keep(&store, &catalog_period("2026-W48"), AT)
+        .await
+        .expect("stored");
+    let options = crate::offline::ConnectOptions {
+        updates_dest: dir.path().join("downloads"),
+        download: "all".into(),
+        intake: config.intake.clone(),
+        intake_ca: Some(pki.join("ca.pem")),
+        token: Some(token),
+        proxy: None,
+        ca: Some(pki.join("ca.pem")),
+        allow_unsigned: false,
+    };
+    Signing {
+        dir,
+        intake: Server { addr, stop, task },
+        config,
+        options,
+        point: files[1].clone(),
+    }
+}
+
+/// Every file of the bundle at `path`, in order.
+fn unpack(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("opens"));
+    for entry in archive.entries().expect("lists") {
+        let mut entry = entry.expect("reads");
+        let name = entry.path().expect("named").to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("reads");
+        files.push((name, bytes));
+    }
+    files
+}
+
+/// A tar of `files` at `path`.
+fn pack(path: &Path, files: &[(String, Vec<u8>)]) {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, &bytes[..])
+            .expect("packs");
+    }
+    std::fs::create_dir_all(path.parent().expect("a folder")).expect("folder");
+    std::fs::write(path, builder.into_inner().expect("packs")).expect("writes");
+}
+
+/// The bundle's files with one value of its period changed and every digest and checksum
+/// recomputed to match, as a careful forger would: what only the signature still shows.
+fn rewritten(files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let hex = crate::bundle::sha256_hex;
+    let mut files = files.to_vec();
+    let mut period = pb::MergedPeriod::decode(&files[0].1[..]).expect("decodes");
+    let value = &mut period.sites[0].results[0].rows[0].values[1];
+    *value = match Value::from(&*value) {
+        Value::Text(text) => (&Value::Text(format!("{text}x"))).into(),
+        Value::Int(n) => (&Value::Int(n + 1)).into(),
+        other => panic!("an unexpected value {other:?}"),
+    };
+    period.digest = merged_digest(&period);
+    files[0].1 = period.encode_to_vec();
+    let mut manifest: crate::offline::BundleManifest =
+        serde_json::from_slice(&files[1].1).expect("manifest");
+    manifest.periods[0].sha256 = hex(&files[0].1);
+    manifest.periods[0].bytes = files[0].1.len() as u64;
+    manifest.periods[0].digest = period.digest.clone();
+    files[1].1 = serde_json::to_vec_pretty(&manifest).expect("json");
+    files[2].1 = format!(
+        "{}  manifest.json\n{}  {}\n",
+        hex(&files[1].1),
+        hex(&files[0].1),
+        files[0].0
+    )
+    .into_bytes();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_rewritten_with_its_checksums_is_refused_by_connect_on_its_signature() {
+    use crate::offline::{self, OfflineError, Silent};
+    let s = signing().await;
+    let media = s.dir.path().join("media");
+    let path = offline::prepare(&s.config, &media, &Silent, &clock())
+        .expect("prepares")
+        .path
+        .expect("a bundle");
+    let files = unpack(&path);
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "periods/2026-W48.pb",
+            "manifest.json",
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "signer.pem"
+        ]
+    );
+
+    // Rewritten consistently, the bundle reads as whole; its signature no longer matches.
+    let forged_media = s.dir.path().join("forged");
+    let forged = forged_media.join("hrs-forged.tar");
+    pack(&forged, &rewritten(&files));
+    offline::read_bundle_file(&forged).expect("every checksum and digest matches");
+    let summary = offline::connect(&forged_media, &s.options, &Silent, &clock())
+        .await
+        .expect("connect runs");
+    assert!(summary.connected.is_empty(), "nothing uploaded");
+    let [(_, error)] = summary.failed.as_slice() else {
+        panic!("one refusal expected: {:?}", summary.failed);
+    };
+    assert!(
+        matches!(error, OfflineError::BadSignature { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("signature does not match"),
+        "{error}"
+    );
+
+    // Signed again by the forger's own connection point certificate, from another CA.
+    let foreign = pki_for(
+        &s.dir.path().join("foreign"),
+        &[hrs_pki::Identity::ConnectionPoint {
+            hierarchy: hierarchy().hashed(),
+        }],
+    );
+    let signer = hrs_pki::Signer::load(&foreign[0].cert, &foreign[0].key).expect("loads");
+    let mut resigned = rewritten(&files);
+    resigned[3].1 = signer.sign(&resigned[2].1).expect("signs").signature;
+    resigned[4].1 = signer.certificate_pem().into_bytes();
+    pack(&forged, &resigned);
+    let summary = offline::connect(&forged_media, &s.options, &Silent, &clock())
+        .await
+        .expect("connect runs");
+    assert!(summary.connected.is_empty(), "nothing uploaded");
+    let error = summary.failed[0].1.to_string();
+    assert!(error.contains("not issued by the CA"), "{error}");
+
+    // Without its signature, it is refused as unsigned.
+    pack(&forged, &rewritten(&files)[..3]);
+    let summary = offline::connect(&forged_media, &s.options, &Silent, &clock())
+        .await
+        .expect("connect runs");
+    assert!(
+        matches!(summary.failed[0].1, OfflineError::BundleUnsigned(_)),
+        "{}",
+        summary.failed[0].1
+    );
+    assert!(
+        SqliteIntake::open(&s.dir.path().join("intake.sqlite"))
+            .expect("opens")
+            .last_accepted(&hierarchy().hashed())
+            .await
+            .expect("reads")
+            .is_none(),
+        "the intake received nothing forged"
+    );
+
+    // The bundle as prepared goes through, and its receipt imports.
+    let summary = offline::connect(&media, &s.options, &Silent, &clock())
+        .await
+        .expect("connects");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    let imported =
+        offline::import(&s.config, &s.options.updates_dest, &Silent, &clock()).expect("imports");
+    assert_eq!(imported.outcome.accepted, [week("2026-W48")]);
+    s.intake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_edited_with_its_sha256_recomputed_imports_nothing() {
+    use crate::offline::{self, OfflineError, Receipt, ReceiptSignature, Silent};
+    let s = signing().await;
+    let media = s.dir.path().join("media");
+    offline::prepare(&s.config, &media, &Silent, &clock()).expect("prepares");
+    let summary = offline::connect(&media, &s.options, &Silent, &clock())
+        .await
+        .expect("connects");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    let path = summary.connected[0].receipt.clone();
+    let written = std::fs::read_to_string(&path).expect("reads");
+    let receipt: Receipt = serde_json::from_str(&written).expect("a receipt");
+    assert!(receipt.submissions[0].signature.is_some(), "signed");
+    assert!(receipt.manifest_signature.is_some(), "signed");
+    let write = |receipt: &Receipt| {
+        let mut receipt = receipt.clone();
+        receipt.sha256 = receipt.checksum();
+        std::fs::write(&path, serde_json::to_vec_pretty(&receipt).expect("json")).expect("edits");
+    };
+    let refused = |what: &str| {
+        let err = offline::import(&s.config, &s.options.updates_dest, &Silent, &clock())
+            .expect_err("refused");
+        assert!(
+            matches!(err, OfflineError::ReceiptTampered { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains("signature"), "{what}: {err}");
+        let states = crate::periods(&s.config).expect("reads");
+        assert_eq!(states[0].state, State::Bundled, "{what}: nothing changed");
+        err
+    };
+
+    // The period renamed and the checksum recomputed: the intake acknowledged no such thing.
+    let mut edited = receipt.clone();
+    edited.submissions[0].period = "2026-W47".into();
+    write(&edited);
+    refused("period renamed");
+
+    // The manifest given another update, its signature kept.
+    let mut edited = receipt.clone();
+    edited.manifest.as_mut().expect("a manifest").generated_at = "2030-01-01T00:00:00Z".into();
+    write(&edited);
+    refused("manifest edited");
+
+    // The manifest signed by the connection point's certificate: another role.
+    let manifest_bytes = |receipt: &Receipt| {
+        hrs_rpc::signed::manifest_bytes(&pb::UpdateManifest::from(
+            receipt.manifest.as_ref().expect("a manifest"),
+        ))
+    };
+    let resigned = |signer: &hrs_pki::Signer| {
+        let mut edited = receipt.clone();
+        let signed = signer.sign(&manifest_bytes(&receipt)).expect("signs");
+        edited.manifest_signature = Some(ReceiptSignature {
+            signature: crate::bundle::hex_of(&signed.signature),
+            certificate: hrs_pki::sign::der_to_pem(&signed.certificate),
+        });
+        edited
+    };
+    let point = hrs_pki::Signer::load(&s.point.cert, &s.point.key).expect("loads");
+    write(&resigned(&point));
+    let err = refused("signed by another role");
+    assert!(err.to_string().contains("not by intake"), "{err}");
+
+    // The manifest signed by an intake certificate of another CA.
+    let foreign = pki_for(
+        &s.dir.path().join("foreign"),
+        &[hrs_pki::Identity::Role(hrs_pki::Role::Intake)],
+    );
+    let foreign = hrs_pki::Signer::load(&foreign[0].cert, &foreign[0].key).expect("loads");
+    write(&resigned(&foreign));
+    let err = refused("signed from another CA");
+    assert!(err.to_string().contains("not issued by the CA"), "{err}");
+
+    // No signature at all, where this connection point checks them.
+    let mut edited = receipt.clone();
+    edited.submissions[0].signature = None;
+    write(&edited);
+    let err = offline::import(&s.config, &s.options.updates_dest, &Silent, &clock())
+        .expect_err("refused");
+    assert!(matches!(err, OfflineError::ReceiptUnsigned { .. }), "{err}");
+
+    std::fs::write(&path, written).expect("restores");
+    let imported =
+        offline::import(&s.config, &s.options.updates_dest, &Silent, &clock()).expect("imports");
+    assert_eq!(imported.outcome.accepted, [week("2026-W48")]);
+    s.intake.stop().await;
 }

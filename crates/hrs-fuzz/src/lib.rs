@@ -345,7 +345,7 @@ fn interesting_token() -> impl Strategy<Value = String> {
         "{}",
         "[]",
         "\"server=h;password=Fuzz-Secret-1\"",
-        "hrs-bundle/3",
+        "hrs-bundle/4",
         "payload",
         "digest",
     ])

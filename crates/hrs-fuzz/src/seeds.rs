@@ -53,7 +53,7 @@ pub struct Corpus {
     /// Merged periods that `check_merged` accepts, as merged inside the hierarchy and as
     /// sent out of it.
     pub periods: Vec<pb::MergedPeriod>,
-    /// Offline bundles (`hrs-bundle/3`, tar files) the connection tool's `prepare` wrote,
+    /// Offline bundles (`hrs-bundle/4`, tar files) the connection tool's `prepare` wrote,
     /// which `read_bundle_file` accepts, as bytes.
     pub offline_bundles: Vec<Vec<u8>>,
     /// Agent configuration files that load.

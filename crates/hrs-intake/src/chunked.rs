@@ -20,7 +20,7 @@ use hrs_store::staging::{Appended, Offer};
 use tracing::info;
 
 use crate::store::{Accepted, Held, IntakeStore};
-use crate::{Credentials, IntakeError, IntakeService, answered, check_hierarchy, submission_id};
+use crate::{Credentials, IntakeError, IntakeService, check_hierarchy, submission_id};
 
 /// How much of a staged submission is read at once while it is hashed.
 const CHECK_WINDOW: usize = 1 << 20;
@@ -106,6 +106,7 @@ impl<S: IntakeStore> IntakeService<S> {
         request: pb::ResumePeriodRequest,
     ) -> Result<pb::ResumeSubmissionResponse, IntakeError> {
         let upload = self.check_offer(request.offer.as_ref())?;
+        let offer = request.offer.unwrap_or_default();
         Ok(match self.stage(&upload).await? {
             Held::Open { held, .. } => pb::ResumeSubmissionResponse {
                 held_bytes: held,
@@ -113,7 +114,7 @@ impl<S: IntakeStore> IntakeService<S> {
             },
             Held::Stored(accepted) => pb::ResumeSubmissionResponse {
                 held_bytes: upload.size,
-                committed: Some(answered(accepted)),
+                committed: Some(self.answered(&offer, accepted)?),
             },
         })
     }
@@ -142,7 +143,7 @@ impl<S: IntakeStore> IntakeService<S> {
         tracing::Span::current().record("caller", tracing::field::debug(&caller));
         let upload = self.check_offer(Some(&offer))?;
         let (mut held, created) = match self.stage(&upload).await? {
-            Held::Stored(accepted) => return Ok(answered(accepted)),
+            Held::Stored(accepted) => return self.answered(&offer, accepted),
             Held::Open { held, created } => (held, created),
         };
         if held > 0 {
@@ -173,7 +174,7 @@ impl<S: IntakeStore> IntakeService<S> {
         {
             self.discard(&upload.id).await;
         }
-        outcome.map(answered)
+        self.answered(&offer, outcome?)
     }
 
     /// Drops a staging; a failure only leaves it for the stale sweep, so it is logged.

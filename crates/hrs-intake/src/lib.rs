@@ -162,6 +162,9 @@ pub enum IntakeError {
     /// The gRPC server could not be set up or failed.
     #[error("intake server: {0}")]
     Serve(#[from] ServeError),
+    /// The intake's key could not be read, or could not sign.
+    #[error("the intake's signing key: {0}")]
+    Sign(#[from] hrs_pki::PkiError),
 }
 
 impl RpcError for IntakeError {
@@ -185,7 +188,8 @@ impl RpcError for IntakeError {
             | Self::Staged(_)
             | Self::Store(_)
             | Self::Config(_)
-            | Self::Serve(_) => Code::Internal,
+            | Self::Serve(_)
+            | Self::Sign(_) => Code::Internal,
         }
     }
 
@@ -213,6 +217,9 @@ struct IntakeService<S> {
     max_submission_bytes: u64,
     /// Stamps submissions and manifests.
     clock: SharedClock,
+    /// Signs acknowledgements and manifests with the key of the intake's `[tls]`
+    /// certificate; none in plaintext, where there is no key to sign with.
+    signer: Option<Arc<hrs_pki::Signer>>,
 }
 
 impl<S> Clone for IntakeService<S> {
@@ -224,6 +231,7 @@ impl<S> Clone for IntakeService<S> {
             chunk_bytes: self.chunk_bytes,
             max_submission_bytes: self.max_submission_bytes,
             clock: Arc::clone(&self.clock),
+            signer: self.signer.clone(),
         }
     }
 }
@@ -422,6 +430,7 @@ impl<S: IntakeStore> IntakeService<S> {
             &download,
             self.clock.now(),
         );
+        let manifest = self.signed(manifest)?;
         info!(
             hierarchy = %request.hierarchy_hash,
             download = %request.download,
@@ -494,12 +503,42 @@ fn unreadable(error: EncodedError) -> StoreError {
     }
 }
 
-/// The answer to a submission, fresh or a re-send.
-fn answered(accepted: Accepted) -> pb::SubmitResponse {
-    pb::SubmitResponse {
-        submission_id: accepted.submission_id,
-        duplicate: accepted.duplicate,
-        accepted_at: hrs_core::clock::rfc3339(accepted.accepted_at),
+impl<S> IntakeService<S> {
+    /// The answer to a submission of `offer`, fresh or a re-send, signed when the intake
+    /// has a key: a receipt carried back offline is worth only what the intake signed.
+    fn answered(
+        &self,
+        offer: &pb::PeriodOffer,
+        accepted: Accepted,
+    ) -> Result<pb::SubmitResponse, IntakeError> {
+        let accepted_at = hrs_core::clock::rfc3339(accepted.accepted_at);
+        let signature = match &self.signer {
+            Some(signer) => Some(hrs_rpc::signed::to_wire(signer.sign(
+                &hrs_rpc::signed::acknowledgement_bytes(
+                    &offer.hierarchy_hash,
+                    &offer.period,
+                    &offer.digest,
+                    &accepted.submission_id,
+                    &accepted_at,
+                ),
+            )?)),
+            None => None,
+        };
+        Ok(pb::SubmitResponse {
+            submission_id: accepted.submission_id,
+            duplicate: accepted.duplicate,
+            accepted_at,
+            signature,
+        })
+    }
+
+    /// Signs `manifest` when the intake has a key.
+    fn signed(&self, mut manifest: pb::UpdateManifest) -> Result<pb::UpdateManifest, IntakeError> {
+        if let Some(signer) = &self.signer {
+            let bytes = hrs_rpc::signed::manifest_bytes(&manifest);
+            manifest.signature = Some(hrs_rpc::signed::to_wire(signer.sign(&bytes)?));
+        }
+        Ok(manifest)
     }
 }
 
@@ -739,6 +778,14 @@ pub async fn serve_with_clock(
         tokens: Arc::new(tokens),
     };
     let max_submission_bytes = config.max_submission_mb.saturating_mul(1 << 20);
+    // The key of the intake's own certificate signs what a connection point acts on later.
+    let signer = match &config.tls {
+        Some(tls) => Some(Arc::new(hrs_pki::Signer::load(&tls.cert, &tls.key)?)),
+        None => {
+            warn!("no [tls]: acknowledgements and update manifests go out unsigned");
+            None
+        }
+    };
     let result = serve_role(
         role,
         listener,
@@ -755,6 +802,7 @@ pub async fn serve_with_clock(
                 ),
                 max_submission_bytes,
                 clock: Arc::clone(&clock),
+                signer,
             });
             // Outside the generated server, which decodes a message before its handler runs.
             router.add_service(InterceptedService::new(

@@ -405,7 +405,7 @@ impl UpdateCatalog {
     }
 
     /// Returns the manifest of `hierarchy_hash` decided from the site versions of its
-    /// latest submission (none yet: nothing applies), at `now`.
+    /// latest submission (none yet: nothing applies), at `now`, unsigned.
     pub fn manifest(
         &self,
         hierarchy_hash: &str,
@@ -422,6 +422,8 @@ impl UpdateCatalog {
                 .into_iter()
                 .map(pb::Update::from)
                 .collect(),
+            // The service signs it, with the key it serves under.
+            signature: None,
         }
     }
 

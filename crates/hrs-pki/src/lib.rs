@@ -12,6 +12,8 @@
 //! first name found. Certificates from an enterprise CA work too: a site certificate then
 //! needs the site code as its common name or as a `urn:hrs:site:` URI; see [`identity`].
 
+pub mod sign;
+
 use std::path::{Path, PathBuf};
 
 use hrs_core::SiteCode;
@@ -21,6 +23,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+pub use sign::{SignatureError, Signed, Signer, Trust};
 
 /// File names inside a PKI folder.
 const CA_CERT: &str = "ca.pem";
@@ -865,5 +869,67 @@ mod tests {
         let error = issue(dir.path(), &site, &[], 10, later).expect_err("expired CA");
         assert!(error.to_string().contains("expired"), "{error}");
         assert!(!dir.path().join("site-P01.pem").exists(), "nothing written");
+    }
+
+    #[test]
+    fn a_signature_verifies_by_its_signer_from_the_trusted_ca_only() {
+        let now = time::macros::datetime!(2026-11-30 06:00 UTC);
+        let (ours, theirs) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        init(ours.path(), "ours", 30, now).expect("init");
+        init(theirs.path(), "theirs", 30, now).expect("init");
+        let intake = Identity::Role(Role::Intake);
+        let hosts = ["localhost".to_owned()];
+        let issued = issue(ours.path(), &intake, &hosts, 10, now).expect("issues");
+        let signer = Signer::load(&issued.cert, &issued.key).expect("loads");
+        let trust = Trust::load(&ours.path().join(CA_CERT)).expect("trust");
+        let signed = signer.sign(b"what the intake says").expect("signs");
+        assert_eq!(
+            trust
+                .verify(b"what the intake says", &signed, now)
+                .expect("verifies"),
+            intake
+        );
+        assert!(matches!(
+            trust.verify(b"what the intake said", &signed, now),
+            Err(SignatureError::Mismatch)
+        ));
+        assert!(matches!(
+            trust.verify(b"what the intake says", &signed, now + Duration::days(11)),
+            Err(SignatureError::Expired { .. })
+        ));
+        let point = Identity::ConnectionPoint {
+            hierarchy: hierarchy_hash("3b1f7a52-9c4e-4d7a-8f0e-2a6c5d9e1b47").expect("hash"),
+        };
+        assert!(matches!(
+            trust.verify_signer(b"what the intake says", &signed, &point, now),
+            Err(SignatureError::WrongSigner { .. })
+        ));
+
+        // The same role's certificate from another CA signs nothing this reader trusts.
+        let foreign = issue(theirs.path(), &intake, &hosts, 10, now).expect("issues");
+        let foreign = Signer::load(&foreign.cert, &foreign.key).expect("loads");
+        let signed = foreign.sign(b"what the intake says").expect("signs");
+        let error = trust
+            .verify(b"what the intake says", &signed, now)
+            .expect_err("another CA");
+        assert!(matches!(error, SignatureError::Untrusted { .. }), "{error}");
+
+        // A key that is not the certificate's is refused as it loads.
+        let other = issue(
+            ours.path(),
+            &Identity::Site("P01".parse().expect("site")),
+            &[],
+            10,
+            now,
+        )
+        .expect("issues");
+        assert!(Signer::load(&issued.cert, &other.key).is_err());
+        assert_eq!(
+            sign::pem_to_der(&sign::der_to_pem(&signed.certificate)),
+            Some(signed.certificate)
+        );
     }
 }

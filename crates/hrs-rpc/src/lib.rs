@@ -1,7 +1,7 @@
 //! The HRS RPC runtime: the services of the wire contract (generated from `proto/hrs/v1`,
 //! over hrs-proto's messages) and what every role serves and calls them with: one way to
 //! serve ([`serve::serve_role`]), one error boundary ([`error`]), the connection gate, TLS, the CONNECT proxy, refusal
-//! counting, health and reflection ([`probes`]) and chunk streaming.
+//! counting, health and reflection ([`probes`]), chunk streaming, and what the intake signs.
 
 pub mod chunks;
 pub mod codec;
@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod receive;
 pub mod refusals;
 pub mod serve;
+pub mod signed;
 pub mod submit;
 pub mod tls;
 

@@ -311,6 +311,14 @@ pub struct ConnectArgs {
     /// hierarchy at a time).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The hierarchy's CA (the ca.pem of `hrs pki`): each bundle must be signed by its
+    /// hierarchy's connection point with a certificate from it, or nothing of it is sent.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Take bundles that carry no signature, from a connection point without a PKI
+    /// (no [tls]); each is named in the log as unchecked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// Site database subcommands.

@@ -204,6 +204,8 @@ async fn connect_logged(args: &ConnectArgs, log: &RunLog) -> anyhow::Result<()> 
         intake_ca: args.intake_ca.clone(),
         token,
         proxy,
+        ca: args.ca.clone(),
+        allow_unsigned: args.allow_unsigned,
     };
     let summary = offline::connect(&args.source, &options, log, &SystemClock).await?;
     for connected in &summary.connected {

@@ -426,8 +426,16 @@ impl OfflineTrip {
             "--intake".into(),
             self.intake.clone(),
         ];
-        if let Some(ca) = &self.intake_ca {
-            connect.extend(["--intake-ca".into(), ca.display().to_string()]);
+        // The demo's one CA issued the intake's certificate and the connection point's,
+        // whose signature each bundle carries; without a PKI, bundles are not signed.
+        match &self.intake_ca {
+            Some(ca) => connect.extend([
+                "--intake-ca".into(),
+                ca.display().to_string(),
+                "--ca".into(),
+                ca.display().to_string(),
+            ]),
+            None => connect.push("--allow-unsigned".into()),
         }
         if let Some(token) = &self.token_file {
             connect.extend(["--token-file".into(), token.display().to_string()]);
